@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: install, then start a local consortium with a light demo load (Ctrl-C stops it)
+run: $(STAMP)
+	$(BIN)/alliance localnet --home .localnet --fresh --load 50
+
+## test: install with test extras and run the whole suite
+test: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .localnet .pytest_cache .mypy_cache .hypothesis

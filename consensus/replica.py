@@ -1,0 +1,460 @@
+"""One validator's PBFT state machine, run the way IBFT 2.0 and QBFT run it.
+
+One instance per height, rounds inside it. PRE-PREPARE (Proposal) from the
+round's proposer, PREPARE once the block is validated, COMMIT with a seal once
+2f+1 prepared it, and the block is final with 2f+1 seals. A round that times
+out moves on by ROUND-CHANGE messages carrying the highest prepared
+certificate, so a block that may have been committed is proposed again.
+
+Everything this replica signs is persisted (PersistSafetyState) before it is
+broadcast; `handle` emits actions in the order they must be carried out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    BuildBlock,
+    CommitBlock,
+    PersistSafetyState,
+    RequestSync,
+    ScheduleTimeout,
+    ValidateBlock,
+)
+from consensus.events import (
+    BlockBuilt,
+    BlockSynced,
+    BlockValidated,
+    Event,
+    MessageReceived,
+    TimeoutFired,
+    TransactionsPending,
+)
+from consensus.messages import (
+    Commit,
+    Crypto,
+    Message,
+    Prepare,
+    PreparedCertificate,
+    Proposal,
+    RoundChange,
+    Signed,
+    seal_bytes,
+    sign,
+    signing_bytes,
+)
+from consensus.safety import SafetyState
+
+
+def fault_tolerance(n: int) -> int:
+    """f, the number of faulty validators n tolerates."""
+    return (n - 1) // 3
+
+
+def quorum(n: int) -> int:
+    """2f+1 for n = 3f+1; in general the least size whose two sets share f+1 members."""
+    return (n + fault_tolerance(n)) // 2 + 1
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    chain_id: str
+    validators: tuple[bytes, ...]
+    round_timeout_ms: int = 2000
+    round_timeout_max_ms: int = 60000
+    future_heights_max: int = 4  # heights ahead whose messages are kept for later
+    future_messages_max: int = 1024  # messages kept for later heights, in all
+    future_rounds_max: int = 64  # rounds ahead whose votes are tallied
+
+
+@dataclass
+class RoundState:
+    proposal: Proposal | None = None
+    validated: bool = False
+    my_prepare: bytes | None = None  # the block hash this replica prepared
+    my_commit: bool = False
+    build_requested: bool = False
+    justification: tuple[Signed, ...] = ()
+    prepares: dict[bytes, Signed] = field(default_factory=dict)
+    commits: dict[bytes, Signed] = field(default_factory=dict)
+    round_changes: dict[bytes, Signed] = field(default_factory=dict)
+
+
+class Replica:
+    def __init__(self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None):
+        if crypto.public_key not in config.validators:
+            raise ValueError("this replica's key is not a validator")
+        self.config = config
+        self.crypto = crypto
+        self.height = height
+        self.round = 0
+        self.dropped: Counter[str] = Counter()  # reason -> messages dropped
+        self._n = len(config.validators)
+        self._f = fault_tolerance(self._n)
+        self._q = quorum(self._n)
+        self._members = frozenset(config.validators)
+        self._safety = safety if safety is not None and safety.height == height else None
+        self._future: dict[int, list[Signed]] = {}
+        self._actions: list[Action] = []
+        self._reset_height()
+
+    # ---- public API -------------------------------------------------------------
+
+    @property
+    def me(self) -> bytes:
+        return self.crypto.public_key
+
+    def proposer(self, height: int, round_: int) -> bytes:
+        return self.config.validators[(height + round_) % self._n]
+
+    def start(self) -> list[Action]:
+        """First actions after construction: resume from the safety state or start round 0."""
+        self._actions.clear()
+        if self._safety is None:
+            self._enter_round(0, send_round_change=False)
+        else:
+            self._resume(self._safety)
+        return self._finish()
+
+    def handle(self, event: Event) -> list[Action]:
+        self._actions.clear()
+        if isinstance(event, MessageReceived):
+            self._on_message(event.signed)
+        elif isinstance(event, TransactionsPending):
+            self._activate()
+        elif isinstance(event, BlockBuilt):
+            self._on_block_built(event)
+        elif isinstance(event, BlockValidated):
+            self._on_block_validated(event)
+        elif isinstance(event, TimeoutFired):
+            self._on_timeout(event)
+        elif isinstance(event, BlockSynced):
+            self._on_synced(event.height)
+        return self._finish()
+
+    # ---- bookkeeping ------------------------------------------------------------
+
+    def _reset_height(self) -> None:
+        self.round = 0
+        self.prepared: PreparedCertificate | None = None
+        self._rounds: dict[int, RoundState] = {}
+        self._latest_round_change: dict[bytes, int] = {}
+        self._sent: list[Signed] = []
+        self._outbox: list[Signed] = []
+        self._active = False
+
+    def _round_state(self, round_: int) -> RoundState:
+        return self._rounds.setdefault(round_, RoundState())
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def _flush(self) -> None:
+        """Persist what was signed, then let it leave: the order safety needs."""
+        if not self._outbox:
+            return
+        self._emit(PersistSafetyState(SafetyState(self.height, self.round, self.prepared, tuple(self._sent))))
+        self._actions.extend(Broadcast(s) for s in self._outbox)
+        self._outbox = []
+
+    def _finish(self) -> list[Action]:
+        self._flush()
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _sign(self, message: Message) -> None:
+        """Signs `message`, queues it to be persisted and sent, and delivers it to ourselves."""
+        signed = sign(self.crypto, self.config.chain_id, message)
+        self._sent.append(signed)
+        self._outbox.append(signed)
+        self._dispatch(signed)
+
+    def _timeout_ms(self, round_: int) -> int:
+        return min(self.config.round_timeout_ms << min(round_, 30), self.config.round_timeout_max_ms)
+
+    def _activate(self) -> None:
+        """Starts the round timer once there is something to agree on."""
+        if not self._active:
+            self._active = True
+            self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+
+    # ---- rounds and heights -----------------------------------------------------
+
+    def _enter_round(self, round_: int, send_round_change: bool) -> None:
+        self.round = round_
+        self._sent = []
+        self._rounds = {r: s for r, s in self._rounds.items() if r >= round_}
+        if round_ > 0:
+            self._active = False
+            self._activate()
+        if send_round_change:
+            self._sign(RoundChange(self.height, round_, self.prepared))
+        self._maybe_propose()
+
+    def _maybe_propose(self) -> None:
+        rs = self._round_state(self.round)
+        if self.proposer(self.height, self.round) != self.me or rs.build_requested or rs.proposal:
+            return
+        if self.round == 0:
+            rs.build_requested = True
+            self._emit(BuildBlock(self.height, 0))
+            return
+        if len(rs.round_changes) < self._q:
+            return
+        rs.justification = tuple(rs.round_changes.values())
+        best = _highest_prepared(rs.justification)
+        if best is None:
+            rs.build_requested = True
+            self._emit(BuildBlock(self.height, self.round))
+        else:
+            self._propose(best.block, best.block_hash, rs.justification)
+
+    def _propose(self, block: bytes, block_hash: bytes, justification: tuple[Signed, ...]) -> None:
+        self._sign(Proposal(self.height, self.round, block, block_hash, justification))
+
+    def _advance(self, height: int) -> None:
+        self._flush()
+        self.height = height
+        self._reset_height()
+        self._future = {h: msgs for h, msgs in self._future.items() if h >= height}
+        self._enter_round(0, send_round_change=False)
+        for signed in self._future.pop(height, []):
+            self._on_message(signed)
+
+    def _resume(self, s: SafetyState) -> None:
+        """After a restart: take up the round we were in and re-send what we signed there."""
+        self.round = s.round
+        self.prepared = s.prepared
+        self._sent = list(s.sent)
+        rs = self._round_state(s.round)
+        for signed in s.sent:
+            m = signed.message
+            if isinstance(m, Proposal):
+                rs.proposal, rs.validated, rs.build_requested = m, True, True
+            elif isinstance(m, Prepare):
+                rs.my_prepare = m.block_hash
+            elif isinstance(m, Commit):
+                rs.my_commit = True
+        self._actions.extend(Broadcast(m) for m in s.sent)
+        self._activate()
+        for signed in s.sent:
+            if self.height == s.height:
+                self._dispatch(signed)
+        if self.height == s.height:
+            self._maybe_propose()
+
+    # ---- events -----------------------------------------------------------------
+
+    def _on_block_built(self, e: BlockBuilt) -> None:
+        rs = self._round_state(self.round)
+        if (e.height, e.round) != (self.height, self.round) or rs.proposal is not None:
+            return
+        self._propose(e.block, e.block_hash, rs.justification)
+
+    def _on_block_validated(self, e: BlockValidated) -> None:
+        rs = self._rounds.get(e.round)
+        if e.height != self.height or rs is None or rs.proposal is None:
+            return
+        if rs.proposal.block_hash != e.block_hash:
+            return
+        if not e.valid:
+            self.dropped["invalid_block"] += 1
+            return
+        rs.validated = True
+        self._prepare(e.round, rs)
+
+    def _on_timeout(self, e: TimeoutFired) -> None:
+        if (e.height, e.round) == (self.height, self.round):
+            self._enter_round(self.round + 1, send_round_change=True)
+
+    def _on_synced(self, height: int) -> None:
+        if height >= self.height:
+            self._advance(height + 1)
+
+    # ---- messages ---------------------------------------------------------------
+
+    def _on_message(self, signed: Signed) -> None:
+        m = signed.message
+        if signed.sender not in self._members:
+            self.dropped["non_member"] += 1
+        elif m.height < self.height:
+            self.dropped["old"] += 1
+        elif m.height > self.height:
+            self._keep_for_later(signed)
+        elif m.round > self.round + self.config.future_rounds_max:
+            self.dropped["far_round"] += 1
+        elif not self._verify(signed):
+            self.dropped["bad_signature"] += 1
+        else:
+            self._activate()
+            self._dispatch(signed)
+
+    def _keep_for_later(self, signed: Signed) -> None:
+        height = signed.message.height
+        kept = sum(len(v) for v in self._future.values())
+        if height > self.height + self.config.future_heights_max or kept >= self.config.future_messages_max:
+            self.dropped["far_height"] += 1
+            self._emit(RequestSync(height))
+            return
+        self._future.setdefault(height, []).append(signed)
+
+    def _verify(self, signed: Signed) -> bool:
+        data = signing_bytes(self.config.chain_id, signed.message)
+        return self.crypto.verify(signed.sender, data, signed.signature)
+
+    def _dispatch(self, signed: Signed) -> None:
+        m = signed.message
+        if isinstance(m, Proposal):
+            self._on_proposal(signed, m)
+        elif isinstance(m, Prepare):
+            self._on_prepare(signed, m)
+        elif isinstance(m, Commit):
+            self._on_commit(signed, m)
+        else:
+            self._on_round_change(signed, m)
+
+    def _on_proposal(self, signed: Signed, p: Proposal) -> None:
+        if signed.sender != self.proposer(p.height, p.round) or p.round < self.round:
+            self.dropped["invalid_proposal"] += 1
+            return
+        if p.round > 0 and not self._justified(p):
+            self.dropped["unjustified_proposal"] += 1
+            return
+        if p.round > self.round:
+            self._enter_round(p.round, send_round_change=False)
+        rs = self._round_state(p.round)
+        if rs.proposal is not None:
+            return
+        rs.proposal = p
+        if signed.sender == self.me:
+            rs.validated = True
+            self._prepare(p.round, rs)
+        else:
+            self._emit(ValidateBlock(p.height, p.round, p.block, p.block_hash))
+
+    def _prepare(self, round_: int, rs: RoundState) -> None:
+        assert rs.proposal is not None
+        if rs.my_prepare is None and round_ == self.round:
+            rs.my_prepare = rs.proposal.block_hash
+            self._sign(Prepare(self.height, round_, rs.proposal.block_hash))  # delivery checks the tally
+        else:
+            self._check_prepared(round_)
+
+    def _on_prepare(self, signed: Signed, m: Prepare) -> None:
+        if m.round < self.round:
+            return
+        rs = self._round_state(m.round)
+        rs.prepares.setdefault(signed.sender, signed)
+        self._check_prepared(m.round)
+
+    def _check_prepared(self, round_: int) -> None:
+        rs = self._round_state(round_)
+        p = rs.proposal
+        if p is None or not rs.validated or rs.my_commit or round_ != self.round:
+            return
+        if rs.my_prepare not in (None, p.block_hash):
+            return  # never commit anything but what we prepared
+        votes = _votes_for(rs.prepares, p.block_hash)
+        if len(votes) < self._q:
+            return
+        self.prepared = PreparedCertificate(round_, p.block, p.block_hash, tuple(votes))
+        rs.my_commit = True
+        seal = self.crypto.sign(seal_bytes(p.block_hash))
+        self._sign(Commit(self.height, round_, p.block_hash, seal))
+
+    def _on_commit(self, signed: Signed, m: Commit) -> None:
+        if signed.sender != self.me and not self.crypto.verify(signed.sender, seal_bytes(m.block_hash), m.seal):
+            self.dropped["bad_seal"] += 1
+            return
+        rs = self._round_state(m.round)
+        rs.commits.setdefault(signed.sender, signed)
+        self._check_committed(m.round)
+
+    def _check_committed(self, round_: int) -> None:
+        rs = self._round_state(round_)
+        p = rs.proposal
+        block_hash = p.block_hash if p is not None else _most_voted(rs.commits)
+        votes = _votes_for(rs.commits, block_hash) if block_hash else []
+        if len(votes) < self._q:
+            return
+        if p is None:
+            self._emit(RequestSync(self.height))
+            return
+        order = {v: i for i, v in enumerate(self.config.validators)}
+        seals = sorted(((s.sender, _seal(s)) for s in votes), key=lambda vs: order[vs[0]])
+        self._flush()
+        self._emit(CommitBlock(self.height, p.block, p.block_hash, tuple(seals)))
+        self._advance(self.height + 1)
+
+    def _on_round_change(self, signed: Signed, m: RoundChange) -> None:
+        if m.prepared is not None and not self._valid_prepared(m.prepared):
+            self.dropped["invalid_round_change"] += 1
+            return
+        if m.round > self._latest_round_change.get(signed.sender, -1):
+            self._latest_round_change[signed.sender] = m.round
+        if m.round >= self.round:
+            self._round_state(m.round).round_changes.setdefault(signed.sender, signed)
+        self._join_higher_round()
+        if m.round == self.round:
+            self._maybe_propose()
+
+    def _join_higher_round(self) -> None:
+        """f+1 validators are in higher rounds: at least one is honest, so follow."""
+        higher = sorted((r for r in self._latest_round_change.values() if r > self.round), reverse=True)
+        if len(higher) > self._f:
+            self._enter_round(higher[self._f], send_round_change=True)
+
+    # ---- certificates -----------------------------------------------------------
+
+    def _valid_prepared(self, pc: PreparedCertificate) -> bool:
+        senders = set()
+        for s in pc.prepares:
+            m = s.message
+            ok = isinstance(m, Prepare) and (m.height, m.round, m.block_hash) == (self.height, pc.round, pc.block_hash)
+            if ok and s.sender in self._members and s.sender not in senders and self._verify(s):
+                senders.add(s.sender)
+        return len(senders) >= self._q
+
+    def _justified(self, p: Proposal) -> bool:
+        """A proposal for round > 0 needs 2f+1 round changes and must carry the highest prepared block."""
+        senders = set()
+        valid: list[Signed] = []
+        for s in p.justification:
+            m = s.message
+            if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
+                continue
+            if s.sender in self._members and s.sender not in senders and self._verify(s):
+                if m.prepared is None or self._valid_prepared(m.prepared):
+                    senders.add(s.sender)
+                    valid.append(s)
+        if len(senders) < self._q:
+            return False
+        best = _highest_prepared(tuple(valid))
+        return best is None or best.block_hash == p.block_hash
+
+
+def _votes_for(votes: dict[bytes, Signed], block_hash: bytes | None) -> list[Signed]:
+    return [s for s in votes.values() if getattr(s.message, "block_hash", None) == block_hash]
+
+
+def _most_voted(votes: dict[bytes, Signed]) -> bytes | None:
+    counts = Counter(getattr(s.message, "block_hash") for s in votes.values())
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _seal(signed: Signed) -> bytes:
+    assert isinstance(signed.message, Commit)
+    return signed.message.seal
+
+
+def _highest_prepared(round_changes: tuple[Signed, ...]) -> PreparedCertificate | None:
+    best: PreparedCertificate | None = None
+    for s in round_changes:
+        pc = s.message.prepared if isinstance(s.message, RoundChange) else None
+        if pc is not None and (best is None or pc.round > best.round):
+            best = pc
+    return best

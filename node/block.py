@@ -1,0 +1,90 @@
+"""Blocks, their headers and commit certificates, and their canonical encodings.
+
+header  = [1, chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root]
+block   = [header, [tx, ...]]            (each tx is its encoded bytes)
+hash    = SHA-256(canonical encoding of header)
+cert    = [[validator_pubkey, seal], ...] where seal signs b"alliance-commit-v1\\x00" + hash
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from node.canonical import CodecError, pack, unpack
+
+BLOCK_VERSION = 1
+
+
+class BlockError(ValueError):
+    """Bytes that are not a well-formed block or certificate."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    chain_id: str
+    height: int
+    prev_hash: bytes
+    time_ms: int
+    proposer: bytes
+    tx_root: bytes
+    state_root: bytes
+
+    def wire(self) -> list[Any]:
+        return [
+            BLOCK_VERSION, self.chain_id, self.height, self.prev_hash,
+            self.time_ms, self.proposer, self.tx_root, self.state_root,
+        ]
+
+    def encode(self) -> bytes:
+        return pack(self.wire())
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    header: Header
+    txs: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return pack([self.header.wire(), list(self.txs)])
+
+
+def _header_from(obj: Any) -> Header:
+    if not isinstance(obj, list) or len(obj) != 8 or obj[0] != BLOCK_VERSION:
+        raise BlockError("header must be [1, chain_id, height, prev_hash, time, proposer, tx_root, state_root]")
+    _, chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root = obj
+    ints_ok = type(height) is int and height > 0 and type(time_ms) is int and time_ms >= 0
+    hashes_ok = all(isinstance(h, bytes) and len(h) == 32 for h in (prev_hash, proposer, tx_root, state_root))
+    if not (isinstance(chain_id, str) and ints_ok and hashes_ok):
+        raise BlockError("header fields have the wrong types")
+    return Header(chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root)
+
+
+def decode_block(data: bytes) -> Block:
+    try:
+        obj = unpack(data)
+    except CodecError as exc:
+        raise BlockError(f"block: {exc}") from None
+    if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
+        raise BlockError("block must be [header, [tx, ...]]")
+    if not all(isinstance(tx, bytes) for tx in obj[1]):
+        raise BlockError("block transactions must be binary")
+    return Block(_header_from(obj[0]), tuple(obj[1]))
+
+
+def encode_certificate(seals: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    return pack([[validator, seal] for validator, seal in seals])
+
+
+def decode_certificate(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    try:
+        obj = unpack(data)
+    except CodecError as exc:
+        raise BlockError(f"certificate: {exc}") from None
+    if not isinstance(obj, list) or not all(isinstance(p, list) and len(p) == 2 for p in obj):
+        raise BlockError("certificate must be [[validator, seal], ...]")
+    return tuple((bytes(v), bytes(s)) for v, s in obj)

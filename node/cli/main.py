@@ -1,0 +1,121 @@
+"""Entry point of the `alliance` console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from node.cli import client_cmds, localnet, run, setup
+from node.client import RpcError
+from node.errors import AllianceError
+from storage.kv import StorageError
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+def _command(sub: argparse._SubParsersAction, name: str, handler: Handler, help_text: str,  # type: ignore[type-arg]
+             description: str = "") -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description or help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alliance", description="A node for permissioned consortium blockchains (PBFT consensus, LevelDB)."
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = _command(sub, "keygen", setup.cmd_keygen, "write a new Ed25519 private key (PKCS#8 PEM, mode 0600)",
+                 "Writes a new private key in the format of `openssl genpkey -algorithm ed25519` and prints "
+                 "its public key (64 hex characters).")
+    p.add_argument("--out", required=True, help="file to create (never overwritten)")
+
+    p = _command(sub, "testnet", setup.cmd_testnet, "write a ready local consortium to a directory",
+                 "Writes DIR/genesis.toml, DIR/node<i>/ (node.toml, node.key, genesis.toml) and DIR/client.key. "
+                 "Node i listens on 127.0.0.1: RPC P+10i, peers P+10i+1, metrics P+10i+2.")
+    p.add_argument("--nodes", type=int, required=True, help="number of validator nodes")
+    p.add_argument("--out", required=True, help="directory to write (must not hold a testnet already)")
+    p.add_argument("--chain-id", default=setup.DEFAULT_CHAIN_ID, help="chain id (default: %(default)s)")
+    p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+
+    p = _command(sub, "run", run.cmd_run, "run one node in the foreground until SIGTERM or SIGINT",
+                 "Runs the node configured by DIR/node.toml; see docs/configuration.md.")
+    p.add_argument("--home", required=True, help="node directory holding node.toml")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log_level")
+
+    p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
+                 "Creates a testnet in --home if there is none, starts every node as its own process, shows "
+                 "height, throughput and peers each second; Ctrl-C stops them all.")
+    p.add_argument("--nodes", type=int, default=4, help="number of nodes (default: %(default)s)")
+    p.add_argument("--home", default="localnet", help="directory of the testnet (default: ./%(default)s)")
+    p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="delete the testnet in --home first and start a new chain")
+    p.add_argument("--load", type=float, default=0, help="submit this many demo transactions per second")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+
+    p = _command(sub, "status", client_cmds.cmd_status, "print a node's status")
+    client_cmds.add_client_options(p)
+
+    tx = _command(sub, "tx", lambda a: tx.print_help(), "key-value transactions: put, get, delete")
+    tx_sub = tx.add_subparsers(title="tx commands", metavar="COMMAND", required=True)
+    p = _command(tx_sub, "put", client_cmds.cmd_tx_put, "set KEY to VALUE (UTF-8), waiting for the commit")
+    p.add_argument("key_name", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    client_cmds.add_client_options(p, signing=True)
+    p = _command(tx_sub, "get", client_cmds.cmd_tx_get, "read KEY: value, owner and height")
+    p.add_argument("key_name", metavar="KEY")
+    client_cmds.add_client_options(p)
+    p = _command(tx_sub, "delete", client_cmds.cmd_tx_delete, "delete KEY (its owner only)")
+    p.add_argument("key_name", metavar="KEY")
+    client_cmds.add_client_options(p, signing=True)
+
+    p = _command(sub, "notarize", client_cmds.cmd_notarize, "record the SHA-256 of FILE on the chain")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--meta", help="a note stored with the digest (at most 1 KiB)")
+    client_cmds.add_client_options(p, signing=True)
+
+    p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when")
+    p.add_argument("file", metavar="FILE")
+    client_cmds.add_client_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (AllianceError, StorageError) as exc:
+        _fail(str(exc))
+    except RpcError as exc:
+        detail = f" ({exc.data['reason']})" if isinstance(exc.data, dict) and "reason" in exc.data else ""
+        _fail(f"node refused: {exc.message}{detail} [code {exc.code}]")
+    except BaseExceptionGroup as group:
+        user_error = _user_error(group)
+        if user_error is None:
+            raise
+        _fail(str(user_error))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The first mistake of the user's inside (nested) exception groups."""
+    if isinstance(exc, (AllianceError, StorageError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _fail(message: str) -> None:
+    print(f"alliance: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

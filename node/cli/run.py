@@ -1,0 +1,32 @@
+"""`alliance run`: one node in the foreground until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+import trio
+
+from node.config import NodeConfig, load_config
+from node.logs import configure_logging
+from node.server import run_node
+
+log = logging.getLogger("alliance.node")
+
+
+async def run_until_signal(config: NodeConfig) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_node, config)
+            async for signum in signals:
+                log.info("event=shutdown signal=%s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    config = load_config(Path(args.home))
+    configure_logging(args.log_level or config.log_level)
+    trio.run(run_until_signal, config)

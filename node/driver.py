@@ -1,0 +1,222 @@
+"""The trio shell around the consensus core: feeds it events and carries out its actions in order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from consensus.actions import (
+    Action,
+    Broadcast,
+    BuildBlock,
+    CommitBlock,
+    PersistSafetyState,
+    RequestSync,
+    ScheduleTimeout,
+    SendTo,
+    ValidateBlock,
+)
+from consensus.events import BlockBuilt, BlockValidated, Event, TimeoutFired, TransactionsPending
+from consensus.replica import Replica
+from consensus.safety import encode_safety
+from node.block import Block, decode_block
+from node.execution import execute
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.metrics import Metrics
+from node.proposal import BlockInvalid, Candidate, build_block, check_block
+from node.tx import Transaction, decode_tx, tx_hash_of
+
+log = logging.getLogger("alliance.driver")
+EVENTS_BUFFERED_MAX = 4096
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Driver:
+    def __init__(self, replica: Replica, ledger: Ledger, mempool: Mempool, metrics: Metrics, block_txs_max: int):
+        self.replica = replica
+        self.ledger = ledger
+        self.mempool = mempool
+        self.metrics = metrics
+        self.block_txs_max = block_txs_max
+        self.broadcast: Callable[[Any], None] = lambda signed: None
+        self._events_in, self._events_out = trio.open_memory_channel[Event](EVENTS_BUFFERED_MAX)
+        self._candidates: dict[bytes, Candidate] = {}
+        self._proposed_at: dict[bytes, float] = {}
+        self._build_wanted: tuple[int, int] | None = None
+        self._work = trio.Event()
+        self._timer: trio.CancelScope | None = None
+        self._committed: dict[bytes, trio.Event] = {}
+        self._view = (replica.height, replica.round)
+        self._dropped_seen: dict[str, int] = {}
+
+    # ---- what the rest of the node calls -----------------------------------------
+
+    def submit(self, tx: Transaction) -> None:
+        """Adds a verified transaction to the mempool; raises MempoolFull."""
+        self.mempool.add(tx)
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self._work.set()
+        if len(self.mempool) == 1:
+            self.feed(TransactionsPending())
+
+    def feed(self, event: Event) -> None:
+        """Queues an event for the core; drops it (and logs) when the queue is full."""
+        try:
+            self._events_in.send_nowait(event)
+        except trio.WouldBlock:
+            log.warning("event=event_dropped reason=queue_full kind=%s", type(event).__name__)
+
+    async def wait_committed(self, tx_hash: bytes, timeout_s: float) -> bool:
+        if self.ledger.has_tx(tx_hash):
+            return True
+        event = self._committed.setdefault(tx_hash, trio.Event())
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+        if not event.is_set() and self._committed.get(tx_hash) is event and not event.statistics().tasks_waiting:
+            del self._committed[tx_hash]
+        return self.ledger.has_tx(tx_hash)
+
+    # ---- the loop -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._build_loop)
+            await self._perform(self.replica.start())
+            task_status.started()
+            async for event in self._events_out:
+                await self._perform(self.replica.handle(event))
+
+    async def _perform(self, actions: list[Action]) -> None:
+        queue = deque(actions)
+        while queue:
+            follow_up = await self._carry_out(queue.popleft())
+            if follow_up is not None:
+                queue.extend(self.replica.handle(follow_up))
+        self._observe_replica()
+
+    async def _carry_out(self, action: Action) -> Event | None:
+        if isinstance(action, PersistSafetyState):
+            data = encode_safety(action.state)
+            await trio.to_thread.run_sync(self.ledger.store.save_safety, data)
+        elif isinstance(action, (Broadcast, SendTo)):
+            self.broadcast(action.signed)
+        elif isinstance(action, ScheduleTimeout):
+            self._schedule_timeout(action)
+        elif isinstance(action, BuildBlock):
+            self._build_wanted = (action.height, action.round)
+            self._work.set()
+        elif isinstance(action, ValidateBlock):
+            return self._validate(action)
+        elif isinstance(action, CommitBlock):
+            return await self._commit(action)
+        elif isinstance(action, RequestSync):
+            log.debug("event=sync_requested height=%d", action.height)
+        return None
+
+    # ---- timers -----------------------------------------------------------------------
+
+    def _schedule_timeout(self, action: ScheduleTimeout) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = trio.CancelScope()
+        self._nursery.start_soon(self._fire_after, self._timer, action)
+
+    async def _fire_after(self, scope: trio.CancelScope, action: ScheduleTimeout) -> None:
+        with scope:
+            await trio.sleep(action.delay_ms / 1000)
+            self.feed(TimeoutFired(action.height, action.round))
+
+    # ---- blocks -----------------------------------------------------------------------
+
+    async def _build_loop(self) -> None:
+        """Builds the block the core asked for as soon as there are transactions for it."""
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            wanted = self._build_wanted
+            if wanted is None or not len(self.mempool):
+                continue
+            self._build_wanted = None
+            height, round_ = wanted
+            if height != self.ledger.height + 1:
+                continue
+            txs = self.mempool.oldest(self.block_txs_max)
+            candidate = build_block(self.ledger, txs, self.replica.me, now_ms())
+            self._remember(candidate)
+            self.feed(BlockBuilt(height, round_, candidate.block.encode(), candidate.block_hash))
+
+    def _remember(self, candidate: Candidate) -> None:
+        self._candidates[candidate.block_hash] = candidate
+        self._proposed_at.setdefault(candidate.block_hash, trio.current_time())
+
+    def _validate(self, action: ValidateBlock) -> BlockValidated:
+        proposer = self.replica.proposer(action.height, action.round)
+        self._proposed_at.setdefault(action.block_hash, trio.current_time())
+        try:
+            candidate = check_block(
+                self.ledger, action.block, action.block_hash, proposer, now_ms(), self.mempool.get
+            )
+        except BlockInvalid as exc:
+            log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))
+            return BlockValidated(action.height, action.round, action.block_hash, False)
+        self._remember(candidate)
+        return BlockValidated(action.height, action.round, action.block_hash, True)
+
+    def _candidate_for_commit(self, action: CommitBlock) -> Candidate:
+        candidate = self._candidates.get(action.block_hash)
+        if candidate is not None:
+            return candidate
+        # 2f+1 validators committed a block we did not validate: at least f+1 honest ones did.
+        block: Block = decode_block(action.block)
+        txs = [self.mempool.get(tx_hash_of(raw)) or decode_tx(raw) for raw in block.txs]
+        execution = execute(txs, block.header.height, block.header.time_ms, self.ledger.read_state)
+        return Candidate(block, action.block_hash, txs, execution)
+
+    async def _commit(self, action: CommitBlock) -> Event | None:
+        candidate = self._candidate_for_commit(action)
+        await trio.to_thread.run_sync(
+            self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
+        )
+        self._after_commit(candidate)
+        return TransactionsPending() if len(self.mempool) else None
+
+    def _after_commit(self, candidate: Candidate) -> None:
+        height = candidate.block.header.height
+        self._candidates = {h: c for h, c in self._candidates.items() if c.block.header.height > height}
+        started = self._proposed_at.pop(candidate.block_hash, None)
+        if started is not None:
+            self.metrics.block_commit_seconds.observe(trio.current_time() - started)
+        self._proposed_at = {h: t for h, t in self._proposed_at.items() if h in self._candidates}
+        hashes = [tx.hash for tx in candidate.txs]
+        self.mempool.remove(hashes)
+        for tx_hash in hashes:
+            waiter = self._committed.pop(tx_hash, None)
+            if waiter is not None:
+                waiter.set()
+        self.metrics.chain_height.set(height)
+        self.metrics.txs_committed.inc(len(hashes))
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self._work.set()
+        log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
+
+    def _observe_replica(self) -> None:
+        view = (self.replica.height, self.replica.round)
+        if view[0] == self._view[0] and view[1] > self._view[1]:
+            self.metrics.view_changes.inc(view[1] - self._view[1])
+        self._view = view
+        self.metrics.consensus_view.set(self.replica.round)
+        for reason, count in self.replica.dropped.items():
+            seen = self._dropped_seen.get(reason, 0)
+            if count > seen:
+                self.metrics.messages_dropped.labels(reason).inc(count - seen)
+                self._dropped_seen[reason] = count

@@ -1,0 +1,133 @@
+"""Transaction families and the deterministic executor.
+
+State keys: b"kv/" + key (UTF-8) -> [value, owner, height];
+b"nt/" + digest -> [recorder, height, time_ms, tx_hash, meta].
+state_root(h) = SHA-256(state_root(h-1) || SHA-256(canonical [[key, value-or-nil], ...] sorted by key)),
+with state_root(0) = 32 zero bytes: a commitment to the whole state history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.canonical import pack, unpack
+from node.tx import Transaction
+
+OK, BAD_ARGS, NOT_OWNER, NO_SUCH_KEY, ALREADY_RECORDED = 0, 1, 2, 3, 4
+KV_KEY_BYTES_MAX = 256
+KV_VALUE_BYTES_MAX = 16 * 1024
+NOTARY_META_BYTES_MAX = 1024
+GENESIS_STATE_ROOT = bytes(32)
+
+Reader = Callable[[bytes], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    code: int
+    log: str
+
+
+@dataclass
+class Execution:
+    """The outcome of a block: receipts in order and the state it writes."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def state_root(self, prev_root: bytes) -> bytes:
+        changes = pack([[k, self.writes[k]] for k in sorted(self.writes)])
+        return hashlib.sha256(prev_root + hashlib.sha256(changes).digest()).digest()
+
+
+@dataclass
+class _Context:
+    read: Reader
+    writes: dict[bytes, bytes | None]
+    height: int
+    time_ms: int
+    tx: Transaction
+
+    def get(self, key: bytes) -> Any:
+        raw = self.writes[key] if key in self.writes else self.read(key)
+        return None if raw is None else unpack(raw)
+
+
+def kv_key(key: str) -> bytes:
+    return b"kv/" + key.encode()
+
+
+def notary_key(digest: bytes) -> bytes:
+    return b"nt/" + digest
+
+
+def _kv_key_arg(args: dict[str, Any]) -> str | None:
+    key = args.get("key")
+    if isinstance(key, str) and 1 <= len(key.encode()) <= KV_KEY_BYTES_MAX:
+        return key
+    return None
+
+
+def _kv_put(ctx: _Context) -> Receipt:
+    args = ctx.tx.args
+    key, value = _kv_key_arg(args), args.get("value")
+    if key is None or set(args) != {"key", "value"} or not isinstance(value, bytes) or len(value) > KV_VALUE_BYTES_MAX:
+        return Receipt(BAD_ARGS, "kv put needs key: str (1..256 bytes) and value: bin (<= 16 KiB)")
+    current = ctx.get(kv_key(key))
+    if current is not None and current[1] != ctx.tx.sender:
+        return Receipt(NOT_OWNER, f"key {key!r} is owned by {current[1].hex()}")
+    owner = ctx.tx.sender if current is None else current[1]
+    ctx.writes[kv_key(key)] = pack([value, owner, ctx.height])
+    return Receipt(OK, "")
+
+
+def _kv_delete(ctx: _Context) -> Receipt:
+    key = _kv_key_arg(ctx.tx.args)
+    if key is None or set(ctx.tx.args) != {"key"}:
+        return Receipt(BAD_ARGS, "kv delete needs key: str (1..256 bytes)")
+    current = ctx.get(kv_key(key))
+    if current is None:
+        return Receipt(NO_SUCH_KEY, f"no such key {key!r}")
+    if current[1] != ctx.tx.sender:
+        return Receipt(NOT_OWNER, f"key {key!r} is owned by {current[1].hex()}")
+    ctx.writes[kv_key(key)] = None
+    return Receipt(OK, "")
+
+
+def _notary_record(ctx: _Context) -> Receipt:
+    args = ctx.tx.args
+    digest, meta = args.get("digest"), args.get("meta", "")
+    valid_meta = isinstance(meta, str) and len(meta.encode()) <= NOTARY_META_BYTES_MAX
+    if not (isinstance(digest, bytes) and len(digest) == 32 and valid_meta and set(args) <= {"digest", "meta"}):
+        return Receipt(BAD_ARGS, "notary record needs digest: bin (32 bytes) and optional meta: str (<= 1 KiB)")
+    if ctx.get(notary_key(digest)) is not None:
+        return Receipt(ALREADY_RECORDED, f"digest {digest.hex()} is already recorded")
+    ctx.writes[notary_key(digest)] = pack([ctx.tx.sender, ctx.height, ctx.time_ms, ctx.tx.hash, meta])
+    return Receipt(OK, "")
+
+
+OPERATIONS: dict[tuple[str, str], Callable[[_Context], Receipt]] = {
+    ("kv", "put"): _kv_put,
+    ("kv", "delete"): _kv_delete,
+    ("notary", "record"): _notary_record,
+}
+
+
+def execute(txs: Sequence[Transaction], height: int, time_ms: int, read: Reader) -> Execution:
+    """Runs `txs` in order over the state `read` gives; a failed tx writes nothing."""
+    result = Execution()
+    for tx in txs:
+        operation = OPERATIONS.get((tx.family, tx.op))
+        if operation is None:
+            result.receipts.append(Receipt(BAD_ARGS, f"unknown operation {tx.family}.{tx.op}"))
+            continue
+        writes: dict[bytes, bytes | None] = {}
+        ctx = _Context(lambda k: result.writes[k] if k in result.writes else read(k), writes, height, time_ms, tx)
+        receipt = operation(ctx)
+        if receipt.code == OK:
+            result.writes.update(writes)
+        result.receipts.append(receipt)
+    return result

@@ -1,0 +1,112 @@
+"""The genesis: chain id, the member validators and the authorised clients and admins."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from node.canonical import pack
+from node.errors import AllianceError, ConfigError
+from node.keys import parse_pubkey
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    pubkey: bytes
+    address: str = ""  # host:port of the peer listener; validators only
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_id: str
+    genesis_time_ms: int
+    validators: tuple[Member, ...]
+    clients: tuple[Member, ...]
+    admins: tuple[Member, ...]
+
+    def hash(self) -> bytes:
+        """SHA-256 of the canonical encoding; equal genesis files give equal hashes."""
+        return hashlib.sha256(pack(self.to_dict())).digest()
+
+    def authorised_senders(self) -> frozenset[bytes]:
+        return frozenset(m.pubkey for m in self.clients + self.admins)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "genesis_time_ms": self.genesis_time_ms,
+            "validators": [_member_dict(m, with_address=True) for m in self.validators],
+            "clients": [_member_dict(m) for m in self.clients],
+            "admins": [_member_dict(m) for m in self.admins],
+        }
+
+
+def _member_dict(m: Member, with_address: bool = False) -> dict[str, str]:
+    out = {"name": m.name, "pubkey": m.pubkey.hex()}
+    if with_address:
+        out["address"] = m.address
+    return out
+
+
+def write_genesis(path: Path, genesis: Genesis) -> None:
+    path.write_text(tomli_w.dumps(genesis.to_dict()))
+
+
+def load_genesis(path: Path) -> Genesis:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"genesis file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read genesis file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"genesis file {path} is not valid TOML: {exc}") from None
+    try:
+        return _parse(data)
+    except AllianceError as exc:
+        raise ConfigError(f"genesis file {path}: {exc}") from None
+
+
+def _parse(data: dict[str, Any]) -> Genesis:
+    chain_id = data.get("chain_id")
+    time_ms = data.get("genesis_time_ms", 0)
+    if not isinstance(chain_id, str) or not chain_id:
+        raise ConfigError("chain_id must be a non-empty string")
+    if type(time_ms) is not int or time_ms < 0:
+        raise ConfigError("genesis_time_ms must be a non-negative integer")
+    validators = _members(data, "validators", with_address=True)
+    if not validators:
+        raise ConfigError("at least one validator is required")
+    genesis = Genesis(chain_id, time_ms, validators, _members(data, "clients"), _members(data, "admins"))
+    _check_unique(genesis.validators)
+    return genesis
+
+
+def _members(data: dict[str, Any], field: str, with_address: bool = False) -> tuple[Member, ...]:
+    entries = data.get(field, [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{field} must be an array of tables")
+    members = []
+    for i, entry in enumerate(entries):
+        where = f"{field}[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where} needs a string 'name'")
+        pubkey = parse_pubkey(str(entry.get("pubkey", "")), f"{where}.pubkey")
+        address = entry.get("address", "")
+        if with_address and not isinstance(address, str):
+            raise ConfigError(f"{where}.address must be a 'host:port' string")
+        members.append(Member(entry["name"], pubkey, address if with_address else ""))
+    return tuple(members)
+
+
+def _check_unique(validators: tuple[Member, ...]) -> None:
+    if len({m.pubkey for m in validators}) != len(validators):
+        raise ConfigError("a validator public key is listed twice")
+    if len({m.name for m in validators}) != len(validators):
+        raise ConfigError("a validator name is listed twice")

@@ -1,0 +1,80 @@
+"""Ed25519 identities in PKCS#8 PEM files, exactly as `openssl genpkey -algorithm ed25519` writes them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+
+from nacl.signing import SigningKey, VerifyKey
+
+from node.errors import KeyFileError
+
+PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
+PEM_END = "-----END PRIVATE KEY-----"
+
+
+def encode_pem(key: SigningKey) -> str:
+    der = PKCS8_PREFIX + bytes(key)
+    return f"{PEM_BEGIN}\n{base64.b64encode(der).decode()}\n{PEM_END}\n"
+
+
+def decode_pem(text: str, source: str = "key") -> SigningKey:
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != PEM_BEGIN or lines[-1] != PEM_END:
+        raise KeyFileError(f"{source} is not a PKCS#8 PEM private key ({PEM_BEGIN} ... {PEM_END})")
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except binascii.Error:
+        raise KeyFileError(f"{source}: PEM body is not valid base64") from None
+    if len(der) != 48 or not der.startswith(PKCS8_PREFIX):
+        raise KeyFileError(f"{source} is not an Ed25519 private key")
+    return SigningKey(der[len(PKCS8_PREFIX):])
+
+
+def write_key(path: Path, key: SigningKey) -> None:
+    """Writes `key` to a new file with mode 0600; refuses to overwrite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as out:
+        out.write(encode_pem(key))
+
+
+def load_key(path: Path) -> SigningKey:
+    """Reads a private key, refusing files that group or others can read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+    return decode_pem(text, str(path))
+
+
+def pubkey_hex(key: SigningKey | VerifyKey) -> str:
+    verify = key.verify_key if isinstance(key, SigningKey) else key
+    return bytes(verify).hex()
+
+
+def parse_pubkey(text: str, what: str = "public key") -> bytes:
+    """64 hex characters to 32 bytes, with a clear error otherwise."""
+    try:
+        raw = bytes.fromhex(text)
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != 32 or len(text) != 64:
+        raise KeyFileError(f"{what} {text!r} is not 64 hex characters")
+    return raw

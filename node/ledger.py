@@ -1,0 +1,117 @@
+"""The chain as the node sees it: decoded blocks, transaction entries and state, over ChainStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.block import Block, Header, decode_block, decode_certificate, encode_certificate
+from node.canonical import pack, unpack
+from node.execution import GENESIS_STATE_ROOT, Execution, Receipt
+from node.genesis import Genesis
+from node.tx import Transaction, decode_tx
+from storage.chain import BlockWrite, ChainStore
+from storage.kv import StoreCorrupt
+
+GENESIS_META = "genesis_hash"
+
+
+@dataclass(frozen=True, slots=True)
+class TxEntry:
+    """Where a committed transaction is and what it did."""
+
+    height: int
+    index: int
+    receipt: Receipt
+    tx: Transaction
+
+
+class GenesisMismatch(Exception):
+    """The data directory belongs to a chain with another genesis."""
+
+
+class Ledger:
+    def __init__(self, store: ChainStore, genesis: Genesis) -> None:
+        self.store = store
+        self.genesis = genesis
+        self._check_genesis()
+        self.last_header: Header | None = None
+        if store.height() > 0:
+            self.last_header = self._require_block(store.height()).header
+
+    def _check_genesis(self) -> None:
+        stored = self.store.load_meta(GENESIS_META)
+        if stored is None:
+            self.store.save_meta(GENESIS_META, self.genesis.hash())
+        elif stored != self.genesis.hash():
+            raise GenesisMismatch(
+                f"the data directory holds chain {stored.hex()[:16]}..., not this genesis "
+                f"({self.genesis.hash().hex()[:16]}...)"
+            )
+
+    @property
+    def height(self) -> int:
+        return self.store.height()
+
+    @property
+    def last_hash(self) -> bytes:
+        """Hash of the last block; the genesis hash before block 1."""
+        return self.genesis.hash() if self.last_header is None else self.last_header.hash()
+
+    @property
+    def state_root(self) -> bytes:
+        return GENESIS_STATE_ROOT if self.last_header is None else self.last_header.state_root
+
+    @property
+    def last_time_ms(self) -> int:
+        return self.genesis.genesis_time_ms if self.last_header is None else self.last_header.time_ms
+
+    def block(self, height: int) -> Block | None:
+        raw = self.store.load_block(height)
+        return None if raw is None else decode_block(raw)
+
+    def _require_block(self, height: int) -> Block:
+        block = self.block(height)
+        if block is None:
+            raise StoreCorrupt(f"block {height} is missing from the store")
+        return block
+
+    def certificate(self, height: int) -> tuple[tuple[bytes, bytes], ...] | None:
+        raw = self.store.load_certificate(height)
+        return None if raw is None else decode_certificate(raw)
+
+    def tx_entry(self, tx_hash: bytes) -> TxEntry | None:
+        raw = self.store.load_tx(tx_hash)
+        if raw is None:
+            return None
+        height, index, code, log, tx_raw = unpack(raw)
+        return TxEntry(height, index, Receipt(code, log), decode_tx(tx_raw))
+
+    def has_tx(self, tx_hash: bytes) -> bool:
+        return self.store.has_tx(tx_hash)
+
+    def read_state(self, key: bytes) -> bytes | None:
+        return self.store.load_state(key)
+
+    def commit(
+        self,
+        block: Block,
+        txs: list[Transaction],
+        execution: Execution,
+        certificate: tuple[tuple[bytes, bytes], ...],
+    ) -> None:
+        """Saves the block, certificate, tx entries, receipts and state in one synced batch."""
+        header = block.header
+        entries = [
+            (tx.hash, pack([header.height, i, r.code, r.log, tx.raw]))
+            for i, (tx, r) in enumerate(zip(txs, execution.receipts))
+        ]
+        write = BlockWrite(
+            height=header.height,
+            block_hash=header.hash(),
+            block=block.encode(),
+            certificate=encode_certificate(certificate),
+            txs=entries,
+            state=execution.writes,
+        )
+        self.store.write_block(write)
+        self.last_header = header

@@ -1,0 +1,117 @@
+"""Building a block to propose and checking a block proposed by another validator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from node.block import Block, BlockError, Header, decode_block
+from node.execution import Execution, execute
+from node.ledger import Ledger
+from node.merkle import merkle_root
+from node.tx import Transaction, TxError, decode_tx, tx_hash_of
+
+# How far ahead of a validator's clock a proposed block's time may be.
+BLOCK_TIME_AHEAD_MS_MAX = 10_000
+
+
+class BlockInvalid(Exception):
+    """A proposed block that an honest validator must not prepare."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A block with its decoded transactions and the outcome of executing it."""
+
+    block: Block
+    block_hash: bytes
+    txs: list[Transaction]
+    execution: Execution
+
+
+def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now_ms: int) -> Candidate:
+    height = ledger.height + 1
+    time_ms = max(now_ms, ledger.last_time_ms)
+    execution = execute(txs, height, time_ms, ledger.read_state)
+    header = Header(
+        chain_id=ledger.genesis.chain_id,
+        height=height,
+        prev_hash=ledger.last_hash,
+        time_ms=time_ms,
+        proposer=proposer,
+        tx_root=merkle_root([tx.hash for tx in txs]),
+        state_root=execution.state_root(ledger.state_root),
+    )
+    block = Block(header, tuple(tx.raw for tx in txs))
+    return Candidate(block, header.hash(), list(txs), execution)
+
+
+def check_block(
+    ledger: Ledger,
+    raw: bytes,
+    block_hash: bytes,
+    proposer: bytes,
+    now_ms: int,
+    known_tx: Callable[[bytes], Transaction | None],
+) -> Candidate:
+    """Decodes and fully checks a proposed block; raises BlockInvalid with the reason."""
+    try:
+        block = decode_block(raw)
+    except BlockError as exc:
+        raise BlockInvalid(str(exc)) from None
+    header = block.header
+    _check_header(ledger, header, block_hash, proposer, now_ms)
+    txs = _check_txs(ledger, block.txs, known_tx)
+    if merkle_root([tx.hash for tx in txs]) != header.tx_root:
+        raise BlockInvalid("tx_root does not match the transactions")
+    execution = execute(txs, header.height, header.time_ms, ledger.read_state)
+    if execution.state_root(ledger.state_root) != header.state_root:
+        raise BlockInvalid("state_root differs from executing the block")
+    return Candidate(block, block_hash, txs, execution)
+
+
+def _check_header(ledger: Ledger, header: Header, block_hash: bytes, proposer: bytes, now_ms: int) -> None:
+    checks = [
+        (header.hash() == block_hash, "block hash does not match the header"),
+        (header.chain_id == ledger.genesis.chain_id, "wrong chain id"),
+        (header.height == ledger.height + 1, f"height {header.height} is not {ledger.height + 1}"),
+        (header.prev_hash == ledger.last_hash, "prev_hash is not the last block's hash"),
+        (header.proposer == proposer, "proposer is not the round's proposer"),
+        (header.time_ms >= ledger.last_time_ms, "time goes backwards"),
+        (header.time_ms <= now_ms + BLOCK_TIME_AHEAD_MS_MAX, "time is too far in the future"),
+    ]
+    for ok, reason in checks:
+        if not ok:
+            raise BlockInvalid(reason)
+
+
+def _check_txs(
+    ledger: Ledger, raws: Sequence[bytes], known_tx: Callable[[bytes], Transaction | None]
+) -> list[Transaction]:
+    authorised = ledger.genesis.authorised_senders()
+    txs: list[Transaction] = []
+    seen: set[bytes] = set()
+    for raw in raws:
+        tx = _verified_tx(raw, known_tx, ledger.genesis.chain_id)
+        if tx.sender not in authorised:
+            raise BlockInvalid(f"tx {tx.hash.hex()} has an unauthorised sender")
+        if tx.hash in seen or ledger.has_tx(tx.hash):
+            raise BlockInvalid(f"tx {tx.hash.hex()} is a duplicate")
+        seen.add(tx.hash)
+        txs.append(tx)
+    return txs
+
+
+def _verified_tx(raw: bytes, known_tx: Callable[[bytes], Transaction | None], chain_id: str) -> Transaction:
+    """A transaction this node already verified is not verified again."""
+    if len(raw) > 66:
+        known = known_tx(tx_hash_of(raw))
+        if known is not None and known.raw == raw:
+            return known
+    try:
+        tx = decode_tx(raw)
+    except TxError as exc:
+        raise BlockInvalid(f"malformed transaction: {exc}") from None
+    if tx.chain_id != chain_id or not tx.verify_signature():
+        raise BlockInvalid(f"tx {tx.hash.hex()} has a bad signature or chain id")
+    return tx

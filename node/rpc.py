@@ -1,0 +1,271 @@
+"""JSON-RPC 2.0 methods of the client protocol (section 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from node.canonical import unpack
+from node.driver import Driver
+from node.execution import kv_key, notary_key
+from node.mempool import MempoolFull
+from node.metrics import Metrics
+from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx, tx_hash_of, tx_json
+
+log = logging.getLogger("alliance.rpc")
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
+    -32700, -32600, -32601, -32602, -32603,
+)
+TX_REFUSED, NOT_AUTHORISED, DUPLICATE, OVERLOADED, NOT_FOUND, COMMIT_TIMEOUT = (
+    -32001, -32002, -32003, -32004, -32005, -32006,
+)
+SEND_TX_TIMEOUT_S_DEFAULT = 10
+SEND_TX_TIMEOUT_S_MAX = 60
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+Params = dict[str, Any]
+
+
+def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    missing = [p for p in required if p not in params]
+    unknown = [p for p in params if p not in required + optional]
+    if missing or unknown:
+        detail = f"missing {missing}" if missing else f"unknown {unknown}"
+        raise RpcError(INVALID_PARAMS, f"invalid params: {detail}")
+
+
+def _hash_param(params: Params, name: str) -> bytes:
+    value = params[name]
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or len(value) != 64:
+        raise RpcError(INVALID_PARAMS, f"{name} must be 64 hex characters")
+    return raw
+
+
+def _refused(reason: str, detail: str) -> RpcError:
+    return RpcError(TX_REFUSED, f"transaction refused: {detail}", {"reason": reason})
+
+
+class RpcService:
+    def __init__(self, driver: Driver, metrics: Metrics, status: Callable[[], dict[str, Any]]):
+        self.driver = driver
+        self.ledger = driver.ledger
+        self.metrics = metrics
+        self.status = status
+        self.chain_id = driver.ledger.genesis.chain_id
+        self.authorised = driver.ledger.genesis.authorised_senders()
+        self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
+            "status": self._status,
+            "send_tx": self._send_tx,
+            "get_tx": self._get_tx,
+            "get_block": self._get_block,
+            "query": self._query,
+        }
+
+    # ---- envelope ---------------------------------------------------------------------
+
+    async def handle(self, body: bytes) -> Any:
+        """The JSON response for a request body, or None when nothing is to be answered."""
+        try:
+            request = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _response(None, error=RpcError(PARSE_ERROR, "parse error"))
+        if not isinstance(request, list):
+            return await self._call(request)
+        if not request:
+            return _response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
+        results: list[Any] = [None] * len(request)
+
+        async def run(i: int, call: Any) -> None:
+            results[i] = await self._call(call)
+
+        async with trio.open_nursery() as nursery:
+            for i, call in enumerate(request):
+                nursery.start_soon(run, i, call)
+        answered = [r for r in results if r is not None]
+        return answered or None
+
+    async def _call(self, call: Any) -> dict[str, Any] | None:
+        request_id = call.get("id") if isinstance(call, dict) else None
+        method = "invalid"
+        try:
+            method, params = _check_call(call)
+            handler = self.methods.get(method)
+            if handler is None:
+                method = "unknown"
+                raise RpcError(METHOD_NOT_FOUND, "method not found")
+            result = await handler(params)
+        except RpcError as exc:
+            self.metrics.rpc_requests.labels(method, "error").inc()
+            return _response(request_id, error=exc) if _expects_answer(call) else None
+        except Exception:
+            log.exception("event=rpc_internal_error method=%s", method)
+            self.metrics.rpc_requests.labels(method, "error").inc()
+            return _response(request_id, error=RpcError(INTERNAL_ERROR, "internal error"))
+        self.metrics.rpc_requests.labels(method, "ok").inc()
+        return _response(request_id, result=result) if _expects_answer(call) else None
+
+    # ---- methods --------------------------------------------------------------------------
+
+    async def _status(self, params: Params) -> Any:
+        _params(params, ())
+        return self.status()
+
+    async def _send_tx(self, params: Params) -> Any:
+        _params(params, ("tx",), ("wait", "timeout"))
+        wait, timeout = params.get("wait", False), params.get("timeout", SEND_TX_TIMEOUT_S_DEFAULT)
+        if not isinstance(wait, bool):
+            raise RpcError(INVALID_PARAMS, "wait must be a boolean")
+        if type(timeout) not in (int, float) or not 0 < timeout <= SEND_TX_TIMEOUT_S_MAX:
+            raise RpcError(INVALID_PARAMS, f"timeout must be a number of seconds in (0, {SEND_TX_TIMEOUT_S_MAX}]")
+        try:
+            tx = self._admit(params["tx"])
+        except RpcError as exc:
+            self.metrics.txs_rejected.labels(_rejection_reason(exc)).inc()
+            raise
+        if not wait:
+            return {"tx_hash": tx.hash.hex()}
+        if not await self.driver.wait_committed(tx.hash, float(timeout)):
+            raise RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",
+                           {"tx_hash": tx.hash.hex()})
+        return self._tx_result(tx.hash)
+
+    def _admit(self, tx_hex: Any) -> Transaction:
+        """Checks a submitted transaction in the spec's order and adds it to the mempool."""
+        if not isinstance(tx_hex, str):
+            raise RpcError(INVALID_PARAMS, "tx must be a hex string")
+        if len(tx_hex) > 2 * TX_BYTES_MAX:
+            raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
+        try:
+            tx = decode_tx(bytes.fromhex(tx_hex))
+        except ValueError as exc:
+            reason = exc.reason if isinstance(exc, TxError) else "malformed"
+            raise _refused(reason, str(exc) if isinstance(exc, TxError) else "tx is not valid hex") from None
+        if tx.chain_id != self.chain_id:
+            raise _refused("wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
+        if not tx.verify_signature():
+            raise _refused("bad_signature", "the signature does not verify")
+        if tx.sender not in self.authorised:
+            raise RpcError(NOT_AUTHORISED, "sender not authorised", {"sender": tx.sender.hex()})
+        if tx.hash in self.driver.mempool or self.ledger.has_tx(tx.hash):
+            raise RpcError(DUPLICATE, "duplicate transaction", {"tx_hash": tx.hash.hex()})
+        try:
+            self.driver.submit(tx)
+        except MempoolFull:
+            raise RpcError(OVERLOADED, "node overloaded: mempool full; retry later") from None
+        return tx
+
+    async def _get_tx(self, params: Params) -> Any:
+        _params(params, ("tx_hash",))
+        return self._tx_result(_hash_param(params, "tx_hash"))
+
+    def _tx_result(self, tx_hash: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "tx_hash": tx_hash.hex(), "status": "unknown",
+            "height": None, "index": None, "code": None, "log": None, "tx": None,
+        }
+        entry = self.ledger.tx_entry(tx_hash)
+        if entry is not None:
+            result.update(status="committed", height=entry.height, index=entry.index,
+                          code=entry.receipt.code, log=entry.receipt.log, tx=tx_json(entry.tx))
+            return result
+        pending = self.driver.mempool.get(tx_hash)
+        if pending is not None:
+            result.update(status="pending", tx=tx_json(pending))
+        return result
+
+    async def _get_block(self, params: Params) -> Any:
+        _params(params, ("height",))
+        height = params["height"]
+        if height == "latest":
+            height = self.ledger.height
+        if type(height) is not int:
+            raise RpcError(INVALID_PARAMS, 'height must be an integer or "latest"')
+        block = self.ledger.block(height) if height >= 1 else None
+        certificate = self.ledger.certificate(height) if block is not None else None
+        if block is None or certificate is None:
+            raise RpcError(NOT_FOUND, f"no block at height {height}")
+        h = block.header
+        block_hash = h.hash().hex()
+        return {
+            "height": h.height, "hash": block_hash, "prev_hash": h.prev_hash.hex(), "time": h.time_ms,
+            "proposer": h.proposer.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
+            "txs": [tx_hash_of(raw).hex() for raw in block.txs],
+            "commit": {
+                "height": h.height, "block_hash": block_hash,
+                "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
+            },
+        }
+
+    async def _query(self, params: Params) -> Any:
+        _params(params, ("family", "key"))
+        family, key = params["family"], params["key"]
+        if family == "kv":
+            if not isinstance(key, str):
+                raise RpcError(INVALID_PARAMS, "kv key must be a string")
+            raw = self.ledger.read_state(kv_key(key))
+            if raw is None:
+                return None
+            value, owner, height = unpack(raw)
+            return {"value": value.hex(), "owner": owner.hex(), "height": height}
+        if family == "notary":
+            raw = self.ledger.read_state(notary_key(_hash_param(params, "key")))
+            if raw is None:
+                return None
+            recorder, height, time_ms, tx_hash, meta = unpack(raw)
+            return {"recorder": recorder.hex(), "height": height, "time": time_ms,
+                    "tx_hash": tx_hash.hex(), "meta": meta}
+        raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
+
+
+_REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE: "duplicate", OVERLOADED: "mempool_full"}
+
+
+def _rejection_reason(error: RpcError) -> str:
+    if error.code == TX_REFUSED and error.data:
+        return str(error.data["reason"])
+    return _REJECTION_REASONS.get(error.code, "invalid_params")
+
+
+def _check_call(call: Any) -> tuple[str, Params]:
+    if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or not isinstance(call.get("method"), str):
+        raise RpcError(INVALID_REQUEST, "invalid request: expected {jsonrpc: \"2.0\", method, params, id}")
+    if "id" in call and not (call["id"] is None or type(call["id"]) in (str, int, float)):
+        raise RpcError(INVALID_REQUEST, "invalid request: id must be a string, number or null")
+    params = call.get("params", {})
+    if not isinstance(params, dict):
+        raise RpcError(INVALID_PARAMS, "invalid params: parameters are passed by name (a JSON object)")
+    return call["method"], params
+
+
+def _expects_answer(call: Any) -> bool:
+    """Notifications (calls without an id) get no answer; invalid requests always do."""
+    return not isinstance(call, dict) or "id" in call or not isinstance(call.get("method"), str)
+
+
+def _response(request_id: Any, result: Any = None, error: RpcError | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "error": error.to_json(), "id": request_id}
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}

@@ -1,0 +1,166 @@
+"""One node: storage, consensus driver, RPC and operations endpoints in one nursery."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from consensus.messages import MessageError
+from consensus.replica import Replica, ReplicaConfig, quorum
+from consensus.safety import SafetyState, decode_safety
+from node.config import NodeConfig
+from node.crypto import NodeCrypto
+from node.driver import Driver
+from node.errors import AllianceError, ConfigError
+from node.genesis import Genesis, load_genesis
+from node.keys import load_key
+from node.ledger import GenesisMismatch, Ledger
+from node.mempool import Mempool
+from node.metrics import Metrics
+from node.rpc import RpcService
+from node.web import (
+    RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
+)
+from storage.chain import ChainStore
+from storage.kv import StoreCorrupt
+from storage.leveldb import LevelDBStore
+
+log = logging.getLogger("alliance.node")
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    genesis: Genesis
+    ledger: Ledger
+    driver: Driver
+    metrics: Metrics
+    rpc: RpcService | None = None
+    storage_open: bool = True
+
+    @property
+    def replica(self) -> Replica:
+        return self.driver.replica
+
+    def peers(self) -> list[dict[str, Any]]:
+        me = self.replica.me
+        return [
+            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": False}
+            for m in self.genesis.validators if m.pubkey != me
+        ]
+
+    def status(self) -> dict[str, Any]:
+        replica = self.replica
+        return {
+            "chain_id": self.genesis.chain_id,
+            "node": {"name": self.config.name, "pubkey": replica.me.hex()},
+            "height": self.ledger.height,
+            "last_block_hash": self.ledger.last_hash.hex(),
+            "view": replica.round,
+            "leader": replica.proposer(replica.height, replica.round).hex(),
+            "validators": [m.pubkey.hex() for m in self.genesis.validators],
+            "peers": self.peers(),
+            "syncing": False,
+        }
+
+    def readiness(self) -> list[str]:
+        """Why the node is not ready; empty when it is."""
+        connected = 1 + sum(p["connected"] for p in self.peers())
+        needed = quorum(len(self.genesis.validators))
+        reasons = []
+        if connected < needed:
+            reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
+        if not self.storage_open:
+            reasons.append("storage is closed")
+        return reasons
+
+    # ---- HTTP endpoints --------------------------------------------------------------
+
+    async def rpc_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/":
+            return await respond_json(send, 404, {"error": "not found; JSON-RPC is served at POST /"})
+        if scope["method"] != "POST":
+            return await respond_json(send, 405, {"error": "method not allowed; use POST /"})
+        try:
+            body = await read_body(scope, receive, RPC_BODY_BYTES_MAX)
+        except BodyTooLarge:
+            return await respond_json(send, 413, {"error": f"request body over {RPC_BODY_BYTES_MAX} bytes"})
+        assert self.rpc is not None
+        answer = await self.rpc.handle(body)
+        if answer is None:
+            return await respond(send, 204, b"")
+        await respond_json(send, 200, answer)
+
+    async def ops_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            return await respond_json(send, 405, {"error": "method not allowed; use GET"})
+        path = scope["path"]
+        if path == "/metrics":
+            return await respond(send, 200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/healthz":
+            ok = self.storage_open
+            return await respond_json(send, 200 if ok else 503, {"ok": ok})
+        if path == "/readyz":
+            reasons = self.readiness()
+            return await respond_json(send, 503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
+        await respond_json(send, 404, {"error": "not found; try /metrics, /healthz or /readyz"})
+
+
+def _load_safety(store: ChainStore) -> SafetyState | None:
+    raw = store.load_safety()
+    if raw is None:
+        return None
+    try:
+        return decode_safety(raw)
+    except MessageError as exc:
+        raise StoreCorrupt(f"consensus safety state is unreadable: {exc}") from None
+
+
+def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger) -> Replica:
+    validators = tuple(m.pubkey for m in genesis.validators)
+    if crypto.public_key not in validators:
+        raise ConfigError(f"this node's key {crypto.public_key.hex()} is not a validator in {config.genesis_file}")
+    replica_config = ReplicaConfig(
+        chain_id=genesis.chain_id,
+        validators=validators,
+        round_timeout_ms=config.round_timeout_ms,
+        round_timeout_max_ms=config.round_timeout_max_ms,
+    )
+    return Replica(replica_config, crypto, ledger.height + 1, _load_safety(ledger.store))
+
+
+async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+    """Runs a node until cancelled; raises AllianceError/StorageError for what stops it starting."""
+    genesis = load_genesis(config.genesis_file)
+    crypto = NodeCrypto(load_key(config.key_file))
+    with ExitStack() as stack:
+        kv = LevelDBStore.open(config.data_dir)
+        stack.callback(kv.close)
+        try:
+            ledger = Ledger(ChainStore(kv), genesis)
+        except GenesisMismatch as exc:
+            raise AllianceError(f"{config.data_dir}: {exc}") from None
+        replica = _replica(config, genesis, crypto, ledger)
+        rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
+        metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
+        metrics = Metrics()
+        metrics.chain_height.set(ledger.height)
+        driver = Driver(replica, ledger, Mempool(config.mempool_txs_max), metrics, config.block_txs_max)
+        node = Node(config, genesis, ledger, driver, metrics)
+        node.rpc = RpcService(driver, metrics, node.status)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(driver.run)
+                await nursery.start(serve_http, node.rpc_app, rpc_sock)
+                await nursery.start(serve_http, node.ops_app, metrics_sock)
+                log.info("event=node_started name=%s height=%d rpc=%s metrics=%s chain_id=%s",
+                         config.name, ledger.height, config.rpc_listen, config.metrics_listen, genesis.chain_id)
+                task_status.started(node)
+        finally:
+            node.storage_open = False
+            log.info("event=node_stopped height=%d", ledger.height)
+

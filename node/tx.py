@@ -1,0 +1,122 @@
+"""Transactions: encoding, hashing and signatures exactly as the client protocol says."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from node.canonical import CodecError, pack, unpack
+
+TX_VERSION = 1
+TX_BYTES_MAX = 64 * 1024
+SIGNING_PREFIX = b"alliance-tx-v1\x00"
+NONCE_MAX = 2**64 - 1
+# A canonical tx ends with its 64-byte signature encoded as bin 8: c4 40 + 64 bytes.
+_SIGNATURE_TAIL = 2 + 64
+
+
+class TxError(ValueError):
+    """A refused transaction; `reason` is the spec's `data.reason`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    chain_id: str
+    sender: bytes
+    nonce: int
+    family: str
+    op: str
+    args: dict[str, Any]
+    signature: bytes
+    raw: bytes
+    hash: bytes
+
+    @property
+    def signing_bytes(self) -> bytes:
+        # The body is the tx array less its last element: fixarray 7 instead of 8.
+        return SIGNING_PREFIX + b"\x97" + self.raw[1:-_SIGNATURE_TAIL]
+
+    def verify_signature(self) -> bool:
+        try:
+            VerifyKey(self.sender).verify(self.signing_bytes, self.signature)
+        except BadSignatureError:
+            return False
+        return True
+
+
+def _check_fields(obj: Any) -> None:
+    if not isinstance(obj, list) or len(obj) != 8:
+        raise TxError("malformed", "a transaction is an array of 8 elements")
+    version, chain_id, sender, nonce, family, op, args, signature = obj
+    checks = [
+        (version == TX_VERSION and type(version) is int, "version must be 1"),
+        (isinstance(chain_id, str), "chain_id must be a string"),
+        (isinstance(sender, bytes) and len(sender) == 32, "sender must be 32 bytes"),
+        (type(nonce) is int and 0 <= nonce <= NONCE_MAX, "nonce must be an integer in 0..2**64-1"),
+        (isinstance(family, str) and isinstance(op, str), "family and op must be strings"),
+        (isinstance(args, dict), "args must be a map"),
+        (isinstance(signature, bytes) and len(signature) == 64, "signature must be 64 bytes"),
+    ]
+    for ok, detail in checks:
+        if not ok:
+            raise TxError("malformed", detail)
+
+
+def decode_tx(raw: bytes) -> Transaction:
+    """Parses and checks the structure of an encoded transaction (not its signature)."""
+    if len(raw) > TX_BYTES_MAX:
+        raise TxError("oversize", f"transaction is {len(raw)} bytes, more than {TX_BYTES_MAX}")
+    try:
+        obj = unpack(raw)
+    except CodecError as exc:
+        raise TxError(exc.reason, exc.detail) from None
+    _check_fields(obj)
+    _, chain_id, sender, nonce, family, op, args, signature = obj
+    tx = Transaction(chain_id, sender, nonce, family, op, args, signature, raw, b"")
+    object.__setattr__(tx, "hash", hashlib.sha256(tx.signing_bytes).digest())
+    return tx
+
+
+def sign_tx(
+    key: SigningKey, chain_id: str, family: str, op: str, args: dict[str, Any], nonce: int
+) -> Transaction:
+    """Builds and signs a transaction (client side)."""
+    sender = bytes(key.verify_key)
+    body = [TX_VERSION, chain_id, sender, nonce, family, op, args]
+    signature = key.sign(SIGNING_PREFIX + pack(body)).signature
+    return decode_tx(pack(body + [signature]))
+
+
+def tx_json(tx: Transaction) -> dict[str, Any]:
+    """The `tx` object of `get_tx`: binary values as hex."""
+    return {
+        "chain_id": tx.chain_id,
+        "sender": tx.sender.hex(),
+        "nonce": tx.nonce,
+        "family": tx.family,
+        "op": tx.op,
+        "args": to_json(tx.args),
+    }
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def tx_hash_of(raw: bytes) -> bytes:
+    """The hash of a canonical encoded transaction, without decoding it."""
+    return hashlib.sha256(SIGNING_PREFIX + b"\x97" + raw[1:-_SIGNATURE_TAIL]).digest()

@@ -1,0 +1,143 @@
+"""The chain's byte-level layout on top of any `KeyValueStore`.
+
+The node encodes blocks, certificates, transaction entries and state values;
+this module only decides where the bytes live. Heights are 8-byte big-endian
+so that blocks iterate in height order.
+
+Key layout:
+
+    m/height             -> height of the last stored block (8-byte BE)
+    b/<height>           -> encoded block
+    c/<height>           -> encoded commit certificate
+    h/<block hash>       -> height of that block (8-byte BE)
+    t/<tx hash>          -> transaction entry
+    s/<state key>        -> state value
+    x/safety             -> consensus safety state
+    m/<name>             -> node metadata (any name but "height")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from storage.kv import KeyValueStore, StorageError, StoreCorrupt, WriteBatch
+
+_HEIGHT_KEY = b"m/height"
+_SAFETY_KEY = b"x/safety"
+_BLOCK_PREFIX = b"b/"
+_CERTIFICATE_PREFIX = b"c/"
+_HASH_PREFIX = b"h/"
+_TX_PREFIX = b"t/"
+_STATE_PREFIX = b"s/"
+_META_PREFIX = b"m/"
+_HEIGHT_BYTES = 8
+
+
+@dataclass(frozen=True)
+class BlockWrite:
+    """Everything one block adds to the store, written as one batch."""
+
+    height: int
+    block_hash: bytes
+    block: bytes  # encoded block
+    certificate: bytes  # encoded commit certificate
+    txs: list[tuple[bytes, bytes]]  # (tx_hash, tx entry bytes), in block order
+    state: dict[bytes, bytes | None]  # state writes; None deletes
+
+
+class ChainStore:
+    """Blocks, certificates, transaction index, state, safety and metadata."""
+
+    def __init__(self, kv: KeyValueStore) -> None:
+        self.kv = kv
+        # Cached: the node asks for the height far more often than it changes.
+        stored = _decode_height(kv.get(_HEIGHT_KEY), _HEIGHT_KEY)
+        self._height = 0 if stored is None else stored
+
+    def height(self) -> int:
+        """Height of the last stored block; 0 when none (blocks start at 1)."""
+        return self._height
+
+    def write_block(self, w: BlockWrite) -> None:
+        """Stores the next block and all it changes in one synced batch."""
+        if w.height != self._height + 1:
+            raise StorageError(f"cannot write block {w.height}: the next height is {self._height + 1}")
+        self.kv.write_batch(_block_batch(w), sync=True)
+        self._height = w.height  # only once the batch is durable
+
+    def load_block(self, height: int) -> bytes | None:
+        return self._load_at_height(_BLOCK_PREFIX, height)
+
+    def load_certificate(self, height: int) -> bytes | None:
+        return self._load_at_height(_CERTIFICATE_PREFIX, height)
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        key = _HASH_PREFIX + block_hash
+        return _decode_height(self.kv.get(key), key)
+
+    def load_tx(self, tx_hash: bytes) -> bytes | None:
+        """The transaction's entry bytes, or None if no block holds it."""
+        return self.kv.get(_TX_PREFIX + tx_hash)
+
+    def has_tx(self, tx_hash: bytes) -> bool:
+        return self.load_tx(tx_hash) is not None
+
+    def load_state(self, key: bytes) -> bytes | None:
+        return self.kv.get(_STATE_PREFIX + key)
+
+    def iterate_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """State pairs whose key starts with `prefix`, keys as the node wrote them."""
+        strip = len(_STATE_PREFIX)
+        return ((key[strip:], value) for key, value in self.kv.iterate(_STATE_PREFIX + prefix))
+
+    def load_safety(self) -> bytes | None:
+        return self.kv.get(_SAFETY_KEY)
+
+    def save_safety(self, data: bytes) -> None:
+        # Synced: consensus sends a signed message only after this returns.
+        self.kv.put(_SAFETY_KEY, data, sync=True)
+
+    def load_meta(self, name: str) -> bytes | None:
+        return self.kv.get(_meta_key(name))
+
+    def save_meta(self, name: str, value: bytes) -> None:
+        self.kv.put(_meta_key(name), value, sync=True)
+
+    def _load_at_height(self, prefix: bytes, height: int) -> bytes | None:
+        if height < 1:
+            return None  # blocks start at 1; also keeps to_bytes from failing
+        return self.kv.get(prefix + _encode_height(height))
+
+
+def _block_batch(w: BlockWrite) -> WriteBatch:
+    height = _encode_height(w.height)
+    batch = WriteBatch()
+    batch.put(_BLOCK_PREFIX + height, w.block)
+    batch.put(_CERTIFICATE_PREFIX + height, w.certificate)
+    batch.put(_HASH_PREFIX + w.block_hash, height)
+    for tx_hash, entry in w.txs:
+        batch.put(_TX_PREFIX + tx_hash, entry)
+    for key, value in w.state.items():
+        batch.writes[_STATE_PREFIX + key] = value
+    batch.put(_HEIGHT_KEY, height)
+    return batch
+
+
+def _meta_key(name: str) -> bytes:
+    # "m/height" is the height pointer; metadata must not overwrite it.
+    if name == "height":
+        raise ValueError('meta name "height" is reserved for the height pointer')
+    return _META_PREFIX + name.encode("utf-8")
+
+
+def _encode_height(height: int) -> bytes:
+    return height.to_bytes(_HEIGHT_BYTES, "big")
+
+
+def _decode_height(data: bytes | None, key: bytes) -> int | None:
+    if data is None:
+        return None
+    if len(data) != _HEIGHT_BYTES:
+        raise StoreCorrupt(f"value of {key!r} is {len(data)} bytes, not an {_HEIGHT_BYTES}-byte height")
+    return int.from_bytes(data, "big")

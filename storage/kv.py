@@ -1,0 +1,53 @@
+"""The key-value interface every store implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """A store could not be opened, read or written."""
+
+
+class StoreLocked(StorageError):
+    """Another process holds the store's lock."""
+
+
+class StoreCorrupt(StorageError):
+    """The store's files are damaged."""
+
+
+@dataclass
+class WriteBatch:
+    """Writes applied together, all or nothing. `None` as a value deletes."""
+
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.writes[key] = None
+
+    def __len__(self) -> int:
+        return len(self.writes)
+
+
+class KeyValueStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None: ...
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None: ...
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key starts with `prefix`, in key order."""
+        ...
+
+    def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
+        """Applies every write of `batch` atomically; durable on return when `sync`."""
+        ...
+
+    def close(self) -> None: ...

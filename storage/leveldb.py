@@ -1,0 +1,124 @@
+"""The LevelDB store: the only module that imports plyvel.
+
+Every plyvel failure leaves here as a typed `StorageError` whose one-line
+message names the data directory, so an operator can act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from storage.kv import StorageError, StoreCorrupt, StoreLocked, WriteBatch
+
+# LevelDB's POSIX env words lock failures as "IO error: lock <dir>/LOCK: ...",
+# both when another process holds the lock ("Resource temporarily
+# unavailable") and when this process already does ("already held by
+# process"). Other errors on the LOCK file ("<dir>/LOCK: Not a directory")
+# lack the lowercase "lock " verb, so they are not mistaken for a busy node.
+_LOCK_PREFIX = "IO error: lock "
+
+# plyvel raises RuntimeError when its database or iterator is closed.
+_PLYVEL_ERRORS = (plyvel.Error, OSError, RuntimeError)
+
+
+class LevelDBStore:
+    """A `KeyValueStore` on a LevelDB directory. Create it with `open()`."""
+
+    def __init__(self, db: Any, path: Path) -> None:
+        self._db: Any = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> LevelDBStore:
+        """Opens the store at `path`, creating the directory if missing."""
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except (plyvel.Error, OSError) as exc:
+            raise _open_error(path, exc) from exc
+        return cls(db, path)
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._mapped_errors("read"):
+            value: bytes | None = self._live_db().get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        with self._mapped_errors("write"):
+            self._live_db().put(key, value, sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        with self._mapped_errors("write"):
+            self._live_db().delete(key, sync=sync)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key starts with `prefix`, in key order.
+
+        The iterator is created when called, so it reads a snapshot taken now.
+        """
+        with self._mapped_errors("read"):
+            raw = self._live_db().iterator(prefix=prefix)
+        return self._pairs(raw)
+
+    def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
+        with self._mapped_errors("write"):
+            # One LevelDB batch is one log record: applied all or nothing.
+            raw = self._live_db().write_batch(sync=sync)
+            for key, value in batch.writes.items():
+                _add_to_batch(raw, key, value)
+            raw.write()
+
+    def close(self) -> None:
+        if self._db is None:
+            return
+        db, self._db = self._db, None
+        with self._mapped_errors("close"):
+            db.close()
+
+    def _pairs(self, raw: Any) -> Iterator[tuple[bytes, bytes]]:
+        with self._mapped_errors("read"):
+            for key, value in raw:
+                yield key, value
+
+    def _live_db(self) -> Any:
+        if self._db is None:
+            raise StorageError(f"LevelDB store {self.path} is closed")
+        return self._db
+
+    @contextmanager
+    def _mapped_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except plyvel.CorruptionError as exc:
+            raise StoreCorrupt(f"LevelDB {action} in {self.path} found corruption: {_detail(exc)}") from exc
+        except _PLYVEL_ERRORS as exc:
+            raise StorageError(f"LevelDB {action} failed in {self.path}: {_detail(exc)}") from exc
+
+
+def _add_to_batch(raw: Any, key: bytes, value: bytes | None) -> None:
+    if value is None:
+        raw.delete(key)
+    else:
+        raw.put(key, value)
+
+
+def _open_error(path: Path, exc: Exception) -> StorageError:
+    detail = _detail(exc)
+    if isinstance(exc, plyvel.CorruptionError):
+        return StoreCorrupt(f"data directory {path} is corrupt: {detail}")
+    if isinstance(exc, plyvel.IOError) and detail.startswith(_LOCK_PREFIX):
+        return StoreLocked(f"data directory {path} is in use by another node (LevelDB lock held)")
+    return StorageError(f"cannot open data directory {path}: {detail}")
+
+
+def _detail(exc: BaseException) -> str:
+    # plyvel puts LevelDB's status message in args[0] as bytes.
+    if isinstance(exc, plyvel.Error) and exc.args and isinstance(exc.args[0], bytes):
+        return exc.args[0].decode("utf-8", "replace")
+    return str(exc)
