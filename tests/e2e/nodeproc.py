@@ -1,0 +1,125 @@
+"""Real `alliance` processes for end-to-end tests: start, wait, kill, restart."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.client import Client, NodeUnreachable
+
+ALLIANCE = [sys.executable, "-m", "node.cli"]
+DEADLINE_S = 30.0
+
+
+def free_base_port(span: int = 40) -> int:
+    """A base port P such that P..P+span are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 10)
+        if all(_port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def alliance(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*ALLIANCE, *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"alliance {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
+    """Polls `condition` until it returns a truthy value, or fails after the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class NodeProcess:
+    home: Path
+    rpc_port: int
+    process: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port + 2}"
+
+    def client(self) -> Client:
+        return Client(self.rpc_url, timeout_s=30)
+
+    def start(self) -> None:
+        log = self.home / f"run{len(self.logs)}.log"
+        self.logs.append(log)
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*ALLIANCE, "run", "--home", str(self.home)], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(self._answers, f"{self.home} to answer RPC")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"node exited with {self.process.returncode}: {self.logs[-1].read_text()}")
+        try:
+            self.client().status()
+        except NodeUnreachable:
+            return False
+        return True
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=DEADLINE_S)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=DEADLINE_S)
+
+    def log_text(self) -> str:
+        return self.logs[-1].read_text()
+
+
+def make_testnet(tmp: Path, nodes: int = 1) -> tuple[Path, int]:
+    base = free_base_port(10 * nodes + 10)
+    out = tmp / "net"
+    alliance("testnet", "--nodes", str(nodes), "--out", str(out), "--base-port", str(base))
+    return out, base
+
+
+def node_process(net: Path, base: int, index: int = 0) -> NodeProcess:
+    return NodeProcess(net / f"node{index}", base + 10 * index)
+
+
+def set_mode(path: Path, mode: int) -> None:
+    os.chmod(path, mode)
