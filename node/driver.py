@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -35,13 +35,25 @@ from node.tx import Transaction, decode_tx, tx_hash_of
 log = logging.getLogger("alliance.driver")
 EVENTS_BUFFERED_MAX = 4096
 
+# Runs a blocking storage call without stalling the event loop; tests over the memory store run it inline.
+BlockingRunner = Callable[..., Awaitable[Any]]
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 class Driver:
-    def __init__(self, replica: Replica, ledger: Ledger, mempool: Mempool, metrics: Metrics, block_txs_max: int):
+    def __init__(
+        self,
+        replica: Replica,
+        ledger: Ledger,
+        mempool: Mempool,
+        metrics: Metrics,
+        block_txs_max: int,
+        run_blocking: BlockingRunner = trio.to_thread.run_sync,
+    ):
+        self.run_blocking = run_blocking
         self.replica = replica
         self.ledger = ledger
         self.mempool = mempool
@@ -107,7 +119,7 @@ class Driver:
     async def _carry_out(self, action: Action) -> Event | None:
         if isinstance(action, PersistSafetyState):
             data = encode_safety(action.state)
-            await trio.to_thread.run_sync(self.ledger.store.save_safety, data)
+            await self.run_blocking(self.ledger.store.save_safety, data)
         elif isinstance(action, (Broadcast, SendTo)):
             self.broadcast(action.signed)
         elif isinstance(action, ScheduleTimeout):
@@ -184,7 +196,7 @@ class Driver:
 
     async def _commit(self, action: CommitBlock) -> Event | None:
         candidate = self._candidate_for_commit(action)
-        await trio.to_thread.run_sync(
+        await self.run_blocking(
             self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
         )
         self._after_commit(candidate)

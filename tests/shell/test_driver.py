@@ -1,0 +1,119 @@
+"""The trio driver around the real consensus core, over the in-memory store, on trio's mock clock."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from nacl.signing import SigningKey
+
+from consensus.replica import Replica, ReplicaConfig
+from consensus.safety import decode_safety
+from node.crypto import NodeCrypto
+from node.driver import Driver
+from node.genesis import Genesis, Member
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.metrics import Metrics
+from node.tx import Transaction, sign_tx
+from storage.chain import ChainStore
+from storage.memory import MemoryStore
+
+ROUND_TIMEOUT_MS = 1000
+
+
+@dataclass
+class Harness:
+    driver: Driver
+    ledger: Ledger
+    store: MemoryStore
+    client: SigningKey
+    chain_id: str
+
+    def tx(self, key: str) -> Transaction:
+        return sign_tx(self.client, self.chain_id, "kv", "put", {"key": key, "value": b"v"}, secrets.randbits(64))
+
+
+def _genesis(validators: list[SigningKey], client: SigningKey) -> Genesis:
+    members = tuple(Member(f"v{i}", bytes(k.verify_key), "") for i, k in enumerate(validators))
+    return Genesis("shell-test", 0, members, (Member("c", bytes(client.verify_key)),), ())
+
+
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+async def _harness(nursery: trio.Nursery, validators: int) -> Harness:
+    keys = [SigningKey.generate() for _ in range(validators)]
+    client = SigningKey.generate()
+    genesis = _genesis(keys, client)
+    store = MemoryStore()
+    ledger = Ledger(ChainStore(store), genesis)
+    config = ReplicaConfig("shell-test", tuple(bytes(k.verify_key) for k in keys), round_timeout_ms=ROUND_TIMEOUT_MS)
+    replica = Replica(config, NodeCrypto(keys[0]), ledger.height + 1)
+    driver = Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=10, run_blocking=_inline)
+    await nursery.start(driver.run)
+    return Harness(driver, ledger, store, client, "shell-test")
+
+
+@pytest.fixture
+async def nursery() -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as n:
+        yield n
+        n.cancel_scope.cancel()
+
+
+async def test_single_validator_commits_submitted_transactions(nursery: trio.Nursery) -> None:
+    h = await _harness(nursery, validators=1)
+    txs = [h.tx(f"k{i}") for i in range(25)]
+    for tx in txs:
+        h.driver.submit(tx)
+    for tx in txs:
+        assert await h.driver.wait_committed(tx.hash, timeout_s=5)
+    assert h.ledger.height >= 3  # 25 txs with at most 10 per block
+    assert len(h.driver.mempool) == 0
+    h.store.crash()  # every block was written with sync: nothing is lost
+    reopened = Ledger(ChainStore(h.store), h.ledger.genesis)
+    assert all(reopened.tx_entry(tx.hash) is not None for tx in txs)
+
+
+async def test_idle_chain_makes_no_blocks(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    h = await _harness(nursery, validators=1)
+    await trio.sleep(3600)
+    assert h.ledger.height == 0
+    assert h.driver.replica.round == 0
+
+
+async def test_wait_committed_times_out_without_quorum(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    h = await _harness(nursery, validators=4)
+    tx = h.tx("stuck")
+    h.driver.submit(tx)
+    assert not await h.driver.wait_committed(tx.hash, timeout_s=0.5)
+    assert tx.hash in h.driver.mempool
+
+
+async def test_round_timer_backs_off_and_persists_round_changes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    h = await _harness(nursery, validators=4)
+    h.driver.submit(h.tx("pending"))
+    # Rounds time out after 1 s, 2 s, 4 s: 7 s of virtual time reach round 3, not round 4.
+    await trio.sleep(7 * ROUND_TIMEOUT_MS / 1000 + 0.1)
+    assert h.driver.replica.round == 3
+    saved = h.ledger.store.load_safety()
+    assert saved is not None and decode_safety(saved).round == 3
+    metrics = h.driver.metrics.render().decode()
+    assert "alliance_consensus_view_changes_total 3.0" in metrics
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
