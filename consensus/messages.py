@@ -138,7 +138,7 @@ def decode_signed(data: bytes) -> Signed:
         return signed_from_wire(obj)
     except MessageError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, RecursionError, KeyError, IndexError, msgpack.UnpackException) as exc:
         raise MessageError(f"malformed consensus message ({exc.__class__.__name__})") from None
 
 

@@ -266,6 +266,8 @@ class Replica:
             return
         rs.validated = True
         self._prepare(e.round, rs)
+        if e.height == self.height:
+            self._check_committed(e.round)  # seals may have come in before the verdict
 
     def _on_timeout(self, e: TimeoutFired) -> None:
         if (e.height, e.round) == (self.height, self.round):
@@ -377,13 +379,15 @@ class Replica:
     def _check_committed(self, round_: int) -> None:
         rs = self._round_state(round_)
         p = rs.proposal
-        block_hash = p.block_hash if p is not None else _most_voted(rs.commits)
-        votes = _votes_for(rs.commits, block_hash) if block_hash else []
+        block_hash = _most_voted(rs.commits)
+        votes = _votes_for(rs.commits, block_hash)
         if len(votes) < self._q:
             return
-        if p is None:
-            self._emit(RequestSync(self.height))
+        if p is None or p.block_hash != block_hash:
+            self._emit(RequestSync(self.height))  # decided, but we do not hold that block
             return
+        if not rs.validated:
+            return  # its bytes may not match the hash: BlockValidated checks again
         order = {v: i for i, v in enumerate(self.config.validators)}
         seals = sorted(((s.sender, _seal(s)) for s in votes), key=lambda vs: order[vs[0]])
         self._flush()

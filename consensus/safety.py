@@ -43,5 +43,5 @@ def decode_safety(data: bytes) -> SafetyState:
         return SafetyState(uint_field(height), uint_field(round_), prepared_from_wire(prepared), tuple(signed_from_wire(m) for m in sent))
     except MessageError:
         raise
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
         raise MessageError(f"malformed safety state ({exc.__class__.__name__})") from None
