@@ -54,7 +54,7 @@ class Block:
 
 
 def _header_from(obj: Any) -> Header:
-    if not isinstance(obj, list) or len(obj) != 8 or obj[0] != BLOCK_VERSION:
+    if not isinstance(obj, list) or len(obj) != 8 or type(obj[0]) is not int or obj[0] != BLOCK_VERSION:
         raise BlockError("header must be [1, chain_id, height, prev_hash, time, proposer, tx_root, state_root]")
     _, chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root = obj
     ints_ok = type(height) is int and height > 0 and type(time_ms) is int and time_ms >= 0
@@ -85,6 +85,13 @@ def decode_certificate(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
         obj = unpack(data)
     except CodecError as exc:
         raise BlockError(f"certificate: {exc}") from None
-    if not isinstance(obj, list) or not all(isinstance(p, list) and len(p) == 2 for p in obj):
-        raise BlockError("certificate must be [[validator, seal], ...]")
-    return tuple((bytes(v), bytes(s)) for v, s in obj)
+    if not isinstance(obj, list) or not all(_is_seal_pair(p) for p in obj):
+        raise BlockError("certificate must be [[validator (32 bytes), seal (64 bytes)], ...]")
+    return tuple((v, s) for v, s in obj)
+
+
+def _is_seal_pair(pair: Any) -> bool:
+    if not isinstance(pair, list) or len(pair) != 2:
+        return False
+    validator, seal = pair
+    return isinstance(validator, bytes) and len(validator) == 32 and isinstance(seal, bytes) and len(seal) == 64

@@ -57,7 +57,7 @@ class NodeConfig:
 
 def parse_address(text: str, what: str) -> Address:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{what} must be 'host:port', got {text!r}")
     return Address(host.strip("[]"), int(port))
 
@@ -95,7 +95,7 @@ def _merge(data: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _check_unknown(data: dict[str, Any], path: Path) -> None:
     for key, value in data.items():
-        if key in DEFAULTS and isinstance(value, dict):
+        if key and key in DEFAULTS and isinstance(value, dict):
             unknown = [f"{key}.{sub}" for sub in value if sub not in DEFAULTS[key]]
         else:
             unknown = [] if key in DEFAULTS[""] else [key]

@@ -11,6 +11,7 @@ from typing import Any
 import tomli_w
 
 from node.canonical import pack
+from node.config import parse_address
 from node.errors import AllianceError, ConfigError
 from node.keys import parse_pubkey
 
@@ -73,7 +74,14 @@ def load_genesis(path: Path) -> Genesis:
         raise ConfigError(f"genesis file {path}: {exc}") from None
 
 
+GENESIS_FIELDS = ("chain_id", "genesis_time_ms", "validators", "clients", "admins")
+MEMBER_FIELDS = ("name", "pubkey", "address")
+
+
 def _parse(data: dict[str, Any]) -> Genesis:
+    unknown = [k for k in data if k not in GENESIS_FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r} (expected {', '.join(GENESIS_FIELDS)})")
     chain_id = data.get("chain_id")
     time_ms = data.get("genesis_time_ms", 0)
     if not isinstance(chain_id, str) or not chain_id:
@@ -97,11 +105,14 @@ def _members(data: dict[str, Any], field: str, with_address: bool = False) -> tu
         where = f"{field}[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ConfigError(f"{where} needs a string 'name'")
+        unknown = [k for k in entry if k not in MEMBER_FIELDS[: 3 if with_address else 2]]
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r}")
         pubkey = parse_pubkey(str(entry.get("pubkey", "")), f"{where}.pubkey")
-        address = entry.get("address", "")
-        if with_address and not isinstance(address, str):
-            raise ConfigError(f"{where}.address must be a 'host:port' string")
-        members.append(Member(entry["name"], pubkey, address if with_address else ""))
+        address = entry.get("address", "") if with_address else ""
+        if with_address:
+            parse_address(address if isinstance(address, str) else "", f"{where}.address")
+        members.append(Member(entry["name"], pubkey, address))
     return tuple(members)
 
 

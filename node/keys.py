@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import stat
 from pathlib import Path
@@ -28,7 +27,7 @@ def decode_pem(text: str, source: str = "key") -> SigningKey:
         raise KeyFileError(f"{source} is not a PKCS#8 PEM private key ({PEM_BEGIN} ... {PEM_END})")
     try:
         der = base64.b64decode("".join(lines[1:-1]), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII characters
         raise KeyFileError(f"{source}: PEM body is not valid base64") from None
     if len(der) != 48 or not der.startswith(PKCS8_PREFIX):
         raise KeyFileError(f"{source} is not an Ed25519 private key")

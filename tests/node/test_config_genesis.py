@@ -1,0 +1,235 @@
+"""node.toml and genesis.toml: defaults, validation and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import Address, load_config
+from node.errors import ConfigError
+from node.genesis import Genesis, Member, load_genesis, write_genesis
+
+
+def config_in(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "node.toml").write_text(text)
+    return tmp_path
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(config_in(tmp_path, text))
+    return str(info.value)
+
+
+# --- node.toml ----------------------------------------------------------------------
+
+
+def test_empty_config_gets_every_default(tmp_path: Path) -> None:
+    config = load_config(config_in(tmp_path, ""))
+    assert config.home == tmp_path
+    assert config.name == "node"
+    assert config.key_file == tmp_path / "node.key"
+    assert config.genesis_file == tmp_path / "genesis.toml"
+    assert config.data_dir == tmp_path / "data"
+    assert config.log_level == "info"
+    assert config.rpc_listen == Address("127.0.0.1", 26600)
+    assert config.p2p_listen == Address("127.0.0.1", 26601)
+    assert config.metrics_listen == Address("127.0.0.1", 26602)
+    assert (config.round_timeout_ms, config.round_timeout_max_ms) == (2000, 60000)
+    assert (config.block_txs_max, config.mempool_txs_max) == (2000, 50000)
+
+
+def test_given_settings_override_defaults(tmp_path: Path) -> None:
+    config = load_config(config_in(tmp_path, """
+name = "alpha"
+log_level = "debug"
+data_dir = "/var/lib/alliance"
+[rpc]
+listen = "0.0.0.0:8545"
+[p2p]
+listen = "[::1]:9000"
+[consensus]
+round_timeout_ms = 500
+[mempool]
+txs_max = 10
+"""))
+    assert config.name == "alpha" and config.log_level == "debug"
+    assert config.data_dir == Path("/var/lib/alliance")
+    assert config.rpc_listen == Address("0.0.0.0", 8545)
+    assert config.p2p_listen == Address("::1", 9000)
+    assert config.round_timeout_ms == 500 and config.round_timeout_max_ms == 60000
+    assert config.mempool_txs_max == 10 and config.block_txs_max == 2000
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    assert "not valid TOML" in config_error(tmp_path, "name = \n")
+
+
+@pytest.mark.parametrize(
+    ("text", "setting"),
+    [
+        ("nmae = 'x'\n", "nmae"),
+        ("[rpc]\nlisten = '127.0.0.1:1'\nlsten = 'x'\n", "rpc.lsten"),
+        ("[block]\ntx_max = 5\n", "block.tx_max"),
+        ("[storage]\npath = 'x'\n", "storage"),
+    ],
+)
+def test_unknown_setting_is_named(tmp_path: Path, text: str, setting: str) -> None:
+    assert f"unknown setting {setting}" in config_error(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "setting", "type_name"),
+    [
+        ("name = 5\n", "name", "str"),
+        ("log_level = true\n", "log_level", "str"),
+        ("[block]\ntxs_max = '10'\n", "block.txs_max", "int"),
+        ("[block]\ntxs_max = true\n", "block.txs_max", "int"),
+        ("[consensus]\nround_timeout_ms = 1.5\n", "consensus.round_timeout_ms", "int"),
+        ("[rpc]\nlisten = 26600\n", "rpc.listen", "str"),
+    ],
+)
+def test_wrong_type_is_named(tmp_path: Path, text: str, setting: str, type_name: str) -> None:
+    assert f"{setting} must be of type {type_name}" in config_error(tmp_path, text)
+
+
+def test_section_that_is_not_a_table(tmp_path: Path) -> None:
+    assert "[rpc] must be a table" in config_error(tmp_path, "rpc = '127.0.0.1:1'\n")
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost", "localhost:", ":26600", "localhost:0", "localhost:65536", "localhost:http", "host:-1"]
+)
+def test_bad_address(tmp_path: Path, address: str) -> None:
+    message = config_error(tmp_path, f"[metrics]\nlisten = '{address}'\n")
+    assert "metrics.listen must be 'host:port'" in message and repr(address) in message
+
+
+def test_superscript_port_is_a_config_error(tmp_path: Path) -> None:
+    config_error(tmp_path, "[rpc]\nlisten = 'localhost:²'\n")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("consensus", "round_timeout_ms", 0),
+        ("consensus", "round_timeout_max_ms", -1),
+        ("block", "txs_max", 0),
+        ("mempool", "txs_max", -5),
+    ],
+)
+def test_non_positive_numbers(tmp_path: Path, section: str, key: str, value: int) -> None:
+    message = config_error(tmp_path, f"[{section}]\n{key} = {value}\n")
+    assert f"{section}.{key} must be positive, got {value}" in message
+
+
+@pytest.mark.parametrize("level", ["INFO", "trace", "", "warn"])
+def test_bad_log_level(tmp_path: Path, level: str) -> None:
+    message = config_error(tmp_path, f"log_level = '{level}'\n")
+    assert "log_level must be one of debug, info, warning, error" in message
+
+
+# --- genesis.toml -------------------------------------------------------------------
+
+
+def pubkey(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+GENESIS = Genesis(
+    chain_id="alliance-test",
+    genesis_time_ms=1_700_000_000_000,
+    validators=(Member("v0", pubkey(1), "127.0.0.1:26601"), Member("v1", pubkey(2), "10.0.0.2:26611")),
+    clients=(Member("client", pubkey(3)),),
+    admins=(Member("admin", pubkey(4)),),
+)
+
+
+def genesis_error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "genesis.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_genesis(path)
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+def validator(n: int, name: str | None = None) -> str:
+    return f"[[validators]]\nname = '{name or f'v{n}'}'\npubkey = '{pubkey(n).hex()}'\naddress = '127.0.0.1:{26600 + n}'\n"
+
+
+def test_genesis_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    write_genesis(path, GENESIS)
+    loaded = load_genesis(path)
+    assert loaded == GENESIS
+    assert loaded.hash() == GENESIS.hash()
+    assert loaded.authorised_senders() == {pubkey(3), pubkey(4)}
+
+
+def test_genesis_hash_is_stable_across_a_rewrite(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    write_genesis(first, GENESIS)
+    write_genesis(second, load_genesis(first))
+    assert first.read_bytes() == second.read_bytes()
+    assert load_genesis(second).hash() == GENESIS.hash()
+
+
+def test_genesis_hash_changes_with_content() -> None:
+    other = Genesis(GENESIS.chain_id + "x", GENESIS.genesis_time_ms, GENESIS.validators, GENESIS.clients, GENESIS.admins)
+    assert other.hash() != GENESIS.hash()
+    later = Genesis(GENESIS.chain_id, GENESIS.genesis_time_ms + 1, GENESIS.validators, GENESIS.clients, GENESIS.admins)
+    assert later.hash() != GENESIS.hash()
+
+
+def test_minimal_genesis_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    path.write_text("chain_id = 'c'\n" + validator(1))
+    genesis = load_genesis(path)
+    assert genesis.genesis_time_ms == 0 and genesis.clients == () and genesis.admins == ()
+    assert genesis.validators == (Member("v1", pubkey(1), "127.0.0.1:26601"),)
+
+
+def test_missing_genesis_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_genesis(tmp_path / "genesis.toml")
+
+
+def test_genesis_invalid_toml(tmp_path: Path) -> None:
+    assert "not valid TOML" in genesis_error(tmp_path, "chain_id = [\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(validator(1), "chain_id must be a non-empty string", id="missing-chain-id"),
+        pytest.param("chain_id = ''\n" + validator(1), "chain_id must be a non-empty string", id="empty-chain-id"),
+        pytest.param("chain_id = 7\n" + validator(1), "chain_id must be a non-empty string", id="int-chain-id"),
+        pytest.param("chain_id = 'c'\n", "at least one validator", id="no-validators"),
+        pytest.param("chain_id = 'c'\nvalidators = []\n", "at least one validator", id="empty-validators"),
+        pytest.param("chain_id = 'c'\ngenesis_time_ms = -1\n" + validator(1), "genesis_time_ms", id="negative-time"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + validator(1, "other"), "public key is listed twice",
+                     id="duplicate-validator-key"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + validator(2, "v1"), "name is listed twice",
+                     id="duplicate-validator-name"),
+        pytest.param("chain_id = 'c'\n" + validator(1).replace(pubkey(1).hex(), "zz" * 32),
+                     "validators[0].pubkey", id="bad-pubkey-hex"),
+        pytest.param("chain_id = 'c'\n" + validator(1).replace(pubkey(1).hex(), pubkey(1).hex()[:60]),
+                     "validators[0].pubkey", id="short-pubkey"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + "[[clients]]\nname = 'c'\npubkey = 'nope'\n",
+                     "clients[0].pubkey", id="bad-client-pubkey"),
+        pytest.param("chain_id = 'c'\n" + validator(1).replace("name = 'v1'\n", ""), "validators[0] needs a string 'name'",
+                     id="validator-without-name"),
+        pytest.param("chain_id = 'c'\nvalidators = 'v1'\n", "validators must be an array of tables", id="validators-str"),
+        pytest.param("chain_id = 'c'\n" + validator(1).replace("'127.0.0.1:26601'", "26601"), "validators[0].address",
+                     id="int-address"),
+    ],
+)
+def test_genesis_errors(tmp_path: Path, text: str, message: str) -> None:
+    assert message in genesis_error(tmp_path, text)
