@@ -62,16 +62,21 @@ def parse_address(text: str, what: str) -> Address:
     return Address(host.strip("[]"), int(port))
 
 
+def read_toml(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A TOML file's content, or a ConfigError that names the file and the fault."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist{hint}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_config(home: Path) -> NodeConfig:
     path = home / "node.toml"
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist (create one with 'alliance testnet')") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "config file", " (create one with 'alliance testnet')")
     values = _merge(data, path)
     return _build(home, values)
 

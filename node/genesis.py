@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import tomli_w
 
 from node.canonical import pack
-from node.config import parse_address
+from node.config import parse_address, read_toml
 from node.errors import AllianceError, ConfigError
 from node.keys import parse_pubkey
 
@@ -60,14 +59,7 @@ def write_genesis(path: Path, genesis: Genesis) -> None:
 
 
 def load_genesis(path: Path) -> Genesis:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"genesis file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read genesis file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"genesis file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "genesis file")
     try:
         return _parse(data)
     except AllianceError as exc:
