@@ -12,7 +12,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from consensus.messages import seal_bytes
+from consensus.replica import quorum
 from node.canonical import CodecError, pack, unpack
+from node.crypto import verify
 
 BLOCK_VERSION = 1
 
@@ -95,3 +98,12 @@ def _is_seal_pair(pair: Any) -> bool:
         return False
     validator, seal = pair
     return isinstance(validator, bytes) and len(validator) == 32 and isinstance(seal, bytes) and len(seal) == 64
+
+
+def verify_certificate(
+    block_hash: bytes, certificate: tuple[tuple[bytes, bytes], ...], validators: tuple[bytes, ...]
+) -> bool:
+    """True when distinct validators holding a quorum sealed `block_hash`."""
+    members = set(validators)
+    sealed = {v for v, seal in certificate if v in members and verify(v, seal_bytes(block_hash), seal)}
+    return len(sealed) >= quorum(len(validators))

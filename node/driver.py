@@ -21,7 +21,7 @@ from consensus.actions import (
     SendTo,
     ValidateBlock,
 )
-from consensus.events import BlockBuilt, BlockValidated, Event, TimeoutFired, TransactionsPending
+from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, TimeoutFired, TransactionsPending
 from consensus.replica import Replica
 from consensus.safety import encode_safety
 from node.block import Block, decode_block
@@ -60,6 +60,10 @@ class Driver:
         self.metrics = metrics
         self.block_txs_max = block_txs_max
         self.broadcast: Callable[[Any], None] = lambda signed: None
+        self.send_to: Callable[[bytes, Any], None] = lambda peer, signed: None
+        self.request_sync: Callable[[int], None] = lambda height: None
+        self.on_committed: Callable[[int], None] = lambda height: None
+        self._commit_lock = trio.Lock()
         self._events_in, self._events_out = trio.open_memory_channel[Event](EVENTS_BUFFERED_MAX)
         self._candidates: dict[bytes, Candidate] = {}
         self._proposed_at: dict[bytes, float] = {}
@@ -120,19 +124,21 @@ class Driver:
         if isinstance(action, PersistSafetyState):
             data = encode_safety(action.state)
             await self.run_blocking(self.ledger.store.save_safety, data)
-        elif isinstance(action, (Broadcast, SendTo)):
+        elif isinstance(action, Broadcast):
             self.broadcast(action.signed)
+        elif isinstance(action, SendTo):
+            self.send_to(action.peer, action.signed)
         elif isinstance(action, ScheduleTimeout):
             self._schedule_timeout(action)
         elif isinstance(action, BuildBlock):
             self._build_wanted = (action.height, action.round)
             self._work.set()
         elif isinstance(action, ValidateBlock):
-            return self._validate(action)
+            return await self._validate(action)
         elif isinstance(action, CommitBlock):
             return await self._commit(action)
         elif isinstance(action, RequestSync):
-            log.debug("event=sync_requested height=%d", action.height)
+            self.request_sync(action.height)
         return None
 
     # ---- timers -----------------------------------------------------------------------
@@ -160,10 +166,11 @@ class Driver:
                 continue
             self._build_wanted = None
             height, round_ = wanted
-            if height != self.ledger.height + 1:
-                continue
-            txs = self.mempool.oldest(self.block_txs_max)
-            candidate = build_block(self.ledger, txs, self.replica.me, now_ms())
+            async with self._commit_lock:
+                if height != self.ledger.height + 1:
+                    continue
+                txs = self.mempool.oldest(self.block_txs_max)
+                candidate = build_block(self.ledger, txs, self.replica.me, now_ms())
             self._remember(candidate)
             self.feed(BlockBuilt(height, round_, candidate.block.encode(), candidate.block_hash))
 
@@ -171,13 +178,14 @@ class Driver:
         self._candidates[candidate.block_hash] = candidate
         self._proposed_at.setdefault(candidate.block_hash, trio.current_time())
 
-    def _validate(self, action: ValidateBlock) -> BlockValidated:
+    async def _validate(self, action: ValidateBlock) -> BlockValidated:
         proposer = self.replica.proposer(action.height, action.round)
         self._proposed_at.setdefault(action.block_hash, trio.current_time())
         try:
-            candidate = check_block(
-                self.ledger, action.block, action.block_hash, proposer, now_ms(), self.mempool.get
-            )
+            async with self._commit_lock:  # the ledger must not move while the block is checked
+                candidate = await self.run_blocking(
+                    check_block, self.ledger, action.block, action.block_hash, proposer, now_ms(), self.mempool.get
+                )
         except BlockInvalid as exc:
             log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))
             return BlockValidated(action.height, action.round, action.block_hash, False)
@@ -195,12 +203,32 @@ class Driver:
         return Candidate(block, action.block_hash, txs, execution)
 
     async def _commit(self, action: CommitBlock) -> Event | None:
-        candidate = self._candidate_for_commit(action)
-        await self.run_blocking(
-            self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
-        )
-        self._after_commit(candidate)
+        async with self._commit_lock:
+            if action.height <= self.ledger.height:
+                self._check_already_stored(action)
+                return None
+            candidate = self._candidate_for_commit(action)
+            await self.run_blocking(
+                self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
+            )
+            self._after_commit(candidate)
         return TransactionsPending() if len(self.mempool) else None
+
+    def _check_already_stored(self, action: CommitBlock) -> None:
+        """Catch-up stored this height first; consensus must have decided the same block."""
+        block = self.ledger.block(action.height)
+        if block is None or block.header.hash() != action.block_hash:
+            log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
+
+    async def apply_synced(self, check: Callable[[], tuple[Candidate, tuple[tuple[bytes, bytes], ...]]]) -> None:
+        """Commits a block fetched by catch-up; `check` verifies it against the current ledger."""
+        async with self._commit_lock:
+            candidate, certificate = await self.run_blocking(check)
+            await self.run_blocking(
+                self.ledger.commit, candidate.block, candidate.txs, candidate.execution, certificate
+            )
+            self._after_commit(candidate)
+        self.feed(BlockSynced(candidate.block.header.height))
 
     def _after_commit(self, candidate: Candidate) -> None:
         height = candidate.block.header.height
@@ -219,6 +247,7 @@ class Driver:
         self.metrics.txs_committed.inc(len(hashes))
         self.metrics.mempool_txs.set(len(self.mempool))
         self._work.set()
+        self.on_committed(height)
         log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
 
     def _observe_replica(self) -> None:

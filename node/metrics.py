@@ -32,5 +32,15 @@ class Metrics:
             "alliance_consensus_messages_dropped", "Consensus messages dropped, by reason.", ["reason"], registry=r
         )
 
+        self.p2p_sessions_refused = Counter(
+            "alliance_p2p_sessions_refused", "Incoming connections that failed the member handshake.", registry=r
+        )
+        self.p2p_frames_dropped = Counter(
+            "alliance_p2p_frames_dropped", "Frames not sent because a peer's send queue was full.", registry=r
+        )
+        self.p2p_frames_malformed = Counter(
+            "alliance_p2p_frames_malformed", "Frames from members that did not decode.", registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

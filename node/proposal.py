@@ -13,6 +13,8 @@ from node.tx import Transaction, TxError, decode_tx, tx_hash_of
 
 # How far ahead of a validator's clock a proposed block's time may be.
 BLOCK_TIME_AHEAD_MS_MAX = 10_000
+# Encoded transactions in one block, so that a proposal fits a peer frame.
+BLOCK_TX_BYTES_MAX = 8 * 1024 * 1024
 
 
 class BlockInvalid(Exception):
@@ -29,7 +31,18 @@ class Candidate:
     execution: Execution
 
 
+def _within_size(txs: Sequence[Transaction]) -> list[Transaction]:
+    taken, size = [], 0
+    for tx in txs:
+        size += len(tx.raw)
+        if size > BLOCK_TX_BYTES_MAX:
+            break
+        taken.append(tx)
+    return taken
+
+
 def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now_ms: int) -> Candidate:
+    txs = _within_size(txs)
     height = ledger.height + 1
     time_ms = max(now_ms, ledger.last_time_ms)
     execution = execute(txs, height, time_ms, ledger.read_state)
@@ -61,6 +74,8 @@ def check_block(
         raise BlockInvalid(str(exc)) from None
     header = block.header
     _check_header(ledger, header, block_hash, proposer, now_ms)
+    if sum(len(raw) for raw in block.txs) > BLOCK_TX_BYTES_MAX:
+        raise BlockInvalid("block is larger than the block size limit")
     txs = _check_txs(ledger, block.txs, known_tx)
     if merkle_root([tx.hash for tx in txs]) != header.tx_root:
         raise BlockInvalid("tx_root does not match the transactions")

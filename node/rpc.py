@@ -14,14 +14,15 @@ from node.driver import Driver
 from node.execution import kv_key, notary_key
 from node.mempool import MempoolFull
 from node.metrics import Metrics
-from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx, tx_hash_of, tx_json
+from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
+from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
 
 log = logging.getLogger("alliance.rpc")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603,
 )
-TX_REFUSED, NOT_AUTHORISED, DUPLICATE, OVERLOADED, NOT_FOUND, COMMIT_TIMEOUT = (
+TX_REFUSED, NOT_AUTHORISED, DUPLICATE_TX, OVERLOADED, NOT_FOUND, COMMIT_TIMEOUT = (
     -32001, -32002, -32003, -32004, -32005, -32006,
 )
 SEND_TX_TIMEOUT_S_DEFAULT = 10
@@ -68,14 +69,22 @@ def _refused(reason: str, detail: str) -> RpcError:
     return RpcError(TX_REFUSED, f"transaction refused: {detail}", {"reason": reason})
 
 
+def _refusal_error(refused: Refused) -> RpcError:
+    if refused.kind == UNAUTHORISED:
+        return RpcError(NOT_AUTHORISED, "sender not authorised")
+    if refused.kind == DUPLICATE:
+        return RpcError(DUPLICATE_TX, "duplicate transaction")
+    return _refused(refused.reason, str(refused))
+
+
 class RpcService:
     def __init__(self, driver: Driver, metrics: Metrics, status: Callable[[], dict[str, Any]]):
         self.driver = driver
         self.ledger = driver.ledger
         self.metrics = metrics
         self.status = status
-        self.chain_id = driver.ledger.genesis.chain_id
-        self.authorised = driver.ledger.genesis.authorised_senders()
+        self.admission = Admission(driver.ledger.genesis, driver.ledger, driver.mempool)
+        self.on_admitted: Callable[[Transaction], None] = lambda tx: None
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
             "send_tx": self._send_tx,
@@ -153,28 +162,22 @@ class RpcService:
         return self._tx_result(tx.hash)
 
     def _admit(self, tx_hex: Any) -> Transaction:
-        """Checks a submitted transaction in the spec's order and adds it to the mempool."""
+        """Checks a submitted transaction, adds it to the mempool and hands it to gossip."""
         if not isinstance(tx_hex, str):
             raise RpcError(INVALID_PARAMS, "tx must be a hex string")
         if len(tx_hex) > 2 * TX_BYTES_MAX:
             raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
         try:
-            tx = decode_tx(bytes.fromhex(tx_hex))
-        except ValueError as exc:
-            reason = exc.reason if isinstance(exc, TxError) else "malformed"
-            raise _refused(reason, str(exc) if isinstance(exc, TxError) else "tx is not valid hex") from None
-        if tx.chain_id != self.chain_id:
-            raise _refused("wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
-        if not tx.verify_signature():
-            raise _refused("bad_signature", "the signature does not verify")
-        if tx.sender not in self.authorised:
-            raise RpcError(NOT_AUTHORISED, "sender not authorised", {"sender": tx.sender.hex()})
-        if tx.hash in self.driver.mempool or self.ledger.has_tx(tx.hash):
-            raise RpcError(DUPLICATE, "duplicate transaction", {"tx_hash": tx.hash.hex()})
+            tx = self.admission.check(bytes.fromhex(tx_hex))
+        except ValueError:
+            raise _refused("malformed", "tx is not valid hex") from None
+        except Refused as exc:
+            raise _refusal_error(exc) from None
         try:
             self.driver.submit(tx)
         except MempoolFull:
             raise RpcError(OVERLOADED, "node overloaded: mempool full; retry later") from None
+        self.on_admitted(tx)
         return tx
 
     async def _get_tx(self, params: Params) -> Any:
@@ -240,7 +243,7 @@ class RpcService:
         raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
 
 
-_REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE: "duplicate", OVERLOADED: "mempool_full"}
+_REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate", OVERLOADED: "mempool_full"}
 
 
 def _rejection_reason(error: RpcError) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 import trio
 
-from consensus.messages import MessageError
+from consensus.events import MessageReceived
+from consensus.messages import MessageError, decode_signed, encode_signed
 from consensus.replica import Replica, ReplicaConfig, quorum
 from consensus.safety import SafetyState, decode_safety
 from node.config import NodeConfig
@@ -20,8 +21,11 @@ from node.genesis import Genesis, load_genesis
 from node.keys import load_key
 from node.ledger import GenesisMismatch, Ledger
 from node.mempool import Mempool
+from node.gossip import TxGossip
 from node.metrics import Metrics
+from node.peers import BLOCKS, CONSENSUS, GET_BLOCKS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
+from node.sync import Syncer
 from node.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
 )
@@ -39,6 +43,8 @@ class Node:
     ledger: Ledger
     driver: Driver
     metrics: Metrics
+    network: PeerNetwork
+    syncer: Syncer
     rpc: RpcService | None = None
     storage_open: bool = True
 
@@ -49,7 +55,7 @@ class Node:
     def peers(self) -> list[dict[str, Any]]:
         me = self.replica.me
         return [
-            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": False}
+            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": self.network.connected(m.pubkey)}
             for m in self.genesis.validators if m.pubkey != me
         ]
 
@@ -64,7 +70,7 @@ class Node:
             "leader": replica.proposer(replica.height, replica.round).hex(),
             "validators": [m.pubkey.hex() for m in self.genesis.validators],
             "peers": self.peers(),
-            "syncing": False,
+            "syncing": self.syncer.syncing,
         }
 
     def readiness(self) -> list[str]:
@@ -74,6 +80,8 @@ class Node:
         reasons = []
         if connected < needed:
             reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
+        if self.syncer.syncing:
+            reasons.append(f"catching up: at height {self.ledger.height} of {self.syncer.best_height}")
         if not self.storage_open:
             reasons.append("storage is closed")
         return reasons
@@ -133,10 +141,50 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     return Replica(replica_config, crypto, ledger.height + 1, _load_safety(ledger.store))
 
 
+def _wire(node: Node, gossip: TxGossip) -> None:
+    """Connects the parts: consensus messages, gossip and catch-up over the peer network."""
+    driver, network, syncer, metrics = node.driver, node.network, node.syncer, node.metrics
+    driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
+    driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
+    driver.request_sync = lambda height: syncer.wake()
+    driver.on_committed = lambda height: syncer.announce()
+    network.on_connect = syncer.announce
+    assert node.rpc is not None
+    node.rpc.on_admitted = gossip.announce
+
+    def on_consensus(peer: bytes, fields: list[Any]) -> None:
+        try:
+            signed = decode_signed(fields[0] if fields and isinstance(fields[0], bytes) else b"")
+        except MessageError:
+            metrics.messages_dropped.labels("malformed").inc()
+            return
+        if signed.sender != peer:
+            metrics.messages_dropped.labels("sender_mismatch").inc()
+        elif syncer.syncing and signed.message.height <= syncer.best_height:
+            metrics.messages_dropped.labels("decided").inc()  # catch-up brings that height
+        else:
+            driver.feed(MessageReceived(signed))
+
+    handlers = {
+        STATUS: syncer.on_status, CONSENSUS: on_consensus, TXS: gossip.on_txs,
+        GET_BLOCKS: syncer.on_get_blocks, BLOCKS: syncer.on_blocks,
+    }
+
+    def route(peer: bytes, frame: list[Any]) -> None:
+        handler = handlers.get(frame[0])
+        if handler is None:
+            metrics.p2p_frames_malformed.inc()
+        else:
+            handler(peer, frame[1:])
+
+    network.handler = route
+
+
 async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
     """Runs a node until cancelled; raises AllianceError/StorageError for what stops it starting."""
     genesis = load_genesis(config.genesis_file)
-    crypto = NodeCrypto(load_key(config.key_file))
+    key = load_key(config.key_file)
+    crypto = NodeCrypto(key)
     with ExitStack() as stack:
         kv = LevelDBStore.open(config.data_dir)
         stack.callback(kv.close)
@@ -146,21 +194,30 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
             raise AllianceError(f"{config.data_dir}: {exc}") from None
         replica = _replica(config, genesis, crypto, ledger)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
+        p2p_sock = stack.enter_context(bind(config.p2p_listen, "p2p.listen"))
         metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
         metrics = Metrics()
         metrics.chain_height.set(ledger.height)
-        driver = Driver(replica, ledger, Mempool(config.mempool_txs_max), metrics, config.block_txs_max)
-        node = Node(config, genesis, ledger, driver, metrics)
+        mempool = Mempool(config.mempool_txs_max)
+        driver = Driver(replica, ledger, mempool, metrics, config.block_txs_max)
+        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
+        syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
+        node = Node(config, genesis, ledger, driver, metrics, network, syncer)
         node.rpc = RpcService(driver, metrics, node.status)
+        gossip = TxGossip(network, node.rpc.admission, driver, metrics)
+        _wire(node, gossip)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
+                await nursery.start(network.serve, p2p_sock)
+                nursery.start_soon(syncer.run)
+                nursery.start_soon(gossip.run)
                 await nursery.start(serve_http, node.rpc_app, rpc_sock)
                 await nursery.start(serve_http, node.ops_app, metrics_sock)
-                log.info("event=node_started name=%s height=%d rpc=%s metrics=%s chain_id=%s",
-                         config.name, ledger.height, config.rpc_listen, config.metrics_listen, genesis.chain_id)
+                log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
+                         config.name, ledger.height, config.rpc_listen, config.p2p_listen,
+                         config.metrics_listen, genesis.chain_id)
                 task_status.started(node)
         finally:
             node.storage_open = False
             log.info("event=node_stopped height=%d", ledger.height)
-

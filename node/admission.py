@@ -1,0 +1,50 @@
+"""Admission of a transaction into the mempool: the checks of the client protocol, in its order."""
+
+from __future__ import annotations
+
+from node.genesis import Genesis
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+
+INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
+
+
+class Refused(Exception):
+    """A transaction that does not enter the mempool.
+
+    `kind` is invalid, unauthorised or duplicate; `reason` is the spec's
+    data.reason for invalid ones (malformed, bad_signature, wrong_chain_id,
+    oversize, not_canonical).
+    """
+
+    def __init__(self, kind: str, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.reason = reason
+
+
+class Admission:
+    def __init__(self, genesis: Genesis, ledger: Ledger, mempool: Mempool) -> None:
+        self.chain_id = genesis.chain_id
+        self.authorised = genesis.authorised_senders()
+        self.ledger = ledger
+        self.mempool = mempool
+
+    def check(self, raw: bytes) -> Transaction:
+        """The decoded, verified transaction; raises Refused. Each signature is verified here, once."""
+        if len(raw) > TX_BYTES_MAX:
+            raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
+        try:
+            tx = decode_tx(raw)
+        except TxError as exc:
+            raise Refused(INVALID, exc.reason, str(exc)) from None
+        if tx.chain_id != self.chain_id:
+            raise Refused(INVALID, "wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
+        if tx.hash in self.mempool or self.ledger.has_tx(tx.hash):
+            raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
+        if not tx.verify_signature():
+            raise Refused(INVALID, "bad_signature", "the signature does not verify")
+        if tx.sender not in self.authorised:
+            raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
+        return tx

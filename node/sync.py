@@ -1,0 +1,151 @@
+"""Catch-up: a node that is behind fetches committed blocks with their certificates from peers.
+
+Peers announce their height after every commit. A node below the highest
+announced height asks one peer at a time for the next blocks, checks each
+certificate against the genesis validators, re-executes the block to the
+header's state root, and commits it. It does not take part in consensus for
+heights its peers have already decided.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from node.block import BlockError, decode_block, decode_certificate, verify_certificate
+from node.canonical import CodecError
+from node.driver import Driver
+from node.execution import execute
+from node.ledger import Ledger
+from node.merkle import merkle_root
+from node.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
+from node.proposal import BlockInvalid, Candidate
+from node.tx import TxError, decode_tx
+
+log = logging.getLogger("alliance.sync")
+
+BLOCKS_PER_REQUEST = 64
+RESPONSE_BYTES_MAX = 8 * 1024 * 1024
+REQUEST_TIMEOUT_S = 10.0
+
+
+def check_synced_block(
+    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...]
+) -> tuple[Candidate, tuple[tuple[bytes, bytes], ...]]:
+    """A committed block from a peer, checked against its certificate and re-executed."""
+    try:
+        block = decode_block(raw_block)
+        certificate = decode_certificate(raw_certificate)
+        txs = [decode_tx(raw) for raw in block.txs]
+    except (BlockError, TxError, CodecError) as exc:
+        raise BlockInvalid(f"undecodable block: {exc}") from None
+    header, block_hash = block.header, block.header.hash()
+    if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
+        raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
+    if not verify_certificate(block_hash, certificate, validators):
+        raise BlockInvalid(f"block {header.height} has no valid commit certificate")
+    if merkle_root([tx.hash for tx in txs]) != header.tx_root:
+        raise BlockInvalid(f"block {header.height}: tx_root does not match")
+    execution = execute(txs, header.height, header.time_ms, ledger.read_state)
+    if execution.state_root(ledger.state_root) != header.state_root:
+        raise BlockInvalid(f"block {header.height}: executing it gives another state root")
+    return Candidate(block, block_hash, txs, execution), certificate
+
+
+class Syncer:
+    def __init__(self, ledger: Ledger, network: PeerNetwork, driver: Driver, validators: tuple[bytes, ...]):
+        self.ledger = ledger
+        self.network = network
+        self.driver = driver
+        self.validators = validators
+        self.peer_heights: dict[bytes, int] = {}
+        self._wake = trio.Event()
+        self._waiting_for: bytes | None = None
+        self._responses, self._received = trio.open_memory_channel[list[Any]](1)
+
+    @property
+    def best_height(self) -> int:
+        """The highest height a connected peer has announced."""
+        heights = [h for p, h in self.peer_heights.items() if self.network.connected(p)]
+        return max(heights, default=0)
+
+    @property
+    def syncing(self) -> bool:
+        return self.best_height > self.ledger.height
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def announce(self, peer: bytes | None = None) -> None:
+        """Tells one peer, or all, our height."""
+        frame = encode_frame(STATUS, self.ledger.height)
+        if peer is None:
+            self.network.broadcast(frame)
+        else:
+            self.network.send(peer, frame)
+
+    # ---- frames from peers -----------------------------------------------------------
+
+    def on_status(self, peer: bytes, fields: list[Any]) -> None:
+        if fields and type(fields[0]) is int:
+            self.peer_heights[peer] = fields[0]
+            if fields[0] > self.ledger.height:
+                self.wake()
+
+    def on_get_blocks(self, peer: bytes, fields: list[Any]) -> None:
+        if len(fields) != 2 or type(fields[0]) is not int or type(fields[1]) is not int:
+            return
+        start, count = fields[0], min(fields[1], BLOCKS_PER_REQUEST)
+        items, size = [], 0
+        for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
+            block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
+            if block is None or certificate is None or size > RESPONSE_BYTES_MAX:
+                break
+            items.append([block, certificate])
+            size += len(block)
+        self.network.send(peer, encode_frame(BLOCKS, items))
+
+    def on_blocks(self, peer: bytes, fields: list[Any]) -> None:
+        if peer == self._waiting_for and fields and isinstance(fields[0], list):
+            try:
+                self._responses.send_nowait(fields[0])
+            except trio.WouldBlock:
+                pass
+
+    # ---- the catch-up loop -----------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self.syncing:
+                if not await self._fetch_from(self._best_peer()):
+                    break
+
+    def _best_peer(self) -> bytes:
+        return max((p for p in self.peer_heights if self.network.connected(p)), key=self.peer_heights.__getitem__)
+
+    async def _fetch_from(self, peer: bytes) -> bool:
+        """Fetches and applies one batch from `peer`; False when it gave nothing usable."""
+        self._waiting_for = peer
+        self.network.send(peer, encode_frame(GET_BLOCKS, self.ledger.height + 1, BLOCKS_PER_REQUEST))
+        items: list[Any] = []
+        with trio.move_on_after(REQUEST_TIMEOUT_S):
+            items = await self._received.receive()
+        self._waiting_for = None
+        applied = 0
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
+                break
+            try:
+                await self.driver.apply_synced(lambda: check_synced_block(self.ledger, item[0], item[1], self.validators))
+            except BlockInvalid as exc:
+                log.warning("event=sync_block_refused peer=%s reason=%r", peer.hex()[:16], str(exc))
+                self.peer_heights.pop(peer, None)
+                break
+            applied += 1
+        if applied:
+            log.info("event=synced height=%d best=%d", self.ledger.height, self.best_height)
+        return applied > 0
