@@ -14,9 +14,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## run: install, then start a local chain with a light demo load (Ctrl-C stops it)
+## run: install, then start a local 4-member consortium with a light demo load (Ctrl-C stops it)
 run: $(STAMP)
-	$(BIN)/alliance localnet --nodes 1 --home .localnet --fresh --load 50
+	$(BIN)/alliance localnet --home .localnet --fresh --load 100
 
 ## test: install with test extras and run the whole suite
 test: $(STAMP)

@@ -75,6 +75,7 @@ class ReplicaConfig:
 class RoundState:
     proposal: Proposal | None = None
     validated: bool = False
+    invalid: bool = False  # ValidateBlock found the proposal's block invalid
     my_prepare: bytes | None = None  # the block hash this replica prepared
     my_commit: bool = False
     build_requested: bool = False
@@ -98,7 +99,9 @@ class Replica:
         self._q = quorum(self._n)
         self._members = frozenset(config.validators)
         self._safety = safety if safety is not None and safety.height == height else None
-        self._future: dict[int, list[Signed]] = {}
+        self._future: dict[int, list[Signed]] = {}  # verified messages for later heights
+        self._future_senders: Counter[bytes] = Counter()  # messages each sender has in _future
+        self._ahead: dict[bytes, int] = {}  # validator -> highest later height it signed for
         self._actions: list[Action] = []
         self._reset_height()
 
@@ -221,9 +224,12 @@ class Replica:
         self.height = height
         self._reset_height()
         self._future = {h: msgs for h, msgs in self._future.items() if h >= height}
+        self._future_senders = Counter(s.sender for msgs in self._future.values() for s in msgs)
+        self._ahead = {v: h for v, h in self._ahead.items() if h > height}
         self._enter_round(0, send_round_change=False)
         for signed in self._future.pop(height, []):
-            self._on_message(signed)
+            self._future_senders[signed.sender] -= 1
+            self._on_message(signed, verified=True)
 
     def _resume(self, s: SafetyState) -> None:
         """After a restart: take up the round we were in and re-send what we signed there."""
@@ -263,6 +269,8 @@ class Replica:
             return
         if not e.valid:
             self.dropped["invalid_block"] += 1
+            rs.invalid = True
+            self._check_committed(e.round)  # a quorum may have committed it regardless
             return
         rs.validated = True
         self._prepare(e.round, rs)
@@ -270,8 +278,38 @@ class Replica:
             self._check_committed(e.round)  # seals may have come in before the verdict
 
     def _on_timeout(self, e: TimeoutFired) -> None:
-        if (e.height, e.round) == (self.height, self.round):
+        if (e.height, e.round) != (self.height, self.round):
+            return
+        self._sync_if_behind()
+        if self._round_reached(self.round):
             self._enter_round(self.round + 1, send_round_change=True)
+        else:
+            self._send_again()
+
+    def _round_reached(self, round_: int) -> bool:
+        """Whether anyone else got to `round_` or beyond, so moving past it is no solo run.
+
+        A replica that timed out alone (partitioned, or the rest were slower)
+        waits in its round and repeats its round change instead of climbing
+        further; otherwise, with timeouts capped at round_timeout_max_ms, it
+        stays rounds ahead of the others for ever and a quorum that needs it
+        never forms again.
+        """
+        rs = self._round_state(round_)
+        if round_ == 0 or rs.proposal is not None or len(rs.round_changes) >= self._q:
+            return True
+        return any(r > round_ for r in self._latest_round_change.values())
+
+    def _send_again(self) -> None:
+        """Repeats what this replica signed in its round (already persisted) and waits another timeout."""
+        self._actions.extend(Broadcast(s) for s in self._sent)
+        self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+
+    def _sync_if_behind(self) -> None:
+        """f+1 validators signed for later heights: at least one honest one is ahead of us."""
+        ahead = sorted((h for h in self._ahead.values() if h > self.height), reverse=True)
+        if len(ahead) > self._f:
+            self._emit(RequestSync(ahead[self._f]))
 
     def _on_synced(self, height: int) -> None:
         if height >= self.height:
@@ -279,30 +317,37 @@ class Replica:
 
     # ---- messages ---------------------------------------------------------------
 
-    def _on_message(self, signed: Signed) -> None:
+    def _on_message(self, signed: Signed, verified: bool = False) -> None:
         m = signed.message
         if signed.sender not in self._members:
             self.dropped["non_member"] += 1
         elif m.height < self.height:
             self.dropped["old"] += 1
+        elif m.height == self.height and m.round > self.round + self.config.future_rounds_max:
+            self.dropped["far_round"] += 1
+        elif not verified and not self._verify(signed):
+            self.dropped["bad_signature"] += 1
         elif m.height > self.height:
             self._keep_for_later(signed)
-        elif m.round > self.round + self.config.future_rounds_max:
-            self.dropped["far_round"] += 1
-        elif not self._verify(signed):
-            self.dropped["bad_signature"] += 1
         else:
             self._activate()
             self._dispatch(signed)
 
     def _keep_for_later(self, signed: Signed) -> None:
+        """Keeps a verified message for a later height, within a bound overall and per sender."""
         height = signed.message.height
-        kept = sum(len(v) for v in self._future.values())
+        if height > self._ahead.get(signed.sender, 0):
+            self._ahead[signed.sender] = height
+        kept = sum(self._future_senders.values())
+        per_sender_max = max(1, self.config.future_messages_max // self._n)
         if height > self.height + self.config.future_heights_max or kept >= self.config.future_messages_max:
             self.dropped["far_height"] += 1
             self._emit(RequestSync(height))
-            return
-        self._future.setdefault(height, []).append(signed)
+        elif self._future_senders[signed.sender] >= per_sender_max:
+            self.dropped["sender_over_limit"] += 1
+        else:
+            self._future.setdefault(height, []).append(signed)
+            self._future_senders[signed.sender] += 1
 
     def _verify(self, signed: Signed) -> bool:
         data = signing_bytes(self.config.chain_id, signed.message)
@@ -385,6 +430,9 @@ class Replica:
             return
         if p is None or p.block_hash != block_hash:
             self._emit(RequestSync(self.height))  # decided, but we do not hold that block
+            return
+        if rs.invalid:
+            self._emit(RequestSync(self.height))  # decided, but our copy failed validation: fetch theirs
             return
         if not rs.validated:
             return  # its bytes may not match the hash: BlockValidated checks again

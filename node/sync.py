@@ -148,4 +148,6 @@ class Syncer:
             applied += 1
         if applied:
             log.info("event=synced height=%d best=%d", self.ledger.height, self.best_height)
+        else:
+            self.peer_heights.pop(peer, None)  # its claim is not backed by blocks: stop believing it
         return applied > 0
