@@ -306,10 +306,16 @@ class Replica:
         self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
 
     def _sync_if_behind(self) -> None:
-        """f+1 validators signed for later heights: at least one honest one is ahead of us."""
-        ahead = sorted((h for h in self._ahead.values() if h > self.height), reverse=True)
-        if len(ahead) > self._f:
-            self._emit(RequestSync(ahead[self._f]))
+        """Stuck for a round while a validator signed for a later height: fetch what was decided.
+
+        One signer is enough. Waiting for f+1 would let f validators that stay
+        behind keep an honest replica from the quorum that went on without it;
+        a faulty signer costs one fetch per timeout, as catch-up checks
+        certificates.
+        """
+        ahead = [h for h in self._ahead.values() if h > self.height]
+        if ahead:
+            self._emit(RequestSync(max(ahead)))
 
     def _on_synced(self, height: int) -> None:
         if height >= self.height:
