@@ -112,7 +112,10 @@ class RpcService:
 
         async with trio.open_nursery() as nursery:
             for i, call in enumerate(request):
-                nursery.start_soon(run, i, call)
+                if _waits(call):
+                    nursery.start_soon(run, i, call)  # calls that wait for a commit run side by side
+                else:
+                    await run(i, call)
         answered = [r for r in results if r is not None]
         return answered or None
 
@@ -261,6 +264,11 @@ def _check_call(call: Any) -> tuple[str, Params]:
     if not isinstance(params, dict):
         raise RpcError(INVALID_PARAMS, "invalid params: parameters are passed by name (a JSON object)")
     return call["method"], params
+
+
+def _waits(call: Any) -> bool:
+    params = call.get("params") if isinstance(call, dict) else None
+    return isinstance(params, dict) and params.get("wait") is True
 
 
 def _expects_answer(call: Any) -> bool:
