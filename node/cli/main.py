@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Runs the node configured by DIR/node.toml; see docs/configuration.md.")
     p.add_argument("--home", required=True, help="node directory holding node.toml")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log_level")
+    p.add_argument("--profile", metavar="FILE",
+                   help="run the node under cProfile and write its pstats to FILE on a clean exit")
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import cProfile
 import logging
 import signal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import trio
 
 from node.config import NodeConfig, load_config
+from node.errors import AllianceError
 from node.logs import configure_logging
 from node.server import run_node
 
@@ -29,4 +31,15 @@ async def run_until_signal(config: NodeConfig) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     config = load_config(Path(args.home))
     configure_logging(args.log_level or config.log_level)
+    if args.profile is None:
+        trio.run(run_until_signal, config)
+        return
+    profile_path = Path(args.profile)
+    if not profile_path.parent.is_dir():
+        raise AllianceError(f"--profile {profile_path}: directory {profile_path.parent} does not exist")
+    profiler = cProfile.Profile()
+    profiler.enable()
     trio.run(run_until_signal, config)
+    profiler.disable()
+    profiler.dump_stats(profile_path)
+    log.info("event=profile_written path=%s", profile_path)
