@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from node.cli import client_cmds, localnet, run, setup
+from node.cli import bench, client_cmds, localnet, run, setup
 from node.client import RpcError
 from node.errors import AllianceError
 from storage.kv import StorageError
@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete the testnet in --home first and start a new chain")
     p.add_argument("--load", type=float, default=0, help="submit this many demo transactions per second")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+
+    p = _command(sub, "bench", bench.cmd_bench, "benchmark a local consortium; prints one JSON object on its last line",
+                 "Starts --nodes `alliance run` processes on a fresh testnet, waits until they are all connected, "
+                 "signs kv puts before the clock starts, sends them over JSON-RPC from a separate load process at "
+                 "--rate tx/s (or as fast as possible) for --duration seconds, counts commits from the blocks and "
+                 "prints one JSON object (fields: docs/performance.md). Progress goes to stderr.")
+    p.add_argument("--nodes", type=int, default=4, help="number of validator nodes (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=bench.DEFAULT_DURATION_S,
+                   help="seconds of load, the measured window (default: %(default)g)")
+    p.add_argument("--rate", type=float, default=0, help="offered transactions per second; 0 (the default): "
+                   f"as fast as possible, with up to {bench.RATE_CEILING} tx/s x duration pre-signed")
+    p.add_argument("--txs", type=int, help="pre-sign at most this many transactions")
+    p.add_argument("--batch", type=int, help=f"transactions per JSON-RPC request (default: {bench.BATCH_FAST} as fast "
+                   f"as possible, one batch per {bench.BATCH_INTERVAL_S * 1000:g} ms at a fixed rate)")
+    p.add_argument("--connections", type=int, default=2, help="keep-alive connections per node (default: %(default)s)")
+    p.add_argument("--signers", type=int, help="processes that sign before the start (default: one per CPU)")
+    p.add_argument("--home", help="directory of the testnet, kept afterwards (default: a temporary one, deleted)")
+    p.add_argument("--fresh", action="store_true", help="delete the testnet in --home first and start a new chain")
+    p.add_argument("--base-port", type=int, default=bench.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+    p.add_argument("--profile", metavar="DIR", help="run each node under cProfile; write DIR/node<i>.pstats and "
+                   "print each node's top functions to stderr")
+    p.add_argument("--profile-sort", choices=["tottime", "cumtime"], default="tottime",
+                   help="order of the printed profile rows (default: %(default)s)")
+    p.add_argument("--profile-top", type=int, default=15, help="profile rows printed per node (default: %(default)s)")
 
     p = _command(sub, "status", client_cmds.cmd_status, "print a node's status")
     client_cmds.add_client_options(p)

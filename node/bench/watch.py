@@ -1,0 +1,87 @@
+"""What `alliance bench` measures: commits seen from the blocks, and the nodes' CPU and memory from /proc."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from node.client import Client, NodeUnreachable
+
+POLL_INTERVAL_S = 0.01
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class SeenBlock:
+    height: int
+    seen_at: float  # monotonic time the watcher first saw the height
+    txs: int
+
+
+class BlockWatcher(threading.Thread):
+    """Polls one node's height every 10 ms; fetches each new block for its transaction hashes.
+
+    `committed_at` maps a transaction hash to the time its block was first seen, which stands for the
+    commit time (a few milliseconds late at worst: one poll interval plus one status round trip).
+    """
+
+    def __init__(self, url: str, start_height: int) -> None:
+        super().__init__(name="bench-watcher", daemon=True)
+        self._client = Client(url, timeout_s=30)
+        self.height = start_height
+        self.blocks: list[SeenBlock] = []
+        self.committed_at: dict[bytes, float] = {}
+        self.error: str | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                started = time.monotonic()
+                height = self._client.status()["height"]
+                if height > self.height:
+                    seen_at = time.monotonic()
+                    for h in range(self.height + 1, height + 1):
+                        txs = self._client.call("get_block", height=h)["txs"]
+                        for tx_hash in txs:
+                            self.committed_at[bytes.fromhex(tx_hash)] = seen_at
+                        self.blocks.append(SeenBlock(h, seen_at, len(txs)))
+                    self.height = height
+                self._stop_event.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - started)))
+        except NodeUnreachable as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported by the bench as one line
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._client.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=35)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of an ascending list; None when it is empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * p // 100))  # ceil(n * p / 100)
+    return sorted_values[int(rank) - 1]

@@ -1,0 +1,378 @@
+"""`alliance bench`: a local consortium of real processes under a measured load; one JSON object at the end.
+
+The order of things (docs/performance.md says what each figure means):
+
+1. a testnet in a temporary directory (or --home), its nodes started as `alliance run` processes
+   (with `--profile` when asked), and a wait until every node is connected to all its peers;
+2. every transaction signed and encoded into ready JSON-RPC batch bodies, before the clock starts;
+3. a forked load process sends them for --duration seconds, while a watcher thread here sees each block
+   as it is committed on node0 and reads the nodes' CPU time at both ends of the window;
+4. a drain of at most DRAIN_S seconds so that late transactions still get a latency;
+5. the nodes stopped with SIGTERM, their profiles summarised, the figures printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import pstats
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
+from node.bench.sign import presign
+from node.bench.watch import BlockWatcher, cpu_seconds, peak_rss_mb, percentile
+from node.cli.localnet import LocalNode, prepare_home, stop_nodes, wait_ready
+from node.cli.setup import node_ports
+from node.client import Client, NodeUnreachable
+from node.errors import AllianceError
+from node.keys import load_key
+
+DEFAULT_BASE_PORT = 36600
+DEFAULT_DURATION_S = 10.0
+RATE_CEILING = 8000  # tx/s pre-signed for "as fast as possible", above what 2 cores can commit
+BATCH_FAST = 100  # transactions per request when sending as fast as possible
+BATCH_INTERVAL_S = 0.02  # at a fixed rate, a batch every 20 ms (of rate * 0.02 transactions)
+BATCH_MAX = 1000  # 1000 calls are about 450 KB, under the node's 1 MiB body limit
+CONNECTED_TIMEOUT_S = 30.0
+DRAIN_S = 10.0
+START_DELAY_S = 0.2
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2]) + os.sep
+
+
+def _progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.nodes < 1:
+        raise AllianceError("--nodes must be at least 1")
+    if not args.duration > 0:
+        raise AllianceError("--duration must be more than 0 seconds")
+    if not args.rate >= 0 or math.isinf(args.rate):
+        raise AllianceError("--rate must be a number of transactions per second (0: as fast as possible)")
+    if args.batch is not None and not 1 <= args.batch <= BATCH_MAX:
+        raise AllianceError(f"--batch must be in 1..{BATCH_MAX}")
+    if args.txs is not None and args.txs < 1:
+        raise AllianceError("--txs must be at least 1")
+    if args.connections < 1:
+        raise AllianceError("--connections must be at least 1")
+    if args.signers is not None and args.signers < 1:
+        raise AllianceError("--signers must be at least 1")
+    if args.profile_top < 1:
+        raise AllianceError("--profile-top must be at least 1")
+
+
+def _check_ports_free(base_port: int, nodes: int) -> None:
+    for i in range(nodes):
+        for port in node_ports(base_port, i):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise AllianceError(f"port {port} on 127.0.0.1 is in use; choose another --base-port") from None
+
+
+def _start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
+    """Like localnet.start_nodes, with `--profile FILE` for each node when asked."""
+    started = []
+    for i in range(nodes):
+        node = LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}")
+        extra = ["--profile", str(profiles[i])] if profiles else []
+        node.log_file = (node.home / "node.log").open("ab")
+        node.process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *extra],
+            stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        started.append(node)
+    return started
+
+
+def _check_alive(nodes: list[LocalNode]) -> None:
+    for node in nodes:
+        assert node.process is not None
+        if node.process.poll() is not None:
+            raise AllianceError(f"node{node.index} exited with {node.process.returncode} during the benchmark; "
+                                f"see {node.home}/node.log")
+
+
+def _wait_connected(nodes: list[LocalNode]) -> None:
+    """Until every node reports all its peers connected."""
+    deadline = time.monotonic() + CONNECTED_TIMEOUT_S
+    for node in nodes:
+        client = Client(node.rpc_url, timeout_s=5)
+        while True:
+            _check_alive(nodes)
+            try:
+                peers = client.status()["peers"]
+            except NodeUnreachable:
+                peers = [{"connected": False}]
+            if all(p["connected"] for p in peers):
+                break
+            if time.monotonic() > deadline:
+                raise AllianceError(f"node{node.index} was not connected to all its peers within "
+                                    f"{CONNECTED_TIMEOUT_S:.0f} s; see {node.home}/node.log")
+            time.sleep(0.1)
+        client.close()
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    if args.batch is not None:
+        return int(args.batch)
+    if args.rate > 0:
+        return max(1, min(BATCH_MAX, round(float(args.rate) * BATCH_INTERVAL_S)))
+    return BATCH_FAST
+
+
+def _tx_count(args: argparse.Namespace) -> int:
+    wanted = math.ceil(float(args.rate or RATE_CEILING) * float(args.duration))
+    return min(wanted, int(args.txs)) if args.txs is not None else wanted
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    _check_args(args)
+    temporary = args.home is None
+    home = Path(tempfile.mkdtemp(prefix="alliance-bench-")) if temporary else Path(args.home)
+    nodes: list[LocalNode] = []
+    loads: list[BaseProcess] = []
+    keep_home = not temporary
+    try:
+        _check_ports_free(args.base_port, args.nodes)
+        prepare_home(home, args.nodes, args.base_port, args.fresh)
+        profiles = _profile_paths(args)
+        nodes = _start_nodes(home, args.nodes, args.base_port, profiles)
+        wait_ready(nodes)
+        _wait_connected(nodes)
+        _progress(f"{args.nodes} node(s) up and connected in {home}")
+        report = _measure(args, home, nodes, loads)
+        _check_alive(nodes)
+        stop_nodes(nodes)
+        _check_clean_exit(nodes)
+        if profiles:
+            report["profiles"] = [str(p) for p in profiles]
+            _summarise_profiles(profiles, args.profile_sort, args.profile_top)
+        print(json.dumps(report))
+    except AllianceError:
+        keep_home = True  # the message points at the node logs in it
+        if temporary:
+            _progress(f"kept {home} for its node logs")
+        raise
+    finally:
+        for load in loads:
+            if load.is_alive():
+                load.terminate()
+                load.join(timeout=5)
+        stop_nodes(nodes)
+        if not keep_home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _profile_paths(args: argparse.Namespace) -> list[Path] | None:
+    if args.profile is None:
+        return None
+    directory = Path(args.profile).resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AllianceError(f"--profile {args.profile}: {exc.strerror}") from None
+    paths = [directory / f"node{i}.pstats" for i in range(args.nodes)]
+    for path in paths:
+        path.unlink(missing_ok=True)  # so that a stale profile is never taken for this run's
+    return paths
+
+
+def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads: list[BaseProcess]) -> dict[str, Any]:
+    first = Client(nodes[0].rpc_url, timeout_s=10)
+    status = first.status()
+    first.close()
+    key = load_key(home / "client.key")
+    count = _tx_count(args)
+    signers = args.signers or os.cpu_count() or 1
+    batch = _batch_size(args)
+
+    started = time.monotonic()
+    _progress(f"signing {count} transactions with {signers} process(es)")
+    calls, hashes = presign(key, status["chain_id"], secrets.token_hex(4), count, signers)
+    batches = make_batches(calls, batch)
+    signing_s = time.monotonic() - started
+    _check_alive(nodes)
+
+    plan = LoadPlan(tuple(n.rpc_url for n in nodes), float(args.rate), batch, args.connections, float(args.duration))
+    context = multiprocessing.get_context("fork")  # the load process inherits the signed calls; no copy
+    pipe, child_pipe = context.Pipe()
+    load = context.Process(target=load_process, args=(child_pipe, plan, calls, batches), name="bench-load",
+                           daemon=True)
+    load.start()
+    loads.append(load)
+    child_pipe.close()
+    del batches
+
+    watcher = BlockWatcher(nodes[0].rpc_url, status["height"])
+    watcher.start()
+    t0 = time.monotonic() + START_DELAY_S
+    end = t0 + args.duration
+    pipe.send(("go", t0))
+    rate_text = f"{args.rate:g} tx/s" if args.rate else "as fast as possible"
+    _progress(f"load: {rate_text} for {args.duration:g} s, batches of {batch}, "
+              f"{args.connections} connection(s) per node")
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    cpu_start = [cpu_seconds(n.process.pid) for n in nodes if n.process]
+    _run_window(nodes, watcher, load, t0, end)
+    cpu_end = [cpu_seconds(n.process.pid) for n in nodes if n.process]
+
+    result = _load_result(pipe, load, nodes, watcher)
+    accepted_at = array("d")
+    accepted_at.frombytes(result.accepted_at)
+    _drain(nodes, watcher, hashes, accepted_at)
+    watcher.stop()
+    rss = [peak_rss_mb(n.process.pid) for n in nodes if n.process]
+
+    report = _report(args, batch, count, signing_s, result, watcher, hashes, accepted_at, t0, end)
+    report["rss_peak_mb"] = [round(v, 1) for v in rss]
+    cpu = [b - a for a, b in zip(cpu_start, cpu_end)]
+    report["cpu_s"] = [round(v, 2) for v in cpu]
+    report["cpu_ms_per_tx"] = round(1000 * sum(cpu) / report["committed"], 3) if report["committed"] else None
+    return report
+
+
+def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess | None) -> None:
+    _check_alive(nodes)
+    if watcher.error is not None:
+        raise AllianceError(f"watcher lost node0: {watcher.error}")
+    if load is not None and load.exitcode is not None:
+        raise AllianceError(f"the load process exited with {load.exitcode}")
+
+
+def _run_window(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, t0: float, end: float) -> None:
+    next_report = t0 + 1.0
+    last_committed = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            return
+        _check_running(nodes, watcher, load)
+        if now >= next_report:
+            committed = sum(b.txs for b in list(watcher.blocks) if t0 <= b.seen_at < end)
+            _progress(f"{now - t0:5.1f} s  height {watcher.height}  committed {committed} "
+                      f"({committed - last_committed} in the last second)")
+            last_committed = committed
+            next_report += 1.0
+        time.sleep(min(0.1, max(0.0, end - now)))
+
+
+def _load_result(pipe: Connection, load: BaseProcess, nodes: list[LocalNode], watcher: BlockWatcher) -> LoadResult:
+    """The load process's answer, once its last requests are answered."""
+    deadline = time.monotonic() + HTTP_TIMEOUT_S + 10
+    while not pipe.poll(0.1):
+        _check_running(nodes, watcher, None)
+        if load.exitcode is not None and not pipe.poll(0):
+            raise AllianceError(f"the load process exited with {load.exitcode} without a result")
+        if time.monotonic() > deadline:
+            raise AllianceError("the load process did not finish its last requests in time")
+    kind, payload = pipe.recv()
+    if kind == "error":
+        raise AllianceError(f"load: {payload}")
+    result: LoadResult = payload
+    return result
+
+
+def _drain(nodes: list[LocalNode], watcher: BlockWatcher, hashes: list[bytes], accepted_at: array[float]) -> None:
+    """Waits (at most DRAIN_S) until every accepted transaction is seen committed, for its latency."""
+    waiting = [hashes[i] for i, t in enumerate(accepted_at) if not math.isnan(t)]
+    deadline = time.monotonic() + DRAIN_S
+    while waiting and time.monotonic() < deadline:
+        _check_running(nodes, watcher, None)
+        committed = watcher.committed_at
+        waiting = [h for h in waiting if h not in committed]
+        if waiting:
+            time.sleep(0.1)
+    if waiting:
+        _progress(f"{len(waiting)} accepted transaction(s) not committed {DRAIN_S:g} s after the load stopped")
+
+
+def _report(args: argparse.Namespace, batch: int, count: int, signing_s: float, result: LoadResult,
+            watcher: BlockWatcher, hashes: list[bytes], accepted_at: array[float],
+            t0: float, end: float) -> dict[str, Any]:
+    window = [b for b in watcher.blocks if t0 <= b.seen_at < end]
+    committed = sum(b.txs for b in window)
+    latencies = sorted(
+        1000 * (watcher.committed_at[h] - sent)
+        for h, sent in zip(hashes, accepted_at)
+        if not math.isnan(sent) and h in watcher.committed_at
+    )
+
+    def ms(p: float) -> float | None:
+        value = percentile(latencies, p)
+        return None if value is None else round(value, 1)
+
+    return {
+        "nodes": args.nodes,
+        "duration_s": args.duration,
+        "offered_rate": args.rate or None,
+        "batch": batch,
+        "connections": args.connections * args.nodes,
+        "presigned": count,
+        "signing_s": round(signing_s, 2),
+        "sent": result.sent,
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "rejected_codes": {str(code): n for code, n in sorted(result.rejected_codes.items())},
+        "mempool_full": result.mempool_full,
+        "retry_pending": result.retry_pending,
+        "load_exhausted": result.exhausted or (args.rate > 0 and count < args.rate * args.duration),
+        "committed": committed,
+        "committed_tx_per_s": round(committed / args.duration, 1),
+        "blocks": len(window),
+        "txs_per_block": round(committed / len(window), 1) if window else 0.0,
+        "latency_p50_ms": ms(50),
+        "latency_p95_ms": ms(95),
+        "latency_p99_ms": ms(99),
+        "latency_samples": len(latencies),
+        "uncommitted": result.accepted - len(latencies),
+    }
+
+
+def _check_clean_exit(nodes: list[LocalNode]) -> None:
+    for node in nodes:
+        if node.process is not None and node.process.returncode not in (0, -signal.SIGTERM):
+            _progress(f"node{node.index} exited with {node.process.returncode} on SIGTERM; "
+                      f"see {node.home}/node.log")
+
+
+def _summarise_profiles(paths: list[Path], sort: str, top: int) -> None:
+    for i, path in enumerate(paths):
+        if not path.exists():
+            _progress(f"node{i} wrote no profile to {path}")
+            continue
+        stats = pstats.Stats(str(path))
+        rows = sorted(stats.stats.items(),  # type: ignore[attr-defined]
+                      key=lambda item: item[1][2 if sort == "tottime" else 3], reverse=True)[:top]
+        total = stats.total_tt  # type: ignore[attr-defined]
+        print(f"\nnode{i} profile: {path} ({total:.1f} s in the event-loop thread; top {top} by {sort})",
+              file=sys.stderr)
+        print(f"{'tottime':>9} {'cumtime':>9} {'calls':>10}  function", file=sys.stderr)
+        for (filename, line, function), (_, calls, tottime, cumtime, _) in rows:
+            print(f"{tottime:9.2f} {cumtime:9.2f} {calls:10d}  {_short(filename)}:{line}({function})",
+                  file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def _short(filename: str) -> str:
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1]
+    return filename[len(_SOURCE_ROOT):] if filename.startswith(_SOURCE_ROOT) else filename
