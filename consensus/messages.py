@@ -165,9 +165,10 @@ def signed_from_wire(obj: Any) -> Signed:
 
 def _message_from(obj: Any) -> Message:
     _require(isinstance(obj, list) and len(obj) >= 4, "message must be an array")
+    _require(type(obj[0]) is int, "message kind must be an integer")
     kind, height, round_ = obj[0], uint_field(obj[1]), uint_field(obj[2])
     if kind == _PROPOSAL and len(obj) == 6:
-        just = tuple(signed_from_wire(s) for s in _list(obj[5]))
+        just = tuple(_nested_from_wire(s, _ROUND_CHANGE) for s in _list(obj[5]))
         return Proposal(height, round_, _bin(obj[3]), _bin(obj[4], HASH_BYTES), just)
     if kind == _PREPARE and len(obj) == 4:
         return Prepare(height, round_, _bin(obj[3], HASH_BYTES))
@@ -176,6 +177,17 @@ def _message_from(obj: Any) -> Message:
     if kind == _ROUND_CHANGE and len(obj) == 4:
         return RoundChange(height, round_, prepared_from_wire(obj[3]))
     raise MessageError(f"unknown message kind {kind!r}")
+
+
+def _nested_from_wire(obj: Any, kind: int) -> Signed:
+    """A signed message inside another: a justification holds round changes, a certificate prepares.
+
+    The kind is checked before decoding, so nothing nests deeper than
+    proposal > round change > certificate > prepare.
+    """
+    ok = isinstance(obj, list) and len(obj) == 3 and isinstance(obj[2], list) and obj[2][:1] == [kind]
+    _require(ok, "unexpected message kind inside a justification or certificate")
+    return signed_from_wire(obj)
 
 
 def _list(v: Any) -> list[Any]:
@@ -187,5 +199,5 @@ def prepared_from_wire(obj: Any) -> PreparedCertificate | None:
     if obj is None:
         return None
     _require(isinstance(obj, list) and len(obj) == 4, "prepared certificate must have 4 fields")
-    prepares = tuple(signed_from_wire(s) for s in _list(obj[3]))
+    prepares = tuple(_nested_from_wire(s, _PREPARE) for s in _list(obj[3]))
     return PreparedCertificate(uint_field(obj[0]), _bin(obj[1]), _bin(obj[2], HASH_BYTES), prepares)

@@ -449,7 +449,7 @@ class Replica:
         self._advance(self.height + 1)
 
     def _on_round_change(self, signed: Signed, m: RoundChange) -> None:
-        if m.prepared is not None and not self._valid_prepared(m.prepared):
+        if m.prepared is not None and not self._valid_prepared(m.prepared, m.round):
             self.dropped["invalid_round_change"] += 1
             return
         if m.round > self._latest_round_change.get(signed.sender, -1):
@@ -468,7 +468,10 @@ class Replica:
 
     # ---- certificates -----------------------------------------------------------
 
-    def _valid_prepared(self, pc: PreparedCertificate) -> bool:
+    def _valid_prepared(self, pc: PreparedCertificate, round_: int) -> bool:
+        """2f+1 distinct validators' prepares for the block in a round before `round_`."""
+        if pc.round >= round_:
+            return False
         senders = set()
         for s in pc.prepares:
             m = s.message
@@ -486,7 +489,7 @@ class Replica:
             if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
                 continue
             if s.sender in self._members and s.sender not in senders and self._verify(s):
-                if m.prepared is None or self._valid_prepared(m.prepared):
+                if m.prepared is None or self._valid_prepared(m.prepared, m.round):
                     senders.add(s.sender)
                     valid.append(s)
         if len(senders) < self._q:

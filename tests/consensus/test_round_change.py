@@ -3,7 +3,7 @@ and a prepared block carried into the next round."""
 
 from __future__ import annotations
 
-from consensus.actions import BuildBlock, PersistSafetyState, ScheduleTimeout, ValidateBlock
+from consensus.actions import Broadcast, BuildBlock, PersistSafetyState, ScheduleTimeout, ValidateBlock
 from consensus.events import MessageReceived, TimeoutFired, TransactionsPending
 from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes
 from consensus.replica import Replica
@@ -51,6 +51,7 @@ def test_timeouts_double_per_round_up_to_the_maximum() -> None:
     r = Replica(make_config(4, round_timeout_ms=1000, round_timeout_max_ms=5000), KEYS[0], 1)
     r.start()
     delays = [of_type(r.handle(TransactionsPending()), ScheduleTimeout)[0].delay_ms]
+    r.handle(MessageReceived(round_change(2, 9)))  # someone is further on: no round is a solo run
     for round_ in range(5):
         [timer] = of_type(r.handle(TimeoutFired(1, round_)), ScheduleTimeout)
         assert (timer.height, timer.round) == (1, round_ + 1)
@@ -172,3 +173,70 @@ def test_a_round_change_with_a_forged_certificate_is_dropped() -> None:
     r.handle(MessageReceived(round_change(2, 5, forged)))
     r.handle(MessageReceived(round_change(3, 5, forged)))
     assert r.dropped["invalid_round_change"] == 2 and r.round == 0
+
+
+def test_a_certificate_must_come_from_a_round_before_the_round_change() -> None:
+    r = lagging_replica()
+    prepares = tuple(signed_by(KEYS[i], Prepare(1, 1, hash_of(BLOCK_A))) for i in (0, 1, 3))
+    same_round = PreparedCertificate(1, BLOCK_A, hash_of(BLOCK_A), prepares)  # real prepares, but of round 1
+    r.handle(MessageReceived(round_change(2, 1, same_round)))
+    assert r.dropped["invalid_round_change"] == 1
+    changes = (round_change(1, 1, same_round), round_change(2, 1), round_change(3, 1))
+    assert_dropped_as_unjustified(proposal_for_round_1(BLOCK_A, changes))
+
+
+# ---- a replica that timed out alone waits for the others ---------------------------
+
+
+def replica_alone_in_round_1() -> tuple[Replica, Signed]:
+    r = lagging_replica()
+    r.handle(TransactionsPending())
+    [change] = [a.signed for a in r.handle(TimeoutFired(1, 0)) if isinstance(a, Broadcast)]
+    assert change.message == RoundChange(1, 1, None) and r.round == 1
+    return r, change
+
+
+def test_a_replica_that_timed_out_alone_stays_in_its_round_and_repeats_its_round_change() -> None:
+    """With timeouts capped, a replica climbing alone would stay rounds ahead of a quorum that needs it."""
+    r, change = replica_alone_in_round_1()
+    for _ in range(3):
+        actions = r.handle(TimeoutFired(1, 1))
+        assert actions == [Broadcast(change), ScheduleTimeout(1, 1, 4000)]  # signed and persisted already
+    assert r.round == 1
+
+
+def test_a_replica_moves_on_once_a_quorum_reached_its_round() -> None:
+    r, _ = replica_alone_in_round_1()
+    r.handle(MessageReceived(round_change(1, 1)))
+    r.handle(TimeoutFired(1, 1))
+    assert r.round == 1  # two of three
+    r.handle(MessageReceived(round_change(3, 1)))
+    assert broadcasts(r.handle(TimeoutFired(1, 1)), RoundChange) == [RoundChange(1, 2, None)]
+    assert r.round == 2
+
+
+def test_a_replica_moves_on_when_another_validator_is_further() -> None:
+    r, _ = replica_alone_in_round_1()
+    r.handle(MessageReceived(round_change(3, 4)))  # one is not enough to join round 4 ...
+    assert r.round == 1
+    assert broadcasts(r.handle(TimeoutFired(1, 1)), RoundChange) == [RoundChange(1, 2, None)]  # ... but to climb
+
+
+def test_rounds_do_not_drift_apart_while_a_quorum_is_split() -> None:
+    """Validator 3 is down and 0 is cut off for many timeouts; once it is back, 0, 1 and 2 agree at once."""
+    net = Network(4, crashed={3})
+    net.drop = lambda sender, receiver, signed: 0 in (sender, receiver)
+    net.start()
+    for i in net.live:
+        net.deliver(i, TransactionsPending())
+    net.run()
+    for _ in range(6):
+        for i in net.live:
+            net.deliver(i, TimeoutFired(1, net.replicas[i].round))
+        net.run()
+    assert [net.replicas[i].round for i in net.live] == [1, 1, 1]
+    net.drop = lambda sender, receiver, signed: False
+    for i in net.live:
+        net.deliver(i, TimeoutFired(1, 1))  # each repeats its round change, now heard by all
+    net.run()
+    assert all(net.committed_blocks(i) == [block_for(1, 1)] for i in net.live)

@@ -280,10 +280,27 @@ def nested_proposals(depth: int) -> bytes:
     return opening * depth + innermost
 
 
-def test_nested_proposals_are_well_formed_when_shallow() -> None:
-    s = decode_signed(nested_proposals(3))
-    assert isinstance(s.message, Proposal)
-    assert isinstance(s.message.justification[0].message, Proposal)
+def test_a_justification_holds_only_round_changes() -> None:
+    with pytest.raises(MessageError, match="unexpected message kind"):
+        decode_signed(nested_proposals(1))  # a Prepare where a RoundChange belongs
+    with pytest.raises(MessageError, match="unexpected message kind"):
+        decode_signed(nested_proposals(3))  # proposals inside proposals
+
+
+def test_a_prepared_certificate_holds_only_prepares() -> None:
+    commit = signed_by(KEYS[2], Commit(1, 0, A, KEYS[2].sign(seal_bytes(A))))
+    change = signed_by(KEYS[2], RoundChange(1, 1, PreparedCertificate(0, BLOCK_A, A, (commit,))))
+    with pytest.raises(MessageError, match="unexpected message kind"):
+        decode_signed(encode_signed(change))
+    proposal = signed_by(KEYS[2], Proposal(1, 1, BLOCK_A, A, (change,)))
+    with pytest.raises(MessageError, match="unexpected message kind"):
+        decode_signed(encode_signed(proposal))
+
+
+def test_a_boolean_is_not_a_message_kind() -> None:
+    data = msgpack.packb([b"k" * 32, b"s" * 64, [True, 0, 0, b"b", b"h" * 32, []]], use_bin_type=True)
+    with pytest.raises(MessageError):
+        decode_signed(data)
 
 
 @pytest.mark.parametrize("depth", [340, 1000, 5000])

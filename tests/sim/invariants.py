@@ -1,0 +1,70 @@
+"""What the simulator checks while it runs, and once more at the end.
+
+Only honest validators are judged; the Byzantine twins are free to do anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
+from tests.sim.keyring import Keyring
+
+
+class InvariantViolated(AssertionError):
+    """A safety or liveness property of the consensus did not hold."""
+
+
+def certificate_ok(keyring: Keyring, quorum: int, block_hash: bytes, certificate: list[tuple[bytes, bytes]]) -> bool:
+    """At least `quorum` distinct validators' seals over `block_hash`, each verifying."""
+    signers = {v for v, seal in certificate if keyring.verify(v, seal_bytes(block_hash), seal)}
+    return len(signers) >= quorum
+
+
+class Invariants:
+    def __init__(self, keyring: Keyring, quorum: int):
+        self.keyring = keyring
+        self.quorum = quorum
+        self.chain: dict[int, bytes] = {}  # height -> hash any honest replica stored there
+        self.bad_hashes: set[bytes] = set()  # hashes of blocks whose bytes do not match them
+        self._signed: dict[tuple[bytes, str, int, int], Signed] = {}
+        self._stored_height: dict[int, int] = {}  # node id -> highest stored height seen
+
+    # ---- safety: no conflicting signatures ----------------------------------------
+
+    def on_broadcast(self, node: int, signed: Signed) -> None:
+        """`signed` left honest `node`: it must not contradict anything it signed before."""
+        m = signed.message
+        key = (signed.sender, type(m).__name__, m.height, m.round)
+        first = self._signed.setdefault(key, signed)
+        if first != signed:
+            raise InvariantViolated(f"node {node} signed two conflicting messages:\n  {first}\n  {signed}")
+        if isinstance(m, (Proposal, Prepare, Commit)) and m.block_hash in self.bad_hashes:
+            raise InvariantViolated(f"node {node} signed a block whose bytes do not match its hash: {m}")
+
+    # ---- safety: one chain, never shrinking ------------------------------------------
+
+    def on_stored(self, node: int, height: int, block: bytes, block_hash: bytes) -> None:
+        """Honest `node` made block `height` durable (by commit or by catch-up)."""
+        self.check_block(node, height, block, block_hash)
+        self.on_height(node, height)
+
+    def check_block(self, node: int, height: int, block: bytes, block_hash: bytes) -> None:
+        """Block `height` of honest `node` matches its hash and every other honest node's block there."""
+        if hashlib.sha256(block).digest() != block_hash:
+            raise InvariantViolated(f"node {node} stored block {height} whose bytes do not match its hash")
+        agreed = self.chain.setdefault(height, block_hash)
+        if agreed != block_hash:
+            raise InvariantViolated(f"fork at height {height}: node {node} stored {block_hash.hex()[:16]}, "
+                                    f"another honest node {agreed.hex()[:16]}")
+
+    def on_height(self, node: int, height: int) -> None:
+        """Honest `node`'s durable chain is `height` long (after a store or a restart)."""
+        before = self._stored_height.get(node, 0)
+        if height < before:
+            raise InvariantViolated(f"node {node}'s committed height went back from {before} to {height}")
+        self._stored_height[node] = height
+
+    def on_commit_certificate(self, node: int, height: int, block_hash: bytes, certificate: list[tuple[bytes, bytes]]) -> None:
+        if not certificate_ok(self.keyring, self.quorum, block_hash, certificate):
+            raise InvariantViolated(f"node {node} committed block {height} without a quorum of valid seals")

@@ -1,0 +1,134 @@
+"""The deterministic simulator over many seeds, and the tools to replay one.
+
+Every scenario runs CI_SEEDS seeds; a failure names the seed and the command
+that replays it alone:
+
+    SIM_SCENARIO=n4_twins SIM_SEED=1234 .venv/bin/pytest tests/sim -k replay
+
+Larger sweeps are marked slow and run only when asked for:
+
+    SIM_SEEDS=5000 .venv/bin/pytest tests/sim -m slow   (SIM_SEED_START=... to move on)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import consensus.replica
+import tests.sim.world
+from tests.sim.invariants import InvariantViolated
+from tests.sim.world import SCENARIOS, Simulation, run
+
+CI_SEEDS = 100  # per scenario
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def replay_command(scenario: str, seed: int) -> str:
+    return f"SIM_SCENARIO={scenario} SIM_SEED={seed} .venv/bin/pytest tests/sim -k replay"
+
+
+def check_seed(scenario: str, seed: int) -> Simulation:
+    """Runs one seed; any failure, an invariant or a crash of the code under test, names the seed."""
+    try:
+        return run(SCENARIOS[scenario], seed)
+    except Exception as exc:
+        raise AssertionError(
+            f"simulation {scenario} failed at seed {seed}: {exc}\n  replay: {replay_command(scenario, seed)}"
+        ) from exc
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_scenario(scenario: str) -> None:
+    for seed in range(CI_SEEDS):
+        check_seed(scenario, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("SIM_SEEDS" not in os.environ, reason="set SIM_SEEDS=<seeds per scenario> for a long sweep")
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_sweep(scenario: str) -> None:
+    start = int(os.environ.get("SIM_SEED_START", CI_SEEDS))
+    for seed in range(start, start + int(os.environ["SIM_SEEDS"])):
+        check_seed(scenario, seed)
+
+
+@pytest.mark.skipif("SIM_SEED" not in os.environ, reason="set SIM_SEED (and SIM_SCENARIO) to replay one seed")
+def test_replay() -> None:
+    seed = int(os.environ["SIM_SEED"])
+    for scenario in os.environ.get("SIM_SCENARIO", ",".join(sorted(SCENARIOS))).split(","):
+        sim = check_seed(scenario, seed)
+        print(f"{scenario} seed {seed}: healed at {sim.heal_ms} ms, live at {sim.live_ms} ms, {sim.stats}")
+
+
+# ---- the simulator itself ------------------------------------------------------------
+
+
+def fingerprint(sim: Simulation) -> str:
+    """Everything a run decided: the time it ended, its counters, and every node's chain."""
+    digest = hashlib.sha256(repr((sim.now_ms, sorted(sim.stats.items()))).encode())
+    for node in sim.nodes:
+        assert node.chain is not None
+        for height in range(1, node.height() + 1):
+            digest.update(node.chain.load_block(height) or b"")
+        digest.update(node.chain.load_safety() or b"")
+    return digest.hexdigest()
+
+
+def test_a_seed_replays_exactly() -> None:
+    assert fingerprint(run(SCENARIOS["n4_twins_forged"], 7)) == fingerprint(run(SCENARIOS["n4_twins_forged"], 7))
+    assert fingerprint(run(SCENARIOS["n4_twins_forged"], 7)) != fingerprint(run(SCENARIOS["n4_twins_forged"], 8))
+
+
+def test_a_seed_replays_exactly_under_another_hash_seed() -> None:
+    """Nothing may depend on set or dict order of bytes, which PYTHONHASHSEED changes."""
+    code = "from tests.sim.test_simulation import *; print(fingerprint(run(SCENARIOS['n7_twins'], 3)))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == fingerprint(run(SCENARIOS["n7_twins"], 3))
+
+
+def test_a_run_goes_through_every_kind_of_fault() -> None:
+    totals: dict[str, int] = {}
+    for seed in range(10):
+        for key, count in run(SCENARIOS["n4_twins_forged"], seed).stats.items():
+            totals[key] = totals.get(key, 0) + count
+    assert all(totals.get(key, 0) > 0 for key in ("crashes", "crashes_mid_output", "partitions", "syncs")), totals
+
+
+def first_failure(scenario: str, seeds: int) -> str:
+    for seed in range(seeds):
+        try:
+            run(SCENARIOS[scenario], seed)
+        except InvariantViolated as exc:
+            return str(exc)
+    return "no failure"
+
+
+def test_it_catches_a_replica_that_forgets_its_safety_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = consensus.replica.Replica.__init__
+
+    def amnesiac(self: consensus.replica.Replica, config: object, crypto: object, height: int, safety: object = None) -> None:
+        original(self, config, crypto, height, None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(consensus.replica.Replica, "__init__", amnesiac)
+    assert "signed two conflicting messages" in first_failure("n4_faults", 20)
+
+
+def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    too_small = lambda n: (n + consensus.replica.fault_tolerance(n)) // 2  # noqa: E731
+    monkeypatch.setattr(consensus.replica, "quorum", too_small)
+    assert "without a quorum of valid seals" in first_failure("n4_twins", 20)
+    monkeypatch.setattr(tests.sim.world, "quorum", too_small)  # certificates too: then the chains fork
+    assert "fork at height" in first_failure("n4_twins", 20)
+
+
+def test_a_failure_names_its_seed_and_how_to_replay_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consensus.replica, "quorum", lambda n: 1)
+    with pytest.raises(AssertionError, match=r"at seed 0: .*\n  replay: SIM_SCENARIO=n4_twins SIM_SEED=0 "):
+        check_seed("n4_twins", 0)
