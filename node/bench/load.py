@@ -58,6 +58,7 @@ class LoadResult:
     retry_pending: int = 0  # transactions whose last answer was -32004 when the time was up
     requests: int = 0
     exhausted: bool = False  # as fast as possible: every pre-signed transaction was sent before the time was up
+    cpu_s: float = 0.0  # CPU time of the load process from the start of the window to its last answer
 
 
 class _Connection:
@@ -266,6 +267,7 @@ class _Load:
     # ---- both ----------------------------------------------------------------------------------
 
     def run(self) -> LoadResult:
+        cpu_start = time.process_time()
         if self.plan.rate > 0:
             self.run_paced()
         else:
@@ -279,6 +281,7 @@ class _Load:
                 t.join()
         if self.failure is not None:
             raise LoadError(self.failure)
+        self.result.cpu_s = time.process_time() - cpu_start
         self.result.retry_pending = len(self.waiting_retry)
         self.result.accepted_at = self.accepted_at.tobytes()
         return self.result

@@ -146,13 +146,13 @@ def _tx_count(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     _check_args(args)
+    _check_ports_free(args.base_port, args.nodes)
     temporary = args.home is None
     home = Path(tempfile.mkdtemp(prefix="alliance-bench-")) if temporary else Path(args.home)
     nodes: list[LocalNode] = []
     loads: list[BaseProcess] = []
     keep_home = not temporary
     try:
-        _check_ports_free(args.base_port, args.nodes)
         prepare_home(home, args.nodes, args.base_port, args.fresh)
         profiles = _profile_paths(args)
         nodes = _start_nodes(home, args.nodes, args.base_port, profiles)
@@ -168,9 +168,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
             _summarise_profiles(profiles, args.profile_sort, args.profile_top)
         print(json.dumps(report))
     except AllianceError:
-        keep_home = True  # the message points at the node logs in it
-        if temporary:
-            _progress(f"kept {home} for its node logs")
+        if nodes:
+            keep_home = True  # the message points at the node logs in it
+            if temporary:
+                _progress(f"kept {home} for its node logs")
         raise
     finally:
         for load in loads:
@@ -231,9 +232,10 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     _progress(f"load: {rate_text} for {args.duration:g} s, batches of {batch}, "
               f"{args.connections} connection(s) per node")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    cpu_start = [cpu_seconds(n.process.pid) for n in nodes if n.process]
-    _run_window(nodes, watcher, load, t0, end)
-    cpu_end = [cpu_seconds(n.process.pid) for n in nodes if n.process]
+    pids = [n.process.pid for n in nodes if n.process] + [os.getpid()]
+    cpu_start = [cpu_seconds(pid) for pid in pids]
+    _run_window(nodes, watcher, load, pipe, t0, end)
+    cpu = [b - a for a, b in zip(cpu_start, [cpu_seconds(pid) for pid in pids])]
 
     result = _load_result(pipe, load, nodes, watcher)
     accepted_at = array("d")
@@ -244,28 +246,31 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
 
     report = _report(args, batch, count, signing_s, result, watcher, hashes, accepted_at, t0, end)
     report["rss_peak_mb"] = [round(v, 1) for v in rss]
-    cpu = [b - a for a, b in zip(cpu_start, cpu_end)]
-    report["cpu_s"] = [round(v, 2) for v in cpu]
-    report["cpu_ms_per_tx"] = round(1000 * sum(cpu) / report["committed"], 3) if report["committed"] else None
+    node_cpu, watcher_cpu = cpu[:-1], cpu[-1]
+    report["cpu_s"] = [round(v, 2) for v in node_cpu]
+    report["cpu_ms_per_tx"] = round(1000 * sum(node_cpu) / report["committed"], 3) if report["committed"] else None
+    report["load_cpu_s"] = round(result.cpu_s, 2)
+    report["watcher_cpu_s"] = round(watcher_cpu, 2)
     return report
 
 
-def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess | None) -> None:
+def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, pipe: Connection) -> None:
     _check_alive(nodes)
     if watcher.error is not None:
         raise AllianceError(f"watcher lost node0: {watcher.error}")
-    if load is not None and load.exitcode is not None:
-        raise AllianceError(f"the load process exited with {load.exitcode}")
+    if load.exitcode is not None and not pipe.poll(0):
+        raise AllianceError(f"the load process exited with {load.exitcode} without a result")
 
 
-def _run_window(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, t0: float, end: float) -> None:
+def _run_window(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, pipe: Connection,
+                t0: float, end: float) -> None:
     next_report = t0 + 1.0
     last_committed = 0
     while True:
         now = time.monotonic()
         if now >= end:
             return
-        _check_running(nodes, watcher, load)
+        _check_running(nodes, watcher, load, pipe)
         if now >= next_report:
             committed = sum(b.txs for b in list(watcher.blocks) if t0 <= b.seen_at < end)
             _progress(f"{now - t0:5.1f} s  height {watcher.height}  committed {committed} "
@@ -279,9 +284,7 @@ def _load_result(pipe: Connection, load: BaseProcess, nodes: list[LocalNode], wa
     """The load process's answer, once its last requests are answered."""
     deadline = time.monotonic() + HTTP_TIMEOUT_S + 10
     while not pipe.poll(0.1):
-        _check_running(nodes, watcher, None)
-        if load.exitcode is not None and not pipe.poll(0):
-            raise AllianceError(f"the load process exited with {load.exitcode} without a result")
+        _check_running(nodes, watcher, load, pipe)
         if time.monotonic() > deadline:
             raise AllianceError("the load process did not finish its last requests in time")
     kind, payload = pipe.recv()
@@ -296,7 +299,9 @@ def _drain(nodes: list[LocalNode], watcher: BlockWatcher, hashes: list[bytes], a
     waiting = [hashes[i] for i, t in enumerate(accepted_at) if not math.isnan(t)]
     deadline = time.monotonic() + DRAIN_S
     while waiting and time.monotonic() < deadline:
-        _check_running(nodes, watcher, None)
+        _check_alive(nodes)
+        if watcher.error is not None:
+            raise AllianceError(f"watcher lost node0: {watcher.error}")
         committed = watcher.committed_at
         waiting = [h for h in waiting if h not in committed]
         if waiting:

@@ -22,7 +22,7 @@ FIELDS = {
     "nodes", "duration_s", "offered_rate", "batch", "connections", "presigned", "signing_s", "sent", "accepted",
     "rejected", "rejected_codes", "mempool_full", "retry_pending", "load_exhausted", "committed",
     "committed_tx_per_s", "blocks", "txs_per_block", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-    "latency_samples", "uncommitted", "rss_peak_mb", "cpu_s", "cpu_ms_per_tx",
+    "latency_samples", "uncommitted", "rss_peak_mb", "cpu_s", "cpu_ms_per_tx", "load_cpu_s", "watcher_cpu_s",
 }
 
 
@@ -48,6 +48,7 @@ def _check_report(report: dict[str, Any], nodes: int, rate: float, duration: flo
     assert all(v > 0 for v in report["rss_peak_mb"]), report["rss_peak_mb"]
     assert all(v > 0 for v in report["cpu_s"]), report["cpu_s"]
     assert report["cpu_ms_per_tx"] > 0
+    assert report["load_cpu_s"] > 0 and report["watcher_cpu_s"] > 0
 
 
 def test_bench_one_node() -> None:
@@ -66,6 +67,26 @@ def test_bench_four_nodes_keeps_home_when_asked(tmp_path: Path) -> None:
     for i in range(4):
         log = (home / f"node{i}" / "node.log").read_text()
         assert "Traceback" not in log
+
+
+def test_bench_retries_when_the_mempool_is_full(tmp_path: Path) -> None:
+    net, base = make_testnet(tmp_path)
+    with (net / "node0" / "node.toml").open("a") as config:
+        config.write("\n[mempool]\ntxs_max = 30\n")
+    result = alliance("bench", "--home", str(net), "--nodes", "1", "--base-port", str(base),
+                      "--duration", "2", "--rate", "3000", timeout=120)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["mempool_full"] > 0 and report["rejected"] == 0
+    assert report["accepted"] + report["retry_pending"] == report["sent"]
+    assert report["accepted"] > 30 and report["committed"] > 0  # retried transactions got in later
+    assert (net / "node0" / "node.log").exists()  # --home is kept
+
+
+def test_bench_as_fast_as_possible_with_a_cap() -> None:
+    report, _ = _bench("--duration", "2", "--txs", "1500", "--batch", "50", nodes=1)
+    assert report["offered_rate"] is None and report["presigned"] == 1500 and report["batch"] == 50
+    assert report["committed"] > 0 and report["sent"] <= 1500
+    assert report["latency_p50_ms"] <= report["latency_p95_ms"] <= report["latency_p99_ms"]
 
 
 def test_bench_profile_writes_one_profile_per_node(tmp_path: Path) -> None:
