@@ -455,10 +455,22 @@ class Replica:
         if m.round > self._latest_round_change.get(signed.sender, -1):
             self._latest_round_change[signed.sender] = m.round
         if m.round >= self.round:
-            self._round_state(m.round).round_changes.setdefault(signed.sender, signed)
+            changes = self._round_state(m.round).round_changes
+            if changes.setdefault(signed.sender, signed) is signed and len(changes) == self._q:
+                self._on_round_quorum(m.round)
         self._join_higher_round()
         if m.round == self.round:
             self._maybe_propose()
+
+    def _on_round_quorum(self, round_: int) -> None:
+        """2f+1 reached our round: give it a whole timeout from now.
+
+        A replica that got there first (its earlier timer fired first) would
+        otherwise leave the round just as the others arrive, and if it is the
+        proposer, before its block is built: one round lost per round, for ever.
+        """
+        if round_ == self.round:
+            self._emit(ScheduleTimeout(self.height, round_, self._timeout_ms(round_)))
 
     def _join_higher_round(self) -> None:
         """f+1 validators are in higher rounds: at least one is honest, so follow."""

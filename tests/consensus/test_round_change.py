@@ -4,7 +4,7 @@ and a prepared block carried into the next round."""
 from __future__ import annotations
 
 from consensus.actions import Broadcast, BuildBlock, PersistSafetyState, ScheduleTimeout, ValidateBlock
-from consensus.events import MessageReceived, TimeoutFired, TransactionsPending
+from consensus.events import BlockBuilt, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes
 from consensus.replica import Replica
 from tests.consensus.harness import (
@@ -240,3 +240,22 @@ def test_rounds_do_not_drift_apart_while_a_quorum_is_split() -> None:
         net.deliver(i, TimeoutFired(1, 1))  # each repeats its round change, now heard by all
     net.run()
     assert all(net.committed_blocks(i) == [block_for(1, 1)] for i in net.live)
+
+
+def test_a_quorum_reaching_its_round_gives_the_round_a_whole_timeout() -> None:
+    """It got to round 1 first; when the others arrive, round 1 must not end on its early timer."""
+    r, _ = replica_alone_in_round_1()
+    assert of_type(r.handle(MessageReceived(round_change(1, 1))), ScheduleTimeout) == []
+    assert of_type(r.handle(MessageReceived(round_change(3, 1))), ScheduleTimeout) == [ScheduleTimeout(1, 1, 4000)]
+    assert of_type(r.handle(MessageReceived(round_change(2, 1))), ScheduleTimeout) == []  # once per round
+
+
+def test_a_proposer_that_got_to_its_round_first_still_proposes() -> None:
+    r = Replica(make_config(4), KEYS[2], 1)  # proposes round 1 of height 1
+    r.start()
+    r.handle(TransactionsPending())
+    r.handle(TimeoutFired(1, 0))
+    r.handle(MessageReceived(round_change(1, 1)))
+    actions = r.handle(MessageReceived(round_change(3, 1)))
+    assert BuildBlock(1, 1) in actions and ScheduleTimeout(1, 1, 4000) in actions
+    assert broadcasts(r.handle(BlockBuilt(1, 1, BLOCK_B, hash_of(BLOCK_B))), Proposal) != []

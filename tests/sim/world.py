@@ -465,10 +465,12 @@ class Simulation:
     # ---- catch-up ---------------------------------------------------------------------
 
     def _request_sync(self, node: Node) -> None:
-        """Asks a random linked peer for the blocks after ours; one request at a time."""
+        """Asks a random linked peer that is ahead (peers announce their heights) for the blocks
+        after ours; one request at a time."""
         if node.syncing:
             return
         peers = [peer for peer in self.nodes if peer is not node and peer.up and self.linked(node, peer)]
+        peers = [peer for peer in peers if peer.height() > node.height()]
         if not peers:
             return
         self.stats["syncs"] += 1
