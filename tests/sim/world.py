@@ -24,6 +24,7 @@ import hashlib
 import heapq
 import random
 from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,7 +69,6 @@ class Scenario:
     duplicate_max: float = 0.05
     partition_chance_max: float = 0.1  # per half second of the fault phase
     crash_chance_max: float = 0.1  # per half second of the fault phase
-    crashed_max: int | None = None  # at once; f + 1 when None
     build_delay_ms: tuple[int, int] = (50, 400)
     heights_after_heal: int = 3
     round_timeout_ms: int = 1000
@@ -102,6 +102,7 @@ class Node:
     syncing: int = 0  # nonzero while a catch-up request is out
     crash_mid_output: bool = False
     links: frozenset[int] | None = None  # for twins: the only honest nodes it talks to
+    dropped: Counter[str] = field(default_factory=Counter)  # what earlier incarnations dropped
 
     @property
     def up(self) -> bool:
@@ -127,14 +128,16 @@ class Faults:
 
     partition_chance: float
     crash_chance: float
+    crashed_max: int  # nodes down at once: from one to all of them (a power cut)
     network: Network
 
     @staticmethod
-    def draw(rng: random.Random, s: Scenario) -> Faults:
+    def draw(rng: random.Random, s: Scenario, nodes: int) -> Faults:
         delay_min_ms = rng.randint(1, 20)
         delay_max_ms = rng.randint(delay_min_ms + 10, s.delay_max_ms)
         network = Network((delay_min_ms, delay_max_ms), rng.uniform(0, s.loss_max), rng.uniform(0, s.duplicate_max))
-        return Faults(rng.uniform(0, s.partition_chance_max), rng.uniform(0, s.crash_chance_max), network)
+        partition_chance, crash_chance = rng.uniform(0, s.partition_chance_max), rng.uniform(0, s.crash_chance_max)
+        return Faults(partition_chance, crash_chance, rng.randint(1, nodes), network)
 
 
 class Simulation:
@@ -156,9 +159,9 @@ class Simulation:
         self.quorum = quorum(scenario.validators)
         assert scenario.byzantine <= self.f, "more Byzantine validators than the network tolerates"
         self.invariants = Invariants(self.keyring, self.quorum)
-        self.faults = Faults.draw(self.rng, scenario)
-        self.net = replace(self.faults.network)
         self.nodes = self._make_nodes()
+        self.faults = Faults.draw(self.rng, scenario, len(self.nodes))
+        self.net = replace(self.faults.network)
         self.healed = False
         self._built: dict[tuple[int, int, int], bytes] = {}  # (validator, height, round) -> good block hash
         self.target_height: int | None = None
@@ -245,6 +248,17 @@ class Simulation:
                 f"target {self.target_height}, (height, round) by node {heights}"
             )
         self._check_chains()
+        self._check_drops()
+
+    def _check_drops(self) -> None:
+        """Every message here is validly signed by a member: an honest replica that rejects one
+        as forged or unjustified rejects what honest code produced."""
+        for node in self.honest:
+            assert node.replica is not None
+            dropped = node.dropped + node.replica.dropped
+            wrong = {reason: dropped[reason] for reason in UNEXPECTED_DROPS if dropped[reason]}
+            if wrong:
+                raise InvariantViolated(f"honest node {node.id} dropped well-formed messages: {wrong}")
 
     def _check_chains(self) -> None:
         """Every honest store holds a prefix of one chain, re-read from the stores themselves."""
@@ -280,10 +294,9 @@ class Simulation:
             self.net.groups = None
 
     def _crash_some_node(self) -> None:
-        crashed_max = self.scenario.crashed_max if self.scenario.crashed_max is not None else self.f + 1
         up = [node for node in self.nodes if node.up]
         crashing = sum(node.crash_mid_output for node in up)
-        if len(self.nodes) - len(up) + crashing >= crashed_max or not up:
+        if len(self.nodes) - len(up) + crashing >= self.faults.crashed_max or not up:
             return
         node = self.rng.choice(up)
         if self.rng.random() < 0.5:
@@ -293,6 +306,8 @@ class Simulation:
 
     def _crash(self, node: Node) -> None:
         self.stats["crashes"] += 1
+        assert node.replica is not None
+        node.dropped.update(node.replica.dropped)
         node.replica = node.chain = None
         node.incarnation += 1
         node.crash_mid_output = False
@@ -516,6 +531,11 @@ class Simulation:
         if node.height() > stored:
             self._perform(node, node.replica.handle(BlockSynced(node.height())))
             self._feed_later(node, 0, TransactionsPending())
+
+
+UNEXPECTED_DROPS = (
+    "non_member", "bad_signature", "bad_seal", "unjustified_proposal", "invalid_round_change", "sender_over_limit"
+)
 
 
 def block_ok(height: int, block: bytes, block_hash: bytes) -> bool:
