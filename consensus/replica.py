@@ -214,7 +214,25 @@ class Replica:
             rs.build_requested = True
             self._emit(BuildBlock(self.height, self.round))
         else:
-            self._propose(best.block, best.block_hash, rs.justification)
+            self._propose(self._carried_block(best, rs.justification), best.block_hash, rs.justification)
+
+    def _carried_block(self, best: PreparedCertificate, justification: tuple[Signed, ...]) -> bytes:
+        """The bytes to propose again under `best`'s hash.
+
+        A faulty validator can put real prepares and other bytes in its
+        certificate, and nobody would validate the proposal. Prefer the bytes
+        this replica validated itself, then those most certificates carry.
+        """
+        if self.prepared is not None and self.prepared.block_hash == best.block_hash:
+            return self.prepared.block
+        carried = Counter(
+            s.message.prepared.block
+            for s in justification
+            if isinstance(s.message, RoundChange)
+            and s.message.prepared is not None
+            and s.message.prepared.block_hash == best.block_hash
+        )
+        return carried.most_common(1)[0][0]
 
     def _propose(self, block: bytes, block_hash: bytes, justification: tuple[Signed, ...]) -> None:
         self._sign(Proposal(self.height, self.round, block, block_hash, justification))

@@ -4,7 +4,7 @@ and a prepared block carried into the next round."""
 from __future__ import annotations
 
 from consensus.actions import Broadcast, BuildBlock, PersistSafetyState, ScheduleTimeout, ValidateBlock
-from consensus.events import BlockBuilt, MessageReceived, TimeoutFired, TransactionsPending
+from consensus.events import BlockBuilt, BlockValidated, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes
 from consensus.replica import Replica
 from tests.consensus.harness import (
@@ -259,3 +259,19 @@ def test_a_proposer_that_got_to_its_round_first_still_proposes() -> None:
     actions = r.handle(MessageReceived(round_change(3, 1)))
     assert BuildBlock(1, 1) in actions and ScheduleTimeout(1, 1, 4000) in actions
     assert broadcasts(r.handle(BlockBuilt(1, 1, BLOCK_B, hash_of(BLOCK_B))), Proposal) != []
+
+
+def test_a_proposer_carries_the_bytes_it_validated_not_those_of_a_forged_certificate() -> None:
+    """Validator 1 sends real prepares for A with other bytes; the proposer prepared A itself."""
+    r = Replica(make_config(4), KEYS[2], 1)  # proposes round 1 of height 1
+    r.start()
+    r.handle(MessageReceived(signed_by(KEYS[1], Proposal(1, 0, BLOCK_A, hash_of(BLOCK_A), ()))))
+    r.handle(BlockValidated(1, 0, hash_of(BLOCK_A), True))
+    for i in (0, 1):
+        r.handle(MessageReceived(signed_by(KEYS[i], Prepare(1, 0, hash_of(BLOCK_A)))))
+    assert r.prepared is not None and r.prepared.block == BLOCK_A
+    forged = PreparedCertificate(0, b"forged bytes", hash_of(BLOCK_A), certificate_for_a().prepares)
+    r.handle(MessageReceived(round_change(1, 1, forged)))  # arrives first ...
+    actions = r.handle(MessageReceived(round_change(3, 1)))  # ... and f+1 pull the proposer into round 1
+    [proposal] = broadcasts(actions, Proposal)
+    assert (proposal.round, proposal.block, proposal.block_hash) == (1, BLOCK_A, hash_of(BLOCK_A))

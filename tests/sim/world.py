@@ -42,7 +42,7 @@ from consensus.actions import (
     ValidateBlock,
 )
 from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending
-from consensus.messages import Signed, decode_signed, encode_signed
+from consensus.messages import RoundChange, Signed, decode_signed, encode_signed, sign
 from consensus.replica import Replica, ReplicaConfig, fault_tolerance, quorum
 from consensus.safety import decode_safety, encode_safety
 from storage.chain import BlockWrite, ChainStore
@@ -62,6 +62,7 @@ class Scenario:
     byzantine: int = 0  # validators played by Byzantine nodes (at most f)
     twins: bool = True  # each Byzantine validator runs as two twins
     bad_blocks: float = 0.0  # chance a Byzantine block's bytes do not match its hash
+    forged_certificates: bool = False  # Byzantine round changes carry other bytes under a prepared hash
     flaky_validation: float = 0.0  # chance an honest node wrongly finds a valid block invalid
     fault_phase_ms: tuple[int, int] = (30_000, 60_000)
     delay_max_ms: int = 600  # each seed draws its own fault intensities up to these maxima
@@ -451,10 +452,21 @@ class Simulation:
     def _broadcast(self, node: Node, signed: Signed) -> None:
         if node.honest:
             self.invariants.on_broadcast(node.id, signed)
+        elif self.scenario.forged_certificates:
+            signed = self._forge_certificate(node, signed)
         wire = encode_signed(signed)
         for peer in self.nodes:
             if peer is not node:
                 self._send(node, peer, wire)
+
+    def _forge_certificate(self, node: Node, signed: Signed) -> Signed:
+        """The one attack written by hand: a round change whose prepared certificate holds real
+        prepares but other bytes, to make the next proposer propose a block nobody can validate."""
+        m = signed.message
+        if not isinstance(m, RoundChange) or m.prepared is None:
+            return signed
+        forged = replace(m.prepared, block=b"forged:" + m.prepared.block)
+        return sign(self.keyring.keys[node.validator], CHAIN_ID, replace(m, prepared=forged))
 
     def _send_to(self, node: Node, action: SendTo) -> None:
         wire = encode_signed(action.signed)
@@ -558,6 +570,7 @@ SCENARIOS = {
         Scenario("n7_twins", 7, byzantine=2),
         Scenario("n4_bad_blocks", 4, byzantine=1, twins=False, bad_blocks=0.7, flaky_validation=0.05),
         Scenario("n4_twins_forged", 4, byzantine=1, bad_blocks=0.5, flaky_validation=0.02),
+        Scenario("n4_forged_certificates", 4, byzantine=1, twins=False, forged_certificates=True),
         Scenario("n7_twins_forged", 7, byzantine=2, bad_blocks=0.3, flaky_validation=0.02),
     ]
 }
