@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+from node.verifier import Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
 
@@ -25,14 +28,19 @@ class Refused(Exception):
 
 
 class Admission:
-    def __init__(self, genesis: Genesis, ledger: Ledger, mempool: Mempool) -> None:
+    def __init__(
+        self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
+        submit: Callable[[Transaction], None],
+    ) -> None:
+        self.verifier = verifier
+        self.submit = submit  # adds to the mempool; raises MempoolFull
         self.chain_id = genesis.chain_id
         self.authorised = genesis.authorised_senders()
         self.ledger = ledger
         self.mempool = mempool
 
     def check(self, raw: bytes) -> Transaction:
-        """The decoded, verified transaction; raises Refused. Each signature is verified here, once."""
+        """The decoded transaction if it passes every check but its signature; raises Refused."""
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
         try:
@@ -43,8 +51,23 @@ class Admission:
             raise Refused(INVALID, "wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
         if tx.hash in self.mempool or self.ledger.has_tx(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
-        if not tx.verify_signature():
-            raise Refused(INVALID, "bad_signature", "the signature does not verify")
         if tx.sender not in self.authorised:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
         return tx
+
+    async def admit(self, txs: Sequence[Transaction]) -> list[Transaction | Refused]:
+        """Verifies each signature (once, off the event loop) and adds the good ones to the mempool.
+
+        Raises MempoolFull, leaving the rest of `txs` out.
+        """
+        verdicts = await self.verifier.verify(txs)
+        outcomes: list[Transaction | Refused] = []
+        for tx, ok in zip(txs, verdicts):
+            if not ok:
+                outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
+            elif tx.hash in self.mempool or self.ledger.has_tx(tx.hash):
+                outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # arrived meanwhile
+            else:
+                self.submit(tx)
+                outcomes.append(tx)
+        return outcomes

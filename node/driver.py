@@ -220,10 +220,15 @@ class Driver:
         if block is None or block.header.hash() != action.block_hash:
             log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
 
-    async def apply_synced(self, check: Callable[[], tuple[Candidate, tuple[tuple[bytes, bytes], ...]]]) -> None:
+    async def apply_synced(
+        self, check: Callable[[], tuple[Candidate, tuple[tuple[bytes, bytes], ...]] | None]
+    ) -> None:
         """Commits a block fetched by catch-up; `check` verifies it against the current ledger."""
         async with self._commit_lock:
-            candidate, certificate = await self.run_blocking(check)
+            checked = await self.run_blocking(check)
+            if checked is None:
+                return  # consensus committed that height meanwhile
+            candidate, certificate = checked
             await self.run_blocking(
                 self.ledger.commit, candidate.block, candidate.txs, candidate.execution, certificate
             )

@@ -2,6 +2,8 @@
 
 Validators are fully connected, so a node sends the transactions its clients
 submitted to every peer, in batches, and never relays what it received.
+Received batches wait in a bounded queue for the admission task, so that a
+burst of transactions never holds up the consensus messages behind it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any
 import trio
 
 from node.admission import Admission, Refused
-from node.driver import Driver
 from node.mempool import MempoolFull
 from node.metrics import Metrics
 from node.peers import TXS, PeerNetwork, encode_frame
@@ -19,16 +20,17 @@ from node.tx import Transaction
 
 GOSSIP_INTERVAL_S = 0.005
 GOSSIP_BATCH_TXS_MAX = 512
+INCOMING_BATCHES_MAX = 256
 
 
 class TxGossip:
-    def __init__(self, network: PeerNetwork, admission: Admission, driver: Driver, metrics: Metrics) -> None:
+    def __init__(self, network: PeerNetwork, admission: Admission, metrics: Metrics) -> None:
         self.network = network
         self.admission = admission
-        self.driver = driver
         self.metrics = metrics
         self._outgoing: list[bytes] = []
         self._wake = trio.Event()
+        self._incoming_in, self._incoming_out = trio.open_memory_channel[list[Any]](INCOMING_BATCHES_MAX)
 
     def announce(self, tx: Transaction) -> None:
         """Queues a transaction this node admitted from a client."""
@@ -36,6 +38,11 @@ class TxGossip:
         self._wake.set()
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_loop)
+            nursery.start_soon(self._admit_loop)
+
+    async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -45,15 +52,28 @@ class TxGossip:
                 self.network.broadcast(encode_frame(TXS, batch))
 
     def on_txs(self, peer: bytes, fields: list[Any]) -> None:
-        """Admits transactions a peer received from its clients; each signature is verified once, here."""
+        """Queues a batch a peer received from its clients; drops it when the queue is full."""
         raws = fields[0] if fields and isinstance(fields[0], list) else []
+        try:
+            self._incoming_in.send_nowait(raws)
+        except trio.WouldBlock:
+            self.metrics.p2p_frames_dropped.inc()
+
+    async def _admit_loop(self) -> None:
+        async for raws in self._incoming_out:
+            await self.admit(raws)
+
+    async def admit(self, raws: list[Any]) -> None:
+        """Admits a peer's batch; each signature is verified once, here."""
+        txs = []
         for raw in raws:
             if not isinstance(raw, bytes):
                 continue
             try:
-                self.driver.submit(self.admission.check(raw))
+                txs.append(self.admission.check(raw))
             except Refused:
                 continue
-            except MempoolFull:
-                self.metrics.txs_rejected.labels("mempool_full").inc()
-                return
+        try:
+            await self.admission.admit(txs)
+        except MempoolFull:
+            self.metrics.txs_rejected.labels("mempool_full").inc()

@@ -78,12 +78,12 @@ def _refusal_error(refused: Refused) -> RpcError:
 
 
 class RpcService:
-    def __init__(self, driver: Driver, metrics: Metrics, status: Callable[[], dict[str, Any]]):
+    def __init__(self, driver: Driver, admission: Admission, metrics: Metrics, status: Callable[[], dict[str, Any]]):
         self.driver = driver
         self.ledger = driver.ledger
         self.metrics = metrics
         self.status = status
-        self.admission = Admission(driver.ledger.genesis, driver.ledger, driver.mempool)
+        self.admission = admission
         self.on_admitted: Callable[[Transaction], None] = lambda tx: None
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
@@ -112,8 +112,8 @@ class RpcService:
 
         async with trio.open_nursery() as nursery:
             for i, call in enumerate(request):
-                if _waits(call):
-                    nursery.start_soon(run, i, call)  # calls that wait for a commit run side by side
+                if _awaits(call):
+                    nursery.start_soon(run, i, call)  # so their signature checks share one worker call
                 else:
                     await run(i, call)
         answered = [r for r in results if r is not None]
@@ -153,7 +153,7 @@ class RpcService:
         if type(timeout) not in (int, float) or not 0 < timeout <= SEND_TX_TIMEOUT_S_MAX:
             raise RpcError(INVALID_PARAMS, f"timeout must be a number of seconds in (0, {SEND_TX_TIMEOUT_S_MAX}]")
         try:
-            tx = self._admit(params["tx"])
+            tx = await self._admit(params["tx"])
         except RpcError as exc:
             self.metrics.txs_rejected.labels(_rejection_reason(exc)).inc()
             raise
@@ -164,24 +164,26 @@ class RpcService:
                            {"tx_hash": tx.hash.hex()})
         return self._tx_result(tx.hash)
 
-    def _admit(self, tx_hex: Any) -> Transaction:
+    async def _admit(self, tx_hex: Any) -> Transaction:
         """Checks a submitted transaction, adds it to the mempool and hands it to gossip."""
         if not isinstance(tx_hex, str):
             raise RpcError(INVALID_PARAMS, "tx must be a hex string")
         if len(tx_hex) > 2 * TX_BYTES_MAX:
             raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
         try:
-            tx = self.admission.check(bytes.fromhex(tx_hex))
+            raw = bytes.fromhex(tx_hex)
         except ValueError:
             raise _refused("malformed", "tx is not valid hex") from None
+        try:
+            [outcome] = await self.admission.admit([self.admission.check(raw)])
         except Refused as exc:
             raise _refusal_error(exc) from None
-        try:
-            self.driver.submit(tx)
         except MempoolFull:
             raise RpcError(OVERLOADED, "node overloaded: mempool full; retry later") from None
-        self.on_admitted(tx)
-        return tx
+        if isinstance(outcome, Refused):
+            raise _refusal_error(outcome)
+        self.on_admitted(outcome)
+        return outcome
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))
@@ -266,9 +268,8 @@ def _check_call(call: Any) -> tuple[str, Params]:
     return call["method"], params
 
 
-def _waits(call: Any) -> bool:
-    params = call.get("params") if isinstance(call, dict) else None
-    return isinstance(params, dict) and params.get("wait") is True
+def _awaits(call: Any) -> bool:
+    return isinstance(call, dict) and call.get("method") == "send_tx"
 
 
 def _expects_answer(call: Any) -> bool:

@@ -21,11 +21,13 @@ from node.genesis import Genesis, load_genesis
 from node.keys import load_key
 from node.ledger import GenesisMismatch, Ledger
 from node.mempool import Mempool
+from node.admission import Admission
 from node.gossip import TxGossip
 from node.metrics import Metrics
 from node.peers import BLOCKS, CONSENSUS, GET_BLOCKS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
 from node.sync import Syncer
+from node.verifier import Verifier
 from node.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
 )
@@ -203,13 +205,16 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
         syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
-        node.rpc = RpcService(driver, metrics, node.status)
-        gossip = TxGossip(network, node.rpc.admission, driver, metrics)
+        verifier = Verifier()
+        admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
+        node.rpc = RpcService(driver, admission, metrics, node.status)
+        gossip = TxGossip(network, admission, metrics)
         _wire(node, gossip)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
                 await nursery.start(network.serve, p2p_sock)
+                nursery.start_soon(verifier.run)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)
                 await nursery.start(serve_http, node.rpc_app, rpc_sock)

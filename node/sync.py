@@ -27,14 +27,20 @@ from node.tx import TxError, decode_tx
 log = logging.getLogger("alliance.sync")
 
 BLOCKS_PER_REQUEST = 64
+# One block behind is the normal state of a validator a moment after the others
+# committed; fetch that block only if consensus has not delivered it by then.
+ONE_BEHIND_GRACE_S = 0.5
 RESPONSE_BYTES_MAX = 8 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0
 
 
 def check_synced_block(
     ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...]
-) -> tuple[Candidate, tuple[tuple[bytes, bytes], ...]]:
-    """A committed block from a peer, checked against its certificate and re-executed."""
+) -> tuple[Candidate, tuple[tuple[bytes, bytes], ...]] | None:
+    """A committed block from a peer, checked against its certificate and re-executed.
+
+    None when the ledger already holds that height (consensus got there first).
+    """
     try:
         block = decode_block(raw_block)
         certificate = decode_certificate(raw_certificate)
@@ -42,6 +48,8 @@ def check_synced_block(
     except (BlockError, TxError, CodecError) as exc:
         raise BlockInvalid(f"undecodable block: {exc}") from None
     header, block_hash = block.header, block.header.hash()
+    if header.height <= ledger.height:
+        return None
     if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
         raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
     if not verify_certificate(block_hash, certificate, validators):
@@ -63,6 +71,7 @@ class Syncer:
         self.peer_heights: dict[bytes, int] = {}
         self._wake = trio.Event()
         self._waiting_for: bytes | None = None
+        self._fetching = False
         self._responses, self._received = trio.open_memory_channel[list[Any]](1)
 
     @property
@@ -73,7 +82,7 @@ class Syncer:
 
     @property
     def syncing(self) -> bool:
-        return self.best_height > self.ledger.height
+        return self._fetching or self.best_height > self.ledger.height + 1
 
     def wake(self) -> None:
         self._wake.set()
@@ -120,8 +129,15 @@ class Syncer:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            while self.syncing:
-                if not await self._fetch_from(self._best_peer()):
+            if self.best_height == self.ledger.height + 1:
+                await trio.sleep(ONE_BEHIND_GRACE_S)
+            while self.best_height > self.ledger.height:
+                self._fetching = True
+                try:
+                    fetched = await self._fetch_from(self._best_peer())
+                finally:
+                    self._fetching = False
+                if not fetched:
                     break
 
     def _best_peer(self) -> bytes:
@@ -140,7 +156,9 @@ class Syncer:
             if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
                 break
             try:
-                await self.driver.apply_synced(lambda: check_synced_block(self.ledger, item[0], item[1], self.validators))
+                await self.driver.apply_synced(
+                    lambda: check_synced_block(self.ledger, item[0], item[1], self.validators)
+                )
             except BlockInvalid as exc:
                 log.warning("event=sync_block_refused peer=%s reason=%r", peer.hex()[:16], str(exc))
                 self.peer_heights.pop(peer, None)
@@ -148,6 +166,6 @@ class Syncer:
             applied += 1
         if applied:
             log.info("event=synced height=%d best=%d", self.ledger.height, self.best_height)
-        else:
+        elif self.ledger.height < self.peer_heights.get(peer, 0):
             self.peer_heights.pop(peer, None)  # its claim is not backed by blocks: stop believing it
         return applied > 0
