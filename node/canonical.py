@@ -66,15 +66,54 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise CodecError("malformed", f"extension type {code} is not allowed")
 
 
+def _sorted_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Builds a decoded map, refusing non-string keys and keys out of canonical order.
+
+    Code-point order of str equals the byte order of their UTF-8 encodings.
+    """
+    previous = None
+    for key, _ in pairs:
+        if type(key) is not str:
+            raise CodecError("malformed", f"map key {key!r} is not a string")
+        if previous is not None and key <= previous:
+            raise CodecError("not_canonical", "map keys are not sorted and unique")
+        previous = key
+    return dict(pairs)
+
+
+_DECODED_SCALARS = frozenset((type(None), bool, int, str, bytes))
+
+
+def _check_decoded(obj: Any, depth: int) -> None:
+    """Decoded values are canonical types already, but for floats; limits nesting too."""
+    if depth > 32:
+        raise CodecError("malformed", "nesting deeper than 32")
+    values = obj.values() if type(obj) is dict else obj
+    for value in values:
+        kind = type(value)
+        if kind in _DECODED_SCALARS:
+            continue
+        if kind is list or kind is dict:
+            _check_decoded(value, depth + 1)
+        else:
+            raise CodecError("malformed", f"type {kind.__name__} is not allowed")
+
+
 def unpack(data: bytes) -> Any:
     """Decodes `data`, refusing anything that is not its own canonical encoding."""
     try:
-        obj = msgpack.unpackb(data, raw=False, use_list=True, ext_hook=_refuse_ext)
+        obj = msgpack.unpackb(
+            data, raw=False, use_list=True, ext_hook=_refuse_ext, object_pairs_hook=_sorted_map
+        )
     except CodecError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CodecError("malformed", f"not MessagePack ({exc.__class__.__name__})") from None
-    check_types(obj)
-    if msgpack.packb(_sorted(obj), use_bin_type=True) != data:
+    kind = type(obj)
+    if kind is list or kind is dict:
+        _check_decoded(obj, 0)
+    elif kind not in _DECODED_SCALARS:
+        raise CodecError("malformed", f"type {kind.__name__} is not allowed")
+    if msgpack.packb(obj, use_bin_type=True) != data:
         raise CodecError("not_canonical", "bytes differ from the canonical encoding")
     return obj
