@@ -176,4 +176,8 @@ class PeerNetwork:
             if not isinstance(message, list) or not message or type(message[0]) is not int:
                 self.metrics.p2p_frames_malformed.inc()
                 continue
-            self.handler(session.peer, message)
+            try:
+                self.handler(session.peer, message)
+            except Exception:  # a frame must never take the node down
+                self.metrics.p2p_frames_malformed.inc()
+                log.exception("event=frame_handler_failed peer=%s kind=%d", self.members[session.peer].name, message[0])

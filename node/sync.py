@@ -110,14 +110,17 @@ class Syncer:
         items, size = [], 0
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
-            if block is None or certificate is None or size > RESPONSE_BYTES_MAX:
+            if block is None or certificate is None:
+                break
+            size += len(block) + len(certificate) + 16  # with room for framing
+            if items and size > RESPONSE_BYTES_MAX:
                 break
             items.append([block, certificate])
-            size += len(block)
         self.network.send(peer, encode_frame(BLOCKS, items))
 
     def on_blocks(self, peer: bytes, fields: list[Any]) -> None:
         if peer == self._waiting_for and fields and isinstance(fields[0], list):
+            self._waiting_for = None  # one answer per request: a second one is stale
             try:
                 self._responses.send_nowait(fields[0])
             except trio.WouldBlock:
@@ -137,6 +140,8 @@ class Syncer:
                     fetched = await self._fetch_from(self._best_peer())
                 finally:
                     self._fetching = False
+                if not fetched and self.best_height > self.ledger.height:
+                    continue  # that peer is no longer believed; another one may have the blocks
                 if not fetched:
                     break
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgpack
 import nacl.bindings as sodium
 import trio
+from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
 from node.crypto import verify
@@ -48,7 +49,7 @@ class FrameReader:
 
     async def _fill(self, size: int) -> None:
         while len(self._buffer) < size:
-            chunk = await self._stream.receive_some(max(65536, size - len(self._buffer)))
+            chunk = await self._stream.receive_some(min(max(65536, size - len(self._buffer)), 1 << 20))
             if not chunk:
                 raise TransportError("connection closed by peer")
             self._buffer += chunk
@@ -155,10 +156,13 @@ async def _handshake(
     signature = await reader.read(HANDSHAKE_FRAME_BYTES_MAX)
     if not verify(peer, AUTH_PREFIX + their_role + transcript, signature):
         raise TransportError(f"{peer.hex()} failed to prove its identity")
-    if initiator:
-        rx, tx = sodium.crypto_kx_client_session_keys(kx_public, kx_secret, peer_kx)
-    else:
-        rx, tx = sodium.crypto_kx_server_session_keys(kx_public, kx_secret, peer_kx)
+    try:
+        if initiator:
+            rx, tx = sodium.crypto_kx_client_session_keys(kx_public, kx_secret, peer_kx)
+        else:
+            rx, tx = sodium.crypto_kx_server_session_keys(kx_public, kx_secret, peer_kx)
+    except CryptoError:
+        raise TransportError("peer sent an unusable key-exchange key") from None
     push = sodium.crypto_secretstream_xchacha20poly1305_state()
     header = sodium.crypto_secretstream_xchacha20poly1305_init_push(push, tx)
     await stream.send_all(frame(header))
