@@ -22,6 +22,7 @@ import pytest
 
 import consensus.replica
 import tests.sim.world
+from storage.chain import ChainStore
 from tests.sim.invariants import InvariantViolated
 from tests.sim.world import SCENARIOS, Simulation, run
 
@@ -80,12 +81,12 @@ def fingerprint(sim: Simulation) -> str:
     return digest.hexdigest()
 
 
-def test_a_seed_replays_exactly() -> None:
+def test_a_seed_runs_the_same_twice() -> None:
     assert fingerprint(run(SCENARIOS["n4_twins_forged"], 7)) == fingerprint(run(SCENARIOS["n4_twins_forged"], 7))
     assert fingerprint(run(SCENARIOS["n4_twins_forged"], 7)) != fingerprint(run(SCENARIOS["n4_twins_forged"], 8))
 
 
-def test_a_seed_replays_exactly_under_another_hash_seed() -> None:
+def test_a_seed_runs_the_same_under_another_hash_seed() -> None:
     """Nothing may depend on set or dict order of bytes, which PYTHONHASHSEED changes."""
     code = "from tests.sim.test_simulation import *; print(fingerprint(run(SCENARIOS['n7_twins'], 3)))"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
@@ -120,6 +121,12 @@ def test_it_catches_a_replica_that_forgets_its_safety_state(monkeypatch: pytest.
     assert "signed two conflicting messages" in first_failure("n4_faults", 20)
 
 
+def test_it_catches_a_safety_state_written_without_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash model matters: a crash forgets an unsynced write, and the restarted replica signs again."""
+    monkeypatch.setattr(ChainStore, "save_safety", lambda self, data: self.kv.put(b"x/safety", data, sync=False))
+    assert "signed two conflicting messages" in first_failure("n4_faults", 20)
+
+
 def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> None:
     too_small = lambda n: (n + consensus.replica.fault_tolerance(n)) // 2  # noqa: E731
     monkeypatch.setattr(consensus.replica, "quorum", too_small)
@@ -128,7 +135,7 @@ def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> N
     assert "fork at height" in first_failure("n4_twins", 20)
 
 
-def test_a_failure_names_its_seed_and_how_to_replay_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_names_its_seed_and_the_command_to_run_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(consensus.replica, "quorum", lambda n: 1)
     with pytest.raises(AssertionError, match=r"at seed 0: .*\n  replay: SIM_SCENARIO=n4_twins SIM_SEED=0 "):
         check_seed("n4_twins", 0)

@@ -16,6 +16,9 @@ output; a restart rebuilds the replica from what the store kept.
 Byzantine validators are Diem's Twins: two nodes run honest code with one key,
 each linked to a different part of the honest network and each building its
 own blocks, which gives real equivocation without writing any attacker.
+
+Signatures are a keyed hash over the real signing bytes (see keyring.py), not
+Ed25519, so that hundreds of seeds fit in a CI run.
 """
 
 from __future__ import annotations
