@@ -25,7 +25,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "metrics": {"listen": "127.0.0.1:26602"},
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 2000},
-    "mempool": {"txs_max": 50000},
+    "mempool": {"txs_max": 10000},
 }
 
 

@@ -179,12 +179,12 @@ class Driver:
         self._proposed_at.setdefault(candidate.block_hash, trio.current_time())
 
     async def _validate(self, action: ValidateBlock) -> BlockValidated:
-        proposer = self.replica.proposer(action.height, action.round)
+        proposers = frozenset(self.replica.proposer(action.height, r) for r in range(action.round + 1))
         self._proposed_at.setdefault(action.block_hash, trio.current_time())
         try:
             async with self._commit_lock:  # the ledger must not move while the block is checked
                 candidate = await self.run_blocking(
-                    check_block, self.ledger, action.block, action.block_hash, proposer, now_ms(), self.mempool.get
+                    check_block, self.ledger, action.block, action.block_hash, proposers, now_ms(), self.mempool.get
                 )
         except BlockInvalid as exc:
             log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))

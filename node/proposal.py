@@ -63,17 +63,21 @@ def check_block(
     ledger: Ledger,
     raw: bytes,
     block_hash: bytes,
-    proposer: bytes,
+    proposers: frozenset[bytes],
     now_ms: int,
     known_tx: Callable[[bytes], Transaction | None],
 ) -> Candidate:
-    """Decodes and fully checks a proposed block; raises BlockInvalid with the reason."""
+    """Decodes and fully checks a proposed block; raises BlockInvalid with the reason.
+
+    `proposers` are the proposers of the height's rounds up to this one: a block
+    prepared in an earlier round is proposed again with its builder's name.
+    """
     try:
         block = decode_block(raw)
     except BlockError as exc:
         raise BlockInvalid(str(exc)) from None
     header = block.header
-    _check_header(ledger, header, block_hash, proposer, now_ms)
+    _check_header(ledger, header, block_hash, proposers, now_ms)
     if sum(len(raw) for raw in block.txs) > BLOCK_TX_BYTES_MAX:
         raise BlockInvalid("block is larger than the block size limit")
     txs = _check_txs(ledger, block.txs, known_tx)
@@ -85,13 +89,15 @@ def check_block(
     return Candidate(block, block_hash, txs, execution)
 
 
-def _check_header(ledger: Ledger, header: Header, block_hash: bytes, proposer: bytes, now_ms: int) -> None:
+def _check_header(
+    ledger: Ledger, header: Header, block_hash: bytes, proposers: frozenset[bytes], now_ms: int
+) -> None:
     checks = [
         (header.hash() == block_hash, "block hash does not match the header"),
         (header.chain_id == ledger.genesis.chain_id, "wrong chain id"),
         (header.height == ledger.height + 1, f"height {header.height} is not {ledger.height + 1}"),
         (header.prev_hash == ledger.last_hash, "prev_hash is not the last block's hash"),
-        (header.proposer == proposer, "proposer is not the round's proposer"),
+        (header.proposer in proposers, "proposer is not a proposer of this height's rounds so far"),
         (header.time_ms >= ledger.last_time_ms, "time goes backwards"),
         (header.time_ms <= now_ms + BLOCK_TIME_AHEAD_MS_MAX, "time is too far in the future"),
     ]

@@ -48,7 +48,7 @@ def unknown(tx_hash: bytes) -> Transaction | None:
 
 def check(ledger: Ledger, candidate: Candidate, proposer: bytes = PROPOSER,
           known_tx: Callable[[bytes], Transaction | None] = unknown) -> Candidate:
-    return check_block(ledger, candidate.block.encode(), candidate.block_hash, proposer, NOW, known_tx)
+    return check_block(ledger, candidate.block.encode(), candidate.block_hash, frozenset([proposer]), NOW, known_tx)
 
 
 def rebuilt(candidate: Candidate, txs: list[bytes] | None = None, **header_changes: object) -> Candidate:
@@ -209,7 +209,7 @@ def test_checker_with_different_state_rejects() -> None:
 
 def test_undecodable_block() -> None:
     with pytest.raises(BlockInvalid):
-        check_block(new_ledger(), b"\x92\x01", bytes(32), PROPOSER, NOW, unknown)
+        check_block(new_ledger(), b"\x92\x01", bytes(32), frozenset([PROPOSER]), NOW, unknown)
 
 
 # --- commit and read back -------------------------------------------------------------------
@@ -285,4 +285,11 @@ def test_header_version_true_is_refused() -> None:
     raw = pack([[True] + header[1:], list(candidate.block.txs)])
     assert raw != candidate.block.encode()  # another encoding of "the same" block
     with pytest.raises(BlockInvalid):
-        check_block(new_ledger(), raw, candidate.block_hash, PROPOSER, NOW, unknown)
+        check_block(new_ledger(), raw, candidate.block_hash, frozenset([PROPOSER]), NOW, unknown)
+
+
+def test_block_reproposed_in_a_later_round_keeps_its_builder() -> None:
+    candidate = build_block(new_ledger(), [put("again")], PROPOSER, NOW)
+    later_round = frozenset([bytes(STRANGER.verify_key), PROPOSER])
+    raw = candidate.block.encode()
+    assert check_block(new_ledger(), raw, candidate.block_hash, later_round, NOW, unknown).block_hash == candidate.block_hash
