@@ -42,7 +42,7 @@ from node.client import Client, NodeUnreachable
 from node.errors import AllianceError
 from node.keys import load_key
 
-DEFAULT_BASE_PORT = 36600
+DEFAULT_BASE_PORT = 28600  # below Linux's ephemeral ports (32768+), clear of the 26600 of testnet and localnet
 DEFAULT_DURATION_S = 10.0
 RATE_CEILING = 8000  # tx/s pre-signed for "as fast as possible", above what 2 cores can commit
 BATCH_FAST = 100  # transactions per request when sending as fast as possible
