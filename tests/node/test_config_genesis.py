@@ -37,7 +37,7 @@ def test_empty_config_gets_every_default(tmp_path: Path) -> None:
     assert config.p2p_listen == Address("127.0.0.1", 26601)
     assert config.metrics_listen == Address("127.0.0.1", 26602)
     assert (config.round_timeout_ms, config.round_timeout_max_ms) == (1000, 30000)
-    assert (config.block_txs_max, config.mempool_txs_max) == (2000, 50000)
+    assert (config.block_txs_max, config.mempool_txs_max) == (2000, 10000)
 
 
 def test_given_settings_override_defaults(tmp_path: Path) -> None:
