@@ -73,6 +73,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise AllianceError("--connections must be at least 1")
     if args.signers is not None and args.signers < 1:
         raise AllianceError("--signers must be at least 1")
+    if not 1 <= args.poll_ms <= 1000:
+        raise AllianceError("--poll-ms must be in 1..1000")
     if args.profile_top < 1:
         raise AllianceError("--profile-top must be at least 1")
 
@@ -223,7 +225,7 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     child_pipe.close()
     del batches
 
-    watcher = BlockWatcher(nodes[0].rpc_url, status["height"])
+    watcher = BlockWatcher(nodes[0].rpc_url, status["height"], args.poll_ms / 1000)
     watcher.start()
     t0 = time.monotonic() + START_DELAY_S
     end = t0 + args.duration

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="directory of the testnet, kept afterwards (default: a temporary one, deleted)")
     p.add_argument("--fresh", action="store_true", help="delete the testnet in --home first and start a new chain")
     p.add_argument("--base-port", type=int, default=bench.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+    p.add_argument("--poll-ms", type=float, default=10, help="how often the watcher asks node0 for its height, "
+                   "in milliseconds (default: %(default)g)")
     p.add_argument("--profile", metavar="DIR", help="run each node under cProfile; write DIR/node<i>.pstats and "
                    "print each node's top functions to stderr")
     p.add_argument("--profile-sort", choices=["tottime", "cumtime"], default="tottime",

@@ -114,6 +114,7 @@ def test_run_profile_needs_an_existing_directory(tmp_path: Path) -> None:
     (["--rate", "-1"], "--rate must be"),
     (["--nodes", "0"], "--nodes must be at least 1"),
     (["--batch", "5000"], "--batch must be in"),
+    (["--poll-ms", "0"], "--poll-ms must be in"),
 ])
 def test_bench_refuses_bad_arguments(args: list[str], message: str) -> None:
     result = alliance("bench", *args, check=False)
