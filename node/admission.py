@@ -8,7 +8,7 @@ from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
-from node.verifier import Verifier
+from node.verifier import BAD_SIGNATURE, COMMITTED, Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
 
@@ -40,7 +40,11 @@ class Admission:
         self.mempool = mempool
 
     def check(self, raw: bytes) -> Transaction:
-        """The decoded transaction if it passes every check but its signature; raises Refused."""
+        """The decoded transaction if it passes the checks that need no worker thread; raises Refused.
+
+        The signature, and whether the transaction was committed before the
+        recent blocks the ledger keeps in memory, are checked by `admit`.
+        """
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
         try:
@@ -49,7 +53,7 @@ class Admission:
             raise Refused(INVALID, exc.reason, str(exc)) from None
         if tx.chain_id != self.chain_id:
             raise Refused(INVALID, "wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
-        if tx.hash in self.mempool or self.ledger.has_tx(tx.hash):
+        if tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
         if tx.sender not in self.authorised:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
@@ -62,11 +66,11 @@ class Admission:
         """
         verdicts = await self.verifier.verify(txs)
         outcomes: list[Transaction | Refused] = []
-        for tx, ok in zip(txs, verdicts):
-            if not ok:
+        for tx, verdict in zip(txs, verdicts):
+            if verdict == BAD_SIGNATURE:
                 outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
-            elif tx.hash in self.mempool or self.ledger.has_tx(tx.hash):
-                outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # arrived meanwhile
+            elif verdict == COMMITTED or tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
+                outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
             else:
                 self.submit(tx)
                 outcomes.append(tx)

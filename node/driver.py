@@ -170,7 +170,7 @@ class Driver:
                 if height != self.ledger.height + 1:
                     continue
                 txs = self.mempool.oldest(self.block_txs_max)
-                candidate = build_block(self.ledger, txs, self.replica.me, now_ms())
+                candidate = await self.run_blocking(build_block, self.ledger, txs, self.replica.me, now_ms())
             self._remember(candidate)
             self.feed(BlockBuilt(height, round_, candidate.block.encode(), candidate.block_hash))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from node.block import Block, Header, decode_block, decode_certificate, encode_certificate
@@ -13,6 +14,9 @@ from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
 
 GENESIS_META = "genesis_hash"
+# Blocks whose tx hashes are kept in memory, so that refusing a just-committed
+# transaction needs no LevelDB read (and closes the race with a late gossip copy).
+RECENT_BLOCKS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,8 @@ class Ledger:
         self.genesis = genesis
         self._check_genesis()
         self.last_header: Header | None = None
+        self._recent: deque[list[bytes]] = deque(maxlen=RECENT_BLOCKS)
+        self._recent_hashes: set[bytes] = set()
         if store.height() > 0:
             self.last_header = self._require_block(store.height()).header
 
@@ -87,7 +93,17 @@ class Ledger:
         return TxEntry(height, index, Receipt(code, log), decode_tx(tx_raw))
 
     def has_tx(self, tx_hash: bytes) -> bool:
-        return self.store.has_tx(tx_hash)
+        return tx_hash in self._recent_hashes or self.store.has_tx(tx_hash)
+
+    def committed_recently(self, tx_hash: bytes) -> bool:
+        """In one of the last RECENT_BLOCKS blocks; a memory lookup."""
+        return tx_hash in self._recent_hashes
+
+    def _remember(self, tx_hashes: list[bytes]) -> None:
+        if len(self._recent) == RECENT_BLOCKS:
+            self._recent_hashes.difference_update(self._recent[0])
+        self._recent.append(tx_hashes)
+        self._recent_hashes.update(tx_hashes)
 
     def read_state(self, key: bytes) -> bytes | None:
         return self.store.load_state(key)
@@ -115,3 +131,4 @@ class Ledger:
         )
         self.store.write_block(write)
         self.last_header = header
+        self._remember([tx.hash for tx in txs])

@@ -3,12 +3,14 @@
 Verifying an Ed25519 signature costs about as much as everything else a node
 does for a transaction. Doing it in the event loop would hold up consensus
 messages behind every burst of submissions, so callers await the verdict while
-one worker thread checks whole batches (libsodium releases the GIL).
+one worker thread checks whole batches (libsodium releases the GIL). The
+worker also asks the store whether a transaction was committed long ago: a
+read that would otherwise wait for the GIL on the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -17,28 +19,36 @@ from node.tx import Transaction
 BATCH_TXS_MAX = 1024
 
 
+OK, BAD_SIGNATURE, COMMITTED = "ok", "bad_signature", "committed"
+
+
 class _Pending:
     __slots__ = ("txs", "verdicts", "done")
 
     def __init__(self, txs: Sequence[Transaction]) -> None:
         self.txs = txs
-        self.verdicts: list[bool] = []
+        self.verdicts: list[str] = []
         self.done = trio.Event()
 
 
-def _verify_all(batch: list[_Pending]) -> None:
-    for pending in batch:
-        pending.verdicts = [tx.verify_signature() for tx in pending.txs]
-
-
 class Verifier:
-    def __init__(self) -> None:
+    def __init__(self, committed: Callable[[bytes], bool] = lambda tx_hash: False) -> None:
+        self._committed = committed
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
 
-    async def verify(self, txs: Sequence[Transaction]) -> list[bool]:
-        """One verdict per transaction, in order."""
+    def _verdict(self, tx: Transaction) -> str:
+        if not tx.verify_signature():
+            return BAD_SIGNATURE
+        return COMMITTED if self._committed(tx.hash) else OK
+
+    def _verify_all(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            pending.verdicts = [self._verdict(tx) for tx in pending.txs]
+
+    async def verify(self, txs: Sequence[Transaction]) -> list[str]:
+        """One verdict per transaction, in order: OK, BAD_SIGNATURE or COMMITTED."""
         if not txs:
             return []
         pending = _Pending(txs)
@@ -56,6 +66,6 @@ class Verifier:
                 while self._queue and size < BATCH_TXS_MAX:
                     batch.append(self._queue.pop(0))
                     size += len(batch[-1].txs)
-                await trio.to_thread.run_sync(_verify_all, batch, limiter=self._limiter)
+                await trio.to_thread.run_sync(self._verify_all, batch, limiter=self._limiter)
                 for pending in batch:
                     pending.done.set()

@@ -24,6 +24,9 @@ _LOCK_PREFIX = "IO error: lock "
 
 # plyvel raises RuntimeError when its database or iterator is closed.
 _PLYVEL_ERRORS = (plyvel.Error, OSError, RuntimeError)
+# A bloom filter makes the frequent lookups of keys that do not exist (new tx hashes) cheap.
+BLOOM_FILTER_BITS = 10
+CACHE_BYTES = 32 * 1024 * 1024
 
 
 class LevelDBStore:
@@ -39,14 +42,22 @@ class LevelDBStore:
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            db = plyvel.DB(str(path), create_if_missing=True)
+            db = plyvel.DB(
+                str(path), create_if_missing=True, bloom_filter_bits=BLOOM_FILTER_BITS, lru_cache_size=CACHE_BYTES
+            )
         except (plyvel.Error, OSError) as exc:
             raise _open_error(path, exc) from exc
         return cls(db, path)
 
     def get(self, key: bytes) -> bytes | None:
-        with self._mapped_errors("read"):
-            value: bytes | None = self._live_db().get(key)
+        if self._db is None:
+            raise StorageError(f"LevelDB store {self.path} is closed")
+        try:  # the hottest call: no context manager
+            value: bytes | None = self._db.get(key)
+        except plyvel.CorruptionError as exc:
+            raise StoreCorrupt(f"LevelDB read in {self.path} found corruption: {_detail(exc)}") from exc
+        except _PLYVEL_ERRORS as exc:
+            raise StorageError(f"LevelDB read failed in {self.path}: {_detail(exc)}") from exc
         return value
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
