@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+## bench: a 4-member consortium under as much load as it takes, for 60 s; one JSON line of figures
+bench: $(STAMP)
+	$(BIN)/alliance bench --duration 60
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
