@@ -8,7 +8,7 @@ from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
-from node.verifier import BAD_SIGNATURE, COMMITTED, Verifier
+from node.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
 
@@ -69,7 +69,7 @@ class Admission:
         for tx, verdict in zip(txs, verdicts):
             if verdict == BAD_SIGNATURE:
                 outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
-            elif verdict == COMMITTED or tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
+            elif verdict == SEEN or tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
                 outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
             else:
                 self.submit(tx)

@@ -27,7 +27,7 @@ from consensus.safety import encode_safety
 from node.block import Block, decode_block
 from node.execution import execute
 from node.ledger import Ledger
-from node.mempool import Mempool
+from node.mempool import Mempool, MempoolFull
 from node.metrics import Metrics
 from node.proposal import BlockInvalid, Candidate, build_block, check_block
 from node.tx import Transaction, decode_tx, tx_hash_of
@@ -190,7 +190,17 @@ class Driver:
             log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))
             return BlockValidated(action.height, action.round, action.block_hash, False)
         self._remember(candidate)
+        self._keep_verified(candidate.txs)
         return BlockValidated(action.height, action.round, action.block_hash, True)
+
+    def _keep_verified(self, txs: list[Transaction]) -> None:
+        """Transactions a block brought before their gossip: kept, so their gossip copy is not verified again."""
+        for tx in txs:
+            if tx.hash not in self.mempool:
+                try:
+                    self.mempool.add(tx)
+                except MempoolFull:
+                    return
 
     def _candidate_for_commit(self, action: CommitBlock) -> Candidate:
         candidate = self._candidates.get(action.block_hash)

@@ -205,7 +205,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
         syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
-        verifier = Verifier(committed=ledger.store.has_tx)
+        verifier = Verifier(committed=ledger.store.has_tx, pending=mempool.__contains__)
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
         node.rpc = RpcService(driver, admission, metrics, node.status)
         gossip = TxGossip(network, admission, metrics)

@@ -19,7 +19,7 @@ from node.tx import Transaction
 BATCH_TXS_MAX = 1024
 
 
-OK, BAD_SIGNATURE, COMMITTED = "ok", "bad_signature", "committed"
+OK, BAD_SIGNATURE, DUPLICATE = "ok", "bad_signature", "duplicate"
 
 
 class _Pending:
@@ -32,23 +32,30 @@ class _Pending:
 
 
 class Verifier:
-    def __init__(self, committed: Callable[[bytes], bool] = lambda tx_hash: False) -> None:
+    def __init__(
+        self,
+        committed: Callable[[bytes], bool] = lambda tx_hash: False,
+        pending: Callable[[bytes], bool] = lambda tx_hash: False,
+    ) -> None:
         self._committed = committed
+        self._pending = pending  # already verified and waiting (e.g. it came with a block meanwhile)
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
 
     def _verdict(self, tx: Transaction) -> str:
+        if self._pending(tx.hash):
+            return DUPLICATE
         if not tx.verify_signature():
             return BAD_SIGNATURE
-        return COMMITTED if self._committed(tx.hash) else OK
+        return DUPLICATE if self._committed(tx.hash) else OK
 
     def _verify_all(self, batch: list[_Pending]) -> None:
         for pending in batch:
             pending.verdicts = [self._verdict(tx) for tx in pending.txs]
 
     async def verify(self, txs: Sequence[Transaction]) -> list[str]:
-        """One verdict per transaction, in order: OK, BAD_SIGNATURE or COMMITTED."""
+        """One verdict per transaction, in order: OK, BAD_SIGNATURE or DUPLICATE."""
         if not txs:
             return []
         pending = _Pending(txs)
