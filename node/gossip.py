@@ -18,7 +18,7 @@ from node.metrics import Metrics
 from node.peers import TXS, PeerNetwork, encode_frame
 from node.tx import Transaction
 
-GOSSIP_INTERVAL_S = 0.005
+GOSSIP_INTERVAL_S = 0.02
 GOSSIP_BATCH_TXS_MAX = 512
 INCOMING_BATCHES_MAX = 256
 

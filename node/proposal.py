@@ -113,22 +113,28 @@ def _check_txs(
     txs: list[Transaction] = []
     seen: set[bytes] = set()
     for raw in raws:
-        tx = _verified_tx(raw, known_tx, ledger.genesis.chain_id)
+        known = _known(raw, known_tx)
+        tx = known or _verified_new_tx(raw, ledger.genesis.chain_id)
         if tx.sender not in authorised:
             raise BlockInvalid(f"tx {tx.hash.hex()} has an unauthorised sender")
-        if tx.hash in seen or ledger.has_tx(tx.hash):
+        # The mempool never holds a committed transaction: only new ones need the store.
+        committed = ledger.committed_recently(tx.hash) or (known is None and ledger.has_tx(tx.hash))
+        if tx.hash in seen or committed:
             raise BlockInvalid(f"tx {tx.hash.hex()} is a duplicate")
         seen.add(tx.hash)
         txs.append(tx)
     return txs
 
 
-def _verified_tx(raw: bytes, known_tx: Callable[[bytes], Transaction | None], chain_id: str) -> Transaction:
-    """A transaction this node already verified is not verified again."""
-    if len(raw) > 66:
-        known = known_tx(tx_hash_of(raw))
-        if known is not None and known.raw == raw:
-            return known
+def _known(raw: bytes, known_tx: Callable[[bytes], Transaction | None]) -> Transaction | None:
+    """The transaction as this node already verified it, if it did."""
+    if len(raw) <= 66:
+        return None
+    known = known_tx(tx_hash_of(raw))
+    return known if known is not None and known.raw == raw else None
+
+
+def _verified_new_tx(raw: bytes, chain_id: str) -> Transaction:
     try:
         tx = decode_tx(raw)
     except TxError as exc:
