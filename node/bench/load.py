@@ -4,7 +4,7 @@ It runs in its own process (forked once the transactions are signed) so that sen
 interpreter with the watcher that measures commits. Two modes:
 
 * a fixed offered rate: batch k is handed to node k % n at t0 + k * batch / rate; each node has a few
-  connections that send what they are handed, in order;
+  connections that send what they are handed, in order, and then what is left to retry;
 * as fast as possible (rate 0): each connection sends the next batch as soon as the previous one is answered.
 
 A transaction answered -32004 (mempool full) is sent again later, after a back-off; the connection that got
@@ -252,6 +252,7 @@ class _Load:
             while True:
                 item = q.get()
                 if item is None:
+                    self.send_leftover_retries(conn)
                     return
                 indices, body, fresh = item
                 if self.failure is not None or time.monotonic() >= self.end:
@@ -263,6 +264,22 @@ class _Load:
             self.fail(f"load: {type(exc).__name__}: {exc}")
         finally:
             conn.close()
+
+    def send_leftover_retries(self, conn: _Connection) -> None:
+        """After the last batch: sends what -32004 left behind until none is left or the time is up.
+
+        A connection returns only when no retry is pending, and one that books a retry checks again, so the
+        last retries always have a connection left to send them.
+        """
+        while self.failure is None and time.monotonic() < self.end:
+            indices = self.take_retries(time.monotonic())
+            if indices:
+                self.send(conn, indices, self.body(indices), False)
+                continue
+            with self.lock:
+                if not self.retries:
+                    return
+            time.sleep(0.01)
 
     # ---- both ----------------------------------------------------------------------------------
 

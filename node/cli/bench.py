@@ -9,6 +9,10 @@ The order of things (docs/performance.md says what each figure means):
    as it is committed on node0 and reads the nodes' CPU time at both ends of the window;
 4. a drain of at most DRAIN_S seconds so that late transactions still get a latency;
 5. the nodes stopped with SIGTERM, their profiles summarised, the figures printed.
+
+With --catch-up TXS, node1 is stopped before step 3, the load (over the other nodes) is exactly TXS
+transactions and the window ends with the block that commits the last of them; node1 is then restarted and
+timed until it reaches the height the others had at its restart.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ import sys
 import tempfile
 import time
 from array import array
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from consensus.replica import quorum
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.sign import presign
-from node.bench.watch import BlockWatcher, cpu_seconds, peak_rss_mb, percentile
+from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, percentile
 from node.cli.localnet import LocalNode, prepare_home, stop_nodes, wait_ready
 from node.cli.setup import node_ports
 from node.client import Client, NodeUnreachable
@@ -51,6 +57,9 @@ BATCH_MAX = 1000  # 1000 calls are about 450 KB, under the node's 1 MiB body lim
 CONNECTED_TIMEOUT_S = 30.0
 DRAIN_S = 10.0
 START_DELAY_S = 0.2
+CATCH_UP_NODE = 1  # dials every later node itself, so its restart does not wait for the others' reconnection back-off
+STALL_S = 30.0  # --catch-up: no block for this long before the count is reached is an error
+CATCH_UP_TIMEOUT_S = 300.0
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2]) + os.sep
 
 
@@ -61,7 +70,11 @@ def _progress(message: str) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     if args.nodes < 1:
         raise AllianceError("--nodes must be at least 1")
-    if not args.duration > 0:
+    if args.catch_up is not None:
+        _check_catch_up_args(args)
+    elif args.duration is None:  # None in the parser so that --catch-up can refuse an explicit --duration
+        args.duration = DEFAULT_DURATION_S
+    elif not args.duration > 0:
         raise AllianceError("--duration must be more than 0 seconds")
     if not args.rate >= 0 or math.isinf(args.rate):
         raise AllianceError("--rate must be a number of transactions per second (0: as fast as possible)")
@@ -77,6 +90,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise AllianceError("--poll-ms must be in 1..1000")
     if args.profile_top < 1:
         raise AllianceError("--profile-top must be at least 1")
+
+
+def _check_catch_up_args(args: argparse.Namespace) -> None:
+    if args.catch_up < 1:
+        raise AllianceError("--catch-up must be at least 1 transaction")
+    if args.nodes - 1 < quorum(args.nodes):
+        raise AllianceError("--catch-up stops a node, so it needs a consortium that keeps a quorum without it: "
+                            "at least 3 nodes")
+    if args.duration is not None or args.txs is not None:
+        raise AllianceError("--catch-up sends exactly TXS transactions and measures how long they take; "
+                            "it takes no --duration or --txs")
 
 
 def _check_ports_free(base_port: int, nodes: int) -> None:
@@ -95,14 +119,19 @@ def _start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | 
     started = []
     for i in range(nodes):
         node = LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}")
-        extra = ["--profile", str(profiles[i])] if profiles else []
-        node.log_file = (node.home / "node.log").open("ab")
-        node.process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *extra],
-            stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        _start_process(node, profiles[i] if profiles else None)
         started.append(node)
     return started
+
+
+def _start_process(node: LocalNode, profile: Path | None) -> None:
+    """Starts (or restarts) the node's `alliance run` process, appending to its node.log."""
+    extra = ["--profile", str(profile)] if profile else []
+    node.log_file = (node.home / "node.log").open("ab")
+    node.process = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *extra],
+        stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
 
 
 def _check_alive(nodes: list[LocalNode]) -> None:
@@ -142,6 +171,8 @@ def _batch_size(args: argparse.Namespace) -> int:
 
 
 def _tx_count(args: argparse.Namespace) -> int:
+    if args.catch_up is not None:
+        return int(args.catch_up)
     wanted = math.ceil(float(args.rate or RATE_CEILING) * float(args.duration))
     return min(wanted, int(args.txs)) if args.txs is not None else wanted
 
@@ -161,7 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         wait_ready(nodes)
         _wait_connected(nodes)
         _progress(f"{args.nodes} node(s) up and connected in {home}")
-        report = _measure(args, home, nodes, loads)
+        report = _measure(args, home, nodes, loads, profiles)
         _check_alive(nodes)
         stop_nodes(nodes)
         _check_clean_exit(nodes)
@@ -199,10 +230,25 @@ def _profile_paths(args: argparse.Namespace) -> list[Path] | None:
     return paths
 
 
-def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads: list[BaseProcess]) -> dict[str, Any]:
-    first = Client(nodes[0].rpc_url, timeout_s=10)
-    status = first.status()
-    first.close()
+@dataclass(frozen=True)
+class _Stopped:
+    """--catch-up: the node stopped before the load, its height then, and when its process had exited."""
+    node: LocalNode
+    height: int
+    at: float
+
+
+def _status(node: LocalNode) -> dict[str, Any]:
+    client = Client(node.rpc_url, timeout_s=10)
+    try:
+        return client.status()
+    finally:
+        client.close()
+
+
+def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads: list[BaseProcess],
+             profiles: list[Path] | None) -> dict[str, Any]:
+    status = _status(nodes[0])
     key = load_key(home / "client.key")
     count = _tx_count(args)
     signers = args.signers or os.cpu_count() or 1
@@ -215,7 +261,10 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     signing_s = time.monotonic() - started
     _check_alive(nodes)
 
-    plan = LoadPlan(tuple(n.rpc_url for n in nodes), float(args.rate), batch, args.connections, float(args.duration))
+    stopped = _stop_follower(nodes[CATCH_UP_NODE]) if args.catch_up else None
+    running = [n for n in nodes if stopped is None or n is not stopped.node]
+    duration = math.inf if args.catch_up else float(args.duration)  # --catch-up: until the count is committed
+    plan = LoadPlan(tuple(n.rpc_url for n in running), float(args.rate), batch, args.connections, duration)
     context = multiprocessing.get_context("fork")  # the load process inherits the signed calls; no copy
     pipe, child_pipe = context.Pipe()
     load = context.Process(target=load_process, args=(child_pipe, plan, calls, batches), name="bench-load",
@@ -225,34 +274,36 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     child_pipe.close()
     del batches
 
-    watcher = BlockWatcher(nodes[0].rpc_url, status["height"], args.poll_ms / 1000)
+    watcher = BlockWatcher(nodes[0].rpc_url, stopped.height if stopped else status["height"], args.poll_ms / 1000)
     watcher.start()
     t0 = time.monotonic() + START_DELAY_S
-    end = t0 + args.duration
     pipe.send(("go", t0))
     rate_text = f"{args.rate:g} tx/s" if args.rate else "as fast as possible"
-    _progress(f"load: {rate_text} for {args.duration:g} s, batches of {batch}, "
-              f"{args.connections} connection(s) per node")
+    until = f"until {count} are committed" if args.catch_up else f"for {args.duration:g} s"
+    _progress(f"load: {rate_text} {until}, batches of {batch}, {args.connections} connection(s) per node")
     time.sleep(max(0.0, t0 - time.monotonic()))
-    pids = [n.process.pid for n in nodes if n.process] + [os.getpid()]
+    pids = [n.process.pid for n in running if n.process] + [os.getpid()]
     cpu_start = [cpu_seconds(pid) for pid in pids]
-    _run_window(nodes, watcher, load, pipe, t0, end)
+    end = _run_window(running, watcher, load, pipe, t0, t0 + duration, args.catch_up)
     cpu = [b - a for a, b in zip(cpu_start, [cpu_seconds(pid) for pid in pids])]
 
-    result = _load_result(pipe, load, nodes, watcher)
+    result = _load_result(pipe, load, running, watcher)
+    catch_up = _catch_up(stopped, running, watcher, end, profiles, args.poll_ms / 1000) if stopped else {}
     accepted_at = array("d")
     accepted_at.frombytes(result.accepted_at)
     _drain(nodes, watcher, hashes, accepted_at)
     watcher.stop()
     rss = [peak_rss_mb(n.process.pid) for n in nodes if n.process]
 
-    report = _report(args, batch, count, signing_s, result, watcher, hashes, accepted_at, t0, end)
+    report = _report(args, plan, count, signing_s, result, watcher, hashes, accepted_at, t0, end)
     report["rss_peak_mb"] = [round(v, 1) for v in rss]
-    node_cpu, watcher_cpu = cpu[:-1], cpu[-1]
-    report["cpu_s"] = [round(v, 2) for v in node_cpu]
-    report["cpu_ms_per_tx"] = round(1000 * sum(node_cpu) / report["committed"], 3) if report["committed"] else None
+    node_cpu = dict(zip((n.index for n in running), cpu[:-1]))  # the stopped node used none in the window
+    report["cpu_s"] = [round(node_cpu.get(n.index, 0.0), 2) for n in nodes]
+    report["cpu_ms_per_tx"] = (round(1000 * sum(node_cpu.values()) / report["committed"], 3)
+                               if report["committed"] else None)
     report["load_cpu_s"] = round(result.cpu_s, 2)
-    report["watcher_cpu_s"] = round(watcher_cpu, 2)
+    report["watcher_cpu_s"] = round(cpu[-1], 2)
+    report.update(catch_up)
     return report
 
 
@@ -265,14 +316,23 @@ def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProc
 
 
 def _run_window(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, pipe: Connection,
-                t0: float, end: float) -> None:
+                t0: float, end: float, until_txs: int | None) -> float:
+    """Until `end`, or with `until_txs` until the block that brings the window's commits to that many.
+
+    Returns the end of the window.
+    """
     next_report = t0 + 1.0
     last_committed = 0
     while True:
         now = time.monotonic()
         if now >= end:
-            return
+            return end
         _check_running(nodes, watcher, load, pipe)
+        if until_txs is not None:
+            reached = _block_reaching(list(watcher.blocks), t0, until_txs)
+            if reached is not None:
+                return math.nextafter(reached.seen_at, math.inf)  # just after it, so that the window holds it
+            _check_not_stalled(watcher, t0, now)
         if now >= next_report:
             committed = sum(b.txs for b in list(watcher.blocks) if t0 <= b.seen_at < end)
             _progress(f"{now - t0:5.1f} s  height {watcher.height}  committed {committed} "
@@ -280,6 +340,102 @@ def _run_window(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess
             last_committed = committed
             next_report += 1.0
         time.sleep(min(0.1, max(0.0, end - now)))
+
+
+def _block_reaching(blocks: list[SeenBlock], t0: float, count: int) -> SeenBlock | None:
+    """The first block seen from `t0` on with which the transactions committed since then reach `count`."""
+    committed = 0
+    for block in blocks:
+        if block.seen_at >= t0:
+            committed += block.txs
+            if committed >= count:
+                return block
+    return None
+
+
+def _check_not_stalled(watcher: BlockWatcher, t0: float, now: float) -> None:
+    last = watcher.blocks[-1].seen_at if watcher.blocks else t0
+    if now - max(last, t0) > STALL_S:
+        raise AllianceError(f"the chain committed no block for {STALL_S:g} s before the --catch-up count was "
+                            f"reached (at height {watcher.height})")
+
+
+# ---- --catch-up ----------------------------------------------------------------------------------
+
+
+def _stop_follower(node: LocalNode) -> _Stopped:
+    """Stops a node (SIGTERM) before the load starts; the chain is idle, so its height is final."""
+    height = _status(node)["height"]
+    stop_nodes([node])
+    _progress(f"node{node.index} stopped at height {height}")
+    return _Stopped(node, height, time.monotonic())
+
+
+def _catch_up(stopped: _Stopped, others: list[LocalNode], watcher: BlockWatcher, produced_at: float,
+              profiles: list[Path] | None, poll_s: float) -> dict[str, Any]:
+    """Restarts the stopped node and times it until it reaches the height the others had at its restart."""
+    node = stopped.node
+    target = max(_status(n)["height"] for n in others)
+    restarted = time.monotonic()
+    _start_process(node, profiles[node.index] if profiles else None)
+    _progress(f"node{node.index} restarted, {target - stopped.height} block(s) behind")
+    rpc_s, peer_s, catch_up_s = _time_catch_up(node, target, restarted, poll_s)
+    assert node.process is not None
+    node_cpu_s = cpu_seconds(node.process.pid)
+    _progress(f"node{node.index} reached height {target} {catch_up_s:.2f} s after its restart")
+    _wait_seen(watcher, target)
+    txs = sum(b.txs for b in watcher.blocks if stopped.height < b.height <= target)
+    produce_s = produced_at - stopped.at
+    return {
+        "catch_up_node": node.index,
+        "catch_up_txs": txs,
+        "catch_up_blocks": target - stopped.height,
+        "produce_s": round(produce_s, 2),
+        "catch_up_s": round(catch_up_s, 2),
+        "catch_up_speedup": round(produce_s / catch_up_s, 2),
+        "catch_up_tx_per_s": round(txs / catch_up_s, 1),
+        "catch_up_rpc_s": round(rpc_s, 2),
+        "catch_up_peer_s": round(peer_s, 2),
+        "catch_up_cpu_s": round(node_cpu_s, 2),
+    }
+
+
+def _time_catch_up(node: LocalNode, target: int, restarted: float, poll_s: float) -> tuple[float, float, float]:
+    """Seconds from the restart until the node's RPC answered, it had a peer connected, and its height was `target`."""
+    client = Client(node.rpc_url, timeout_s=10)
+    rpc_at: float | None = None
+    peer_at: float | None = None
+    try:
+        while True:
+            _check_alive([node])
+            try:
+                status = client.status()
+            except NodeUnreachable:
+                status = None
+            now = time.monotonic()
+            if status is not None:
+                rpc_at = now if rpc_at is None else rpc_at
+                if peer_at is None and any(p["connected"] for p in status["peers"]):
+                    peer_at = now
+                if status["height"] >= target:
+                    return rpc_at - restarted, (peer_at or now) - restarted, now - restarted
+            if now - restarted > CATCH_UP_TIMEOUT_S:
+                raise AllianceError(f"node{node.index} did not catch up to height {target} within "
+                                    f"{CATCH_UP_TIMEOUT_S:g} s of its restart; see {node.home}/node.log")
+            time.sleep(poll_s)
+    finally:
+        client.close()
+
+
+def _wait_seen(watcher: BlockWatcher, height: int) -> None:
+    """Until the watcher has seen `height` (it polls node0, which another node can be a moment ahead of)."""
+    deadline = time.monotonic() + DRAIN_S
+    while watcher.height < height:
+        if watcher.error is not None:
+            raise AllianceError(f"watcher lost node0: {watcher.error}")
+        if time.monotonic() > deadline:
+            raise AllianceError(f"node0 did not reach height {height}, which another node had")
+        time.sleep(0.01)
 
 
 def _load_result(pipe: Connection, load: BaseProcess, nodes: list[LocalNode], watcher: BlockWatcher) -> LoadResult:
@@ -312,11 +468,12 @@ def _drain(nodes: list[LocalNode], watcher: BlockWatcher, hashes: list[bytes], a
         _progress(f"{len(waiting)} accepted transaction(s) not committed {DRAIN_S:g} s after the load stopped")
 
 
-def _report(args: argparse.Namespace, batch: int, count: int, signing_s: float, result: LoadResult,
+def _report(args: argparse.Namespace, plan: LoadPlan, count: int, signing_s: float, result: LoadResult,
             watcher: BlockWatcher, hashes: list[bytes], accepted_at: array[float],
             t0: float, end: float) -> dict[str, Any]:
     window = [b for b in watcher.blocks if t0 <= b.seen_at < end]
     committed = sum(b.txs for b in window)
+    duration = float(args.duration) if args.catch_up is None else end - t0
     latencies = sorted(
         1000 * (watcher.committed_at[h] - sent)
         for h, sent in zip(hashes, accepted_at)
@@ -329,10 +486,10 @@ def _report(args: argparse.Namespace, batch: int, count: int, signing_s: float, 
 
     return {
         "nodes": args.nodes,
-        "duration_s": args.duration,
+        "duration_s": args.duration if args.catch_up is None else round(duration, 2),
         "offered_rate": args.rate or None,
-        "batch": batch,
-        "connections": args.connections * args.nodes,
+        "batch": plan.batch,
+        "connections": plan.connections_per_node * len(plan.urls),
         "presigned": count,
         "signing_s": round(signing_s, 2),
         "sent": result.sent,
@@ -341,9 +498,10 @@ def _report(args: argparse.Namespace, batch: int, count: int, signing_s: float, 
         "rejected_codes": {str(code): n for code, n in sorted(result.rejected_codes.items())},
         "mempool_full": result.mempool_full,
         "retry_pending": result.retry_pending,
-        "load_exhausted": result.exhausted or (args.rate > 0 and count < args.rate * args.duration),
+        "load_exhausted": (None if args.catch_up is not None  # it sends exactly TXS by design
+                           else result.exhausted or (args.rate > 0 and count < args.rate * args.duration)),
         "committed": committed,
-        "committed_tx_per_s": round(committed / args.duration, 1),
+        "committed_tx_per_s": round(committed / duration, 1),
         "blocks": len(window),
         "txs_per_block": round(committed / len(window), 1) if window else 0.0,
         "latency_p50_ms": ms(50),

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "--rate tx/s (or as fast as possible) for --duration seconds, counts commits from the blocks and "
                  "prints one JSON object (fields: docs/performance.md). Progress goes to stderr.")
     p.add_argument("--nodes", type=int, default=4, help="number of validator nodes (default: %(default)s)")
-    p.add_argument("--duration", type=float, default=bench.DEFAULT_DURATION_S,
-                   help="seconds of load, the measured window (default: %(default)g)")
+    p.add_argument("--duration", type=float,
+                   help=f"seconds of load, the measured window (default: {bench.DEFAULT_DURATION_S:g})")
     p.add_argument("--rate", type=float, default=0, help="offered transactions per second; 0 (the default): "
                    f"as fast as possible, with up to {bench.RATE_CEILING} tx/s x duration pre-signed")
     p.add_argument("--txs", type=int, help="pre-sign at most this many transactions")
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-port", type=int, default=bench.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=10, help="how often the watcher asks node0 for its height, "
                    "in milliseconds (default: %(default)g)")
+    p.add_argument("--catch-up", type=int, metavar="TXS", help="measure catch-up instead of a fixed window: stop "
+                   f"node{bench.CATCH_UP_NODE}, send exactly TXS transactions to the others, time how long the chain "
+                   "takes to commit them, then restart the node and time how long it takes to reach the others' "
+                   "height (takes no --duration or --txs)")
     p.add_argument("--profile", metavar="DIR", help="run each node under cProfile; write DIR/node<i>.pstats and "
                    "print each node's top functions to stderr")
     p.add_argument("--profile-sort", choices=["tottime", "cumtime"], default="tottime",

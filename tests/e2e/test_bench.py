@@ -24,6 +24,10 @@ FIELDS = {
     "committed_tx_per_s", "blocks", "txs_per_block", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
     "latency_samples", "uncommitted", "rss_peak_mb", "cpu_s", "cpu_ms_per_tx", "load_cpu_s", "watcher_cpu_s",
 }
+CATCH_UP_FIELDS = {
+    "catch_up_txs", "catch_up_blocks", "produce_s", "catch_up_s", "catch_up_speedup", "catch_up_tx_per_s",
+    "catch_up_rpc_s", "catch_up_peer_s", "catch_up_cpu_s",
+}
 
 
 def _bench(*args: str, nodes: int, timeout: float = 120) -> tuple[dict[str, Any], str]:
@@ -101,6 +105,19 @@ def test_bench_profile_writes_one_profile_per_node(tmp_path: Path) -> None:
     assert re.search(r"node1 profile: .*node1\.pstats", stderr)
 
 
+def test_bench_catch_up() -> None:
+    report, stderr = _bench("--catch-up", "2000", "--rate", "1000", nodes=4)
+    assert FIELDS <= set(report)
+    assert all(report[name] > 0 for name in CATCH_UP_FIELDS), {name: report.get(name) for name in CATCH_UP_FIELDS}
+    assert report["catch_up_node"] == 1 and report["cpu_s"][1] == 0.0  # stopped during the window
+    assert report["connections"] == 6  # the load went to the three running nodes
+    assert report["presigned"] == report["accepted"] == report["committed"] == 2000
+    assert report["catch_up_txs"] >= 2000 and report["catch_up_blocks"] >= report["blocks"]
+    assert report["catch_up_speedup"] == pytest.approx(report["produce_s"] / report["catch_up_s"], rel=0.05)
+    assert report["catch_up_rpc_s"] <= report["catch_up_s"] and report["produce_s"] >= report["duration_s"]
+    assert "node1 stopped at height" in stderr and "Traceback" not in stderr
+
+
 def test_run_profile_needs_an_existing_directory(tmp_path: Path) -> None:
     net, _ = make_testnet(tmp_path)
     result = alliance("run", "--home", str(net / "node0"), "--profile", str(tmp_path / "no" / "such.pstats"),
@@ -115,6 +132,8 @@ def test_run_profile_needs_an_existing_directory(tmp_path: Path) -> None:
     (["--nodes", "0"], "--nodes must be at least 1"),
     (["--batch", "5000"], "--batch must be in"),
     (["--poll-ms", "0"], "--poll-ms must be in"),
+    (["--catch-up", "100", "--nodes", "2"], "--catch-up stops a node"),
+    (["--catch-up", "100", "--duration", "5"], "--catch-up sends exactly TXS"),
 ])
 def test_bench_refuses_bad_arguments(args: list[str], message: str) -> None:
     result = alliance("bench", *args, check=False)
@@ -176,6 +195,6 @@ def test_a_node_that_dies_is_one_line_error(tmp_path: Path) -> None:
 def test_bench_help() -> None:
     result = alliance("bench", "--help")
     assert result.stdout.startswith("usage: alliance bench")
-    for option in ("--nodes", "--duration", "--rate", "--profile", "--home", "--base-port"):
+    for option in ("--nodes", "--duration", "--rate", "--profile", "--home", "--base-port", "--catch-up"):
         assert option in result.stdout
     assert "--profile" in alliance("run", "--help").stdout
