@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from node.genesis import Genesis
 from node.ledger import Ledger
-from node.mempool import Mempool
+from node.mempool import Mempool, MempoolFull
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
 from node.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
@@ -40,13 +40,17 @@ class Admission:
         self.mempool = mempool
 
     def check(self, raw: bytes) -> Transaction:
-        """The decoded transaction if it passes the checks that need no worker thread; raises Refused.
+        """The decoded transaction if it passes the checks that need no worker thread.
+
+        Raises Refused, or MempoolFull.
 
         The signature, and whether the transaction was committed before the
         recent blocks the ledger keeps in memory, are checked by `admit`.
         """
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
+        if self.mempool.full():  # before any work: an overloaded node refuses cheaply
+            raise MempoolFull(f"mempool holds {self.mempool.txs_max} transactions")
         try:
             tx = decode_tx(raw)
         except TxError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,15 @@ from consensus.actions import (
     SendTo,
     ValidateBlock,
 )
-from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, TimeoutFired, TransactionsPending
+from consensus.events import (
+    BlockBuilt,
+    BlockSynced,
+    BlockValidated,
+    Event,
+    MessageReceived,
+    TimeoutFired,
+    TransactionsPending,
+)
 from consensus.replica import Replica
 from consensus.safety import encode_safety
 from node.block import Block, decode_block
@@ -33,7 +42,7 @@ from node.proposal import BlockInvalid, Candidate, build_block, check_block
 from node.tx import Transaction, decode_tx, tx_hash_of
 
 log = logging.getLogger("alliance.driver")
-EVENTS_BUFFERED_MAX = 4096
+PEER_EVENTS_QUEUED_MAX = 4096
 
 # Runs a blocking storage call without stalling the event loop; tests over the memory store run it inline.
 BlockingRunner = Callable[..., Awaitable[Any]]
@@ -64,7 +73,7 @@ class Driver:
         self.request_sync: Callable[[int], None] = lambda height: None
         self.on_committed: Callable[[int], None] = lambda height: None
         self._commit_lock = trio.Lock()
-        self._events_in, self._events_out = trio.open_memory_channel[Event](EVENTS_BUFFERED_MAX)
+        self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
         self._candidates: dict[bytes, Candidate] = {}
         self._proposed_at: dict[bytes, float] = {}
         self._build_wanted: tuple[int, int] | None = None
@@ -85,11 +94,13 @@ class Driver:
             self.feed(TransactionsPending())
 
     def feed(self, event: Event) -> None:
-        """Queues an event for the core; drops it (and logs) when the queue is full."""
-        try:
-            self._events_in.send_nowait(event)
-        except trio.WouldBlock:
-            log.warning("event=event_dropped reason=queue_full kind=%s", type(event).__name__)
+        """Queues an event for the core. Peers' messages are dropped (counted) beyond a bound;
+        the node's own events (timers, built and synced blocks) never are."""
+        queued = self._events_in.statistics().current_buffer_used
+        if isinstance(event, MessageReceived) and queued >= PEER_EVENTS_QUEUED_MAX:
+            self.metrics.messages_dropped.labels("queue_full").inc()
+            return
+        self._events_in.send_nowait(event)
 
     async def wait_committed(self, tx_hash: bytes, timeout_s: float) -> bool:
         if self.ledger.has_tx(tx_hash):

@@ -65,15 +65,18 @@ class TxGossip:
 
     async def admit(self, raws: list[Any]) -> None:
         """Admits a peer's batch; each signature is verified once, here."""
-        txs = []
-        for raw in raws:
-            if not isinstance(raw, bytes):
-                continue
-            try:
-                txs.append(self.admission.check(raw))
-            except Refused:
-                continue
+        checked: list[Transaction] = []
         try:
-            await self.admission.admit(txs)
+            for raw in raws:
+                tx = self._checked(raw) if isinstance(raw, bytes) else None
+                if tx is not None:
+                    checked.append(tx)
+            await self.admission.admit(checked)
         except MempoolFull:
             self.metrics.txs_rejected.labels("mempool_full").inc()
+
+    def _checked(self, raw: bytes) -> Transaction | None:
+        try:
+            return self.admission.check(raw)
+        except Refused:
+            return None

@@ -26,8 +26,11 @@ class Mempool:
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)
 
+    def full(self) -> bool:
+        return len(self._txs) >= self.txs_max
+
     def add(self, tx: Transaction) -> None:
-        if len(self._txs) >= self.txs_max:
+        if self.full():
             raise MempoolFull(f"mempool holds {self.txs_max} transactions")
         self._txs[tx.hash] = tx
 

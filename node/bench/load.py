@@ -14,7 +14,6 @@ the answer also pauses before its next batch. Any other error answer is final an
 from __future__ import annotations
 
 import collections
-import http.client
 import json
 import math
 import queue
@@ -25,7 +24,8 @@ from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
-from urllib.parse import urlsplit
+
+from node.client import Client, NodeUnreachable
 
 OVERLOADED = -32004
 DUPLICATE = -32003
@@ -65,38 +65,24 @@ class _Connection:
     """One keep-alive HTTP connection to a node's RPC address, for raw pre-encoded bodies."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
         self.url = url
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
-        self._conn: http.client.HTTPConnection | None = None
+        self._client = Client(url, timeout_s=HTTP_TIMEOUT_S)
 
     def post(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
         """The answers of a batch, and whether the body had to be sent a second time."""
-        resent = False
-        for attempt in (1, 2):
-            try:
-                if self._conn is None:
-                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=HTTP_TIMEOUT_S)
-                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
-                response = self._conn.getresponse()
-                data = response.read()
-                break
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                if attempt == 2:
-                    raise LoadError(f"cannot reach {self.url}: {exc}") from None
-                resent = True  # e.g. the server closed an idle keep-alive connection
-        if response.status != 200:
-            raise LoadError(f"{self.url} answered HTTP {response.status}: {data[:200]!r}")
+        try:
+            status, data, resent = self._client.post_raw(body)
+        except NodeUnreachable as exc:
+            raise LoadError(str(exc)) from None
+        if status != 200:
+            raise LoadError(f"{self.url} answered HTTP {status}: {data[:200]!r}")
         answers = json.loads(data)
         if not isinstance(answers, list):
             raise LoadError(f"{self.url} answered a batch with {str(answers)[:200]}")
         return answers, resent
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._client.close()
 
 
 class _Load:

@@ -48,25 +48,29 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def post(self, payload: Any) -> Any:
-        """POSTs a JSON body and returns the decoded JSON answer (None for 204)."""
-        body = json.dumps(payload).encode()
+    def post_raw(self, body: bytes) -> tuple[int, bytes, bool]:
+        """POSTs an encoded body: the HTTP status, the answer, and whether it had to be sent twice
+        (a keep-alive connection the server had closed)."""
         for attempt in (1, 2):
             try:
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
                 self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
                 response = self._conn.getresponse()
-                data = response.read()
-                break
+                return response.status, response.read(), attempt == 2
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if attempt == 2:
                     raise NodeUnreachable(f"cannot reach node at {self.url}: {exc}") from None
-        if response.status == 204:
+        raise AssertionError("unreachable")
+
+    def post(self, payload: Any) -> Any:
+        """POSTs a JSON body and returns the decoded JSON answer (None for 204)."""
+        status, data, _ = self.post_raw(json.dumps(payload).encode())
+        if status == 204:
             return None
-        if response.status != 200:
-            raise NodeUnreachable(f"node at {self.url} answered HTTP {response.status}: {data[:200]!r}")
+        if status != 200:
+            raise NodeUnreachable(f"node at {self.url} answered HTTP {status}: {data[:200]!r}")
         return json.loads(data)
 
     def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
