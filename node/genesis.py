@@ -58,10 +58,16 @@ def write_genesis(path: Path, genesis: Genesis) -> None:
     path.write_text(tomli_w.dumps(genesis.to_dict()))
 
 
-def load_genesis(path: Path) -> Genesis:
+def check_genesis(genesis: Genesis, complete: bool = True) -> None:
+    """Raises ConfigError for what load_genesis would refuse in this genesis."""
+    _parse(genesis.to_dict(), complete)
+
+
+def load_genesis(path: Path, complete: bool = True) -> Genesis:
+    """The genesis in `path`; `complete=False` accepts one still without validators (being assembled)."""
     data = read_toml(path, "genesis file")
     try:
-        return _parse(data)
+        return _parse(data, complete)
     except AllianceError as exc:
         raise ConfigError(f"genesis file {path}: {exc}") from None
 
@@ -70,7 +76,7 @@ GENESIS_FIELDS = ("chain_id", "genesis_time_ms", "validators", "clients", "admin
 MEMBER_FIELDS = ("name", "pubkey", "address")
 
 
-def _parse(data: dict[str, Any]) -> Genesis:
+def _parse(data: dict[str, Any], complete: bool) -> Genesis:
     unknown = [k for k in data if k not in GENESIS_FIELDS]
     if unknown:
         raise ConfigError(f"unknown field {unknown[0]!r} (expected {', '.join(GENESIS_FIELDS)})")
@@ -81,10 +87,11 @@ def _parse(data: dict[str, Any]) -> Genesis:
     if type(time_ms) is not int or time_ms < 0:
         raise ConfigError("genesis_time_ms must be a non-negative integer")
     validators = _members(data, "validators", with_address=True)
-    if not validators:
+    if complete and not validators:
         raise ConfigError("at least one validator is required")
     genesis = Genesis(chain_id, time_ms, validators, _members(data, "clients"), _members(data, "admins"))
     _check_unique(genesis.validators)
+    _check_unique(genesis.clients + genesis.admins, "client or admin")
     return genesis
 
 
@@ -108,8 +115,8 @@ def _members(data: dict[str, Any], field: str, with_address: bool = False) -> tu
     return tuple(members)
 
 
-def _check_unique(validators: tuple[Member, ...]) -> None:
-    if len({m.pubkey for m in validators}) != len(validators):
-        raise ConfigError("a validator public key is listed twice")
-    if len({m.name for m in validators}) != len(validators):
-        raise ConfigError("a validator name is listed twice")
+def _check_unique(members: tuple[Member, ...], what: str = "validator") -> None:
+    if len({m.pubkey for m in members}) != len(members):
+        raise ConfigError(f"a {what} public key is listed twice")
+    if len({m.name for m in members}) != len(members):
+        raise ConfigError(f"a {what} name is listed twice")

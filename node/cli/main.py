@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from node.cli import bench, client_cmds, localnet, run, setup
+from node.cli import bench, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import RpcError
 from node.errors import AllianceError
 from storage.kv import StorageError
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--meta", help="a note stored with the digest (at most 1 KiB)")
     client_cmds.add_client_options(p, signing=True)
+
+    genesis_cmd.add_parser(sub)
 
     p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when")
     p.add_argument("file", metavar="FILE")
