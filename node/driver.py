@@ -82,6 +82,7 @@ class Driver:
         self._committed: dict[bytes, trio.Event] = {}
         self._view = (replica.height, replica.round)
         self._dropped_seen: dict[str, int] = {}
+        self.last_loop_s = -math.inf  # trio time the consensus loop last took an event (the watchdog's heartbeat)
 
     # ---- what the rest of the node calls -----------------------------------------
 
@@ -112,6 +113,11 @@ class Driver:
             del self._committed[tx_hash]
         return self.ledger.has_tx(tx_hash)
 
+    def loop_alive(self, stall_s: float) -> bool:
+        """The consensus loop is waiting for events, or took the one it works on less than stall_s ago."""
+        idle = self._events_out.statistics().tasks_waiting_receive > 0
+        return idle or trio.current_time() - self.last_loop_s < stall_s
+
     # ---- the loop -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -121,6 +127,7 @@ class Driver:
             await self._perform(self.replica.start())
             task_status.started()
             async for event in self._events_out:
+                self.last_loop_s = trio.current_time()
                 await self._perform(self.replica.handle(event))
 
     async def _perform(self, actions: list[Action]) -> None:

@@ -13,19 +13,26 @@ import trio
 from node.config import NodeConfig, load_config
 from node.errors import AllianceError
 from node.logs import configure_logging
+from node.notify import Notifier, serve_node
 from node.server import run_node
 
 log = logging.getLogger("alliance.node")
 
 
 async def run_until_signal(config: NodeConfig) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_node, config)
-            async for signum in signals:
-                log.info("event=shutdown signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    notifier = Notifier.from_env()  # systemd's Type=notify; a no-op without $NOTIFY_SOCKET
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                node = await nursery.start(run_node, config)
+                nursery.start_soon(serve_node, notifier, node)
+                async for signum in signals:
+                    log.info("event=shutdown signal=%s", signal.Signals(signum).name)
+                    notifier.stopping()
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        notifier.close()
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -1,0 +1,60 @@
+"""The driver's heartbeat, which the systemd watchdog reads: alive while idle or making progress."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio.testing
+from nacl.signing import SigningKey
+
+from consensus.replica import Replica, ReplicaConfig
+from node.crypto import NodeCrypto
+from node.driver import Driver
+from node.genesis import Genesis, Member
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.metrics import Metrics
+from node.tx import sign_tx
+from storage.chain import ChainStore
+from storage.memory import MemoryStore
+
+STALL_S = 30.0
+
+
+async def test_the_loop_is_alive_while_idle_and_not_while_stuck_on_one_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    validator, client = SigningKey.generate(), SigningKey.generate()
+    members = (Member("v0", bytes(validator.verify_key), ""),)
+    genesis = Genesis("hb-test", 0, members, (Member("c", bytes(client.verify_key)),), ())
+    ledger = Ledger(ChainStore(MemoryStore()), genesis)
+    hang, stuck, release = [False], trio.Event(), trio.Event()
+
+    async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        if fn == ledger.store.save_safety and hang[0]:
+            stuck.set()
+            await release.wait()  # a storage call that hangs inside the consensus loop
+        return fn(*args)
+
+    replica = Replica(ReplicaConfig("hb-test", (members[0].pubkey,)), NodeCrypto(validator), 1)
+    driver = Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=10, run_blocking=run_blocking)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        hang[0] = True
+        await trio.sleep(STALL_S * 2)
+        assert driver.loop_alive(STALL_S), "an idle loop is alive"
+        driver.submit(sign_tx(client, "hb-test", "kv", "put", {"key": "k", "value": b"v"}, secrets.randbits(64)))
+        await stuck.wait()
+        await trio.sleep(STALL_S / 2)
+        assert driver.loop_alive(STALL_S), "one event for less than the stall period"
+        await trio.sleep(STALL_S)
+        assert not driver.loop_alive(STALL_S), "stuck on one event for longer than the stall period"
+        release.set()
+        while ledger.height < 1:
+            await trio.sleep(0.1)
+        await trio.sleep(1)
+        assert driver.loop_alive(STALL_S)
+        nursery.cancel_scope.cancel()
