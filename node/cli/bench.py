@@ -27,7 +27,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,9 @@ from consensus.replica import quorum
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.sign import presign
 from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, percentile
-from node.cli.localnet import LocalNode, prepare_home, stop_nodes, wait_ready
+from node.cli.localnet import (
+    LocalNode, check_alive, local_nodes, prepare_home, start_process, stop_nodes, wait_ready,
+)
 from node.cli.setup import node_ports
 from node.client import Client, NodeUnreachable
 from node.errors import AllianceError
@@ -116,30 +117,18 @@ def _check_ports_free(base_port: int, nodes: int) -> None:
 
 def _start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
     """Like localnet.start_nodes, with `--profile FILE` for each node when asked."""
-    started = []
-    for i in range(nodes):
-        node = LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}")
-        _start_process(node, profiles[i] if profiles else None)
-        started.append(node)
+    started = local_nodes(home, nodes, base_port)
+    for node in started:
+        _start_process(node, profiles[node.index] if profiles else None)
     return started
 
 
 def _start_process(node: LocalNode, profile: Path | None) -> None:
-    """Starts (or restarts) the node's `alliance run` process, appending to its node.log."""
-    extra = ["--profile", str(profile)] if profile else []
-    node.log_file = (node.home / "node.log").open("ab")
-    node.process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *extra],
-        stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    start_process(node, *(["--profile", str(profile)] if profile else []))
 
 
 def _check_alive(nodes: list[LocalNode]) -> None:
-    for node in nodes:
-        assert node.process is not None
-        if node.process.poll() is not None:
-            raise AllianceError(f"node{node.index} exited with {node.process.returncode} during the benchmark; "
-                                f"see {node.home}/node.log")
+    check_alive(nodes, " during the benchmark")
 
 
 def _wait_connected(nodes: list[LocalNode]) -> None:

@@ -53,17 +53,33 @@ def prepare_home(home: Path, nodes: int, base_port: int, fresh: bool) -> None:
         raise AllianceError(f"{home} holds a testnet with fewer than {nodes} nodes; use --fresh or another --home")
 
 
+def local_nodes(home: Path, nodes: int, base_port: int) -> list[LocalNode]:
+    return [LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}") for i in range(nodes)]
+
+
+def start_process(node: LocalNode, *run_args: str) -> None:
+    """Starts (or restarts) the node's `alliance run` process, appending to its node.log."""
+    node.log_file = (node.home / "node.log").open("ab")
+    node.process = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *run_args],
+        stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
 def start_nodes(home: Path, nodes: int, base_port: int) -> list[LocalNode]:
-    started = []
-    for i in range(nodes):
-        node = LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}")
-        node.log_file = (node.home / "node.log").open("ab")
-        node.process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "run", "--home", str(node.home)],
-            stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        started.append(node)
+    started = local_nodes(home, nodes, base_port)
+    for node in started:
+        start_process(node)
     return started
+
+
+def check_alive(nodes: list[LocalNode], during: str = "") -> None:
+    """A clear error for a node whose process has ended."""
+    for node in nodes:
+        assert node.process is not None
+        if node.process.poll() is not None:
+            raise AllianceError(f"node{node.index} exited with {node.process.returncode}{during}; "
+                                f"see {node.home}/node.log")
 
 
 def wait_ready(nodes: list[LocalNode]) -> None:
@@ -175,10 +191,7 @@ def _live_view(nodes: list[LocalNode], duration_s: float | None, stats: LoadStat
     last: dict[int, tuple[float, int]] = {}
     tty = sys.stdout.isatty()
     while deadline is None or time.monotonic() < deadline:
-        for node in nodes:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                raise AllianceError(f"node{node.index} exited with {node.process.returncode}; see {node.home}/node.log")
+        check_alive(nodes)
         line = _view_line(nodes, last)
         if stats.sent:
             line += f" | load sent={stats.sent} refused={stats.refused}"
