@@ -20,10 +20,23 @@ ALLIANCE = [sys.executable, "-m", "node.cli"]
 DEADLINE_S = 30.0
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base_port(span: int = 40) -> int:
-    """A base port P such that P..P+span are free on 127.0.0.1 right now."""
+    """A base port P such that P..P+span are free on 127.0.0.1 right now.
+
+    Below the ephemeral range: a node restarted on its port must not find it
+    taken by some outgoing connection meanwhile.
+    """
+    top = min(_ephemeral_low(), 60000) - span
     for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
+        base = random.randrange(10000, top, 10)
         if all(_port_free(base + i) for i in range(span)):
             return base
     raise RuntimeError("no free port range found")

@@ -289,7 +289,7 @@ def _port_free(port: int) -> bool:
 def pick_base_port() -> int:
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(30000, 40000 - 3)
+        base = rng.randrange(20000, 32000 - 3)  # below the ephemeral ports of outgoing connections
         if all(_port_free(base + i) for i in range(3)):
             return base
     raise RuntimeError("no free port range found in 30000-40000")
