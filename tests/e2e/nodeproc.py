@@ -58,7 +58,7 @@ def alliance(*args: str, check: bool = True, timeout: float = 60) -> subprocess.
     return result
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
+def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S, poll_s: float = 0.05) -> Any:
     """Polls `condition` until it returns a truthy value, or fails after the deadline."""
     deadline = time.monotonic() + deadline_s
     while True:
@@ -67,7 +67,7 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 @dataclass

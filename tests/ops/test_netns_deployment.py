@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 import tomli_w
+
+from tests.e2e.nodeproc import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +46,9 @@ def run(*argv: str, check: bool = True, timeout: float = DEADLINE_S) -> subproce
     return result
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Polls `condition` until it returns a truthy value, or fails after the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(POLL_S)
+def wait(condition: Callable[[], Any], what: str) -> Any:
+    # each poll starts a process inside a namespace: poll less often than the default
+    return wait_for(condition, what, DEADLINE_S, POLL_S)
 
 
 def netns_usable() -> str | None:
@@ -263,18 +257,18 @@ def test_four_machines_in_network_namespaces(network: Network, tmp_path: Path) -
         m.start()
     try:
         for m in machines:
-            wait_for(lambda m=m: m.connected_peers() == MACHINES - 1, f"{m.name} to connect to its 3 peers")
+            wait(lambda m=m: m.connected_peers() == MACHINES - 1, f"{m.name} to connect to its 3 peers")
         for m in machines:
             status = m.status()
             assert status is not None and status["chain_id"] == "acme-invoices"
             assert status["node"]["pubkey"] == node_keys[m.index]
             assert all(p["connected"] for p in status["peers"]), status["peers"]
-            wait_for(lambda m=m: m.readyz() == 200, f"{m.name}'s /readyz to answer 200")
+            wait(lambda m=m: m.readyz() == 200, f"{m.name}'s /readyz to answer 200")
 
         # An end-to-end transaction: submitted through machine 2, read through machine 4.
         committed = put(m2, "hello", "world")
         assert committed.get("code") in (None, 0), committed
-        wait_for(lambda: m4.height() >= m2.height() > 0, "machine 4 to reach machine 2's height")
+        wait(lambda: m4.height() >= m2.height() > 0, "machine 4 to reach machine 2's height")
         entry = get(m4, "hello")
         assert entry["value_text"] == "world", entry
 
@@ -283,7 +277,7 @@ def test_four_machines_in_network_namespaces(network: Network, tmp_path: Path) -
         network.set_link(m3, up=False)
         committed = put(m2, "while-unplugged", "3 of 4")
         assert committed.get("code") in (None, 0), committed
-        others_height = wait_for(lambda: min(m.height() for m in (m1, m2, m4)) > before and m2.height(),
+        others_height = wait(lambda: min(m.height() for m in (m1, m2, m4)) > before and m2.height(),
                                  "the three connected machines to commit")
         assert get(m1, "while-unplugged")["value_text"] == "3 of 4"
         assert m3.height() == before, "machine 3 committed without a link"
@@ -291,10 +285,10 @@ def test_four_machines_in_network_namespaces(network: Network, tmp_path: Path) -
 
         # Plug it back in: it catches up from its peers.
         network.set_link(m3, up=True)
-        wait_for(lambda: m3.height() >= others_height, "machine 3 to catch up after the link came back")
+        wait(lambda: m3.height() >= others_height, "machine 3 to catch up after the link came back")
         assert get(m3, "while-unplugged")["value_text"] == "3 of 4"
-        wait_for(lambda: m3.connected_peers() == MACHINES - 1, "machine 3 to be connected to its 3 peers again")
-        wait_for(lambda: m3.readyz() == 200, "machine 3's /readyz to answer 200 again")
+        wait(lambda: m3.connected_peers() == MACHINES - 1, "machine 3 to be connected to its 3 peers again")
+        wait(lambda: m3.readyz() == 200, "machine 3's /readyz to answer 200 again")
     except BaseException:
         for m in machines:
             print(f"---- {m.name} log ----\n{m.log_text()[-4000:]}")
