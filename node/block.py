@@ -1,6 +1,6 @@
 """Blocks, their headers and commit certificates, and their canonical encodings.
 
-header  = [1, chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root]
+header  = [2, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root]
 block   = [header, [tx, ...]]            (each tx is its encoded bytes)
 hash    = SHA-256(canonical encoding of header)
 cert    = [[validator_pubkey, seal], ...] where seal signs b"alliance-commit-v1\\x00" + hash
@@ -17,7 +17,7 @@ from consensus.replica import quorum
 from node.canonical import CodecError, pack, unpack
 from node.crypto import verify
 
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
 
 
 class BlockError(ValueError):
@@ -31,13 +31,15 @@ class Header:
     prev_hash: bytes
     time_ms: int
     proposer: bytes
+    tx_count: int
     tx_root: bytes
+    receipt_root: bytes
     state_root: bytes
 
     def wire(self) -> list[Any]:
         return [
             BLOCK_VERSION, self.chain_id, self.height, self.prev_hash,
-            self.time_ms, self.proposer, self.tx_root, self.state_root,
+            self.time_ms, self.proposer, self.tx_count, self.tx_root, self.receipt_root, self.state_root,
         ]
 
     def encode(self) -> bytes:
@@ -56,15 +58,17 @@ class Block:
         return pack([self.header.wire(), list(self.txs)])
 
 
-def _header_from(obj: Any) -> Header:
-    if not isinstance(obj, list) or len(obj) != 8 or type(obj[0]) is not int or obj[0] != BLOCK_VERSION:
-        raise BlockError("header must be [1, chain_id, height, prev_hash, time, proposer, tx_root, state_root]")
-    _, chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root = obj
-    ints_ok = type(height) is int and height > 0 and type(time_ms) is int and time_ms >= 0
-    hashes_ok = all(isinstance(h, bytes) and len(h) == 32 for h in (prev_hash, proposer, tx_root, state_root))
+def header_from_wire(obj: Any) -> Header:
+    if not isinstance(obj, list) or len(obj) != 10 or type(obj[0]) is not int or obj[0] != BLOCK_VERSION:
+        raise BlockError(f"header must be [{BLOCK_VERSION}, chain_id, height, prev_hash, time, proposer, "
+                         "tx_count, tx_root, receipt_root, state_root]")
+    _, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root = obj
+    ints_ok = all(type(i) is int and i >= 0 for i in (height, time_ms, tx_count)) and height > 0
+    hashes = (prev_hash, proposer, tx_root, receipt_root, state_root)
+    hashes_ok = all(isinstance(h, bytes) and len(h) == 32 for h in hashes)
     if not (isinstance(chain_id, str) and ints_ok and hashes_ok):
         raise BlockError("header fields have the wrong types")
-    return Header(chain_id, height, prev_hash, time_ms, proposer, tx_root, state_root)
+    return Header(chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root)
 
 
 def decode_block(data: bytes) -> Block:
@@ -76,7 +80,7 @@ def decode_block(data: bytes) -> Block:
         raise BlockError("block must be [header, [tx, ...]]")
     if not all(isinstance(tx, bytes) for tx in obj[1]):
         raise BlockError("block transactions must be binary")
-    return Block(_header_from(obj[0]), tuple(obj[1]))
+    return Block(header_from_wire(obj[0]), tuple(obj[1]))
 
 
 def encode_certificate(seals: tuple[tuple[bytes, bytes], ...]) -> bytes:

@@ -31,6 +31,11 @@ class Receipt:
     log: str
 
 
+def receipt_bytes(tx_hash: bytes, receipt: Receipt) -> bytes:
+    """A receipt's leaf in the block's receipt tree: canonical [tx_hash, code, log]."""
+    return pack([tx_hash, receipt.code, receipt.log])
+
+
 @dataclass
 class Execution:
     """The outcome of a block: receipts in order and the state it writes."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from node.block import Block, BlockError, Header, decode_block
-from node.execution import Execution, execute
+from node.execution import Execution, execute, receipt_bytes
 from node.ledger import Ledger
 from node.merkle import merkle_root
 from node.tx import Transaction, TxError, decode_tx, tx_hash_of
@@ -41,19 +41,48 @@ def _within_size(txs: Sequence[Transaction]) -> list[Transaction]:
     return taken
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What a header commits to about its transactions and their execution."""
+
+    tx_count: int
+    tx_root: bytes
+    receipt_root: bytes
+    state_root: bytes
+
+    @staticmethod
+    def of(txs: Sequence[Transaction], execution: Execution, prev_state_root: bytes) -> Contents:
+        hashes = [tx.hash for tx in txs]
+        return Contents(
+            tx_count=len(txs),
+            tx_root=merkle_root(hashes),
+            receipt_root=merkle_root([receipt_bytes(h, r) for h, r in zip(hashes, execution.receipts)]),
+            state_root=execution.state_root(prev_state_root),
+        )
+
+    def check(self, header: Header) -> None:
+        """Raises BlockInvalid naming the first header field that does not match."""
+        for name in ("tx_count", "tx_root", "receipt_root", "state_root"):
+            if getattr(header, name) != getattr(self, name):
+                raise BlockInvalid(f"{name} differs from the block's transactions and their execution")
+
+
 def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now_ms: int) -> Candidate:
     txs = _within_size(txs)
     height = ledger.height + 1
     time_ms = max(now_ms, ledger.last_time_ms)
     execution = execute(txs, height, time_ms, ledger.read_state)
+    contents = Contents.of(txs, execution, ledger.state_root)
     header = Header(
         chain_id=ledger.genesis.chain_id,
         height=height,
         prev_hash=ledger.last_hash,
         time_ms=time_ms,
         proposer=proposer,
-        tx_root=merkle_root([tx.hash for tx in txs]),
-        state_root=execution.state_root(ledger.state_root),
+        tx_count=contents.tx_count,
+        tx_root=contents.tx_root,
+        receipt_root=contents.receipt_root,
+        state_root=contents.state_root,
     )
     block = Block(header, tuple(tx.raw for tx in txs))
     return Candidate(block, header.hash(), list(txs), execution)
@@ -81,11 +110,8 @@ def check_block(
     if sum(len(raw) for raw in block.txs) > BLOCK_TX_BYTES_MAX:
         raise BlockInvalid("block is larger than the block size limit")
     txs = _check_txs(ledger, block.txs, known_tx)
-    if merkle_root([tx.hash for tx in txs]) != header.tx_root:
-        raise BlockInvalid("tx_root does not match the transactions")
     execution = execute(txs, header.height, header.time_ms, ledger.read_state)
-    if execution.state_root(ledger.state_root) != header.state_root:
-        raise BlockInvalid("state_root differs from executing the block")
+    Contents.of(txs, execution, ledger.state_root).check(header)
     return Candidate(block, block_hash, txs, execution)
 
 

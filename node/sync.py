@@ -19,9 +19,8 @@ from node.canonical import CodecError
 from node.driver import Driver
 from node.execution import execute
 from node.ledger import Ledger
-from node.merkle import merkle_root
 from node.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
-from node.proposal import BlockInvalid, Candidate
+from node.proposal import BlockInvalid, Candidate, Contents
 from node.tx import TxError, decode_tx
 
 log = logging.getLogger("alliance.sync")
@@ -54,11 +53,11 @@ def check_synced_block(
         raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
     if not verify_certificate(block_hash, certificate, validators):
         raise BlockInvalid(f"block {header.height} has no valid commit certificate")
-    if merkle_root([tx.hash for tx in txs]) != header.tx_root:
-        raise BlockInvalid(f"block {header.height}: tx_root does not match")
     execution = execute(txs, header.height, header.time_ms, ledger.read_state)
-    if execution.state_root(ledger.state_root) != header.state_root:
-        raise BlockInvalid(f"block {header.height}: executing it gives another state root")
+    try:
+        Contents.of(txs, execution, ledger.state_root).check(header)
+    except BlockInvalid as exc:
+        raise BlockInvalid(f"block {header.height}: {exc}") from None
     return Candidate(block, block_hash, txs, execution), certificate
 
 

@@ -80,7 +80,10 @@ def test_built_block_is_accepted_by_another_ledger_at_the_same_state() -> None:
     candidate = build_block(builder, txs, PROPOSER, NOW)
     header = candidate.block.header
     assert (header.height, header.prev_hash, header.time_ms) == (1, GENESIS.hash(), NOW)
+    assert header.tx_count == 3
     assert header.tx_root == merkle_root([t.hash for t in txs])
+    receipts = candidate.execution.receipts
+    assert header.receipt_root == merkle_root([pack([t.hash, r.code, r.log]) for t, r in zip(txs, receipts)])
     assert header.state_root == candidate.execution.state_root(GENESIS_STATE_ROOT)
     checked = check(checker, candidate)
     assert checked.block_hash == candidate.block_hash == header.hash()
@@ -194,6 +197,12 @@ def test_tampered_tx_root() -> None:
     candidate = build_block(new_ledger(), [put("a"), put("b")], PROPOSER, NOW)
     invalid(new_ledger(), rebuilt(candidate, txs=list(reversed(candidate.block.txs))), "tx_root")
     invalid(new_ledger(), rebuilt(candidate, tx_root=bytes(32)), "tx_root")
+
+
+def test_tampered_tx_count_and_receipt_root() -> None:
+    candidate = build_block(new_ledger(), [put("a"), put("b")], PROPOSER, NOW)
+    invalid(new_ledger(), rebuilt(candidate, tx_count=3), "tx_count")
+    invalid(new_ledger(), rebuilt(candidate, receipt_root=bytes(32)), "receipt_root")
 
 
 def test_tampered_state_root() -> None:

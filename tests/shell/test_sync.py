@@ -145,12 +145,12 @@ def test_a_tampered_tx_list_is_refused(c: Consortium, source: Ledger) -> None:
     assert swapped.header.hash() == block.header.hash()  # the certificate still matches the header
     _refused(c, c.ledger(), swapped.encode(), certificate, "tx_root")
     dropped = type(block)(block.header, block.txs[:1])
-    _refused(c, c.ledger(), dropped.encode(), certificate, "tx_root")
+    _refused(c, c.ledger(), dropped.encode(), certificate, "tx_count")
 
 
 def test_a_sealed_header_with_a_wrong_state_root_is_refused(c: Consortium, source: Ledger) -> None:
     block = reheader(decode_block(raw_block(source, 1)[0]), state_root=b"\x02" * 32)
-    _refused(c, c.ledger(), *sealed(c, block), "state root")
+    _refused(c, c.ledger(), *sealed(c, block), "state_root")
 
 
 def test_a_sealed_header_over_other_transactions_is_refused(c: Consortium) -> None:
