@@ -162,7 +162,7 @@ class RpcService:
         if not await self.driver.wait_committed(tx.hash, float(timeout)):
             raise RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",
                            {"tx_hash": tx.hash.hex()})
-        return self._tx_result(tx.hash)
+        return self.tx_result(tx.hash)
 
     async def _admit(self, tx_hex: Any) -> Transaction:
         """Checks a submitted transaction, adds it to the mempool and hands it to gossip."""
@@ -187,9 +187,10 @@ class RpcService:
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))
-        return self._tx_result(_hash_param(params, "tx_hash"))
+        return self.tx_result(_hash_param(params, "tx_hash"))
 
-    def _tx_result(self, tx_hash: bytes) -> dict[str, Any]:
+    def tx_result(self, tx_hash: bytes) -> dict[str, Any]:
+        """The get_tx object of a transaction hash."""
         result: dict[str, Any] = {
             "tx_hash": tx_hash.hex(), "status": "unknown",
             "height": None, "index": None, "code": None, "log": None, "tx": None,
@@ -211,6 +212,10 @@ class RpcService:
             height = self.ledger.height
         if type(height) is not int:
             raise RpcError(INVALID_PARAMS, 'height must be an integer or "latest"')
+        return self.block_result(height)
+
+    def block_result(self, height: int) -> dict[str, Any]:
+        """The get_block object of a committed height; RpcError NOT_FOUND otherwise."""
         block = self.ledger.block(height) if height >= 1 else None
         certificate = self.ledger.certificate(height) if block is not None else None
         if block is None or certificate is None:
