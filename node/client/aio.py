@@ -1,0 +1,125 @@
+"""The trio client: the same operations as Client, over httpx.AsyncClient."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from nacl.signing import SigningKey
+
+from node.client import core
+from node.client.core import Core, Op, T
+from node.client.errors import NodeUnreachable, RpcError
+from node.client.sync import DEFAULT_RPC, split_url
+from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
+from node.tx import Transaction
+
+
+class AsyncClient:
+    """A pooled keep-alive HTTP client of one node, for trio; `key` signs transactions."""
+
+    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
+        split_url(url)
+        self.url = url
+        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._core = Core(key)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def key(self) -> SigningKey | None:
+        return self._core.key
+
+    # ---- transport ------------------------------------------------------------------------
+
+    async def post(self, payload: Any) -> Any:
+        """POSTs a JSON body and returns the decoded JSON answer (None for 204)."""
+        try:
+            response = await self._http.post(
+                self.url, content=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise NodeUnreachable(f"cannot reach node at {self.url}: {exc!r}") from None
+        if response.status_code == 204:
+            return None
+        if response.status_code != 200:
+            raise NodeUnreachable(f"node at {self.url} answered HTTP {response.status_code}: {response.content[:200]!r}")
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise NodeUnreachable(f"node at {self.url} answered with invalid JSON: {response.content[:200]!r}") from None
+
+    async def _run(self, op: Op[T]) -> T:
+        try:
+            payload = op.send(None)
+            while True:
+                payload = op.send(await self.post(payload))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    # ---- raw JSON-RPC: results as the node's JSON -------------------------------------------
+
+    async def call(self, method: str, **params: Any) -> Any:
+        return await self._run(self._core.call(method, params))
+
+    async def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Results in call order; a failed call's place holds its RpcError."""
+        return await self._run(self._core.batch(calls))
+
+    # ---- typed queries ----------------------------------------------------------------------
+
+    async def get_status(self) -> Status:
+        return await self._run(self._core.status())
+
+    async def get_tx(self, tx_hash: str | bytes) -> TxInfo:
+        return await self._run(self._core.get_tx(tx_hash))
+
+    async def get_block(self, height: int | str = "latest") -> Block:
+        return await self._run(self._core.get_block(height))
+
+    async def kv_get(self, key: str) -> KvEntry | None:
+        return await self._run(self._core.kv_get(key))
+
+    async def notary_lookup(self, digest: str | bytes) -> NotaryRecord | None:
+        return await self._run(self._core.notary_lookup(digest))
+
+    async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
+        return await self.notary_lookup(core.file_digest(path))
+
+    # ---- typed transactions -----------------------------------------------------------------
+
+    async def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
+        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
+        return await self._run(self._core.sign(family, op, args, nonce))
+
+    async def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
+        return await self._run(self._core.send(tx, wait, timeout_s))
+
+    async def send_batch(
+        self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10
+    ) -> list[TxInfo | RpcError]:
+        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
+        return await self._run(self._core.send_batch(txs, wait, timeout_s))
+
+    async def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+
+    async def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+
+    async def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+
+    async def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self.notarize(core.file_digest(path), meta, wait, timeout_s)

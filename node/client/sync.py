@@ -1,0 +1,162 @@
+"""The synchronous client: one keep-alive HTTP connection (http.client) to a node's RPC address."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from nacl.signing import SigningKey
+
+from node.client import core
+from node.client.core import Core, Op, T
+from node.client.errors import NodeUnreachable, RpcError
+from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
+from node.errors import AllianceError
+from node.tx import Transaction
+
+DEFAULT_RPC = "http://127.0.0.1:26600"
+
+
+def split_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise AllianceError(f"RPC URL {url!r} must look like http://HOST:PORT")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise AllianceError(f"RPC URL {url!r} has an invalid port") from None
+    return parts.hostname, port
+
+
+class Client:
+    """One keep-alive connection to a node's RPC address; `key` signs transactions."""
+
+    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
+        self._host, self._port = split_url(url)
+        self.url = url
+        self._timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+        self._core = Core(key)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def key(self) -> SigningKey | None:
+        return self._core.key
+
+    # ---- transport ------------------------------------------------------------------------
+
+    def post_raw(self, body: bytes) -> tuple[int, bytes, bool]:
+        """POSTs an encoded body: the HTTP status, the answer, and whether it had to be sent twice
+        (a keep-alive connection the server had closed)."""
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
+                response = self._conn.getresponse()
+                return response.status, response.read(), attempt == 2
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt == 2:
+                    raise NodeUnreachable(f"cannot reach node at {self.url}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def post(self, payload: Any) -> Any:
+        """POSTs a JSON body and returns the decoded JSON answer (None for 204)."""
+        status, data, _ = self.post_raw(json.dumps(payload).encode())
+        if status == 204:
+            return None
+        if status != 200:
+            raise NodeUnreachable(f"node at {self.url} answered HTTP {status}: {data[:200]!r}")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise NodeUnreachable(f"node at {self.url} answered with invalid JSON: {data[:200]!r}") from None
+
+    def _run(self, op: Op[T]) -> T:
+        return core.run(op, self.post)
+
+    # ---- raw JSON-RPC: results as the node's JSON -------------------------------------------
+
+    def call(self, method: str, **params: Any) -> Any:
+        return self._run(self._core.call(method, params))
+
+    def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Results in call order; a failed call's place holds its RpcError."""
+        return self._run(self._core.batch(calls))
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("status")
+        return result
+
+    def send_tx(self, tx: Transaction, wait: bool = False, timeout_s: float = 10) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("send_tx", tx=tx.raw.hex(), wait=wait, timeout=timeout_s)
+        return result
+
+    def submit(self, key: SigningKey, family: str, op: str, args: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+        """Signs with `key` for this node's chain, submits, and (by default) waits for the commit."""
+        tx = core.build_tx(key, self.status()["chain_id"], family, op, args)
+        return self.send_tx(tx, wait=wait)
+
+    def query(self, family: str, key: str) -> Any:
+        return self.call("query", family=family, key=key)
+
+    # ---- typed queries ----------------------------------------------------------------------
+
+    def get_status(self) -> Status:
+        return self._run(self._core.status())
+
+    def get_tx(self, tx_hash: str | bytes) -> TxInfo:
+        return self._run(self._core.get_tx(tx_hash))
+
+    def get_block(self, height: int | str = "latest") -> Block:
+        return self._run(self._core.get_block(height))
+
+    def kv_get(self, key: str) -> KvEntry | None:
+        return self._run(self._core.kv_get(key))
+
+    def notary_lookup(self, digest: str | bytes) -> NotaryRecord | None:
+        return self._run(self._core.notary_lookup(digest))
+
+    def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
+        return self.notary_lookup(core.file_digest(path))
+
+    # ---- typed transactions -----------------------------------------------------------------
+
+    def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
+        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
+        return self._run(self._core.sign(family, op, args, nonce))
+
+    def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
+        return self._run(self._core.send(tx, wait, timeout_s))
+
+    def send_batch(self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10) -> list[TxInfo | RpcError]:
+        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
+        return self._run(self._core.send_batch(txs, wait, timeout_s))
+
+    def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+
+    def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+
+    def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+
+    def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self.notarize(core.file_digest(path), meta, wait, timeout_s)

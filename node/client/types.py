@@ -1,0 +1,241 @@
+"""Typed results of the client protocol, decoded (and checked) from the node's JSON answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from node.client.errors import BadAnswer
+
+T = TypeVar("T")
+TX_STATUSES = ("pending", "committed", "unknown")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    pubkey: str
+    connected: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    chain_id: str
+    node_name: str
+    node_pubkey: str
+    height: int
+    last_block_hash: str
+    view: int
+    leader: str
+    validators: tuple[str, ...]
+    peers: tuple[Peer, ...]
+    syncing: bool
+
+
+@dataclass(frozen=True)
+class TxBody:
+    """A transaction as `get_tx` shows it: binary args as hex."""
+
+    chain_id: str
+    sender: str
+    nonce: int
+    family: str
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    """The `get_tx` object. height/index/code/log are None unless committed."""
+
+    tx_hash: str
+    status: str
+    height: int | None
+    index: int | None
+    code: int | None
+    log: str | None
+    tx: TxBody | None
+
+    @property
+    def committed(self) -> bool:
+        return self.status == "committed"
+
+    @property
+    def ok(self) -> bool:
+        """Committed with receipt code 0 (executed and changed state)."""
+        return self.committed and self.code == 0
+
+
+@dataclass(frozen=True)
+class Signature:
+    validator: str
+    signature: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    height: int
+    block_hash: str
+    signatures: tuple[Signature, ...]
+
+
+@dataclass(frozen=True)
+class Block:
+    height: int
+    hash: str
+    prev_hash: str
+    time: int
+    proposer: str
+    tx_root: str
+    state_root: str
+    txs: tuple[str, ...]
+    commit: Commit
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    value: bytes
+    owner: str
+    height: int
+
+
+@dataclass(frozen=True)
+class NotaryRecord:
+    recorder: str
+    height: int
+    time: int
+    tx_hash: str
+    meta: str
+
+
+# ---- decoding -----------------------------------------------------------------------------
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadAnswer(f"{what}: expected a JSON object, got {value!r:.100}")
+    return value
+
+
+def _field(obj: dict[str, Any], name: str, kind: type[T], what: str) -> T:
+    value = obj.get(name)
+    # bool is an int in Python; an int field must not accept true/false.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadAnswer(f"{what}.{name}: expected {kind.__name__}, got {value!r:.100}")
+    return value
+
+
+def _optional(obj: dict[str, Any], name: str, kind: type[T], what: str) -> T | None:
+    return None if obj.get(name) is None else _field(obj, name, kind, what)
+
+
+def _strings(obj: dict[str, Any], name: str, what: str) -> tuple[str, ...]:
+    items = _field(obj, name, list, what)
+    if not all(isinstance(item, str) for item in items):
+        raise BadAnswer(f"{what}.{name}: expected a list of strings")
+    return tuple(items)
+
+
+def status_from(value: Any) -> Status:
+    obj = _object(value, "status")
+    node = _object(obj.get("node"), "status.node")
+    peers = tuple(
+        Peer(_field(p, "name", str, "peer"), _field(p, "pubkey", str, "peer"), _field(p, "connected", bool, "peer"))
+        for p in (_object(item, "status.peers[]") for item in _field(obj, "peers", list, "status"))
+    )
+    return Status(
+        chain_id=_field(obj, "chain_id", str, "status"),
+        node_name=_field(node, "name", str, "status.node"),
+        node_pubkey=_field(node, "pubkey", str, "status.node"),
+        height=_field(obj, "height", int, "status"),
+        last_block_hash=_field(obj, "last_block_hash", str, "status"),
+        view=_field(obj, "view", int, "status"),
+        leader=_field(obj, "leader", str, "status"),
+        validators=_strings(obj, "validators", "status"),
+        peers=peers,
+        syncing=_field(obj, "syncing", bool, "status"),
+    )
+
+
+def tx_body_from(value: Any) -> TxBody:
+    obj = _object(value, "tx")
+    return TxBody(
+        chain_id=_field(obj, "chain_id", str, "tx"),
+        sender=_field(obj, "sender", str, "tx"),
+        nonce=_field(obj, "nonce", int, "tx"),
+        family=_field(obj, "family", str, "tx"),
+        op=_field(obj, "op", str, "tx"),
+        args=_field(obj, "args", dict, "tx"),
+    )
+
+
+def tx_info_from(value: Any) -> TxInfo:
+    obj = _object(value, "get_tx")
+    status = _field(obj, "status", str, "get_tx")
+    if status not in TX_STATUSES:
+        raise BadAnswer(f"get_tx.status: unknown status {status!r}")
+    info = TxInfo(
+        tx_hash=_field(obj, "tx_hash", str, "get_tx"),
+        status=status,
+        height=_optional(obj, "height", int, "get_tx"),
+        index=_optional(obj, "index", int, "get_tx"),
+        code=_optional(obj, "code", int, "get_tx"),
+        log=_optional(obj, "log", str, "get_tx"),
+        tx=None if obj.get("tx") is None else tx_body_from(obj["tx"]),
+    )
+    if info.committed and None in (info.height, info.index, info.code, info.log, info.tx):
+        raise BadAnswer("get_tx: a committed transaction must have height, index, code, log and tx")
+    return info
+
+
+def commit_from(value: Any) -> Commit:
+    obj = _object(value, "commit")
+    signatures = tuple(
+        Signature(_field(s, "validator", str, "signature"), _field(s, "signature", str, "signature"))
+        for s in (_object(item, "commit.signatures[]") for item in _field(obj, "signatures", list, "commit"))
+    )
+    return Commit(_field(obj, "height", int, "commit"), _field(obj, "block_hash", str, "commit"), signatures)
+
+
+def block_from(value: Any) -> Block:
+    obj = _object(value, "get_block")
+    return Block(
+        height=_field(obj, "height", int, "get_block"),
+        hash=_field(obj, "hash", str, "get_block"),
+        prev_hash=_field(obj, "prev_hash", str, "get_block"),
+        time=_field(obj, "time", int, "get_block"),
+        proposer=_field(obj, "proposer", str, "get_block"),
+        tx_root=_field(obj, "tx_root", str, "get_block"),
+        state_root=_field(obj, "state_root", str, "get_block"),
+        txs=_strings(obj, "txs", "get_block"),
+        commit=commit_from(obj.get("commit")),
+    )
+
+
+def kv_entry_from(value: Any) -> KvEntry | None:
+    if value is None:
+        return None
+    obj = _object(value, "kv query")
+    try:
+        data = bytes.fromhex(_field(obj, "value", str, "kv query"))
+    except ValueError:
+        raise BadAnswer("kv query.value: not hex") from None
+    return KvEntry(data, _field(obj, "owner", str, "kv query"), _field(obj, "height", int, "kv query"))
+
+
+def notary_record_from(value: Any) -> NotaryRecord | None:
+    if value is None:
+        return None
+    obj = _object(value, "notary query")
+    return NotaryRecord(
+        recorder=_field(obj, "recorder", str, "notary query"),
+        height=_field(obj, "height", int, "notary query"),
+        time=_field(obj, "time", int, "notary query"),
+        tx_hash=_field(obj, "tx_hash", str, "notary query"),
+        meta=_field(obj, "meta", str, "notary query"),
+    )
+
+
+def tx_hash_from(value: Any) -> str:
+    """The `{tx_hash}` answer of send_tx without waiting."""
+    return _field(_object(value, "send_tx"), "tx_hash", str, "send_tx")
