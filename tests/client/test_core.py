@@ -1,0 +1,169 @@
+"""The sans-I/O core alone: the requests it builds, and answers turned into typed results and errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from node.client import (
+    BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NotAuthorised, NotFound, Overloaded, RpcError,
+    TxRefused, build_tx, generate_key,
+)
+from node.client.core import Core, Op, run
+from node.tx import decode_tx
+
+STATUS = {
+    "chain_id": "test-chain", "node": {"name": "n0", "pubkey": "aa" * 32}, "height": 3,
+    "last_block_hash": "bb" * 32, "view": 0, "leader": "aa" * 32, "validators": ["aa" * 32],
+    "peers": [{"name": "n1", "pubkey": "cc" * 32, "connected": True}], "syncing": False,
+}
+COMMITTED = {
+    "tx_hash": "dd" * 32, "status": "committed", "height": 3, "index": 0, "code": 0, "log": "",
+    "tx": {"chain_id": "test-chain", "sender": "aa" * 32, "nonce": 1, "family": "kv", "op": "put",
+           "args": {"key": "k", "value": "76"}},
+}
+
+
+def answering(op: Op[Any], *results: Any) -> tuple[Any, list[Any]]:
+    """Runs `op`, answering its i-th post with results[i] (a result, or an error dict under "error")."""
+    posted: list[Any] = []
+
+    def post(payload: Any) -> Any:
+        posted.append(payload)
+        result = results[len(posted) - 1]
+        if isinstance(payload, list):
+            return [_answer(p["id"], r) for p, r in zip(payload, result)]
+        return _answer(payload["id"], result)
+
+    return run(op, post), posted
+
+
+def _answer(request_id: int, result: Any) -> dict[str, Any]:
+    if isinstance(result, dict) and set(result) == {"error"}:
+        return {"jsonrpc": "2.0", "error": result["error"], "id": request_id}
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+def error(code: int, data: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": f"error {code}", **({"data": data} if data else {})}}
+
+
+@pytest.mark.parametrize("code, cls", [
+    (-32001, TxRefused), (-32002, NotAuthorised), (-32003, DuplicateTx), (-32004, Overloaded),
+    (-32005, NotFound), (-32006, CommitTimeout), (-32602, RpcError),
+])
+def test_each_protocol_error_code_has_its_class(code: int, cls: type[RpcError]) -> None:
+    with pytest.raises(cls) as raised:
+        answering(Core().call("get_tx", {}), error(code))
+    assert type(raised.value) is cls and raised.value.code == code and isinstance(raised.value, RpcError)
+
+
+def test_error_data_is_exposed() -> None:
+    with pytest.raises(TxRefused) as refused:
+        answering(Core().call("send_tx", {}), error(-32001, {"reason": "bad_signature"}))
+    assert refused.value.reason == "bad_signature"
+    with pytest.raises(CommitTimeout) as timed_out:
+        answering(Core().call("send_tx", {}), error(-32006, {"tx_hash": "dd" * 32}))
+    assert timed_out.value.tx_hash == "dd" * 32
+
+
+def test_status_decodes_and_remembers_the_chain_id() -> None:
+    core = Core()
+    status, posted = answering(core.status(), STATUS)
+    assert posted == [{"jsonrpc": "2.0", "method": "status", "params": {}, "id": 1}]
+    assert status.peers[0].connected and status.node_name == "n0" and core.chain_id == "test-chain"
+
+
+def test_signing_fetches_the_chain_id_once() -> None:
+    core = Core(generate_key())
+    tx, posted = answering(core.sign("kv", "put", {"key": "k", "value": b"v"}), STATUS)
+    again, posted_again = answering(core.sign("kv", "put", {"key": "k", "value": b"v"}))
+    assert len(posted) == 1 and posted_again == []
+    assert tx.chain_id == "test-chain" and tx.verify_signature() and decode_tx(tx.raw) == tx
+    assert tx.nonce != again.nonce  # a fresh random nonce each time
+
+
+def test_batch_places_each_result_or_error_by_id() -> None:
+    core = Core(generate_key())
+    core.chain_id = "test-chain"
+    txs = [answering(core.sign("kv", "put", {"key": str(i), "value": b""}))[0] for i in range(3)]
+    posted: list[Any] = []
+
+    def post(payload: list[dict[str, Any]]) -> Any:
+        posted.append(payload)
+        # answered out of order: ids, not positions, match answers to calls
+        return [
+            _answer(payload[2]["id"], error(-32003)),
+            _answer(payload[0]["id"], {"tx_hash": txs[0].hash.hex()}),
+            _answer(payload[1]["id"], error(-32002)),
+        ]
+
+    results = run(core.send_batch(txs), post)
+    assert [p["params"]["wait"] for p in posted[0]] == [False] * 3
+    assert results[0].status == "pending" and results[0].tx.args == {"key": "0", "value": ""}
+    assert isinstance(results[1], NotAuthorised) and isinstance(results[2], DuplicateTx)
+
+
+def test_waited_send_gives_the_committed_object() -> None:
+    core = Core(generate_key())
+    core.chain_id = "test-chain"
+    info, posted = answering(core.submit("kv", "put", {"key": "k", "value": b"v"}), [COMMITTED])
+    assert posted[0][0]["params"]["wait"] is True and info.ok and info.tx.args["value"] == "76"
+
+
+@pytest.mark.parametrize("answer", [
+    "nonsense", {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "2.0", "error": {"message": "no code"}, "id": 1},
+])
+def test_malformed_answers_are_bad_answers(answer: Any) -> None:
+    with pytest.raises(BadAnswer):
+        run(Core().call("status", {}), lambda payload: answer)
+
+
+@pytest.mark.parametrize("result", [
+    {**STATUS, "height": "3"}, {**STATUS, "syncing": 0}, {**STATUS, "node": None}, {**STATUS, "peers": [1]},
+    {k: v for k, v in STATUS.items() if k != "view"}, {**STATUS, "height": True},
+])
+def test_status_of_the_wrong_shape_is_a_bad_answer(result: Any) -> None:
+    with pytest.raises(BadAnswer):
+        answering(Core().status(), result)
+
+
+def test_committed_tx_without_receipt_is_a_bad_answer() -> None:
+    with pytest.raises(BadAnswer):
+        answering(Core().get_tx("dd" * 32), {**COMMITTED, "code": None})
+    with pytest.raises(BadAnswer):
+        answering(Core().get_tx("dd" * 32), {**COMMITTED, "status": "lost"})
+
+
+def test_send_answered_with_another_hash_is_a_bad_answer() -> None:
+    core = Core(generate_key())
+    core.chain_id = "test-chain"
+    tx = answering(core.sign("kv", "put", {"key": "k", "value": b""}))[0]
+    with pytest.raises(BadAnswer):
+        answering(core.send(tx, wait=False), [{"tx_hash": "ee" * 32}])
+
+
+def test_queries_absent_and_present() -> None:
+    assert answering(Core().kv_get("k"), None)[0] is None
+    entry, posted = answering(Core().kv_get("k"), {"value": "0102", "owner": "aa" * 32, "height": 2})
+    assert entry.value == b"\x01\x02" and posted[0]["params"] == {"family": "kv", "key": "k"}
+    record, posted = answering(Core().notary_lookup(b"\x07" * 32), {
+        "recorder": "aa" * 32, "height": 2, "time": 5, "tx_hash": "dd" * 32, "meta": ""})
+    assert record.height == 2 and posted[0]["params"]["key"] == "07" * 32
+
+
+@pytest.mark.parametrize("op", [
+    lambda c: c.get_tx("AB"), lambda c: c.get_tx(b"\x00" * 31), lambda c: c.get_block(-1),
+    lambda c: c.get_block(True), lambda c: c.get_block("earliest"), lambda c: c.notary_lookup("g" * 64),
+    lambda c: c.sign("kv", "put", {}), lambda c: c.get_proof(""),
+])
+def test_inputs_refused_before_anything_is_sent(op: Any) -> None:
+    with pytest.raises(InvalidInput):
+        run(op(Core()), lambda payload: pytest.fail("nothing may be sent"))
+
+
+@pytest.mark.parametrize("args", [{"x": 1.5}, {1: "non-string key"}, {"x": 2**70}, {"value": b"z" * 70_000}])
+def test_transactions_that_cannot_be_encoded_are_refused(args: dict[Any, Any]) -> None:
+    with pytest.raises(InvalidInput, match="cannot encode transaction"):
+        build_tx(generate_key(), "test-chain", "kv", "put", args)
