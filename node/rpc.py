@@ -15,6 +15,7 @@ from node.execution import kv_key, notary_key
 from node.mempool import MempoolFull
 from node.metrics import Metrics
 from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
+from node.proof import build_proof
 from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
 
 log = logging.getLogger("alliance.rpc")
@@ -90,6 +91,7 @@ class RpcService:
             "send_tx": self._send_tx,
             "get_tx": self._get_tx,
             "get_block": self._get_block,
+            "get_proof": self._get_proof,
             "query": self._query,
         }
 
@@ -231,6 +233,18 @@ class RpcService:
                 "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
             },
         }
+
+    async def _get_proof(self, params: Params) -> Any:
+        _params(params, ("tx_hash",))
+        tx_hash = _hash_param(params, "tx_hash")
+        # Asked before the ledger: a commit writes the ledger first, then leaves the mempool.
+        pending = tx_hash in self.driver.mempool
+        proof = await self.driver.run_blocking(build_proof, self.ledger, tx_hash)
+        if proof is not None:
+            return proof
+        if pending:
+            raise RpcError(NOT_FOUND, "no proof: the transaction is pending, not committed yet", {"status": "pending"})
+        raise RpcError(NOT_FOUND, "no proof: unknown transaction", {"status": "unknown"})
 
     async def _query(self, params: Params) -> Any:
         _params(params, ("family", "key"))

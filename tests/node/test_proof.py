@@ -1,0 +1,388 @@
+"""Transaction proofs: built from a Ledger, verified with only the genesis, and refused when any
+part of them is changed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from node.execution import NO_SUCH_KEY
+from node.genesis import Genesis, Member
+from node.ledger import Ledger
+from node.proof import ProofInvalid, VerifiedProof, build_proof, verify_proof
+from node.proposal import build_block
+from node.tx import Transaction, sign_tx
+from storage.chain import ChainStore
+from storage.memory import MemoryStore
+
+VALIDATOR_KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+VALIDATORS = [bytes(k.verify_key) for k in VALIDATOR_KEYS]
+SIGNERS = VALIDATOR_KEYS[:3]  # a quorum of 4, as a node stores the first quorum it collects
+CLIENT = SigningKey(b"c" * 32)
+STRANGER = SigningKey(b"s" * 32)
+CHAIN_ID = "proof-test"
+GENESIS = Genesis(
+    chain_id=CHAIN_ID,
+    genesis_time_ms=1_700_000_000_000,
+    validators=tuple(Member(f"v{i}", pk, f"127.0.0.1:{26601 + 10 * i}") for i, pk in enumerate(VALIDATORS)),
+    clients=(Member("client", bytes(CLIENT.verify_key)),),
+    admins=(),
+)
+BLOCK_SIZES = (1, 2, 3, 5, 8, 13)
+FAILED_AT = (5, 1)  # (block size, index): a kv delete of a key nobody wrote
+_nonce = iter(range(10**9))
+
+
+def _tx(size: int, index: int) -> Transaction:
+    if (size, index) == FAILED_AT:
+        return sign_tx(CLIENT, CHAIN_ID, "kv", "delete", {"key": "never-written"}, next(_nonce))
+    return sign_tx(CLIENT, CHAIN_ID, "kv", "put", {"key": f"k{size}-{index}", "value": b"value"}, next(_nonce))
+
+
+def _seal(key: SigningKey, block_hash: bytes) -> tuple[bytes, bytes]:
+    return bytes(key.verify_key), key.sign(b"alliance-commit-v1\x00" + block_hash).signature
+
+
+def _build_chain() -> tuple[Ledger, dict[int, list[Transaction]]]:
+    """One block per size in BLOCK_SIZES, committed with a certificate of three of the four validators."""
+    ledger = Ledger(ChainStore(MemoryStore()), GENESIS)
+    blocks = {}
+    for size in BLOCK_SIZES:
+        txs = [_tx(size, i) for i in range(size)]
+        candidate = build_block(ledger, txs, VALIDATORS[0], GENESIS.genesis_time_ms + 1000 * size)
+        certificate = tuple(_seal(k, candidate.block_hash) for k in SIGNERS)
+        ledger.commit(candidate.block, candidate.txs, candidate.execution, certificate)
+        blocks[size] = txs
+    return ledger, blocks
+
+
+LEDGER, BLOCKS = _build_chain()
+
+
+def proof_of(size: int, index: int) -> dict[str, Any]:
+    proof = build_proof(LEDGER, BLOCKS[size][index].hash)
+    assert proof is not None
+    received: dict[str, Any] = json.loads(json.dumps(proof))  # what a client receives
+    return received
+
+
+def verify(proof: Any, chain_id: str = CHAIN_ID, validators: list[bytes] = VALIDATORS) -> VerifiedProof:
+    return verify_proof(proof, chain_id, validators)
+
+
+def _every_tx() -> Iterator[tuple[int, int]]:
+    for size in BLOCK_SIZES:
+        for index in range(size):
+            yield size, index
+
+
+# ---- valid proofs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "index"), list(_every_tx()))
+def test_proof_of_every_transaction_verifies(size: int, index: int) -> None:
+    tx = BLOCKS[size][index]
+    verified = verify(proof_of(size, index))
+    assert verified.tx == tx
+    assert (verified.height, verified.index) == (BLOCK_SIZES.index(size) + 1, index)
+    block = LEDGER.block(verified.height)
+    assert block is not None
+    assert verified.block_hash == block.header.hash()
+    assert verified.time_ms == block.header.time_ms
+    assert (verified.signatures, verified.quorum) == (3, 3)
+    expected_code = NO_SUCH_KEY if (size, index) == FAILED_AT else 0
+    assert verified.code == expected_code
+    assert (verified.log != "") == (expected_code != 0)
+
+
+def test_proof_of_a_failed_transaction_proves_its_failure() -> None:
+    proof = proof_of(*FAILED_AT)
+    assert proof["receipt"] == {"code": NO_SUCH_KEY, "log": "no such key 'never-written'"}
+    assert verify(proof).code == NO_SUCH_KEY
+
+
+def test_proof_matches_the_stored_block_and_certificate() -> None:
+    proof = proof_of(8, 5)
+    block, certificate = LEDGER.block(5), LEDGER.certificate(5)
+    assert block is not None and certificate is not None
+    assert proof["tx"] == block.txs[5].hex()
+    assert proof["commit"]["signatures"] == [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate]
+    assert len(proof["tx_path"]) == len(proof["receipt_path"]) == 3
+
+
+def test_no_proof_of_an_uncommitted_transaction() -> None:
+    assert build_proof(LEDGER, _tx(99, 0).hash) is None
+
+
+def test_a_certificate_of_every_validator_verifies() -> None:
+    proof = proof_of(3, 2)
+    proof["commit"]["signatures"].append(_signature_json(VALIDATOR_KEYS[3], proof))
+    assert (verify(proof).signatures, verify(proof).quorum) == (4, 3)
+
+
+# ---- tampered proofs -----------------------------------------------------------------------
+
+BASE = (5, 3)  # a block of five: index 3 has a path of three elements in both trees
+
+
+def _flip(hex_text: str, at: int = 0) -> str:
+    """The hex string with the character at `at` changed."""
+    return hex_text[:at] + ("1" if hex_text[at] == "0" else "0") + hex_text[at + 1:]
+
+
+def _signature_json(key: SigningKey, proof: dict[str, Any]) -> dict[str, str]:
+    validator, seal = _seal(key, bytes.fromhex(proof["commit"]["block_hash"]))
+    return {"validator": validator.hex(), "signature": seal.hex()}
+
+
+@dataclass
+class Case:
+    """A proof and the genesis it is checked against, for a tampering to change."""
+
+    proof: Any
+    chain_id: str = CHAIN_ID
+    validators: list[bytes] = field(default_factory=lambda: list(VALIDATORS))
+
+
+Tamper = Callable[[Case], None]
+
+
+def _set(path: str, value: Any) -> Tamper:
+    """A tampering that sets the field at dotted `path` (list indexes as numbers); a callable
+    `value` maps the old value to the new."""
+    *parents, last = path.split(".")
+
+    def tamper(case: Case) -> None:
+        target: Any = case.proof
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            target[int(last)] = value(target[int(last)]) if callable(value) else value
+        else:
+            target[last] = value(target[last]) if callable(value) else value
+
+    return tamper
+
+
+def _delete(path: str) -> Tamper:
+    *parents, last = path.split(".")
+
+    def tamper(case: Case) -> None:
+        target: Any = case.proof
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        del target[last]
+
+    return tamper
+
+
+def _tx_byte(find: Callable[[bytes], int]) -> Tamper:
+    def tamper(case: Case) -> None:
+        raw = bytearray(bytes.fromhex(case.proof["tx"]))
+        raw[find(bytes(raw))] ^= 0x01
+        case.proof["tx"] = raw.hex()
+
+    return tamper
+
+
+def _other_tx(case: Case) -> None:
+    case.proof["tx"] = _tx(5, 0).raw.hex()
+
+
+def _foreign_signature(case: Case) -> None:
+    case.proof["commit"]["signatures"][1] = _signature_json(STRANGER, case.proof)
+
+
+def _signature_twice(case: Case) -> None:
+    signatures = case.proof["commit"]["signatures"]
+    signatures[2] = dict(signatures[0])
+
+
+def _signature_added_twice(case: Case) -> None:
+    signatures = case.proof["commit"]["signatures"]
+    signatures.append(dict(signatures[0]))
+
+
+def _signature_removed(case: Case) -> None:
+    case.proof["commit"]["signatures"].pop()
+
+
+def _path_added(name: str) -> Tamper:
+    return lambda case: case.proof[name].append("ab" * 32)
+
+
+def _path_removed(name: str) -> Tamper:
+    def tamper(case: Case) -> None:
+        del case.proof[name][-1]
+
+    return tamper
+
+
+def _outsiders(count: int) -> list[bytes]:
+    return [bytes(SigningKey(bytes([i + 100]) * 32).verify_key) for i in range(count)]
+
+
+def _other_chain(case: Case) -> None:
+    case.chain_id = "another-chain"
+
+
+def _other_validators(case: Case) -> None:
+    case.validators = _outsiders(4)
+
+
+def _larger_validator_set(case: Case) -> None:
+    case.validators = VALIDATORS + _outsiders(3)
+
+
+def _wrapped_in_a_list(case: Case) -> None:
+    case.proof = [case.proof]
+
+
+def _tx_path_of_another_index(case: Case) -> None:
+    case.proof["tx_path"] = proof_of(5, 2)["tx_path"]
+
+
+_HEADER_HEX = ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root")
+TAMPERINGS: list[tuple[str, Tamper, str]] = [
+    # the header: every field is bound by the block hash
+    ("header.version", _set("header.version", 3), r"^shape: header.version must be 2$"),
+    ("header.chain_id", _set("header.chain_id", "another-chain"), r"^chain id: the proof is for chain 'another-chain'"),
+    ("header.height", _set("header.height", lambda h: h + 1), r"^block hash: "),
+    ("header.time", _set("header.time", lambda t: t + 1), r"^block hash: "),
+    ("header.tx_count", _set("header.tx_count", lambda n: n + 1), r"^block hash: "),
+    *[(f"header.{f}", _set(f"header.{f}", _flip), r"^block hash: ") for f in _HEADER_HEX],
+    # the commit
+    ("commit.block_hash", _set("commit.block_hash", _flip), r"^block hash: the header hashes to "),
+    ("commit.height", _set("commit.height", lambda h: h + 1), r"^commit height: commit.height 5 is not header.height 4$"),
+    ("signature byte", _set("commit.signatures.1.signature", lambda s: _flip(s, 70)),
+     r"^certificate: signature 1 by [0-9a-f]{64} does not verify$"),
+    ("validator of a signature", _set("commit.signatures.0.validator", _flip), r"^certificate: signature 0 is by .*, "
+     r"not a genesis validator$"),
+    ("signature by a non-member", _foreign_signature, r"^certificate: signature 1 is by [0-9a-f]{64}, not a genesis "),
+    ("duplicated signature", _signature_twice, r"^certificate: validator [0-9a-f]{64} signs more than once$"),
+    ("duplicated extra signature", _signature_added_twice, r"^certificate: validator .* signs more than once$"),
+    ("removed signature", _signature_removed, r"^certificate: 2 signatures, below the quorum of 3 of 4 validators$"),
+    ("no signatures", _set("commit.signatures", []), r"^certificate: 0 signatures, below the quorum of 3 of 4 "),
+    # keys: a proof is closed
+    *[(f"extra key in {where}", _set(path, 0), rf"^shape: {re.escape(where)} has the unknown key 'extra'$")
+      for path, where in [("extra", "proof"), ("receipt.extra", "receipt"), ("header.extra", "header"),
+                          ("commit.extra", "commit"), ("commit.signatures.0.extra", "commit.signatures[0]")]],
+    *[(f"missing {path}", _delete(path), rf"^shape: {where} lacks the key '{key}'$")
+      for path, where, key in [("tx_path", "proof", "tx_path"), ("receipt.log", "receipt", "log"),
+                               ("header.state_root", "header", "state_root"), ("commit.height", "commit", "height"),
+                               ("commit.signatures.0.signature", r"commit.signatures\[0\]", "signature")]],
+    # types and encodings
+    ("proof is a list", _wrapped_in_a_list, r"^shape: proof must be an object$"),
+    ("version as a string", _set("version", "1"), r"^shape: version must be 1$"),
+    ("version 2", _set("version", 2), r"^shape: version must be 1$"),
+    ("index as a string", _set("index", "3"), r"^shape: index must be an integer in 0..2\*\*64-1$"),
+    ("negative index", _set("index", -1), r"^shape: index must be an integer"),
+    ("height as a float", _set("header.height", 4.0), r"^shape: header.height must be an integer"),
+    ("time beyond 64 bits", _set("header.time", 2**64), r"^shape: header.time must be an integer"),
+    ("receipt code as a boolean", _set("receipt.code", False), r"^shape: receipt.code must be an integer"),
+    ("receipt log as a number", _set("receipt.log", 0), r"^shape: receipt.log must be a string$"),
+    ("chain id as null", _set("header.chain_id", None), r"^shape: header.chain_id must be a string$"),
+    ("header as null", _set("header", None), r"^shape: header must be an object$"),
+    ("tx_path as a string", _set("tx_path", "00" * 32), r"^shape: tx_path must be an array$"),
+    ("signatures as an object", _set("commit.signatures", {}), r"^shape: commit.signatures must be an array$"),
+    ("signature entry as a list", _set("commit.signatures.0", ["a", "b"]),
+     r"^shape: commit.signatures\[0\] must be an object$"),
+    ("uppercase hex", _set("tx_hash", str.upper), r"^shape: tx_hash must be 64 lowercase hex characters$"),
+    ("0x prefix", _set("commit.block_hash", lambda h: "0x" + h[2:]), r"^shape: commit.block_hash must be 64 "),
+    ("short hash", _set("header.tx_root", lambda h: h[:-2]), r"^shape: header.tx_root must be 64 lowercase hex"),
+    ("short signature", _set("commit.signatures.2.signature", lambda s: s[:64]),
+     r"^shape: commit.signatures\[2\].signature must be 128 lowercase hex characters$"),
+    ("odd-length tx", _set("tx", lambda t: t[:-1]), r"^shape: tx must be an even number of lowercase hex "),
+    ("empty tx", _set("tx", ""), r"^shape: tx must be an even number of lowercase hex "),
+    ("path element not hex", _set("receipt_path.0", "zz" * 32), r"^shape: receipt_path\[0\] must be 64 lowercase"),
+    # the transaction
+    ("tx byte flipped in the args", _tx_byte(lambda raw: raw.index(b"value")), r"^transaction: the client signature of tx does not verify$"),
+    ("tx byte flipped in the signature", _tx_byte(lambda raw: len(raw) - 1), r"^transaction: the client signature of tx does not "),
+    ("tx truncated", _set("tx", lambda t: t[:-2]), r"^transaction: tx is not a canonical transaction \(malformed"),
+    ("tx replaced by another signed tx", _other_tx, r"^transaction: tx hashes to [0-9a-f]{64}, not tx_hash "),
+    ("tx_hash changed", _set("tx_hash", _flip), r"^transaction: tx hashes to [0-9a-f]{64}, not tx_hash "),
+    # the receipt
+    ("receipt code", _set("receipt.code", 1), r"^receipt path: receipt_path does not prove the receipt at index 3 "),
+    ("receipt log", _set("receipt.log", "ok"), r"^receipt path: "),
+    # the position and the paths
+    ("index changed", _set("index", 2), r"^tx path: tx_path does not prove tx_hash at index 2 under header.tx_root$"),
+    ("index past the block", _set("index", 5), r"^index: index 5 is not below header.tx_count 5$"),
+    *[(f"tx_path[{i}]", _set(f"tx_path.{i}", _flip), r"^tx path: ") for i in range(3)],
+    *[(f"receipt_path[{i}]", _set(f"receipt_path.{i}", _flip), r"^receipt path: ") for i in range(3)],
+    ("tx_path element added", _path_added("tx_path"), r"^tx path: "),
+    ("tx_path element removed", _path_removed("tx_path"), r"^tx path: "),
+    ("receipt_path element added", _path_added("receipt_path"), r"^receipt path: "),
+    ("receipt_path element removed", _path_removed("receipt_path"), r"^receipt path: "),
+    ("tx_path of another index", _tx_path_of_another_index, r"^tx path: "),
+    # the genesis it is checked against
+    ("genesis of another chain", _other_chain, r"^chain id: the proof is for chain 'proof-test', the genesis is "
+     r"'another-chain'$"),
+    ("another validator set", _other_validators, r"^certificate: signature 0 is by .*, not a genesis validator$"),
+    ("a larger validator set", _larger_validator_set, r"^certificate: 3 signatures, below the quorum of 5 of 7 "),
+]
+
+
+@pytest.mark.parametrize(("tamper", "reason"), [(t, r) for _, t, r in TAMPERINGS], ids=[n for n, _, _ in TAMPERINGS])
+def test_tampered_proof_fails_with_its_reason(tamper: Tamper, reason: str) -> None:
+    case = Case(proof_of(*BASE))
+    verify(case.proof)
+    tamper(case)
+    with pytest.raises(ProofInvalid, match=reason) as caught:
+        verify(case.proof, case.chain_id, case.validators)
+    assert caught.value.reason == str(caught.value)
+
+
+def test_an_empty_validator_set_proves_nothing() -> None:
+    with pytest.raises(ProofInvalid, match="^certificate: the genesis lists no validators$"):
+        verify(proof_of(*BASE), validators=[])
+
+
+# ---- any one changed hex character -----------------------------------------------------------
+
+HEX_CHARS = "0123456789abcdefABCDEF"
+
+
+def _hex_locations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Paths to every string in the proof that is hex."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _hex_locations(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _hex_locations(item, path + (i,))
+    elif isinstance(value, str) and value and all(c in "0123456789abcdef" for c in value):
+        yield path
+
+
+SAMPLE_PROOFS = [proof_of(1, 0), proof_of(*FAILED_AT), proof_of(*BASE), proof_of(13, 12), proof_of(8, 0)]
+
+
+def test_hex_locations_cover_every_binary_field() -> None:
+    # tx_hash, tx, 5 header hashes, block_hash, 3 signatures x 2, and the paths
+    proof = proof_of(*BASE)
+    assert len(list(_hex_locations(proof))) == 2 + 5 + 1 + 6 + 3 + 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_changing_any_hex_character_anywhere_breaks_the_proof(data: st.DataObject) -> None:
+    proof = copy.deepcopy(data.draw(st.sampled_from(SAMPLE_PROOFS)))
+    path = data.draw(st.sampled_from(list(_hex_locations(proof))))
+    parent = proof
+    for part in path[:-1]:
+        parent = parent[part]
+    text = parent[path[-1]]
+    at = data.draw(st.integers(0, len(text) - 1))
+    replacement = data.draw(st.sampled_from([c for c in HEX_CHARS if c != text[at]]))
+    parent[path[-1]] = text[:at] + replacement + text[at + 1:]
+    with pytest.raises(ProofInvalid):
+        verify(proof)
