@@ -1,5 +1,6 @@
 """The alliance client SDK: Client (synchronous) and AsyncClient (trio) over one sans-I/O core."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from node.client.core import build_tx, file_digest, generate_key, load_key, public_key_hex, save_key
@@ -12,20 +13,27 @@ from node.client.types import Block, Commit, KvEntry, NotaryRecord, Peer, Signat
 
 if TYPE_CHECKING:
     from node.client.aio import AsyncClient
+    from node.client.proofs import ProofInvalid, VerifiedProof, verify_proof
+
+# Imported when first asked for: httpx and the consensus code would slow every CLI command's start.
+_LAZY = {
+    "AsyncClient": "node.client.aio",
+    "ProofInvalid": "node.client.proofs",
+    "VerifiedProof": "node.client.proofs",
+    "verify_proof": "node.client.proofs",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The trio client pulls in httpx; importing it only when asked keeps the CLI quick to start.
-    if name == "AsyncClient":
-        from node.client.aio import AsyncClient
-
-        return AsyncClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 __all__ = [
     "DEFAULT_RPC", "AsyncClient", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
     "InvalidInput", "KvEntry", "NodeUnreachable", "NotAuthorised", "NotFound", "NotaryRecord", "Overloaded", "Peer",
-    "RpcError", "Signature", "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "build_tx",
-    "file_digest", "generate_key", "load_key", "public_key_hex", "save_key",
+    "ProofInvalid", "RpcError", "Signature", "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused",
+    "VerifiedProof", "build_tx", "file_digest", "generate_key", "load_key", "public_key_hex", "save_key",
+    "verify_proof",
 ]

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import trio
 from nacl.signing import SigningKey
 
 from node.client import core
 from node.client.core import Core, Op, T
 from node.client.errors import NodeUnreachable, RpcError
+from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
 from node.tx import Transaction
+
+if TYPE_CHECKING:
+    from node.client.proofs import VerifiedProof
+    from node.client.ws_trio import AsyncEventStream
 
 
 class AsyncClient:
@@ -95,6 +102,42 @@ class AsyncClient:
 
     async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return await self.notary_lookup(core.file_digest(path))
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def blocks(self, open_timeout_s: float = 10) -> AsyncEventStream[Block]:
+        """Every block the node commits from now on: `async with client.blocks() as blocks: async for ...`."""
+        from node.client.ws_trio import AsyncEventStream
+
+        return AsyncEventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s)
+
+    async def wait_for_tx(self, tx_hash: str | bytes, timeout_s: float = 30) -> TxInfo:
+        """The transaction once committed (at once if it already is); CommitTimeout after `timeout_s`."""
+        from node.client.ws_trio import AsyncEventStream
+
+        with trio.move_on_after(timeout_s):
+            async with AsyncEventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s) as stream:
+                return await stream.next_event()
+        raise wait_timed_out(tx_hash, timeout_s)
+
+    # ---- proofs -----------------------------------------------------------------------------
+
+    async def get_proof(self, tx_hash: str | bytes) -> dict[str, Any]:
+        """The node's proof of a committed transaction (JSON, checkable offline with verify_proof)."""
+        return await self._run(self._core.get_proof(tx_hash))
+
+    async def get_verified_proof(
+        self,
+        tx_hash: str | bytes,
+        genesis: str | Path | None = None,
+        *,
+        chain_id: str | None = None,
+        validators: Sequence[str | bytes] | None = None,
+    ) -> VerifiedProof:
+        """Fetches a proof and checks it against the genesis (or chain id and validators), not the node."""
+        from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
+
+        return verify_proof(await self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
 
     # ---- typed transactions -----------------------------------------------------------------
 

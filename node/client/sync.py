@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from nacl.signing import SigningKey
@@ -14,9 +16,14 @@ from nacl.signing import SigningKey
 from node.client import core
 from node.client.core import Core, Op, T
 from node.client.errors import NodeUnreachable, RpcError
+from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
 from node.errors import AllianceError
 from node.tx import Transaction
+
+if TYPE_CHECKING:
+    from node.client.proofs import VerifiedProof
+    from node.client.ws_sync import EventStream
 
 DEFAULT_RPC = "http://127.0.0.1:26600"
 
@@ -134,6 +141,44 @@ class Client:
 
     def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return self.notary_lookup(core.file_digest(path))
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def blocks(self, open_timeout_s: float = 10) -> EventStream[Block]:
+        """Every block the node commits from now on: `with client.blocks() as blocks: for block in blocks: ...`."""
+        from node.client.ws_sync import EventStream  # imported when used, like the websockets library
+
+        return EventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s)
+
+    def wait_for_tx(self, tx_hash: str | bytes, timeout_s: float = 30) -> TxInfo:
+        """The transaction once committed (at once if it already is); CommitTimeout after `timeout_s`."""
+        from node.client.ws_sync import EventStream
+
+        deadline = time.monotonic() + timeout_s
+        with EventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s) as stream:
+            try:
+                return stream.next_event(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise wait_timed_out(tx_hash, timeout_s) from None
+
+    # ---- proofs -----------------------------------------------------------------------------
+
+    def get_proof(self, tx_hash: str | bytes) -> dict[str, Any]:
+        """The node's proof of a committed transaction (JSON, checkable offline with verify_proof)."""
+        return self._run(self._core.get_proof(tx_hash))
+
+    def get_verified_proof(
+        self,
+        tx_hash: str | bytes,
+        genesis: str | Path | None = None,
+        *,
+        chain_id: str | None = None,
+        validators: Sequence[str | bytes] | None = None,
+    ) -> VerifiedProof:
+        """Fetches a proof and checks it against the genesis (or chain id and validators), not the node."""
+        from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
+
+        return verify_proof(self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
 
     # ---- typed transactions -----------------------------------------------------------------
 

@@ -1,0 +1,80 @@
+"""Event streams for the trio AsyncClient, on trio_websocket."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from types import TracebackType
+from typing import Generic
+
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+
+from node.client.errors import NodeUnreachable
+from node.client.events import MAX_FRAME_BYTES, E, Subscription
+
+
+class AsyncEventStream(Generic[E]):
+    """A subscription on a socket of its own, used as `async with stream: async for event in stream`."""
+
+    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float) -> None:
+        self.url = url
+        self._subscription: Subscription[E] = subscription
+        self._open_timeout_s = open_timeout_s
+        self._pending: collections.deque[E] = collections.deque()
+        self._stack = contextlib.AsyncExitStack()
+        self._ws: WebSocketConnection | None = None
+
+    async def __aenter__(self) -> AsyncEventStream[E]:
+        try:
+            self._ws = await self._stack.enter_async_context(open_websocket_url(
+                self.url, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s
+            ))
+        except (OSError, HandshakeError) as exc:
+            raise NodeUnreachable(f"cannot open the event stream {self.url}: {exc!r}") from None
+        try:
+            await self._subscribe()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    async def _subscribe(self) -> None:
+        """Subscribes and waits for the node's answer, so that no event after this call is missed."""
+        try:
+            await self._connection().send_message(self._subscription.subscribe_frame())
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        while not self._subscription.confirmed:
+            event = self._subscription.feed(await self._recv())
+            if event is not None:
+                self._pending.append(event)
+
+    def _connection(self) -> WebSocketConnection:
+        if self._ws is None:
+            raise RuntimeError("use the event stream as `async with client.blocks() as blocks:`")
+        return self._ws
+
+    async def _recv(self) -> str | bytes:
+        try:
+            return await self._connection().get_message()
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    def _closed(self, exc: ConnectionClosed) -> NodeUnreachable:
+        return NodeUnreachable(f"the node closed the event stream {self.url}: {exc.reason}")
+
+    async def next_event(self) -> E:
+        while not self._pending:
+            event = self._subscription.feed(await self._recv())
+            if event is not None:
+                return event
+        return self._pending.popleft()
+
+    def __aiter__(self) -> AsyncEventStream[E]:
+        return self
+
+    async def __anext__(self) -> E:
+        return await self.next_event()
