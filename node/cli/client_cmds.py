@@ -1,17 +1,27 @@
-"""Client commands: status, tx put/get, notarize, lookup."""
+"""Client commands: status, tx put/get, notarize, lookup, verify-proof."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from node.client import Client
 from node.errors import AllianceError
+from node.genesis import load_genesis
 from node.keys import load_key
+from node.proof import VerifiedProof, verify_proof
+from node.tx import to_json
+
+
+class UsageError(AllianceError):
+    """Options that do not go together."""
 
 
 def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -> None:
@@ -20,18 +30,25 @@ def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -
     if signing:
         parser.add_argument("--key", default=os.environ.get("ALLIANCE_KEY", "client.key"),
                             help="client private key file (default: $ALLIANCE_KEY or ./client.key)")
-        parser.add_argument("--no-wait", action="store_true", help="return once accepted, without waiting for commit")
+        wait = parser.add_mutually_exclusive_group()
+        wait.add_argument("--wait", action="store_true", help="wait for the commit (the default)")
+        wait.add_argument("--no-wait", action="store_true", help="return once accepted, without waiting for commit")
+
+
+def add_genesis_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--genesis", help=f"{help_text} (default: $ALLIANCE_GENESIS or ./genesis.toml)")
 
 
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _submit(args: argparse.Namespace, family: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+def _submit(args: argparse.Namespace, client: Client, family: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Signs and submits; a transaction committed with a failure code is printed, then raised."""
     key = load_key(Path(args.key))
-    result = Client(args.rpc).submit(key, family, op, params, wait=not args.no_wait)
-    _print(result)
+    result = client.submit(key, family, op, params, wait=not args.no_wait)
     if result.get("code") not in (None, 0):
+        _print(result)
         raise AllianceError(f"transaction committed with code {result['code']}: {result['log']}")
     return result
 
@@ -41,11 +58,11 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_tx_put(args: argparse.Namespace) -> None:
-    _submit(args, "kv", "put", {"key": args.key_name, "value": args.value.encode()})
+    _print(_submit(args, Client(args.rpc), "kv", "put", {"key": args.key_name, "value": args.value.encode()}))
 
 
 def cmd_tx_delete(args: argparse.Namespace) -> None:
-    _submit(args, "kv", "delete", {"key": args.key_name})
+    _print(_submit(args, Client(args.rpc), "kv", "delete", {"key": args.key_name}))
 
 
 def cmd_tx_get(args: argparse.Namespace) -> None:
@@ -71,17 +88,140 @@ def file_digest(path: Path) -> bytes:
     return digest.digest()
 
 
+# ---- notarize and lookup: the evidence flow ------------------------------------------------------
+
+
 def cmd_notarize(args: argparse.Namespace) -> None:
+    if args.proof and args.no_wait:
+        raise UsageError("--proof needs the commit, so it cannot go with --no-wait")
     digest = file_digest(Path(args.file))
+    if args.proof:
+        _check_writable(Path(args.proof))  # before the digest is recorded, which cannot be done twice
     params: dict[str, Any] = {"digest": digest}
     if args.meta:
         params["meta"] = args.meta
-    _submit(args, "notary", "record", params)
+    client = Client(args.rpc)
+    result = _submit(args, client, "notary", "record", params)
+    if args.proof:
+        proof = client.call("get_proof", tx_hash=result["tx_hash"])
+        write_atomic(Path(args.proof), json.dumps(proof, indent=2) + "\n")
+        result = {**result, "proof": args.proof}
+    _print(result)
 
 
 def cmd_lookup(args: argparse.Namespace) -> None:
+    if args.genesis and not (args.verify or args.proof):
+        raise UsageError("--genesis is for --verify or --proof")
     digest = file_digest(Path(args.file))
-    record = Client(args.rpc).query("notary", digest.hex())
+    if args.proof:
+        verified = _verify_file(read_proof(Path(args.proof)), args)
+        _print(recorded_file(verified, digest, args.file))
+        return
+    client = Client(args.rpc)
+    record = client.query("notary", digest.hex())
     if record is None:
         raise AllianceError(f"{args.file} (sha256 {digest.hex()}) is not recorded")
-    _print({"digest": digest.hex(), **record})
+    if not args.verify:
+        _print({"digest": digest.hex(), **record})
+        return
+    verified = _verify_file(client.call("get_proof", tx_hash=record["tx_hash"]), args)
+    evidence = recorded_file(verified, digest, args.file)
+    differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record[k] != evidence[k]]
+    if differing:
+        raise AllianceError(f"the node's record of {args.file} disagrees with its proof on {', '.join(differing)}")
+    _print(evidence)
+
+
+def _verify_file(proof: Any, args: argparse.Namespace) -> VerifiedProof:
+    chain_id, validators = genesis_keys(args.genesis)
+    return verify_proof(proof, chain_id, validators)
+
+
+def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str, Any]:
+    """The notary record a verified proof establishes for the file `name` of SHA-256 `digest`."""
+    tx = verified.tx
+    failure = ""
+    if (tx.family, tx.op) != ("notary", "record"):
+        failure = f"it proves a {tx.family}.{tx.op} transaction, not notary.record"
+    elif tx.args.get("digest") != digest:
+        failure = f"it records another digest, not sha256 {digest.hex()}"
+    elif verified.code != 0:
+        failure = f"its notary.record failed with code {verified.code}: {verified.log}"
+    if failure:
+        raise AllianceError(f"the proof does not show {name} recorded: {failure}")
+    return {
+        "digest": digest.hex(), "recorder": tx.sender.hex(), "height": verified.height, "time": verified.time_ms,
+        "tx_hash": tx.hash.hex(), "meta": tx.args.get("meta", ""), "verified": True,
+        "block_hash": verified.block_hash.hex(),
+    }
+
+
+# ---- verify-proof ---------------------------------------------------------------------------------
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> None:
+    proof = read_proof(Path(args.proof_file))
+    _print(proof_summary(_verify_file(proof, args)))
+
+
+def proof_summary(verified: VerifiedProof) -> dict[str, Any]:
+    tx = verified.tx
+    return {
+        "tx_hash": tx.hash.hex(), "chain_id": tx.chain_id, "height": verified.height, "index": verified.index,
+        "block_hash": verified.block_hash.hex(), "time": verified.time_ms, "time_utc": _utc(verified.time_ms),
+        "sender": tx.sender.hex(), "family": tx.family, "op": tx.op, "args": to_json(tx.args),
+        "code": verified.code, "log": verified.log,
+        "signatures": verified.signatures, "quorum": verified.quorum,
+    }
+
+
+def _utc(time_ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(time_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return "out of range"
+
+
+def read_proof(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise AllianceError(f"proof file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AllianceError(f"cannot read proof file {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise AllianceError(f"proof file {path} is not valid JSON: {exc}") from None
+
+
+def genesis_keys(option: str | None) -> tuple[str, list[bytes]]:
+    """The chain id and validator keys of the genesis file given, or of the default one."""
+    path = Path(option or os.environ.get("ALLIANCE_GENESIS") or "genesis.toml")
+    genesis = load_genesis(path)
+    return genesis.chain_id, [m.pubkey for m in genesis.validators]
+
+
+def _check_writable(path: Path) -> None:
+    directory = path.parent
+    if path.is_dir() or not directory.is_dir() or not os.access(directory, os.W_OK):
+        raise AllianceError(f"cannot write {path}: not a file in a writable directory")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to `path` so that it holds either the old content or all of the new, never a part."""
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise AllianceError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise AllianceError(f"cannot write {path}: {exc.strerror}") from None

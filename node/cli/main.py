@@ -9,6 +9,7 @@ from collections.abc import Callable
 from node.cli import bench, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import RpcError
 from node.errors import AllianceError
+from node.proof import ProofInvalid
 from storage.kv import StorageError
 
 Handler = Callable[[argparse.Namespace], None]
@@ -103,16 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_name", metavar="KEY")
     client_cmds.add_client_options(p, signing=True)
 
-    p = _command(sub, "notarize", client_cmds.cmd_notarize, "record the SHA-256 of FILE on the chain")
+    p = _command(sub, "notarize", client_cmds.cmd_notarize, "record the SHA-256 of FILE on the chain",
+                 "Records the SHA-256 of FILE, waits for the commit and prints the result; with --proof, also "
+                 "fetches the transaction's proof and writes it to OUT.json, for `alliance verify-proof` or "
+                 "`alliance lookup --proof` (docs/proofs.md).")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--meta", help="a note stored with the digest (at most 1 KiB)")
+    p.add_argument("--proof", metavar="OUT.json", help="write the proof of the committed record to OUT.json")
     client_cmds.add_client_options(p, signing=True)
 
     genesis_cmd.add_parser(sub)
 
-    p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when")
+    p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when",
+                 "Shows the notary record of FILE's SHA-256. With --verify, also fetches the proof of the recording "
+                 "transaction and checks it against the genesis; with --proof, checks a saved proof without "
+                 "contacting any node.")
     p.add_argument("file", metavar="FILE")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--verify", action="store_true", help="check the record with its proof, against the genesis")
+    how.add_argument("--proof", metavar="PROOF.json", help="check FILE against this proof only, offline")
+    client_cmds.add_genesis_option(p, "genesis file to check the proof against")
     client_cmds.add_client_options(p)
+
+    p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction proof offline",
+                 "Checks PROOF.json (from get_proof or `alliance notarize --proof`) against the genesis, with no "
+                 "node involved; prints what it proves and exits 0 only if it holds (docs/proofs.md).")
+    p.add_argument("proof_file", metavar="PROOF.json")
+    client_cmds.add_genesis_option(p, "genesis file of the chain")
     return parser
 
 
@@ -120,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except client_cmds.UsageError as exc:
+        _fail(str(exc), status=2)
+    except ProofInvalid as exc:
+        print(f"alliance: proof invalid: {exc.reason}", file=sys.stderr)
+        sys.exit(1)
     except (AllianceError, StorageError) as exc:
         _fail(str(exc))
     except RpcError as exc:
@@ -146,9 +169,9 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 1) -> None:
     print(f"alliance: error: {message}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from tests.e2e.nodeproc import alliance, free_base_port, make_testnet, node_proc
 COMMANDS = [
     [], ["keygen"], ["testnet"], ["run"], ["localnet"], ["status"], ["tx"], ["tx", "put"], ["tx", "get"],
     ["tx", "delete"], ["notarize"], ["lookup"], ["genesis"], ["genesis", "new"], ["genesis", "add-validator"],
-    ["genesis", "add-client"], ["genesis", "show"],
+    ["genesis", "add-client"], ["genesis", "show"], ["verify-proof"],
 ]
 
 
