@@ -42,5 +42,14 @@ class Metrics:
             "alliance_p2p_frames_malformed", "Frames from members that did not decode.", registry=r
         )
 
+        self.ws_connections = Gauge("alliance_ws_connections", "Open WebSocket connections at /ws.", registry=r)
+        self.ws_subscriptions = Gauge(
+            "alliance_ws_subscriptions", "Live event subscriptions, by topic.", ["topic"], registry=r
+        )
+        self.ws_subscribers_dropped = Counter(
+            "alliance_ws_subscribers_dropped",
+            "WebSocket connections dropped for falling too many notifications behind.", registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -17,6 +18,7 @@ from node.config import NodeConfig
 from node.crypto import NodeCrypto
 from node.driver import Driver
 from node.errors import AllianceError, ConfigError
+from node.events import Hub
 from node.genesis import Genesis, load_genesis
 from node.keys import load_key
 from node.ledger import GenesisMismatch, Ledger
@@ -31,6 +33,7 @@ from node.verifier import Verifier
 from node.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
 )
+from node.ws import EventSocket
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
 from storage.leveldb import LevelDBStore
@@ -143,13 +146,18 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     return Replica(replica_config, crypto, ledger.height + 1, _load_safety(ledger.store))
 
 
-def _wire(node: Node, gossip: TxGossip) -> None:
-    """Connects the parts: consensus messages, gossip and catch-up over the peer network."""
+def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
+    """Connects the parts: consensus messages, gossip and catch-up over the peer network, events."""
     driver, network, syncer, metrics = node.driver, node.network, node.syncer, node.metrics
     driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
     driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
     driver.request_sync = lambda height: syncer.wake()
-    driver.on_committed = lambda height: syncer.announce()
+
+    def on_committed(height: int) -> None:
+        hub.publish(height)
+        syncer.announce()
+
+    driver.on_committed = on_committed
     network.on_connect = syncer.announce
     assert node.rpc is not None
     node.rpc.on_admitted = gossip.announce
@@ -209,7 +217,8 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
         node.rpc = RpcService(driver, admission, metrics, node.status)
         gossip = TxGossip(network, admission, metrics)
-        _wire(node, gossip)
+        hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
+        _wire(node, gossip, hub)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
@@ -217,7 +226,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)
-                await nursery.start(serve_http, node.rpc_app, rpc_sock)
+                await nursery.start(partial(serve_http, node.rpc_app, rpc_sock, websocket=EventSocket(hub, node.rpc)))
                 await nursery.start(serve_http, node.ops_app, metrics_sock)
                 log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
                          config.name, ledger.height, config.rpc_listen, config.p2p_listen,

@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
 from node.config import Address
 from node.errors import AllianceError
 
 RPC_BODY_BYTES_MAX = 1024 * 1024
+WS_FRAME_BYTES_MAX = 1024 * 1024  # Hypercorn closes a connection with a larger message with code 1009
+RESET = "reset_connection"  # key in an ASGI scope's state: resets that TCP connection
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -64,22 +69,26 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def lifespan_wrapper(app: App) -> App:
-    """Answers ASGI lifespan events so Hypercorn starts without complaint."""
+async def refuse_websocket(send: Send, status: int, obj: Any) -> None:
+    """Answers a WebSocket handshake with a plain HTTP response instead of accepting it."""
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        elif scope["type"] == "http":
-            await app(scope, receive, send)
 
-    return wrapped
+def route(http: App, websocket: App | None) -> App:
+    """HTTP requests to `http`, WebSocket handshakes to `websocket` (404 without one)."""
+
+    async def routed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await http(scope, receive, send)
+        elif websocket is not None:
+            await websocket(scope, receive, send)
+        else:
+            await refuse_websocket(send, 404, {"error": "no WebSocket endpoint here"})
+
+    return routed
 
 
 def bind(address: Address, what: str) -> socket.socket:
@@ -100,13 +109,52 @@ def bind(address: Address, what: str) -> socket.socket:
     return sock
 
 
+def reset(stream: trio.SocketStream) -> None:
+    """Closes a connection at once with a TCP reset, dropping unsent data and waking a write blocked on it."""
+    try:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass  # already closed
+    stream.socket.close()
+
+
 async def serve_http(
-    app: App, sock: socket.socket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    app: App, sock: socket.socket, *, websocket: App | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serves `app` over HTTP/1.1 (and WebSocket handshakes with `websocket`) until cancelled.
+
+    Hypercorn shields its socket writes from cancellation, so a peer that stops reading
+    would hold a write, its connection and the node's shutdown forever. Each connection
+    can therefore be reset: its ASGI scope's state holds a RESET callable, and
+    cancellation resets every connection still open.
+    """
     config = Config()
     config.accesslog = None
     config.errorlog = logging.getLogger("alliance.http")
     config.keep_alive_timeout = 75
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    await worker_serve(wrap_app(lifespan_wrapper(app), config.wsgi_max_body_size, "asgi"), config,
-                       sockets=sockets, task_status=task_status)
+    config.websocket_max_message_size = WS_FRAME_BYTES_MAX
+    asgi = wrap_app(route(app, websocket), config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    streams: set[trio.SocketStream] = set()
+
+    async def connection(stream: trio.SocketStream) -> None:
+        streams.add(stream)
+        try:
+            state = {RESET: partial(reset, stream)}
+            await TCPServer(asgi, config, context, state, stream)  # type: ignore[arg-type]  # plain TCP is fine
+        finally:
+            streams.discard(stream)
+
+    async def reset_all_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            for stream in list(streams):
+                reset(stream)
+
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reset_all_when_cancelled)
+        await nursery.start(trio.serve_listeners, connection, [listener])
+        task_status.started()
