@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from node.client import (
     BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NotAuthorised, NotFound, Overloaded, RpcError,
-    TxRefused, build_tx, generate_key,
+    SubscriptionDropped, TxRefused, build_tx, generate_key,
 )
 from node.client.core import Core, Op, run
+from node.client.events import blocks_subscription, tx_subscription, ws_url
 from node.tx import decode_tx
 
 STATUS = {
@@ -167,3 +169,52 @@ def test_inputs_refused_before_anything_is_sent(op: Any) -> None:
 def test_transactions_that_cannot_be_encoded_are_refused(args: dict[Any, Any]) -> None:
     with pytest.raises(InvalidInput, match="cannot encode transaction"):
         build_tx(generate_key(), "test-chain", "kv", "put", args)
+
+
+# ---- subscriptions ------------------------------------------------------------------------------
+
+BLOCK = {
+    "height": 3, "hash": "11" * 32, "prev_hash": "22" * 32, "time": 5, "proposer": "aa" * 32,
+    "tx_root": "33" * 32, "state_root": "44" * 32, "txs": ["dd" * 32],
+    "commit": {"height": 3, "block_hash": "11" * 32, "signatures": [{"validator": "aa" * 32, "signature": "55" * 64}]},
+}
+
+
+def notification(subscription: str, topic: str, result: Any) -> str:
+    params = {"subscription": subscription, "topic": topic, "result": result}
+    return json.dumps({"jsonrpc": "2.0", "method": "subscription", "params": params})
+
+
+def test_block_subscription_confirms_then_decodes_events() -> None:
+    sub = blocks_subscription(Core())
+    request = json.loads(sub.subscribe_frame())
+    assert (request["method"], request["params"]) == ("subscribe", {"topic": "blocks"})
+    assert sub.feed(json.dumps({"jsonrpc": "2.0", "result": "s1", "id": request["id"]})) is None
+    assert sub.confirmed and sub.feed(notification("s1", "blocks", BLOCK)).height == 3
+    with pytest.raises(BadAnswer):
+        sub.feed(notification("s2", "blocks", BLOCK))
+
+
+def test_tx_event_may_come_before_the_answer_to_subscribe() -> None:
+    sub = tx_subscription(Core(), "dd" * 32)
+    assert json.loads(sub.subscribe_frame())["params"] == {"topic": "tx", "tx_hash": "dd" * 32}
+    assert sub.feed(notification("s1", "tx", COMMITTED)).ok and not sub.confirmed
+
+
+def test_refused_and_dropped_subscriptions_raise_typed_errors() -> None:
+    sub = blocks_subscription(Core())
+    request_id = json.loads(sub.subscribe_frame())["id"]
+    with pytest.raises(Overloaded):
+        sub.feed(json.dumps({"jsonrpc": "2.0", "error": {"code": -32004, "message": "too many"}, "id": request_id}))
+    dropped = {"jsonrpc": "2.0", "method": "subscription_dropped", "params": {"reason": "too slow"}}
+    with pytest.raises(SubscriptionDropped, match="too slow"):
+        sub.feed(json.dumps(dropped))
+    for frame in ("not json", "[1]", json.dumps({"jsonrpc": "2.0", "method": "subscription", "params": {}})):
+        with pytest.raises(BadAnswer):
+            sub.feed(frame)
+    with pytest.raises(InvalidInput):
+        tx_subscription(Core(), "dd")
+
+
+def test_event_url_is_the_rpc_address_at_ws() -> None:
+    assert ws_url("http://127.0.0.1:26600") == "ws://127.0.0.1:26600/ws"
