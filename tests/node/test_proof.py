@@ -4,10 +4,13 @@ part of them is changed."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from node.canonical import pack
+from node.cli.client_cmds import recorded_file
 from node.execution import NO_SUCH_KEY
 from node.genesis import Genesis, Member
 from node.ledger import Ledger
@@ -386,3 +391,98 @@ def test_changing_any_hex_character_anywhere_breaks_the_proof(data: st.DataObjec
     parent[path[-1]] = text[:at] + replacement + text[at + 1:]
     with pytest.raises(ProofInvalid):
         verify(proof)
+
+
+# ---- the worked example of docs/proofs.md -------------------------------------------------------
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "proofs.md").read_text()
+
+
+def _fenced(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC, re.DOTALL)
+
+
+def _doc_example() -> tuple[dict[str, Any], str, list[bytes]]:
+    genesis = tomllib.loads(_fenced("toml")[0])
+    proof = json.loads(_fenced("json")[0])
+    return proof, genesis["chain_id"], [bytes.fromhex(v["pubkey"]) for v in genesis["validators"]]
+
+
+def test_the_documented_proof_and_its_vectors_verify() -> None:
+    proof, chain_id, validators = _doc_example()
+    verified = verify_proof(proof, chain_id, validators)
+    document = b"%PDF-1.7 invoice 2026-0001 ACME to Globex, EUR 1200.00"
+    assert recorded_file(verified, hashlib.sha256(document).digest(), "invoice") == json.loads(_fenced("json")[2])
+    vectors = json.loads(_fenced("json")[1])
+    codes = [verify_proof({**proof, **vector}, chain_id, validators).code for vector in vectors]
+    assert codes == [3, 0]
+
+
+def test_the_documented_intermediate_values_are_those_of_the_proof() -> None:
+    proof, _, _ = _doc_example()
+    header = proof["header"]
+    encoded = pack([2, header["chain_id"], header["height"], bytes.fromhex(header["prev_hash"]), header["time"],
+                    bytes.fromhex(header["proposer"]), header["tx_count"], *(bytes.fromhex(header[k]) for k in
+                    ("tx_root", "receipt_root", "state_root"))])
+    assert f"these {len(encoded)} bytes" in DOC
+    assert "the 51 seal bytes" in DOC and f"7631 00 {proof['commit']['block_hash']}" in DOC
+    tx_hash = bytes.fromhex(proof["tx_hash"])
+    item = pack([tx_hash, 0, ""])
+    assert f"the {len(item)} bytes\n`{item.hex()}`" in DOC
+    for leaf, path in ((tx_hash, proof["tx_path"]), (item, proof["receipt_path"])):
+        for digest in _walk(leaf, proof["index"], [bytes.fromhex(h) for h in path]):
+            assert f"= {digest.hex()}" in DOC
+
+
+def _walk(item: bytes, index: int, path: list[bytes]) -> Iterator[bytes]:
+    """The digests from the leaf up, for a path whose every level has a sibling (as at index 2 of 5)."""
+    digest = hashlib.sha256(b"\x00" + item).digest()
+    yield digest
+    for sibling in path:
+        pair = sibling + digest if index % 2 else digest + sibling
+        digest = hashlib.sha256(b"\x01" + pair).digest()
+        index //= 2
+        yield digest
+
+
+def _doc_failure(change: Callable[[dict[str, Any]], None]) -> str:
+    proof, chain_id, validators = _doc_example()
+    change(proof)
+    with pytest.raises(ProofInvalid) as caught:
+        verify_proof(proof, chain_id, validators)
+    return caught.value.reason
+
+
+def _set_in(proof: dict[str, Any], path: str, value: Any) -> None:
+    _set(path, value)(Case(proof))
+
+
+DOC_FAILURES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("header.time + 1", lambda p: _set_in(p, "header.time", lambda t: t + 1), "block hash:"),
+    ("commit.height = 2", lambda p: _set_in(p, "commit.height", 2), "commit height:"),
+    ("drop the last signature", lambda p: _set_in(p, "commit.signatures", p["commit"]["signatures"][:2]),
+     "certificate: 2 signatures"),
+    ("first signature repeated", lambda p: _set_in(p, "commit.signatures.1", p["commit"]["signatures"][0]),
+     "certificate: validator"),
+    ("last hex digit of the last signature", lambda p: _set_in(p, "commit.signatures.2.signature",
+                                                               lambda s: s[:-1] + ("0" if s[-1] != "0" else "1")),
+     "certificate: signature 2"),
+    ("tx_hash of index 3", lambda p: _set_in(p, "tx_hash", json.loads(_fenced("json")[1])[0]["tx_hash"]),
+     "transaction:"),
+    ("receipt.code = 4", lambda p: _set_in(p, "receipt.code", 4), "receipt path:"),
+    ("index = 3", lambda p: _set_in(p, "index", 3), "tx path:"),
+    ("index = 5", lambda p: _set_in(p, "index", 5), "index:"),
+    ("a key added", lambda p: _set_in(p, "commit.signatures.0.extra", 1), "shape:"),
+    ("version = 2", lambda p: _set_in(p, "version", 2), "shape:"),
+]
+
+
+@pytest.mark.parametrize(("change", "check"), [(c, k) for _, c, k in DOC_FAILURES], ids=[n for n, _, _ in DOC_FAILURES])
+def test_the_documented_failures_fail_where_the_page_says(change: Callable[[dict[str, Any]], None], check: str) -> None:
+    assert _doc_failure(change).startswith(check)
+
+
+def test_the_documented_proof_fails_against_another_chain() -> None:
+    proof, _, validators = _doc_example()
+    with pytest.raises(ProofInvalid, match="^chain id: "):
+        verify_proof(proof, "acme-orders", validators)
