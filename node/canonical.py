@@ -45,6 +45,15 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(_sorted(obj), use_bin_type=True)
 
 
+def pack_flat(obj: Any) -> bytes:
+    """The canonical encoding of a value the node built from scalars and lists only.
+
+    Without maps msgpack's own encoding is the canonical one, so the checks and
+    sorting of `pack` would only cost time (state values, receipts, tx entries).
+    """
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
 def check_types(obj: Any, depth: int = 0) -> None:
     """Raises CodecError unless `obj` holds only the canonical types."""
     if depth > 32:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.canonical import pack, unpack
+from node.canonical import pack_flat, unpack
 from node.tx import Transaction
 
 OK, BAD_ARGS, NOT_OWNER, NO_SUCH_KEY, ALREADY_RECORDED = 0, 1, 2, 3, 4
@@ -33,7 +33,7 @@ class Receipt:
 
 def receipt_bytes(tx_hash: bytes, receipt: Receipt) -> bytes:
     """A receipt's leaf in the block's receipt tree: canonical [tx_hash, code, log]."""
-    return pack([tx_hash, receipt.code, receipt.log])
+    return pack_flat([tx_hash, receipt.code, receipt.log])
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Execution:
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
 
     def state_root(self, prev_root: bytes) -> bytes:
-        changes = pack([[k, self.writes[k]] for k in sorted(self.writes)])
+        changes = pack_flat([[k, self.writes[k]] for k in sorted(self.writes)])
         return hashlib.sha256(prev_root + hashlib.sha256(changes).digest()).digest()
 
 
@@ -85,7 +85,7 @@ def _kv_put(ctx: _Context) -> Receipt:
     if current is not None and current[1] != ctx.tx.sender:
         return Receipt(NOT_OWNER, f"key {key!r} is owned by {current[1].hex()}")
     owner = ctx.tx.sender if current is None else current[1]
-    ctx.writes[kv_key(key)] = pack([value, owner, ctx.height])
+    ctx.writes[kv_key(key)] = pack_flat([value, owner, ctx.height])
     return Receipt(OK, "")
 
 
@@ -110,7 +110,7 @@ def _notary_record(ctx: _Context) -> Receipt:
         return Receipt(BAD_ARGS, "notary record needs digest: bin (32 bytes) and optional meta: str (<= 1 KiB)")
     if ctx.get(notary_key(digest)) is not None:
         return Receipt(ALREADY_RECORDED, f"digest {digest.hex()} is already recorded")
-    ctx.writes[notary_key(digest)] = pack([ctx.tx.sender, ctx.height, ctx.time_ms, ctx.tx.hash, meta])
+    ctx.writes[notary_key(digest)] = pack_flat([ctx.tx.sender, ctx.height, ctx.time_ms, ctx.tx.hash, meta])
     return Receipt(OK, "")
 
 

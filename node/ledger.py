@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from node.block import Block, Header, decode_block, decode_certificate, encode_certificate
-from node.canonical import pack, unpack
+from node.canonical import pack_flat, unpack
 from node.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.genesis import Genesis
 from node.tx import Transaction, decode_tx
@@ -118,7 +118,7 @@ class Ledger:
         """Saves the block, certificate, tx entries, receipts and state in one synced batch."""
         header = block.header
         entries = [
-            (tx.hash, pack([header.height, i, r.code, r.log, tx.raw]))
+            (tx.hash, pack_flat([header.height, i, r.code, r.log, tx.raw]))
             for i, (tx, r) in enumerate(zip(txs, execution.receipts))
         ]
         write = BlockWrite(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.canonical import CodecError, pack, unpack
+from node.canonical import CodecError, pack, pack_flat, unpack
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
 SCALARS = (
@@ -24,6 +24,9 @@ VALUES = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(TEXT, children, max_size=5),
     max_leaves=25,
 )
+
+
+FLAT_VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=5), max_leaves=25)
 
 
 def map_keys_in_order(encoded: bytes) -> list[str]:
@@ -58,6 +61,12 @@ def test_pack_is_what_msgpack_writes_for_sorted_maps(value: Any) -> None:
         return v
 
     assert pack(value) == msgpack.packb(sort(value), use_bin_type=True)
+
+
+@given(FLAT_VALUES)
+def test_pack_flat_is_canonical_for_values_without_maps(value: Any) -> None:
+    assert pack_flat(value) == pack(value)
+    assert unpack(pack_flat(value)) == value
 
 
 @given(st.dictionaries(TEXT, st.integers(0, 9), min_size=1, max_size=20))
