@@ -29,7 +29,7 @@ class AsyncClient:
     """A pooled keep-alive HTTP client of one node, for trio; `key` signs transactions."""
 
     def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
-        split_url(url)
+        split_url(url)  # a malformed URL is refused here, not at the first call
         self.url = url
         self._http = httpx.AsyncClient(timeout=timeout_s)
         self._core = Core(key)
@@ -103,6 +103,34 @@ class AsyncClient:
     async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return await self.notary_lookup(core.file_digest(path))
 
+    # ---- typed transactions -----------------------------------------------------------------
+
+    async def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
+        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
+        return await self._run(self._core.sign(family, op, args, nonce))
+
+    async def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
+        return await self._run(self._core.send(tx, wait, timeout_s))
+
+    async def send_batch(
+        self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10
+    ) -> list[TxInfo | RpcError]:
+        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
+        return await self._run(self._core.send_batch(txs, wait, timeout_s))
+
+    async def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+
+    async def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+
+    async def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+
+    async def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return await self.notarize(core.file_digest(path), meta, wait, timeout_s)
+
     # ---- events -----------------------------------------------------------------------------
 
     def blocks(self, open_timeout_s: float = 10) -> AsyncEventStream[Block]:
@@ -138,31 +166,3 @@ class AsyncClient:
         from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
 
         return verify_proof(await self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
-
-    # ---- typed transactions -----------------------------------------------------------------
-
-    async def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
-        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
-        return await self._run(self._core.sign(family, op, args, nonce))
-
-    async def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
-        return await self._run(self._core.send(tx, wait, timeout_s))
-
-    async def send_batch(
-        self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10
-    ) -> list[TxInfo | RpcError]:
-        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
-        return await self._run(self._core.send_batch(txs, wait, timeout_s))
-
-    async def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
-
-    async def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
-
-    async def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
-
-    async def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self.notarize(core.file_digest(path), meta, wait, timeout_s)

@@ -142,11 +142,37 @@ class Client:
     def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return self.notary_lookup(core.file_digest(path))
 
+    # ---- typed transactions -----------------------------------------------------------------
+
+    def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
+        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
+        return self._run(self._core.sign(family, op, args, nonce))
+
+    def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
+        return self._run(self._core.send(tx, wait, timeout_s))
+
+    def send_batch(self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10) -> list[TxInfo | RpcError]:
+        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
+        return self._run(self._core.send_batch(txs, wait, timeout_s))
+
+    def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+
+    def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+
+    def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+
+    def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        return self.notarize(core.file_digest(path), meta, wait, timeout_s)
+
     # ---- events -----------------------------------------------------------------------------
 
     def blocks(self, open_timeout_s: float = 10) -> EventStream[Block]:
         """Every block the node commits from now on: `with client.blocks() as blocks: for block in blocks: ...`."""
-        from node.client.ws_sync import EventStream  # imported when used, like the websockets library
+        from node.client.ws_sync import EventStream  # imported when used: only events need websockets
 
         return EventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s)
 
@@ -179,29 +205,3 @@ class Client:
         from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
 
         return verify_proof(self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
-
-    # ---- typed transactions -----------------------------------------------------------------
-
-    def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
-        """A transaction signed with this client's key for the node's chain (fresh random nonce)."""
-        return self._run(self._core.sign(family, op, args, nonce))
-
-    def send(self, tx: Transaction, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        """Submits one transaction; committed TxInfo when waiting, else status "pending"."""
-        return self._run(self._core.send(tx, wait, timeout_s))
-
-    def send_batch(self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10) -> list[TxInfo | RpcError]:
-        """Submits all in one JSON-RPC batch; per transaction its TxInfo or its typed RpcError."""
-        return self._run(self._core.send_batch(txs, wait, timeout_s))
-
-    def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
-
-    def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
-
-    def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
-
-    def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self.notarize(core.file_digest(path), meta, wait, timeout_s)
