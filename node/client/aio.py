@@ -59,12 +59,13 @@ class AsyncClient:
             raise NodeUnreachable(f"cannot reach node at {self.url}: {exc!r}") from None
         if response.status_code == 204:
             return None
+        body = response.content
         if response.status_code != 200:
-            raise NodeUnreachable(f"node at {self.url} answered HTTP {response.status_code}: {response.content[:200]!r}")
+            raise NodeUnreachable(f"node at {self.url} answered HTTP {response.status_code}: {body[:200]!r}")
         try:
-            return json.loads(response.content)
+            return json.loads(body)
         except ValueError:
-            raise NodeUnreachable(f"node at {self.url} answered with invalid JSON: {response.content[:200]!r}") from None
+            raise NodeUnreachable(f"node at {self.url} answered with invalid JSON: {body[:200]!r}") from None
 
     async def _run(self, op: Op[T]) -> T:
         try:

@@ -213,14 +213,18 @@ class Core:
             raise result
         return result
 
-    def send_batch(self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10) -> Op[list[TxInfo | RpcError]]:
+    def send_batch(
+        self, txs: list[Transaction], wait: bool = False, timeout_s: float = 10
+    ) -> Op[list[TxInfo | RpcError]]:
         params = [{"tx": tx.raw.hex(), "wait": wait, "timeout": timeout_s} for tx in txs]
         results = yield from self.batch([("send_tx", p) for p in params])
         if wait:
             return _decoded(results, tx_info_from)
         return [r if isinstance(r, RpcError) else _accepted(tx, r) for tx, r in zip(txs, results)]
 
-    def submit(self, family: str, op: str, args: dict[str, Any], wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+    def submit(
+        self, family: str, op: str, args: dict[str, Any], wait: bool = True, timeout_s: float = 10
+    ) -> Op[TxInfo]:
         tx = yield from self.sign(family, op, args)
         return (yield from self.send(tx, wait, timeout_s))
 
