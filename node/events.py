@@ -60,6 +60,7 @@ class Outbox:
         self._notifications = 0
         self._wake = trio.Event()
         self.dropped: str | None = None  # why, once dropped
+        self.ended = trio.Event()  # set once dropped or disconnected: what is left to send is on a deadline
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -83,6 +84,7 @@ class Outbox:
         self._notifications = 0
         self.dropped = reason
         self._wake.set()
+        self.ended.set()
 
     async def next(self) -> str | Notification | None:
         """The next frame to send, waiting for one; None once the connection is dropped."""

@@ -58,7 +58,6 @@ class _Session:
         self.send = send
         self.reset = reset
         self.slots = trio.Semaphore(REQUESTS_IN_FLIGHT_MAX)  # released once a request's answer is sent
-        self.ending = trio.Event()
         self.disconnected = False
 
     async def run(self) -> None:
@@ -82,7 +81,7 @@ class _Session:
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
                 self.disconnected = True
-                self.ending.set()
+                self.subscriber.outbox.ended.set()
                 serving.cancel_scope.cancel()
                 return
             text = message.get("text")
@@ -115,7 +114,6 @@ class _Session:
             else:
                 await self._send_text(frame)
                 self.slots.release()
-        self.ending.set()
 
     async def _send_text(self, text: str) -> None:
         await self.send({"type": "websocket.send", "text": text})
@@ -129,7 +127,7 @@ class _Session:
             pass  # requests after a drop go unanswered
 
     async def _reset_if_stuck(self) -> None:
-        await self.ending.wait()
+        await self.subscriber.outbox.ended.wait()
         await trio.sleep(CLOSE_GRACE_S)
         log.info("event=ws_connection_reset reason=%s", "dropped" if self.subscriber.outbox.dropped else "closed")
         self.reset()
