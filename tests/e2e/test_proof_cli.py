@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from node.client import RpcError
+from node.keys import load_key
+from node.tx import sign_tx
 from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process
 
 
@@ -91,6 +93,26 @@ def test_get_proof_of_an_unknown_transaction_is_not_found(chain: Chain) -> None:
     assert caught.value.code == -32005
     assert "unknown" in caught.value.message
     assert caught.value.data == {"status": "unknown"}
+
+
+def test_get_proof_of_a_pending_transaction_is_not_found(tmp_path: Path) -> None:
+    # One of two validators: no quorum, so an admitted transaction stays pending.
+    net, base = make_testnet(tmp_path, nodes=2)
+    node = node_process(net, base)
+    node.start()
+    try:
+        client = node.client()
+        tx = sign_tx(load_key(net / "client.key"), client.status()["chain_id"], "kv", "put",
+                     {"key": "k", "value": b"v"}, 1)
+        client.call("send_tx", tx=tx.raw.hex())
+        assert client.call("get_tx", tx_hash=tx.hash.hex())["status"] == "pending"
+        with pytest.raises(RpcError) as caught:
+            client.call("get_proof", tx_hash=tx.hash.hex())
+    finally:
+        assert node.stop() == 0
+    assert caught.value.code == -32005
+    assert "pending" in caught.value.message
+    assert caught.value.data == {"status": "pending"}
 
 
 # ---- notarize --proof and verify-proof ------------------------------------------------------------
