@@ -30,7 +30,7 @@ class Refused(Exception):
 class Admission:
     def __init__(
         self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
-        submit: Callable[[Transaction], None],
+        submit: Callable[[Transaction, bool], None],
     ) -> None:
         self.verifier = verifier
         self.submit = submit  # adds to the mempool; raises MempoolFull
@@ -39,18 +39,18 @@ class Admission:
         self.ledger = ledger
         self.mempool = mempool
 
-    def check(self, raw: bytes) -> Transaction:
+    def check(self, raw: bytes, from_peer: bool = False) -> Transaction:
         """The decoded transaction if it passes the checks that need no worker thread.
 
-        Raises Refused, or MempoolFull.
+        Raises Refused, or MempoolFull (a peer's transactions have a larger share, see Mempool).
 
         The signature, and whether the transaction was committed before the
         recent blocks the ledger keeps in memory, are checked by `admit`.
         """
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
-        if self.mempool.full():  # before any work: an overloaded node refuses cheaply
-            raise MempoolFull(f"mempool holds {self.mempool.txs_max} transactions")
+        if self.mempool.full(from_peer):  # before any work: an overloaded node refuses cheaply
+            raise MempoolFull(f"mempool holds {len(self.mempool)} transactions")
         try:
             tx = decode_tx(raw)
         except TxError as exc:
@@ -63,7 +63,7 @@ class Admission:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
         return tx
 
-    async def admit(self, txs: Sequence[Transaction]) -> list[Transaction | Refused]:
+    async def admit(self, txs: Sequence[Transaction], from_peer: bool = False) -> list[Transaction | Refused]:
         """Verifies each signature (once, off the event loop) and adds the good ones to the mempool.
 
         Raises MempoolFull, leaving the rest of `txs` out.
@@ -76,6 +76,6 @@ class Admission:
             elif verdict == SEEN or tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
                 outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
             else:
-                self.submit(tx)
+                self.submit(tx, from_peer)
                 outcomes.append(tx)
         return outcomes

@@ -86,9 +86,9 @@ class Driver:
 
     # ---- what the rest of the node calls -----------------------------------------
 
-    def submit(self, tx: Transaction) -> None:
+    def submit(self, tx: Transaction, from_peer: bool = False) -> None:
         """Adds a verified transaction to the mempool; raises MempoolFull."""
-        self.mempool.add(tx)
+        self.mempool.add(tx, from_peer)
         self.metrics.mempool_txs.set(len(self.mempool))
         self._work.set()
         if len(self.mempool) == 1:
@@ -216,7 +216,7 @@ class Driver:
         for tx in txs:
             if tx.hash not in self.mempool:
                 try:
-                    self.mempool.add(tx)
+                    self.mempool.add(tx, from_peer=True)
                 except MempoolFull:
                     return
 

@@ -71,12 +71,12 @@ class TxGossip:
                 tx = self._checked(raw) if isinstance(raw, bytes) else None
                 if tx is not None:
                     checked.append(tx)
-            await self.admission.admit(checked)
+            await self.admission.admit(checked, from_peer=True)
         except MempoolFull:
             self.metrics.txs_rejected.labels("mempool_full").inc()
 
     def _checked(self, raw: bytes) -> Transaction | None:
         try:
-            return self.admission.check(raw)
+            return self.admission.check(raw, from_peer=True)
         except Refused:
             return None

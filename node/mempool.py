@@ -1,4 +1,10 @@
-"""Verified transactions waiting for a block, in arrival order, bounded."""
+"""Verified transactions waiting for a block, in arrival order, bounded.
+
+Clients are refused at `txs_max`. Transactions from peers (gossip, or brought
+by a block proposal) may fill the pool up to twice that: another validator
+accepted them and will propose them, and dropping one after its signature was
+checked means checking it again when its block arrives.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ class MempoolFull(Exception):
 class Mempool:
     def __init__(self, txs_max: int) -> None:
         self.txs_max = txs_max
+        self.peer_txs_max = 2 * txs_max
         self._txs: dict[bytes, Transaction] = {}
 
     def __len__(self) -> int:
@@ -26,12 +33,12 @@ class Mempool:
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)
 
-    def full(self) -> bool:
-        return len(self._txs) >= self.txs_max
+    def full(self, from_peer: bool = False) -> bool:
+        return len(self._txs) >= (self.peer_txs_max if from_peer else self.txs_max)
 
-    def add(self, tx: Transaction) -> None:
-        if self.full():
-            raise MempoolFull(f"mempool holds {self.txs_max} transactions")
+    def add(self, tx: Transaction, from_peer: bool = False) -> None:
+        if self.full(from_peer):
+            raise MempoolFull(f"mempool holds {len(self._txs)} transactions")
         self._txs[tx.hash] = tx
 
     def oldest(self, limit: int) -> list[Transaction]:

@@ -23,6 +23,7 @@ from node.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
 from node.peers import TXS
 from node.ledger import Ledger
 from node.tx import Transaction, sign_tx
+from node.verifier import Verifier
 from tests.shell.chainkit import Consortium, build, consortium, driver_for, wait_until
 
 Autojump = trio.testing.MockClock
@@ -80,14 +81,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def _admission(c: Consortium, ledger: Ledger, driver: Driver) -> Admission:
-    """The Admission of HEAD verifies inline; a newer one takes a Verifier that runs off the loop."""
-    if "verifier" in inspect.signature(Admission).parameters:
-        from node.verifier import Verifier  # type: ignore[import-not-found,unused-ignore]
-
-        extra: tuple[Any, ...] = (Verifier(), driver.submit)
-    else:
-        extra = ()
-    return Admission(c.genesis, ledger, driver.mempool, *extra)
+    return Admission(c.genesis, ledger, driver.mempool, Verifier(), driver.submit)
 
 
 def _setup(mempool_txs_max: int = 100) -> Setup:
@@ -96,21 +90,16 @@ def _setup(mempool_txs_max: int = 100) -> Setup:
     driver = driver_for(c, ledger, 0, mempool_txs_max=mempool_txs_max)
     network = RecordingNetwork()
     admission = _admission(c, ledger, driver)
-    if "driver" in inspect.signature(TxGossip).parameters:  # HEAD; the newer TxGossip goes through admission
-        gossip = TxGossip(network, admission, driver, driver.metrics)  # type: ignore[arg-type,call-arg,unused-ignore]
-    else:
-        gossip = TxGossip(network, admission, driver.metrics)  # type: ignore[arg-type,call-arg,unused-ignore]
+    gossip = TxGossip(network, admission, driver.metrics)
     return Setup(c, driver, gossip, network)
 
 
 @asynccontextmanager
 async def _running(mempool_txs_max: int = 100) -> AsyncIterator[Setup]:
-    """A gossip loop (and the signature verifier, if admission has one) running."""
+    """A gossip loop and the signature verifier running."""
     s = _setup(mempool_txs_max)
     async with trio.open_nursery() as nursery:
-        verifier = getattr(s.gossip.admission, "verifier", None)
-        if verifier is not None:
-            nursery.start_soon(verifier.run)
+        nursery.start_soon(s.gossip.admission.verifier.run)
         nursery.start_soon(s.gossip.run)
         yield s
         nursery.cancel_scope.cancel()
@@ -185,13 +174,13 @@ async def test_fields_that_are_not_a_list_of_transactions_are_ignored(running: S
     assert running.mempool_hashes == []
 
 
-async def test_admission_stops_at_a_full_mempool_and_counts_it_once() -> None:
+async def test_admission_stops_at_twice_the_client_limit_and_counts_it_once() -> None:
     async with _running(mempool_txs_max=3) as s:
-        txs = [s.c.tx(f"k{i}") for i in range(6)]
+        txs = [s.c.tx(f"k{i}") for i in range(9)]
         await _call(s.gossip.on_txs, PEER, [[tx.raw for tx in txs]])
         await wait_until(lambda: s.mempool_full_count() > 0)
         await trio.testing.wait_all_tasks_blocked()
-        assert s.mempool_hashes == [tx.hash for tx in txs[:3]]
+        assert s.mempool_hashes == [tx.hash for tx in txs[:6]]  # peers' transactions may fill 2 x txs_max
         assert s.mempool_full_count() == 1  # the rest of the batch is not tried
 
 
