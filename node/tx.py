@@ -53,21 +53,24 @@ class Transaction:
 
 
 def _check_fields(obj: Any) -> None:
-    if not isinstance(obj, list) or len(obj) != 8:
+    if type(obj) is not list or len(obj) != 8:
         raise TxError("malformed", "a transaction is an array of 8 elements")
     version, chain_id, sender, nonce, family, op, args, signature = obj
-    checks = [
-        (version == TX_VERSION and type(version) is int, "version must be 1"),
-        (isinstance(chain_id, str), "chain_id must be a string"),
-        (isinstance(sender, bytes) and len(sender) == 32, "sender must be 32 bytes"),
-        (type(nonce) is int and 0 <= nonce <= NONCE_MAX, "nonce must be an integer in 0..2**64-1"),
-        (isinstance(family, str) and isinstance(op, str), "family and op must be strings"),
-        (isinstance(args, dict), "args must be a map"),
-        (isinstance(signature, bytes) and len(signature) == 64, "signature must be 64 bytes"),
-    ]
-    for ok, detail in checks:
-        if not ok:
-            raise TxError("malformed", detail)
+    # One test per field, the common case first: this runs for every transaction a node sees.
+    if type(version) is not int or version != TX_VERSION:
+        raise TxError("malformed", "version must be 1")
+    if type(chain_id) is not str:
+        raise TxError("malformed", "chain_id must be a string")
+    if type(sender) is not bytes or len(sender) != 32:
+        raise TxError("malformed", "sender must be 32 bytes")
+    if type(nonce) is not int or not 0 <= nonce <= NONCE_MAX:
+        raise TxError("malformed", "nonce must be an integer in 0..2**64-1")
+    if type(family) is not str or type(op) is not str:
+        raise TxError("malformed", "family and op must be strings")
+    if type(args) is not dict:
+        raise TxError("malformed", "args must be a map")
+    if type(signature) is not bytes or len(signature) != 64:
+        raise TxError("malformed", "signature must be 64 bytes")
 
 
 def decode_tx(raw: bytes) -> Transaction:
@@ -80,9 +83,7 @@ def decode_tx(raw: bytes) -> Transaction:
         raise TxError(exc.reason, exc.detail) from None
     _check_fields(obj)
     _, chain_id, sender, nonce, family, op, args, signature = obj
-    tx = Transaction(chain_id, sender, nonce, family, op, args, signature, raw, b"")
-    object.__setattr__(tx, "hash", hashlib.sha256(tx.signing_bytes).digest())
-    return tx
+    return Transaction(chain_id, sender, nonce, family, op, args, signature, raw, tx_hash_of(raw))
 
 
 def sign_tx(
