@@ -44,8 +44,9 @@ class Notification:
     result: str  # JSON text, shared by every subscriber of the same event
 
     def text(self) -> str:
-        return (f'{{"jsonrpc":"2.0","method":"subscription","params":{{"subscription":{compact_json(self.subscription)},'
-                f'"topic":{compact_json(self.topic)},"result":{self.result}}}}}')
+        subscription, topic = compact_json(self.subscription), compact_json(self.topic)
+        return ('{"jsonrpc":"2.0","method":"subscription","params":'
+                f'{{"subscription":{subscription},"topic":{topic},"result":{self.result}}}}}')
 
 
 def dropped_text(reason: str) -> str:
