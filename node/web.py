@@ -122,7 +122,7 @@ async def serve_http(
     app: App, sock: socket.socket, *, websocket: App | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves `app` over HTTP/1.1 (and WebSocket handshakes with `websocket`) until cancelled.
+    """Serves `app` over HTTP (and WebSocket handshakes with `websocket`) until cancelled.
 
     Hypercorn shields its socket writes from cancellation, so a peer that stops reading
     would hold a write, its connection and the node's shutdown forever. Each connection
