@@ -49,6 +49,8 @@ class EventSocket:
 
 
 class _Session:
+    """One accepted connection: a reader, a writer, and a reset deadline once it ends."""
+
     def __init__(self, hub: Hub, rpc: RpcService, subscriber: Subscriber, receive: Receive, send: Send,
                  reset: Callable[[], None]) -> None:
         self.hub = hub
