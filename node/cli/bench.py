@@ -263,7 +263,7 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     child_pipe.close()
     del batches
 
-    watcher = BlockWatcher(nodes[0].rpc_url, stopped.height if stopped else status["height"], args.poll_ms / 1000)
+    watcher = BlockWatcher(nodes[0].rpc_url, stopped.height if stopped else status["height"])
     watcher.start()
     t0 = time.monotonic() + START_DELAY_S
     pipe.send(("go", t0))

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="directory of the testnet, kept afterwards (default: a temporary one, deleted)")
     p.add_argument("--fresh", action="store_true", help="delete the testnet in --home first and start a new chain")
     p.add_argument("--base-port", type=int, default=bench.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
-    p.add_argument("--poll-ms", type=float, default=10, help="how often the watcher asks node0 for its height, "
-                   "in milliseconds (default: %(default)g)")
+    p.add_argument("--poll-ms", type=float, default=10, help="with --catch-up, how often the restarted node "
+                   "is asked for its height, in milliseconds (default: %(default)g)")
     p.add_argument("--catch-up", type=int, metavar="TXS", help="measure catch-up instead of a fixed window: stop "
                    f"node{bench.CATCH_UP_NODE}, send exactly TXS transactions to the others, time how long the chain "
                    "takes to commit them, then restart the node and time how long it takes to reach the others' "
