@@ -274,6 +274,10 @@ def _uint(value: Any, where: str) -> int:
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ProofInvalid(f"shape: {where} must be a string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 string holds
+        raise ProofInvalid(f"shape: {where} is not valid Unicode text") from None
     return value
 
 

@@ -190,9 +190,18 @@ def read_proof(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise AllianceError(f"cannot read proof file {path}: {exc}") from None
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise AllianceError(f"proof file {path} is not valid JSON: {exc}") from None
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise AllianceError(f"proof file {path} is not valid JSON: {detail}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a repeated key: JSON would let a later copy silently win."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("an object repeats a key")
+    return obj
 
 
 def genesis_keys(option: str | None) -> tuple[str, list[bytes]]:

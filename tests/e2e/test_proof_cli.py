@@ -194,6 +194,8 @@ def test_notarize_of_a_recorded_file_writes_no_proof(chain: Chain, tmp_path: Pat
 @pytest.mark.parametrize(("content", "expected"), [
     (None, "proof file .* does not exist"),
     ("{not json", "proof file .* is not valid JSON"),
+    ('{"version": 2, "version": 1}', "proof file .* is not valid JSON: an object repeats a key"),
+    ("[" * 100_000 + "]" * 100_000, "proof file .* is not valid JSON: nested too deeply"),
 ])
 def test_verify_proof_of_a_bad_file(chain: Chain, tmp_path: Path, content: str | None, expected: str) -> None:
     path = tmp_path / "proof.json"

@@ -295,6 +295,8 @@ TAMPERINGS: list[tuple[str, Tamper, str]] = [
     ("time beyond 64 bits", _set("header.time", 2**64), r"^shape: header.time must be an integer"),
     ("receipt code as a boolean", _set("receipt.code", False), r"^shape: receipt.code must be an integer"),
     ("receipt log as a number", _set("receipt.log", 0), r"^shape: receipt.log must be a string$"),
+    ("receipt log with a lone surrogate", _set("receipt.log", "\ud800"), r"^shape: receipt.log is not valid Unicode"),
+    ("chain id with a lone surrogate", _set("header.chain_id", "\udfff"), r"^shape: header.chain_id is not valid "),
     ("chain id as null", _set("header.chain_id", None), r"^shape: header.chain_id must be a string$"),
     ("header as null", _set("header", None), r"^shape: header must be an object$"),
     ("tx_path as a string", _set("tx_path", "00" * 32), r"^shape: tx_path must be an array$"),
