@@ -287,6 +287,8 @@ class Driver:
         view = (self.replica.height, self.replica.round)
         if view[0] == self._view[0] and view[1] > self._view[1]:
             self.metrics.view_changes.inc(view[1] - self._view[1])
+            log.info("event=view_change height=%d round=%d leader=%s", view[0], view[1],
+                     self.replica.proposer(*view).hex()[:16])
         self._view = view
         self.metrics.consensus_view.set(self.replica.round)
         for reason, count in self.replica.dropped.items():

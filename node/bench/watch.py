@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,6 +71,19 @@ class BlockWatcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=35)
+
+
+def view_changes(metrics_url: str) -> int | None:
+    """The node's alliance_consensus_view_changes_total, from its /metrics; None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("alliance_consensus_view_changes_total "):
+            return int(float(line.split()[1]))
+    return None
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,12 +40,13 @@ from typing import Any
 from consensus.replica import quorum
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.sign import presign
-from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, percentile
+from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, percentile, view_changes
 from node.cli.localnet import (
     LocalNode, check_alive, local_nodes, prepare_home, start_process, stop_nodes, wait_ready,
 )
 from node.cli.setup import node_ports
 from node.client import Client, NodeUnreachable
+from node.config import load_config
 from node.errors import AllianceError
 from node.keys import load_key
 
@@ -283,9 +284,11 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     _drain(nodes, watcher, hashes, accepted_at)
     watcher.stop()
     rss = [peak_rss_mb(n.process.pid) for n in nodes if n.process]
+    rounds = [view_changes(_metrics_url(n)) for n in nodes]
 
     report = _report(args, plan, count, signing_s, result, watcher, hashes, accepted_at, t0, end)
     report["rss_peak_mb"] = [round(v, 1) for v in rss]
+    report["view_changes"] = rounds
     node_cpu = dict(zip((n.index for n in running), cpu[:-1]))  # the stopped node used none in the window
     report["cpu_s"] = [round(node_cpu.get(n.index, 0.0), 2) for n in nodes]
     report["cpu_ms_per_tx"] = (round(1000 * sum(node_cpu.values()) / report["committed"], 3)
@@ -294,6 +297,11 @@ def _measure(args: argparse.Namespace, home: Path, nodes: list[LocalNode], loads
     report["watcher_cpu_s"] = round(cpu[-1], 2)
     report.update(catch_up)
     return report
+
+
+def _metrics_url(node: LocalNode) -> str:
+    address = load_config(node.home).metrics_listen
+    return f"http://{address.host}:{address.port}"
 
 
 def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, pipe: Connection) -> None:
