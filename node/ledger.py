@@ -92,6 +92,14 @@ class Ledger:
         height, index, code, log, tx_raw = unpack(raw)
         return TxEntry(height, index, Receipt(code, log), decode_tx(tx_raw))
 
+    def receipt(self, tx_hash: bytes) -> Receipt | None:
+        """The receipt of a committed transaction, without decoding the transaction."""
+        raw = self.store.load_tx(tx_hash)
+        if raw is None:
+            return None
+        _, _, code, log, _ = unpack(raw)
+        return Receipt(code, log)
+
     def has_tx(self, tx_hash: bytes) -> bool:
         return tx_hash in self._recent_hashes or self.store.has_tx(tx_hash)
 

@@ -91,10 +91,10 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
 
 
 def _receipt(ledger: Ledger, tx_hash: bytes) -> Receipt:
-    entry = ledger.tx_entry(tx_hash)
-    if entry is None:
+    receipt = ledger.receipt(tx_hash)
+    if receipt is None:
         raise StoreCorrupt(f"transaction {tx_hash.hex()} of a stored block has no entry")
-    return entry.receipt
+    return receipt
 
 
 def header_json(header: Header) -> dict[str, Any]:

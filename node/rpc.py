@@ -27,6 +27,7 @@ TX_REFUSED, NOT_AUTHORISED, DUPLICATE_TX, OVERLOADED, NOT_FOUND, COMMIT_TIMEOUT 
     -32001, -32002, -32003, -32004, -32005, -32006,
 )
 SEND_TX_TIMEOUT_S_DEFAULT = 10
+BATCH_CALLS_MAX = 1000  # a 1 MiB body could otherwise hold ~10,000 calls of a second's work each
 SEND_TX_TIMEOUT_S_MAX = 60
 
 
@@ -107,6 +108,9 @@ class RpcService:
             return await self._call(request)
         if not request:
             return _response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
+        if len(request) > BATCH_CALLS_MAX:
+            detail = f"a batch of {len(request)} calls; at most {BATCH_CALLS_MAX}"
+            return _response(None, error=RpcError(INVALID_REQUEST, f"invalid request: {detail}"))
         results: list[Any] = [None] * len(request)
 
         async def run(i: int, call: Any) -> None:

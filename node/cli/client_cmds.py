@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.client import Client
+from node.client import Client, RpcError
 from node.errors import AllianceError
 from node.genesis import load_genesis
 from node.keys import load_key
@@ -103,8 +103,13 @@ def cmd_notarize(args: argparse.Namespace) -> None:
     client = Client(args.rpc)
     result = _submit(args, client, "notary", "record", params)
     if args.proof:
-        proof = client.call("get_proof", tx_hash=result["tx_hash"])
-        write_atomic(Path(args.proof), json.dumps(proof, indent=2) + "\n")
+        try:
+            proof = client.call("get_proof", tx_hash=result["tx_hash"])
+            write_atomic(Path(args.proof), json.dumps(proof, indent=2) + "\n")
+        except (AllianceError, RpcError) as exc:
+            _print(result)  # the record stands: say which transaction holds it, so its proof can be fetched later
+            raise AllianceError(f"recorded in tx {result['tx_hash']}, but its proof was not saved: {exc}; "
+                                "fetch it with the get_proof method") from None
         result = {**result, "proof": args.proof}
     _print(result)
 
@@ -124,9 +129,11 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     if not args.verify:
         _print({"digest": digest.hex(), **record})
         return
+    if not isinstance(record, dict) or not isinstance(record.get("tx_hash"), str):
+        raise AllianceError(f"the node at {args.rpc} answered a malformed notary record: {record!r:.200}")
     verified = _verify_file(client.call("get_proof", tx_hash=record["tx_hash"]), args)
     evidence = recorded_file(verified, digest, args.file)
-    differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record[k] != evidence[k]]
+    differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record.get(k) != evidence[k]]
     if differing:
         raise AllianceError(f"the node's record of {args.file} disagrees with its proof on {', '.join(differing)}")
     _print(evidence)

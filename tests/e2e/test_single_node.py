@@ -13,6 +13,7 @@ import pytest
 
 from node.client import Client, RpcError
 from node.keys import load_key
+from node.rpc import BATCH_CALLS_MAX
 from node.tx import Transaction, sign_tx
 from tests.e2e.nodeproc import make_testnet, node_process, wait_for
 
@@ -183,3 +184,13 @@ def test_commit_timeout_without_quorum(tmp_path: Path) -> None:
     finally:
         assert node.stop() == 0
 
+
+
+def test_a_batch_over_the_call_limit_is_one_invalid_request(single: Any) -> None:
+    _, node = single
+    client = node.client()
+    calls = [{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(BATCH_CALLS_MAX + 1)]
+    answer = client.post(calls)
+    assert answer["error"]["code"] == -32600 and answer["id"] is None
+    assert f"at most {BATCH_CALLS_MAX}" in answer["error"]["message"]
+    assert len(client.post(calls[:BATCH_CALLS_MAX])) == BATCH_CALLS_MAX
