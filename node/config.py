@@ -24,7 +24,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "p2p": {"listen": "127.0.0.1:26601"},
     "metrics": {"listen": "127.0.0.1:26602"},
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
-    "block": {"txs_max": 2000},
+    "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
 }
 

@@ -35,16 +35,17 @@ class Verifier:
     def __init__(
         self,
         committed: Callable[[bytes], bool] = lambda tx_hash: False,
-        pending: Callable[[bytes], bool] = lambda tx_hash: False,
+        known: Callable[[bytes], bool] = lambda tx_hash: False,
     ) -> None:
         self._committed = committed
-        self._pending = pending  # already verified and waiting (e.g. it came with a block meanwhile)
+        # Verified meanwhile: a block brought it while it waited here (it is pending, or committed already).
+        self._known = known
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
 
     def _verdict(self, tx: Transaction) -> str:
-        if self._pending(tx.hash):
+        if self._known(tx.hash):
             return DUPLICATE
         if not tx.verify_signature():
             return BAD_SIGNATURE

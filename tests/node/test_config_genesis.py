@@ -37,7 +37,7 @@ def test_empty_config_gets_every_default(tmp_path: Path) -> None:
     assert config.p2p_listen == Address("127.0.0.1", 26601)
     assert config.metrics_listen == Address("127.0.0.1", 26602)
     assert (config.round_timeout_ms, config.round_timeout_max_ms) == (1000, 30000)
-    assert (config.block_txs_max, config.mempool_txs_max) == (2000, 10000)
+    assert (config.block_txs_max, config.mempool_txs_max) == (1000, 10000)
 
 
 def test_given_settings_override_defaults(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ txs_max = 10
     assert config.rpc_listen == Address("0.0.0.0", 8545)
     assert config.p2p_listen == Address("::1", 9000)
     assert config.round_timeout_ms == 500 and config.round_timeout_max_ms == 30000
-    assert config.mempool_txs_max == 10 and config.block_txs_max == 2000
+    assert config.mempool_txs_max == 10 and config.block_txs_max == 1000
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
