@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.client.core import build_tx, file_digest, generate_key, load_key, public_key_hex, save_key
 from node.client.errors import (
-    BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NodeUnreachable, NotAuthorised, NotFound, Overloaded,
+    BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NoAnswer, NodeUnreachable, NotAuthorised, NotFound, Overloaded,
     RpcError, SubscriptionDropped, TxRefused,
 )
 from node.client.sync import DEFAULT_RPC, Client
@@ -32,8 +32,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_RPC", "AsyncClient", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
-    "InvalidInput", "KvEntry", "NodeUnreachable", "NotAuthorised", "NotFound", "NotaryRecord", "Overloaded", "Peer",
-    "ProofInvalid", "RpcError", "Signature", "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused",
-    "VerifiedProof", "build_tx", "file_digest", "generate_key", "load_key", "public_key_hex", "save_key",
+    "InvalidInput", "KvEntry", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound", "NotaryRecord",
+    "Overloaded", "Peer", "ProofInvalid", "RpcError", "Signature", "Status", "SubscriptionDropped", "TxBody", "TxInfo",
+    "TxRefused", "VerifiedProof", "build_tx", "file_digest", "generate_key", "load_key", "public_key_hex", "save_key",
     "verify_proof",
 ]

@@ -12,9 +12,8 @@ import httpx
 import trio
 from nacl.signing import SigningKey
 
-from node.client import core
 from node.client.core import Core, Op, T
-from node.client.errors import NodeUnreachable, RpcError
+from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
@@ -31,7 +30,9 @@ class AsyncClient:
     def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
         split_url(url)  # a malformed URL is refused here, not at the first call
         self.url = url
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._timeout_s = timeout_s
+        # Proxy settings in the environment are ignored, as by Client and the event streams.
+        self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
         self._core = Core(key)
 
     async def __aenter__(self) -> AsyncClient:
@@ -55,6 +56,10 @@ class AsyncClient:
             response = await self._http.post(
                 self.url, content=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
             )
+        except (httpx.ReadTimeout, httpx.WriteTimeout):
+            raise NoAnswer(
+                f"no answer from node at {self.url} within {self._timeout_s} s; the request may still take effect"
+            ) from None
         except httpx.HTTPError as exc:
             raise NodeUnreachable(f"cannot reach node at {self.url}: {exc!r}") from None
         if response.status_code == 204:
@@ -102,7 +107,7 @@ class AsyncClient:
         return await self._run(self._core.notary_lookup(digest))
 
     async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
-        return await self.notary_lookup(core.file_digest(path))
+        return await self._run(self._core.notary_lookup_file(path))
 
     # ---- typed transactions -----------------------------------------------------------------
 
@@ -121,16 +126,16 @@ class AsyncClient:
         return await self._run(self._core.send_batch(txs, wait, timeout_s))
 
     async def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+        return await self._run(self._core.kv_put(key, value, wait, timeout_s))
 
     async def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+        return await self._run(self._core.kv_delete(key, wait, timeout_s))
 
     async def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+        return await self._run(self._core.notarize(digest, meta, wait, timeout_s))
 
     async def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return await self.notarize(core.file_digest(path), meta, wait, timeout_s)
+        return await self._run(self._core.notarize_file(path, meta, wait, timeout_s))
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -164,6 +169,4 @@ class AsyncClient:
         validators: Sequence[str | bytes] | None = None,
     ) -> VerifiedProof:
         """Fetches a proof and checks it against the genesis (or chain id and validators), not the node."""
-        from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
-
-        return verify_proof(await self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
+        return await self._run(self._core.verified_proof(tx_hash, genesis, chain_id, validators))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nacl.signing import SigningKey, VerifyKey
 
@@ -22,6 +22,9 @@ from node.client.types import (
     status_from, tx_body_from, tx_hash_from, tx_info_from,
 )
 from node.tx import NONCE_MAX, Transaction, sign_tx, tx_json
+
+if TYPE_CHECKING:
+    from node.client.proofs import VerifiedProof
 
 T = TypeVar("T")
 Op = Generator[Any, Any, T]
@@ -188,11 +191,29 @@ class Core:
         params = {"family": "notary", "key": hash_hex(digest, "digest")}
         return notary_record_from((yield from self.call("query", params)))
 
+    def notary_lookup_file(self, path: str | Path) -> Op[NotaryRecord | None]:
+        return (yield from self.notary_lookup(file_digest(path)))
+
     def get_proof(self, tx_hash: str | bytes) -> Op[dict[str, Any]]:
         proof = yield from self.call("get_proof", {"tx_hash": hash_hex(tx_hash, "tx_hash")})
         if not isinstance(proof, dict):
             raise BadAnswer(f"get_proof: expected a JSON object, got {proof!r:.100}")
         return proof
+
+    def verified_proof(
+        self,
+        tx_hash: str | bytes,
+        genesis: str | Path | None,
+        chain_id: str | None,
+        validators: Sequence[str | bytes] | None,
+    ) -> Op[VerifiedProof]:
+        """The proof checked against the genesis (or chain id and validators), never against the node;
+        what it is checked against is read and refused before anything is sent."""
+        from node.client.proofs import trust_anchor  # imported when used: it brings in the consensus code
+        from node.proof import verify_proof
+
+        anchor = trust_anchor(genesis, chain_id, validators)
+        return verify_proof((yield from self.get_proof(tx_hash)), *anchor)
 
     # -- transactions
 
@@ -227,6 +248,18 @@ class Core:
     ) -> Op[TxInfo]:
         tx = yield from self.sign(family, op, args)
         return (yield from self.send(tx, wait, timeout_s))
+
+    def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+        return (yield from self.submit("kv", "put", kv_put_args(key, value), wait, timeout_s))
+
+    def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+        return (yield from self.submit("kv", "delete", {"key": key}, wait, timeout_s))
+
+    def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+        return (yield from self.submit("notary", "record", notary_args(digest, meta), wait, timeout_s))
+
+    def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+        return (yield from self.notarize(file_digest(path), meta, wait, timeout_s))
 
 
 def _accepted(tx: Transaction, result: Any) -> TxInfo:

@@ -34,7 +34,8 @@ class DuplicateTx(RpcError):
 
 
 class Overloaded(RpcError):
-    """-32004: the node is overloaded (mempool full, too many subscriptions); retry later."""
+    """-32004: the node is overloaded (mempool full, too many subscriptions, or every WebSocket connection
+    taken: an event stream refused with HTTP 503); retry later."""
 
 
 class NotFound(RpcError):
@@ -69,6 +70,11 @@ def rpc_error(error: Any) -> RpcError:
 
 class NodeUnreachable(AllianceError):
     """No usable answer from the node's RPC address."""
+
+
+class NoAnswer(NodeUnreachable):
+    """The request went out but no answer came within the client's timeout: it may still take effect
+    (a transaction may still be accepted and commit). The client never sends it again by itself."""
 
 
 class BadAnswer(AllianceError):

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from node.client.core import Core, hash_hex, result_of
-from node.client.errors import BadAnswer, CommitTimeout, SubscriptionDropped
+from node.client.errors import BadAnswer, CommitTimeout, NodeUnreachable, Overloaded, SubscriptionDropped
 from node.client.types import Block, TxInfo, block_from, tx_info_from
 
 # A block of many transactions makes a large notification; far above the node's own 1 MiB inbound limit.
@@ -92,3 +92,22 @@ def wait_timed_out(tx_hash: str | bytes, timeout_s: float) -> CommitTimeout:
         -32006, f"timed out after {timeout_s} s waiting for commit; the transaction may still commit",
         {"tx_hash": hash_hex(tx_hash, "tx_hash")},
     )
+
+
+def handshake_refused(url: str, status: int, body: bytes | None) -> Overloaded | NodeUnreachable:
+    """The error of a WebSocket handshake the node answered with plain HTTP: Overloaded for 503 (all its
+    WebSocket connections are taken; retry later), NodeUnreachable otherwise."""
+    reason = _refusal_reason(body or b"")
+    if status == 503:
+        return Overloaded(-32004, f"the node refused the event stream {url}: {reason}", {"http_status": status})
+    return NodeUnreachable(f"the node refused the event stream {url} with HTTP {status}: {reason}")
+
+
+def _refusal_reason(body: bytes) -> str:
+    """The node's `{"error": REASON}` body, else the body as it came."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        message = None
+    error = message.get("error") if isinstance(message, dict) else None
+    return error if isinstance(error, str) else repr(body[:200])

@@ -12,7 +12,9 @@ from node.keys import parse_pubkey
 from node.proof import ProofInvalid, VerifiedProof
 from node.proof import verify_proof as _verify
 
-__all__ = ["ProofInvalid", "VerifiedProof", "verify_proof"]
+__all__ = ["ProofInvalid", "VerifiedProof", "trust_anchor", "verify_proof"]
+
+EITHER = "verify a proof against either a genesis file or both chain_id and validators"
 
 
 def verify_proof(
@@ -24,13 +26,19 @@ def verify_proof(
 ) -> VerifiedProof:
     """Checks a `get_proof` object against a genesis file, or against `chain_id` and the validators'
     public keys (hex or bytes). Raises ProofInvalid, with its `reason`, if the proof does not hold."""
-    if (genesis is None) == (chain_id is None or validators is None):
-        raise InvalidInput("verify a proof against either a genesis file or both chain_id and validators")
+    return _verify(proof, *trust_anchor(genesis, chain_id, validators))
+
+
+def trust_anchor(
+    genesis: str | Path | None, chain_id: str | None, validators: Sequence[str | bytes] | None
+) -> tuple[str, list[bytes]]:
+    """The chain id and validator keys a proof is checked against: read from the genesis file, or
+    as given. One or the other: a mix is refused rather than half ignored."""
     if genesis is not None:
+        if chain_id is not None or validators is not None:
+            raise InvalidInput(f"{EITHER}, not both")
         loaded = load_genesis(Path(genesis))
-        chain_id, keys = loaded.chain_id, [m.pubkey for m in loaded.validators]
-    else:
-        assert validators is not None
-        keys = [v if isinstance(v, bytes) else parse_pubkey(v, "validator public key") for v in validators]
-    assert chain_id is not None
-    return _verify(proof, chain_id, keys)
+        return loaded.chain_id, [m.pubkey for m in loaded.validators]
+    if chain_id is None or validators is None:
+        raise InvalidInput(EITHER)
+    return chain_id, [v if isinstance(v, bytes) else parse_pubkey(v, "validator public key") for v in validators]

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 
 from node.client import core
 from node.client.core import Core, Op, T
-from node.client.errors import NodeUnreachable, RpcError
+from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
 from node.errors import AllianceError
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from node.client.ws_sync import EventStream
 
 DEFAULT_RPC = "http://127.0.0.1:26600"
+# What a request on a keep-alive connection meets when the server had closed it while idle.
+STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 def split_url(url: str) -> tuple[str, int]:
@@ -67,20 +69,46 @@ class Client:
     # ---- transport ------------------------------------------------------------------------
 
     def post_raw(self, body: bytes) -> tuple[int, bytes, bool]:
-        """POSTs an encoded body: the HTTP status, the answer, and whether it had to be sent twice
-        (a keep-alive connection the server had closed)."""
-        for attempt in (1, 2):
-            try:
-                if self._conn is None:
-                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
-                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
-                response = self._conn.getresponse()
-                return response.status, response.read(), attempt == 2
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                if attempt == 2:
-                    raise NodeUnreachable(f"cannot reach node at {self.url}: {exc}") from None
-        raise AssertionError("unreachable")
+        """POSTs an encoded body: the HTTP status, the answer, and whether it was sent a second time
+        because the server had closed the idle keep-alive connection it first went out on.
+
+        Nothing else is sent twice: after a timeout the node may be acting on the request (NoAnswer)."""
+        resent = False
+        try:
+            if self._conn is not None:
+                try:
+                    return (*self._exchange(self._conn, body), resent)
+                except STALE_CONNECTION:
+                    resent = True  # the server closed the idle connection as the request went out
+            return (*self._exchange(self._connect(), body), resent)
+        except TimeoutError:
+            raise NoAnswer(
+                f"no answer from node at {self.url} within {self._timeout_s} s; the request may still take effect"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise NodeUnreachable(f"cannot reach node at {self.url}: {exc}") from None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        try:
+            conn.connect()
+        except TimeoutError:  # not a NoAnswer: nothing was sent
+            raise NodeUnreachable(f"cannot reach node at {self.url}: connecting timed out") from None
+        self._conn = conn
+        return conn
+
+    def _exchange(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+        """One request and its answer; the connection is dropped if anything goes wrong."""
+        try:
+            conn.request("POST", "/", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            answer = response.status, response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:  # so that a kept connection is always one that answered and stayed open
+            self.close()
+        return answer
 
     def post(self, payload: Any) -> Any:
         """POSTs a JSON body and returns the decoded JSON answer (None for 204)."""
@@ -140,7 +168,7 @@ class Client:
         return self._run(self._core.notary_lookup(digest))
 
     def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
-        return self.notary_lookup(core.file_digest(path))
+        return self._run(self._core.notary_lookup_file(path))
 
     # ---- typed transactions -----------------------------------------------------------------
 
@@ -157,16 +185,16 @@ class Client:
         return self._run(self._core.send_batch(txs, wait, timeout_s))
 
     def kv_put(self, key: str, value: bytes | str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("kv", "put", core.kv_put_args(key, value), wait, timeout_s))
+        return self._run(self._core.kv_put(key, value, wait, timeout_s))
 
     def kv_delete(self, key: str, wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("kv", "delete", {"key": key}, wait, timeout_s))
+        return self._run(self._core.kv_delete(key, wait, timeout_s))
 
     def notarize(self, digest: str | bytes, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self._run(self._core.submit("notary", "record", core.notary_args(digest, meta), wait, timeout_s))
+        return self._run(self._core.notarize(digest, meta, wait, timeout_s))
 
     def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
-        return self.notarize(core.file_digest(path), meta, wait, timeout_s)
+        return self._run(self._core.notarize_file(path, meta, wait, timeout_s))
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -202,6 +230,4 @@ class Client:
         validators: Sequence[str | bytes] | None = None,
     ) -> VerifiedProof:
         """Fetches a proof and checks it against the genesis (or chain id and validators), not the node."""
-        from node.client.proofs import verify_proof  # imported when used: it brings in the consensus code
-
-        return verify_proof(self.get_proof(tx_hash), genesis, chain_id=chain_id, validators=validators)
+        return self._run(self._core.verified_proof(tx_hash, genesis, chain_id, validators))

@@ -7,11 +7,11 @@ import contextlib
 from types import TracebackType
 from typing import Generic
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from node.client.errors import NodeUnreachable
-from node.client.events import MAX_FRAME_BYTES, E, Subscription
+from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
 
 class EventStream(Generic[E]):
@@ -26,6 +26,8 @@ class EventStream(Generic[E]):
             self._ws: ClientConnection = self._stack.enter_context(
                 connect(url, open_timeout=open_timeout_s, max_size=MAX_FRAME_BYTES, proxy=None)
             )
+        except InvalidStatus as exc:
+            raise handshake_refused(url, exc.response.status_code, bytes(exc.response.body)) from None
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise NodeUnreachable(f"cannot open the event stream {url}: {exc}") from None
         try:

@@ -7,10 +7,13 @@ import contextlib
 from types import TracebackType
 from typing import Generic
 
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+import trio
+from trio_websocket import (
+    ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url,
+)
 
 from node.client.errors import NodeUnreachable
-from node.client.events import MAX_FRAME_BYTES, E, Subscription
+from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
 
 class AsyncEventStream(Generic[E]):
@@ -29,6 +32,8 @@ class AsyncEventStream(Generic[E]):
             self._ws = await self._stack.enter_async_context(open_websocket_url(
                 self.url, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s
             ))
+        except ConnectionRejected as exc:
+            raise handshake_refused(self.url, exc.status_code, exc.body) from None
         except (OSError, HandshakeError) as exc:
             raise NodeUnreachable(f"cannot open the event stream {self.url}: {exc!r}") from None
         try:
@@ -47,10 +52,14 @@ class AsyncEventStream(Generic[E]):
             await self._connection().send_message(self._subscription.subscribe_frame())
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
-        while not self._subscription.confirmed:
-            event = self._subscription.feed(await self._recv())
-            if event is not None:
-                self._pending.append(event)
+        try:
+            with trio.fail_after(self._open_timeout_s):
+                while not self._subscription.confirmed:
+                    event = self._subscription.feed(await self._recv())
+                    if event is not None:
+                        self._pending.append(event)
+        except trio.TooSlowError:
+            raise NodeUnreachable(f"no answer to subscribe from {self.url} within {self._open_timeout_s} s") from None
 
     def _connection(self) -> WebSocketConnection:
         if self._ws is None:

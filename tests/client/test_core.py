@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,11 +160,26 @@ def test_queries_absent_and_present() -> None:
 @pytest.mark.parametrize("op", [
     lambda c: c.get_tx("AB"), lambda c: c.get_tx(b"\x00" * 31), lambda c: c.get_block(-1),
     lambda c: c.get_block(True), lambda c: c.get_block("earliest"), lambda c: c.notary_lookup("g" * 64),
-    lambda c: c.sign("kv", "put", {}), lambda c: c.get_proof(""),
+    lambda c: c.sign("kv", "put", {}), lambda c: c.get_proof(""), lambda c: c.notarize_file("/nonexistent"),
+    lambda c: c.notary_lookup_file("/nonexistent"), lambda c: c.verified_proof("ab" * 32, None, "chain", None),
+    lambda c: c.verified_proof("ab" * 32, "/nonexistent/genesis.toml", None, ["aa" * 32]),
+    lambda c: c.verified_proof("ab" * 32, "/nonexistent/genesis.toml", "chain", None),
 ])
 def test_inputs_refused_before_anything_is_sent(op: Any) -> None:
     with pytest.raises(InvalidInput):
         run(op(Core()), lambda payload: pytest.fail("nothing may be sent"))
+
+
+def test_file_operations_send_the_files_digest(tmp_path: Path) -> None:
+    document = tmp_path / "invoice.pdf"
+    document.write_bytes(b"%PDF- invoice")
+    digest = hashlib.sha256(b"%PDF- invoice").digest()
+    assert answering(Core().notary_lookup_file(document), None)[1][0]["params"]["key"] == digest.hex()
+    core = Core(generate_key())
+    core.chain_id = "test-chain"
+    receipt, posted = answering(core.notarize_file(document, "m", wait=True), [COMMITTED])
+    tx = decode_tx(bytes.fromhex(posted[0][0]["params"]["tx"]))
+    assert (tx.family, tx.op, tx.args) == ("notary", "record", {"digest": digest, "meta": "m"}) and receipt.ok
 
 
 @pytest.mark.parametrize("args", [{"x": 1.5}, {1: "non-string key"}, {"x": 2**70}, {"value": b"z" * 70_000}])

@@ -3,18 +3,22 @@ WebSocket server that drops its subscriber at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
 
 import pytest
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionRejected, WebSocketRequest, open_websocket_url, serve_websocket
 from websockets.sync.server import ServerConnection, serve
 
 from node.client import (
-    AsyncClient, Block, Client, CommitTimeout, InvalidInput, NodeUnreachable, SubscriptionDropped, load_key,
+    AsyncClient, Block, Client, CommitTimeout, InvalidInput, NodeUnreachable, Overloaded, SubscriptionDropped,
+    load_key,
 )
+from node.client.events import ws_url
+from node.events import CONNECTIONS_MAX
 from tests.client.conftest import Chain
 from tests.e2e.nodeproc import free_base_port
 
@@ -71,6 +75,66 @@ async def test_unreachable_event_streams() -> None:
         with pytest.raises(NodeUnreachable):
             async with client.blocks(open_timeout_s=2):
                 pass
+
+
+async def test_streams_ignore_proxy_settings(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead_proxy = f"http://127.0.0.1:{free_base_port(1)}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    await trio.to_thread.run_sync(lambda: Client(chain.url).blocks().close())
+    async with AsyncClient(chain.url) as client, client.blocks():
+        pass
+
+
+async def test_a_node_with_every_connection_taken_refuses_streams_as_overloaded(chain: Chain) -> None:
+    async with AsyncClient(chain.url) as client:
+        with trio.fail_after(60):
+            async with contextlib.AsyncExitStack() as held:
+                await take_every_connection(held, ws_url(chain.url))
+                with pytest.raises(Overloaded) as refused_async:
+                    async with client.blocks():
+                        pass
+                with pytest.raises(Overloaded) as refused_sync:
+                    await trio.to_thread.run_sync(lambda: Client(chain.url).blocks())
+            for refused in (refused_async.value, refused_sync.value):
+                assert refused.code == -32004 and f"over {CONNECTIONS_MAX} WebSocket connections" in refused.message
+            while True:  # the node frees the connections once they are closed
+                try:
+                    async with client.blocks():
+                        break
+                except Overloaded:
+                    await trio.sleep(0.05)
+
+
+async def take_every_connection(held: contextlib.AsyncExitStack, url: str) -> None:
+    """Opens WebSocket connections to the node, kept open by `held`, until it refuses one."""
+    for _ in range(CONNECTIONS_MAX + 1):
+        try:
+            await held.enter_async_context(open_websocket_url(url))
+        except ConnectionRejected as refused:
+            assert refused.status_code == 503
+            return
+    pytest.fail(f"the node accepted more than {CONNECTIONS_MAX} WebSocket connections")
+
+
+async def test_an_unanswered_subscribe_times_out_in_both_flavours(nursery: trio.Nursery) -> None:
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()  # the subscribe request, never answered
+        await trio.sleep_forever()
+
+    port = free_base_port(1)
+    await nursery.start(serve_websocket, handler, "127.0.0.1", port, None)
+    url = f"http://127.0.0.1:{port}"
+    with trio.fail_after(10):
+        async with AsyncClient(url) as client:
+            with pytest.raises(NodeUnreachable, match="no answer to subscribe"):
+                async with client.blocks(open_timeout_s=0.3):
+                    pass
+        with pytest.raises(NodeUnreachable, match="no answer to subscribe"):
+            await trio.to_thread.run_sync(lambda: Client(url).blocks(open_timeout_s=0.3))
 
 
 # ---- a dropped subscriber -----------------------------------------------------------------------

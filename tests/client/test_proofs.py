@@ -42,10 +42,12 @@ def test_proof_errors_are_typed(chain: Chain) -> None:
             client.get_proof("ab" * 32)
         with pytest.raises(InvalidInput):
             client.get_proof("ab")
-    with pytest.raises(InvalidInput, match="either a genesis file or"):
-        verify_proof({}, chain.genesis_path, chain_id="x", validators=[])
-    with pytest.raises(InvalidInput, match="either a genesis file or"):
-        verify_proof({}, chain_id="x")
+    for mix in ({"chain_id": "x", "validators": []}, {"chain_id": "x"}, {"validators": []}):
+        with pytest.raises(InvalidInput, match="either a genesis file or .*, not both"):
+            verify_proof({}, chain.genesis_path, **mix)
+    for half in ({"chain_id": "x"}, {"validators": []}, {}):
+        with pytest.raises(InvalidInput, match="either a genesis file or"):
+            verify_proof({}, **half)
 
 
 async def test_async_proof(chain: Chain) -> None:
