@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -12,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.client import Client, RpcError
+from node.client import Client, RpcError, file_digest
 from node.errors import AllianceError
 from node.genesis import load_genesis
 from node.keys import load_key
@@ -75,17 +74,6 @@ def cmd_tx_get(args: argparse.Namespace) -> None:
     except UnicodeDecodeError:
         pass
     _print(entry)
-
-
-def file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise AllianceError(f"cannot read {path}: {exc.strerror}") from None
-    return digest.digest()
 
 
 # ---- notarize and lookup: the evidence flow ------------------------------------------------------
