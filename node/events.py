@@ -240,14 +240,17 @@ class Hub:
         if subscriber.outbox.dropped is not None:
             return
         if not subscriber.outbox.notify(Notification(subscription.id, subscription.topic, result)):
-            self._drop(subscriber)
+            self.drop(subscriber, DROP_REASON)
 
-    def _drop(self, subscriber: Subscriber) -> None:
+    def drop(self, subscriber: Subscriber, reason: str) -> None:
+        """Ends every subscription of a connection and empties its outbox, which then ends; once only."""
+        if subscriber.outbox.dropped is not None:
+            return
         for subscription in list(subscriber.subscriptions.values()):
             self._end(subscription)
-        subscriber.outbox.drop(DROP_REASON)
+        subscriber.outbox.drop(reason)
         self.metrics.ws_subscribers_dropped.inc()
-        log.warning("event=ws_subscriber_dropped reason=%r", DROP_REASON)
+        log.warning("event=ws_subscriber_dropped reason=%r", reason)
 
     def _end(self, subscription: Subscription) -> None:
         if subscription.subscriber.subscriptions.pop(subscription.id, None) is None:

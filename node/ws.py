@@ -2,16 +2,19 @@
 
 Each connection runs a reader (requests, answered concurrently up to
 REQUESTS_IN_FLIGHT_MAX) and a writer (the only task that sends, draining the
-connection's outbox in order). Hypercorn's writes cannot be cancelled, so once a
-connection ends (dropped or disconnected) what is left to send gets CLOSE_GRACE_S
-before the TCP connection is reset.
+connection's outbox in order). Hypercorn's writes cannot be cancelled, so a
+connection is reset instead: when one write takes over WRITE_TIMEOUT_S, and
+CLOSE_GRACE_S after it ends (dropped or disconnected) if it is still open.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -23,8 +26,14 @@ from node.web import RESET, Receive, Scope, Send, refuse_websocket
 log = logging.getLogger("alliance.ws")
 
 REQUESTS_IN_FLIGHT_MAX = 16  # read but not yet answered on one connection; reading waits beyond
+WRITE_TIMEOUT_S = 5.0
+WRITE_TIMEOUT_REASON = f"too slow: a write was not taken within {WRITE_TIMEOUT_S:g} s"
 CLOSE_GRACE_S = 5.0
 POLICY_VIOLATION = 1008
+SOCKET_METHODS = ("subscribe", "unsubscribe")
+
+# The subscriptions made by the request being answered: each starts once that answer is queued.
+_created: ContextVar[list[Subscription]] = ContextVar("created")
 
 
 class EventSocket:
@@ -42,40 +51,42 @@ class EventSocket:
             return await refuse_websocket(send, 503, {"error": f"over {CONNECTIONS_MAX} WebSocket connections"})
         try:
             if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
                 await _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET]).run()
         finally:
             self.hub.disconnect(subscriber)
 
 
 class _Session:
-    """One accepted connection: a reader, a writer, and a reset deadline once it ends."""
+    """One connection: a reader, a writer, and the deadlines that reset it."""
 
     def __init__(self, hub: Hub, rpc: RpcService, subscriber: Subscriber, receive: Receive, send: Send,
                  reset: Callable[[], None]) -> None:
         self.hub = hub
-        self.rpc = rpc
+        self.service = _with_methods(rpc, {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe})
         self.subscriber = subscriber
         self.receive = receive
         self.send = send
         self.reset = reset
         self.slots = trio.Semaphore(REQUESTS_IN_FLIGHT_MAX)  # released once a request's answer is sent
+        self.write_deadline = trio.CancelScope()  # its deadline is set while a write is under way
         self.disconnected = False
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._reset_if_stuck)
-            async with trio.open_nursery() as serving:
-                serving.start_soon(self._read, serving)
-                await self._write()  # returns once dropped; cancelled when the client disconnects
-                serving.cancel_scope.cancel()
-            reason = self.subscriber.outbox.dropped
-            if reason is not None:
-                async with trio.open_nursery() as closing:
-                    closing.start_soon(self._say_dropped, reason)
-                    if not self.disconnected:
-                        await self._until_disconnect()  # also keeps Hypercorn from blocking on a full queue
-            nursery.cancel_scope.cancel()
+        ended = self.subscriber.outbox.ended
+        async with trio.open_nursery() as watchdogs:
+            watchdogs.start_soon(self._reset_if_write_stuck)
+            watchdogs.start_soon(self._reset_if_open_after_end)
+            async with trio.open_nursery() as writing:
+                await self._send({"type": "websocket.accept"})
+                writing.start_soon(self._write)
+                async with trio.open_nursery() as serving:
+                    serving.start_soon(self._read, serving)
+                    await ended.wait()
+                    serving.cancel_scope.cancel()  # the reader may be waiting for a slot that never frees
+                if not self.disconnected:
+                    await self._until_disconnect()  # Hypercorn may be blocked queueing messages for us
+                writing.cancel_scope.cancel()
+            watchdogs.cancel_scope.cancel()
 
     async def _read(self, serving: trio.Nursery) -> None:
         while True:
@@ -84,7 +95,6 @@ class _Session:
             if message["type"] == "websocket.disconnect":
                 self.disconnected = True
                 self.subscriber.outbox.ended.set()
-                serving.cancel_scope.cancel()
                 return
             text = message.get("text")
             body = text.encode() if text is not None else message.get("bytes") or b""
@@ -92,22 +102,23 @@ class _Session:
 
     async def _answer(self, body: bytes) -> None:
         created: list[Subscription] = []
-
-        async def subscribe(params: dict[str, Any]) -> str:
-            subscription = self.hub.subscribe(self.subscriber, params)
-            created.append(subscription)
-            return subscription.id
-
-        async def unsubscribe(params: dict[str, Any]) -> bool:
-            return self.hub.unsubscribe(self.subscriber, params)
-
-        answer = await _with_methods(self.rpc, {"subscribe": subscribe, "unsubscribe": unsubscribe}).handle(body)
+        _created.set(created)
+        request = _without_socket_notifications(body)
+        answer = None if request is None else await self.service.handle(request)
         if answer is None:
             self.slots.release()
         else:
             self.subscriber.outbox.answer(compact_json(answer))
         for subscription in created:
             self.hub.start(subscription)  # after the answer, so the client knows the id of what follows
+
+    async def _subscribe(self, params: dict[str, Any]) -> str:
+        subscription = self.hub.subscribe(self.subscriber, params)
+        _created.get().append(subscription)
+        return subscription.id
+
+    async def _unsubscribe(self, params: dict[str, Any]) -> bool:
+        return self.hub.unsubscribe(self.subscriber, params)
 
     async def _write(self) -> None:
         while (frame := await self.subscriber.outbox.next()) is not None:
@@ -116,22 +127,36 @@ class _Session:
             else:
                 await self._send_text(frame)
                 self.slots.release()
+        reason = self.subscriber.outbox.dropped
+        assert reason is not None  # next() gives None only once dropped
+        await self._send_text(dropped_text(reason))  # after a write timeout, the reset makes these no-ops
+        await self._send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "subscriber dropped"})
 
     async def _send_text(self, text: str) -> None:
-        await self.send({"type": "websocket.send", "text": text})
+        await self._send({"type": "websocket.send", "text": text})
 
-    async def _say_dropped(self, reason: str) -> None:
-        await self._send_text(dropped_text(reason))
-        await self.send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "subscriber dropped"})
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.write_deadline.deadline = trio.current_time() + WRITE_TIMEOUT_S
+        await self.send(message)
+        self.write_deadline.deadline = math.inf
 
     async def _until_disconnect(self) -> None:
         while (await self.receive())["type"] != "websocket.disconnect":
-            pass  # requests after a drop go unanswered
+            pass  # requests after the end go unanswered
 
-    async def _reset_if_stuck(self) -> None:
+    async def _reset_if_write_stuck(self) -> None:
+        with self.write_deadline:
+            await trio.sleep_forever()
+        self.hub.drop(self.subscriber, WRITE_TIMEOUT_REASON)
+        self._reset("write_timeout")
+
+    async def _reset_if_open_after_end(self) -> None:
         await self.subscriber.outbox.ended.wait()
         await trio.sleep(CLOSE_GRACE_S)
-        log.info("event=ws_connection_reset reason=%s", "dropped" if self.subscriber.outbox.dropped else "closed")
+        self._reset("dropped" if self.subscriber.outbox.dropped else "closed")
+
+    def _reset(self, reason: str) -> None:
+        log.info("event=ws_connection_reset reason=%s", reason)
         self.reset()
 
 
@@ -139,7 +164,27 @@ Method = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def _with_methods(rpc: RpcService, methods: dict[str, Method]) -> RpcService:
-    """The node's RPC service with this request's extra methods: the same envelope, errors and metrics."""
+    """The node's RPC service with a connection's extra methods: the same envelope, errors and metrics."""
     service = copy.copy(rpc)
     service.methods = {**rpc.methods, **methods}
     return service
+
+
+def _without_socket_notifications(body: bytes) -> bytes | None:
+    """The request without subscribe and unsubscribe notifications, which do nothing: a subscription
+    made by one would have an id its client never learns. None when no call is left."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return body  # the service answers it as it answers any request it cannot parse
+    calls = request if isinstance(request, list) else [request]
+    kept = [call for call in calls if not _is_socket_notification(call)]
+    if len(kept) == len(calls):
+        return body
+    if not kept:
+        return None
+    return compact_json(kept if isinstance(request, list) else kept[0]).encode()
+
+
+def _is_socket_notification(call: Any) -> bool:
+    return isinstance(call, dict) and "id" not in call and call.get("method") in SOCKET_METHODS

@@ -25,7 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 from node.events import CONNECTIONS_MAX, DROP_REASON, SUBSCRIPTIONS_PER_CONNECTION_MAX
 from node.keys import load_key
 from node.tx import Transaction, sign_tx
-from node.ws import CLOSE_GRACE_S
+from node.ws import CLOSE_GRACE_S, REQUESTS_IN_FLIGHT_MAX, WRITE_TIMEOUT_S
 from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -430,6 +430,27 @@ def test_errors(consortium: Any) -> None:
     assert refused.value.response.status_code == 404
 
 
+def test_subscribe_and_unsubscribe_sent_as_notifications_do_nothing(consortium: Any) -> None:
+    net, nodes = consortium
+    node = nodes[3]
+    silent = {"jsonrpc": "2.0", "method": "subscribe", "params": {"topic": "blocks"}}
+    with Socket(node) as conn, Load(net, nodes):
+        for _ in range(SUBSCRIPTIONS_PER_CONNECTION_MAX):
+            conn.ws.send(json.dumps(silent))
+        conn.ws.send(json.dumps([silent, silent]))  # a batch of notifications only: no answer either
+        [status] = conn.request([silent, {"jsonrpc": "2.0", "id": "status", "method": "status"}])
+        assert status["id"] == "status" and "result" in status
+        kept = conn.call("subscribe", topic="blocks")  # none of them took one of the 64 places
+        conn.ws.send(json.dumps({"jsonrpc": "2.0", "method": "unsubscribe", "params": {"subscription": kept}}))
+        first = conn.notification()["params"]
+        while True:  # only `kept` notifies, and it goes on after the unsubscribe notification
+            params = conn.notification()["params"]
+            assert params["subscription"] == first["subscription"] == kept
+            if params["result"]["height"] >= first["result"]["height"] + 2:
+                break
+        assert conn.call("unsubscribe", subscription=kept) is True
+
+
 def test_connection_limit(consortium: Any) -> None:
     _, nodes = consortium
     node = nodes[1]
@@ -492,6 +513,31 @@ def test_subscribers_that_stop_reading_are_dropped_and_block_nothing(consortium:
         top = height(node) + 5
         wait_for(lambda: follower.reached(top), "the follower to see the chain go on")
     assert_chain_as_get_block(node, follower.close())
+
+
+def test_a_client_that_sends_requests_and_never_reads_is_reset(consortium: Any) -> None:
+    _, nodes = consortium
+    node = nodes[2]
+    wait_for(lambda: metric(node, "alliance_ws_connections") == 0, "earlier tests' connections to close")
+    dropped = metric(node, "alliance_ws_subscribers_dropped_total")
+    block = http(node, [{"jsonrpc": "2.0", "id": 1, "method": "get_block", "params": {"height": 1}}])
+    calls = 1 + (8 << 20) // (REQUESTS_IN_FLIGHT_MAX * len(json.dumps(block)))  # answers of 8 MiB in all
+    batch = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "get_block", "params": {"height": 1}}
+                        for i in range(calls)])
+    stuck, status = raw_handshake(node, receive_buffer=4096)
+    assert status == 101
+    for _ in range(REQUESTS_IN_FLIGHT_MAX):
+        raw_send_text(stuck, batch)
+    for i in range(20):  # more than the node reads while every answer waits to be sent
+        raw_send_text(stuck, json.dumps({"jsonrpc": "2.0", "id": i, "method": "status"}))
+    slowest = rpc_while(node, lambda: metric(node, "alliance_ws_connections") == 0,
+                        "the connection to be reset", WRITE_TIMEOUT_S + 10)
+    assert slowest < 2.0, f"RPC took {slowest:.2f} s while a client was stuck"
+    assert metric(node, "alliance_ws_subscribers_dropped_total") == dropped + 1
+    expect_closed(stuck)
+    stuck.close()
+    with Socket(node) as conn:
+        assert conn.call("get_block", height=1) == block[0]["result"]
 
 
 def test_a_stuck_subscriber_does_not_hold_shutdown(single: Any) -> None:

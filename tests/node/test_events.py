@@ -295,6 +295,20 @@ async def test_a_subscriber_that_falls_too_far_behind_is_dropped(hub: Hub, chain
     assert len(slow.outbox) == 0
 
 
+async def test_a_connection_is_dropped_once_with_the_first_reason(hub: Hub, metrics: Metrics) -> None:
+    subscriber = hub.connect()
+    assert subscriber is not None
+    subscribed(hub, subscriber, {"topic": "blocks"})
+    subscriber.outbox.answer("unsent")
+    hub.drop(subscriber, "a write timed out")
+    hub.drop(subscriber, DROP_REASON)
+    assert subscriber.outbox.dropped == "a write timed out" and subscriber.outbox.ended.is_set()
+    assert subscriber.subscriptions == {} and len(subscriber.outbox) == 0
+    assert await subscriber.outbox.next() is None
+    assert gauge(metrics, "alliance_ws_subscribers_dropped_total") == 1
+    assert gauge(metrics, "alliance_ws_subscriptions", topic=BLOCKS) == 0
+
+
 def test_answers_do_not_count_towards_the_notification_bound() -> None:
     outbox = Outbox()
     for i in range(NOTIFICATIONS_QUEUED_MAX):
