@@ -102,7 +102,7 @@ class RpcService:
         """The JSON response for a request body, or None when nothing is to be answered."""
         try:
             request = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deeply
             return _response(None, error=RpcError(PARSE_ERROR, "parse error"))
         if not isinstance(request, list):
             return await self._call(request)

@@ -194,3 +194,9 @@ def test_a_batch_over_the_call_limit_is_one_invalid_request(single: Any) -> None
     assert answer["error"]["code"] == -32600 and answer["id"] is None
     assert f"at most {BATCH_CALLS_MAX}" in answer["error"]["message"]
     assert len(client.post(calls[:BATCH_CALLS_MAX])) == BATCH_CALLS_MAX
+
+
+def test_deeply_nested_json_is_a_parse_error(single: Any) -> None:
+    _, node = single
+    answer = node.client().post_raw(b"[" * 50_000)
+    assert answer[0] == 200 and b"-32700" in answer[1]
