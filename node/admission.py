@@ -39,6 +39,10 @@ class Admission:
         self.ledger = ledger
         self.mempool = mempool
 
+    def seen(self, tx_hash: bytes) -> bool:
+        """Pending, or in one of the recent blocks: both memory lookups (older blocks are the verifier's read)."""
+        return tx_hash in self.mempool or self.ledger.committed_recently(tx_hash)
+
     def check(self, raw: bytes, from_peer: bool = False) -> Transaction:
         """The decoded transaction if it passes the checks that need no worker thread.
 
@@ -57,7 +61,7 @@ class Admission:
             raise Refused(INVALID, exc.reason, str(exc)) from None
         if tx.chain_id != self.chain_id:
             raise Refused(INVALID, "wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
-        if tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
+        if self.seen(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
         if tx.sender not in self.authorised:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
@@ -73,7 +77,7 @@ class Admission:
         for tx, verdict in zip(txs, verdicts):
             if verdict == BAD_SIGNATURE:
                 outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
-            elif verdict == SEEN or tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):
+            elif verdict == SEEN or self.seen(tx.hash):
                 outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
             else:
                 self.submit(tx, from_peer)

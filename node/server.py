@@ -213,7 +213,8 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
         syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
-        verifier = Verifier(committed=ledger.store.has_tx, known=lambda h: h in mempool or ledger.committed_recently(h))
+        # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
+        verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
         node.rpc = RpcService(driver, admission, metrics, node.status)
         gossip = TxGossip(network, admission, metrics)
