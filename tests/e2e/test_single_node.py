@@ -21,16 +21,6 @@ TXS_TOTAL = 1000
 BATCH = 100
 
 
-@pytest.fixture
-def single(tmp_path: Path) -> Any:
-    net, base = make_testnet(tmp_path)
-    node = node_process(net, base)
-    node.start()
-    yield net, node
-    if node.process is not None and node.process.poll() is None:
-        node.stop()
-
-
 def _signed_txs(net: Path, chain_id: str) -> list[Transaction]:
     key = load_key(net / "client.key")
     txs = []
@@ -183,7 +173,6 @@ def test_commit_timeout_without_quorum(tmp_path: Path) -> None:
         assert "quorum" in not_ready.value.read().decode()
     finally:
         assert node.stop() == 0
-
 
 
 def test_a_batch_over_the_call_limit_is_one_invalid_request(single: Any) -> None:

@@ -156,7 +156,6 @@ class Socket(AbstractContextManager["Socket"]):
         return frame
 
 
-
 class Follower:
     """Subscribes to blocks and records every notification from a background thread; close() to stop."""
 
@@ -276,16 +275,6 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
             assert node.stop() == 0, node.log_text()
 
 
-@pytest.fixture
-def single(tmp_path: Path) -> Iterator[tuple[Path, NodeProcess]]:
-    net, base = make_testnet(tmp_path)
-    node = node_process(net, base)
-    node.start()
-    yield net, node
-    if node.process is not None and node.process.poll() is None:
-        node.stop()
-
-
 # ---- following the chain ------------------------------------------------------------------------
 
 
@@ -324,7 +313,8 @@ def test_blocks_applied_by_catch_up_are_published(consortium: Any) -> None:
             blocks.append(frame["params"]["result"])
     assert blocks[0]["height"] <= start + 1
     assert_chain_as_get_block(paused, blocks)
-    assert paused.log_text().count("event=synced") > synced_before, "node3 did not catch up"
+    # The syncer logs its batch after the batch's blocks are published: wait for the line, do not race it.
+    wait_for(lambda: paused.log_text().count("event=synced") > synced_before, "node3 to log its catch-up")
 
 
 # ---- transactions -------------------------------------------------------------------------------
