@@ -6,10 +6,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from node.block import Block, Header, decode_block, decode_certificate, encode_certificate
-from node.canonical import pack_flat, unpack
+from node.canonical import CodecError, pack_flat, unpack
 from node.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.genesis import Genesis
-from node.tx import Transaction, decode_tx
+from node.tx import Transaction, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
 
@@ -17,6 +17,9 @@ GENESIS_META = "genesis_hash"
 # Blocks whose tx hashes are kept in memory, so that refusing a just-committed
 # transaction needs no LevelDB read (and closes the race with a late gossip copy).
 RECENT_BLOCKS = 64
+# Committed blocks kept decoded: a transaction entry points into its block, and
+# clients that waited for a commit ask for the transactions of the newest ones.
+DECODED_BLOCKS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class Ledger:
         self.last_header: Header | None = None
         self._recent: deque[list[bytes]] = deque(maxlen=RECENT_BLOCKS)
         self._recent_hashes: set[bytes] = set()
+        self._decoded: dict[int, Block] = {}  # written only by commit; read with .get from any thread
         if store.height() > 0:
             self.last_header = self._require_block(store.height()).header
 
@@ -72,6 +76,9 @@ class Ledger:
         return self.genesis.genesis_time_ms if self.last_header is None else self.last_header.time_ms
 
     def block(self, height: int) -> Block | None:
+        cached = self._decoded.get(height)
+        if cached is not None:
+            return cached
         raw = self.store.load_block(height)
         return None if raw is None else decode_block(raw)
 
@@ -86,19 +93,33 @@ class Ledger:
         return None if raw is None else decode_certificate(raw)
 
     def tx_entry(self, tx_hash: bytes) -> TxEntry | None:
-        raw = self.store.load_tx(tx_hash)
-        if raw is None:
+        found = self._entry(tx_hash)
+        if found is None:
             return None
-        height, index, code, log, tx_raw = unpack(raw)
-        return TxEntry(height, index, Receipt(code, log), decode_tx(tx_raw))
+        height, index, receipt = found
+        txs = self._require_block(height).txs
+        if index >= len(txs) or tx_hash_of(txs[index]) != tx_hash:
+            raise StoreCorrupt(f"the entry of transaction {tx_hash.hex()} points to no such tx of block {height}")
+        return TxEntry(height, index, receipt, decode_tx(txs[index]))
 
     def receipt(self, tx_hash: bytes) -> Receipt | None:
-        """The receipt of a committed transaction, without decoding the transaction."""
+        """The receipt of a committed transaction, without reading its block."""
+        found = self._entry(tx_hash)
+        return None if found is None else found[2]
+
+    def _entry(self, tx_hash: bytes) -> tuple[int, int, Receipt] | None:
         raw = self.store.load_tx(tx_hash)
         if raw is None:
             return None
-        _, _, code, log, _ = unpack(raw)
-        return Receipt(code, log)
+        try:
+            entry = unpack(raw)
+        except CodecError:
+            entry = None
+        if not (type(entry) is list and len(entry) == 4 and type(entry[0]) is int and type(entry[1]) is int
+                and type(entry[2]) is int and type(entry[3]) is str):
+            raise StoreCorrupt(f"the entry of transaction {tx_hash.hex()} is not [height, index, code, log]")
+        height, index, code, log = entry
+        return height, index, Receipt(code, log)
 
     def has_tx(self, tx_hash: bytes) -> bool:
         return tx_hash in self._recent_hashes or self.store.has_tx(tx_hash)
@@ -123,10 +144,14 @@ class Ledger:
         execution: Execution,
         certificate: tuple[tuple[bytes, bytes], ...],
     ) -> None:
-        """Saves the block, certificate, tx entries, receipts and state in one synced batch."""
+        """Saves the block, certificate, tx entries, receipts and state in one synced batch.
+
+        An entry holds where its transaction is, not the transaction again: the
+        block has it, and every byte written twice is compacted again and again.
+        """
         header = block.header
         entries = [
-            (tx.hash, pack_flat([header.height, i, r.code, r.log, tx.raw]))
+            (tx.hash, pack_flat([header.height, i, r.code, r.log]))
             for i, (tx, r) in enumerate(zip(txs, execution.receipts))
         ]
         write = BlockWrite(
@@ -139,4 +164,6 @@ class Ledger:
         )
         self.store.write_block(write)
         self.last_header = header
+        self._decoded[header.height] = block
+        self._decoded.pop(header.height - DECODED_BLOCKS, None)
         self._remember([tx.hash for tx in txs])

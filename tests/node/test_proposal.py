@@ -17,6 +17,7 @@ from node.merkle import merkle_root
 from node.proposal import Candidate, BlockInvalid, build_block, check_block
 from node.tx import Transaction, decode_tx, sign_tx
 from storage.chain import ChainStore
+from storage.kv import StoreCorrupt
 from storage.memory import MemoryStore
 
 VALIDATOR = SigningKey(b"v" * 32)
@@ -245,6 +246,27 @@ def test_commit_then_read_back() -> None:
     assert ledger.has_tx(ok.hash) and not ledger.has_tx(bytes(32))
     assert ledger.tx_entry(bytes(32)) is None
     assert ledger.read_state(kv_key("k")) == pack([b"v1", bytes(CLIENT.verify_key), 1])
+
+
+def test_a_tx_entry_is_read_from_its_block_after_a_restart() -> None:
+    ledger = new_ledger()
+    txs = [put(f"k{i}") for i in range(5)]
+    commit(ledger, build_block(ledger, txs, PROPOSER, NOW))
+    reopened = Ledger(ledger.store, GENESIS)  # nothing decoded in memory
+    for i, tx in enumerate(txs):
+        entry = reopened.tx_entry(tx.hash)
+        assert entry is not None and (entry.height, entry.index, entry.tx) == (1, i, tx)
+    assert unpack(ledger.store.load_tx(txs[2].hash) or b"") == [1, 2, 0, ""]  # no second copy of the tx
+
+
+@pytest.mark.parametrize("entry", [pack([1, 1, 0, ""]), pack([1, 9, 0, ""]), pack([1, 0, 0]), b"\xc1", pack("x")])
+def test_a_damaged_tx_entry_is_store_corruption(entry: bytes) -> None:
+    ledger = new_ledger()
+    tx = put("k")
+    commit(ledger, build_block(ledger, [tx, put("j")], PROPOSER, NOW))
+    ledger.store.kv.put(b"t/" + tx.hash, entry)
+    with pytest.raises(StoreCorrupt, match="entry of transaction"):
+        Ledger(ledger.store, GENESIS).tx_entry(tx.hash)
 
 
 def test_next_block_chains_on_the_committed_one() -> None:
