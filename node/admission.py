@@ -67,19 +67,26 @@ class Admission:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
         return tx
 
-    async def admit(self, txs: Sequence[Transaction], from_peer: bool = False) -> list[Transaction | Refused]:
+    async def admit(
+        self, txs: Sequence[Transaction], from_peer: bool = False
+    ) -> list[Transaction | Refused | MempoolFull]:
         """Verifies each signature (once, off the event loop) and adds the good ones to the mempool.
 
-        Raises MempoolFull, leaving the rest of `txs` out.
+        One outcome per transaction, in order: the transaction if it was added,
+        else why not (a full mempool refuses the rest of `txs` too).
         """
         verdicts = await self.verifier.verify(txs)
-        outcomes: list[Transaction | Refused] = []
+        outcomes: list[Transaction | Refused | MempoolFull] = []
         for tx, verdict in zip(txs, verdicts):
             if verdict == BAD_SIGNATURE:
                 outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
             elif verdict == SEEN or self.seen(tx.hash):
                 outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
             else:
-                self.submit(tx, from_peer)
+                try:
+                    self.submit(tx, from_peer)
+                except MempoolFull as exc:
+                    outcomes.append(exc)
+                    continue
                 outcomes.append(tx)
         return outcomes

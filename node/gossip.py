@@ -66,13 +66,16 @@ class TxGossip:
     async def admit(self, raws: list[Any]) -> None:
         """Admits a peer's batch; each signature is verified once, here."""
         checked: list[Transaction] = []
+        full = False
         try:
             for raw in raws:
                 tx = self._checked(raw) if isinstance(raw, bytes) else None
                 if tx is not None:
                     checked.append(tx)
-            await self.admission.admit(checked, from_peer=True)
         except MempoolFull:
+            full = True  # what was checked so far is still admitted, as far as it fits
+        outcomes = await self.admission.admit(checked, from_peer=True)
+        if full or any(isinstance(outcome, MempoolFull) for outcome in outcomes):
             self.metrics.txs_rejected.labels("mempool_full").inc()
 
     def _checked(self, raw: bytes) -> Transaction | None:

@@ -71,6 +71,23 @@ def _refused(reason: str, detail: str) -> RpcError:
     return RpcError(TX_REFUSED, f"transaction refused: {detail}", {"reason": reason})
 
 
+def _send_params(params: Params) -> tuple[bool, float]:
+    """send_tx's wait and timeout, checked."""
+    _params(params, ("tx",), ("wait", "timeout"))
+    wait, timeout = params.get("wait", False), params.get("timeout", SEND_TX_TIMEOUT_S_DEFAULT)
+    if not isinstance(wait, bool):
+        raise RpcError(INVALID_PARAMS, "wait must be a boolean")
+    if type(timeout) not in (int, float) or not 0 < timeout <= SEND_TX_TIMEOUT_S_MAX:
+        raise RpcError(INVALID_PARAMS, f"timeout must be a number of seconds in (0, {SEND_TX_TIMEOUT_S_MAX}]")
+    return wait, float(timeout)
+
+
+def _outcome_error(outcome: Refused | MempoolFull) -> RpcError:
+    if isinstance(outcome, MempoolFull):
+        return RpcError(OVERLOADED, "node overloaded: mempool full; retry later")
+    return _refusal_error(outcome)
+
+
 def _refusal_error(refused: Refused) -> RpcError:
     if refused.kind == UNAUTHORISED:
         return RpcError(NOT_AUTHORISED, "sender not authorised")
@@ -89,7 +106,6 @@ class RpcService:
         self.on_admitted: Callable[[Transaction], None] = lambda tx: None
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
-            "send_tx": self._send_tx,
             "get_tx": self._get_tx,
             "get_block": self._get_block,
             "get_proof": self._get_proof,
@@ -105,28 +121,35 @@ class RpcService:
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deeply
             return _response(None, error=RpcError(PARSE_ERROR, "parse error"))
         if not isinstance(request, list):
-            return await self._call(request)
+            [answer] = await self._answer([request])
+            return answer
         if not request:
             return _response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
         if len(request) > BATCH_CALLS_MAX:
             detail = f"a batch of {len(request)} calls; at most {BATCH_CALLS_MAX}"
             return _response(None, error=RpcError(INVALID_REQUEST, f"invalid request: {detail}"))
-        results: list[Any] = [None] * len(request)
-
-        async def run(i: int, call: Any) -> None:
-            results[i] = await self._call(call)
-
-        async with trio.open_nursery() as nursery:
-            for i, call in enumerate(request):
-                if _awaits(call):
-                    nursery.start_soon(run, i, call)  # so their signature checks share one worker call
-                else:
-                    await run(i, call)
-        answered = [r for r in results if r is not None]
+        answered = [answer for answer in await self._answer(request) if answer is not None]
         return answered or None
 
+    async def _answer(self, calls: list[Any]) -> list[dict[str, Any] | None]:
+        """The answers to `calls`, in order: send_tx calls together, so that one worker call checks their signatures."""
+        answers: list[dict[str, Any] | None] = [None] * len(calls)
+        sends = [i for i, call in enumerate(calls) if _awaits(call)]
+        for i, call in enumerate(calls):
+            if not _awaits(call):
+                answers[i] = await self._call(call)
+        if sends:
+            try:
+                sent = await self._send_txs([calls[i] for i in sends])
+            except Exception:
+                log.exception("event=rpc_internal_error method=send_tx")
+                sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "internal error"))
+                        for i in sends]
+            for i, answer in zip(sends, sent):
+                answers[i] = answer
+        return answers
+
     async def _call(self, call: Any) -> dict[str, Any] | None:
-        request_id = call.get("id") if isinstance(call, dict) else None
         method = "invalid"
         try:
             method, params = _check_call(call)
@@ -136,14 +159,20 @@ class RpcService:
                 raise RpcError(METHOD_NOT_FOUND, "method not found")
             result = await handler(params)
         except RpcError as exc:
-            self.metrics.rpc_requests.labels(method, "error").inc()
-            return _response(request_id, error=exc) if _expects_answer(call) else None
+            return self._answered(call, method, error=exc)
         except Exception:
             log.exception("event=rpc_internal_error method=%s", method)
-            self.metrics.rpc_requests.labels(method, "error").inc()
-            return _response(request_id, error=RpcError(INTERNAL_ERROR, "internal error"))
-        self.metrics.rpc_requests.labels(method, "ok").inc()
-        return _response(request_id, result=result) if _expects_answer(call) else None
+            return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "internal error"))
+        return self._answered(call, method, result)
+
+    def _answered(
+        self, call: Any, method: str, result: Any = None, error: RpcError | None = None
+    ) -> dict[str, Any] | None:
+        """Counts the call and builds its response: None for a notification, unless an internal error."""
+        self.metrics.rpc_requests.labels(method, "ok" if error is None else "error").inc()
+        if _expects_answer(call) or (error is not None and error.code == INTERNAL_ERROR):
+            return _response(call.get("id") if isinstance(call, dict) else None, result, error)
+        return None
 
     # ---- methods --------------------------------------------------------------------------
 
@@ -151,45 +180,69 @@ class RpcService:
         _params(params, ())
         return self.status()
 
-    async def _send_tx(self, params: Params) -> Any:
-        _params(params, ("tx",), ("wait", "timeout"))
-        wait, timeout = params.get("wait", False), params.get("timeout", SEND_TX_TIMEOUT_S_DEFAULT)
-        if not isinstance(wait, bool):
-            raise RpcError(INVALID_PARAMS, "wait must be a boolean")
-        if type(timeout) not in (int, float) or not 0 < timeout <= SEND_TX_TIMEOUT_S_MAX:
-            raise RpcError(INVALID_PARAMS, f"timeout must be a number of seconds in (0, {SEND_TX_TIMEOUT_S_MAX}]")
-        try:
-            tx = await self._admit(params["tx"])
-        except RpcError as exc:
-            self.metrics.txs_rejected.labels(_rejection_reason(exc)).inc()
-            raise
-        if not wait:
-            return {"tx_hash": tx.hash.hex()}
-        if not await self.driver.wait_committed(tx.hash, float(timeout)):
-            raise RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",
-                           {"tx_hash": tx.hash.hex()})
-        return self.tx_result(tx.hash)
+    async def _send_txs(self, calls: list[Any]) -> list[dict[str, Any] | None]:
+        """Answers send_tx calls: each checked in turn, all their signatures verified in one go."""
+        answers: list[dict[str, Any] | None] = [None] * len(calls)
+        checked: list[tuple[int, Transaction, bool, float]] = []  # call index, tx, wait, timeout
+        for i, call in enumerate(calls):
+            try:
+                _, params = _check_call(call)
+            except RpcError as exc:
+                answers[i] = self._answered(call, "invalid", error=exc)
+                continue
+            try:
+                wait, timeout = _send_params(params)
+                checked.append((i, self._checked_tx(params["tx"]), wait, timeout))
+            except RpcError as exc:
+                answers[i] = self._answered(call, "send_tx", error=exc)
+        outcomes = await self.admission.admit([tx for _, tx, _, _ in checked])
+        waiting: list[tuple[int, Transaction, float]] = []
+        for (i, tx, wait, timeout), outcome in zip(checked, outcomes):
+            if not isinstance(outcome, Transaction):
+                answers[i] = self._answered(calls[i], "send_tx", error=self._rejected(_outcome_error(outcome)))
+                continue
+            self.on_admitted(outcome)
+            if wait:
+                waiting.append((i, tx, timeout))
+            else:
+                answers[i] = self._answered(calls[i], "send_tx", {"tx_hash": tx.hash.hex()})
+        if waiting:
+            async with trio.open_nursery() as nursery:
+                for i, tx, timeout in waiting:
+                    nursery.start_soon(self._answer_when_committed, calls, answers, i, tx, timeout)
+        return answers
 
-    async def _admit(self, tx_hex: Any) -> Transaction:
-        """Checks a submitted transaction, adds it to the mempool and hands it to gossip."""
-        if not isinstance(tx_hex, str):
-            raise RpcError(INVALID_PARAMS, "tx must be a hex string")
-        if len(tx_hex) > 2 * TX_BYTES_MAX:
-            raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
+    async def _answer_when_committed(
+        self, calls: list[Any], answers: list[dict[str, Any] | None], i: int, tx: Transaction, timeout: float
+    ) -> None:
+        if await self.driver.wait_committed(tx.hash, timeout):
+            answers[i] = self._answered(calls[i], "send_tx", self.tx_result(tx.hash))
+        else:
+            error = RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",
+                             {"tx_hash": tx.hash.hex()})
+            answers[i] = self._answered(calls[i], "send_tx", error=error)
+
+    def _checked_tx(self, tx_hex: Any) -> Transaction:
+        """The decoded transaction if it passes the checks before its signature; raises RpcError."""
         try:
-            raw = bytes.fromhex(tx_hex)
-        except ValueError:
-            raise _refused("malformed", "tx is not valid hex") from None
-        try:
-            [outcome] = await self.admission.admit([self.admission.check(raw)])
-        except Refused as exc:
-            raise _refusal_error(exc) from None
-        except MempoolFull:
-            raise RpcError(OVERLOADED, "node overloaded: mempool full; retry later") from None
-        if isinstance(outcome, Refused):
-            raise _refusal_error(outcome)
-        self.on_admitted(outcome)
-        return outcome
+            if not isinstance(tx_hex, str):
+                raise RpcError(INVALID_PARAMS, "tx must be a hex string")
+            if len(tx_hex) > 2 * TX_BYTES_MAX:
+                raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
+            try:
+                raw = bytes.fromhex(tx_hex)
+            except ValueError:
+                raise _refused("malformed", "tx is not valid hex") from None
+            try:
+                return self.admission.check(raw)
+            except (Refused, MempoolFull) as exc:
+                raise _outcome_error(exc) from None
+        except RpcError as exc:
+            raise self._rejected(exc) from None
+
+    def _rejected(self, error: RpcError) -> RpcError:
+        self.metrics.txs_rejected.labels(_rejection_reason(error)).inc()
+        return error
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))

@@ -185,6 +185,61 @@ def test_a_batch_over_the_call_limit_is_one_invalid_request(single: Any) -> None
     assert len(client.post(calls[:BATCH_CALLS_MAX])) == BATCH_CALLS_MAX
 
 
+def _metric(node: Any, name: str, **labels: str) -> float:
+    text = urllib.request.urlopen(node.metrics_url + "/metrics", timeout=10).read().decode()
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    prefix = f"{name}{{{label_text}}} " if labels else f"{name} "
+    found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
+    return found[0] if found else 0.0
+
+
+def test_a_batch_of_send_tx_calls_gets_each_its_own_answer(single: Any) -> None:
+    """send_tx calls of one batch are checked together; each still gets the answer it would get alone."""
+    net, node = single
+    client = node.client()
+    chain_id = client.status()["chain_id"]
+    key = load_key(net / "client.key")
+    fresh = [sign_tx(key, chain_id, "kv", "put", {"key": f"b{i}", "value": b"v"}, secrets.randbits(64))
+             for i in range(6)]
+    committed = fresh[0]
+    assert client.call("send_tx", tx=committed.raw.hex(), wait=True)["status"] == "committed"
+    forged = bytearray(fresh[1].raw)
+    forged[-1] ^= 1
+    rejected_before = _metric(node, "alliance_txs_rejected_total", reason="bad_signature")
+
+    def send(i: Any, tx_hex: Any, **more: Any) -> dict[str, Any]:
+        call = {"jsonrpc": "2.0", "method": "send_tx", "params": {"tx": tx_hex, **more}}
+        return call if i is None else {**call, "id": i}
+
+    batch = [
+        send(1, fresh[2].raw.hex()),
+        send(2, bytes(forged).hex()),
+        send(3, fresh[2].raw.hex()),  # the same transaction again, in the same batch
+        send(4, committed.raw.hex()),
+        send(5, "zz"),
+        send(6, fresh[3].raw.hex(), wait="yes"),
+        send(7, fresh[4].raw.hex(), wait=True),
+        {"jsonrpc": "1.0", "id": 8, "method": "send_tx", "params": {"tx": fresh[3].raw.hex()}},
+        {"jsonrpc": "2.0", "id": 9, "method": "status"},
+        send(None, fresh[5].raw.hex()),  # a notification: admitted, not answered
+    ]
+    answers = {a["id"]: a for a in client.post(batch)}
+    assert sorted(answers) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert answers[1]["result"] == {"tx_hash": fresh[2].hash.hex()}
+    assert answers[2]["error"]["code"] == -32001 and answers[2]["error"]["data"] == {"reason": "bad_signature"}
+    assert answers[3]["error"]["code"] == -32003
+    assert answers[4]["error"]["code"] == -32003
+    assert answers[5]["error"]["code"] == -32001 and answers[5]["error"]["data"] == {"reason": "malformed"}
+    assert answers[6]["error"]["code"] == -32602
+    assert answers[7]["result"]["status"] == "committed" and answers[7]["result"]["tx_hash"] == fresh[4].hash.hex()
+    assert answers[8]["error"]["code"] == -32600
+    assert answers[9]["result"]["chain_id"] == chain_id
+    for tx in (fresh[2], fresh[5]):
+        wait_for(lambda: client.call("get_tx", tx_hash=tx.hash.hex())["status"] == "committed", "the commit")
+    assert client.call("get_tx", tx_hash=fresh[3].hash.hex())["status"] == "unknown"
+    assert _metric(node, "alliance_txs_rejected_total", reason="bad_signature") == rejected_before + 1
+
+
 def test_deeply_nested_json_is_a_parse_error(single: Any) -> None:
     _, node = single
     answer = node.client().post_raw(b"[" * 50_000)
