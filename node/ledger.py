@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.block import Block, Header, decode_block, decode_certificate, encode_certificate
+from node.block import (
+    Block, BlockError, Header, decode_block, decode_certificate, encode_certificate, stored_block_txs,
+)
 from node.canonical import CodecError, pack_flat, unpack
 from node.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.genesis import Genesis
-from node.tx import Transaction, decode_tx, tx_hash_of
+from node.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
 
@@ -97,10 +100,25 @@ class Ledger:
         if found is None:
             return None
         height, index, receipt = found
-        txs = self._require_block(height).txs
-        if index >= len(txs) or tx_hash_of(txs[index]) != tx_hash:
+        txs = self._block_txs(height)
+        if not (index < len(txs) and isinstance(txs[index], bytes) and tx_hash_of(txs[index]) == tx_hash):
             raise StoreCorrupt(f"the entry of transaction {tx_hash.hex()} points to no such tx of block {height}")
-        return TxEntry(height, index, receipt, decode_tx(txs[index]))
+        try:
+            return TxEntry(height, index, receipt, decode_tx(txs[index]))
+        except TxError as exc:
+            raise StoreCorrupt(f"transaction {tx_hash.hex()} of block {height} does not decode: {exc}") from None
+
+    def _block_txs(self, height: int) -> Sequence[bytes]:
+        cached = self._decoded.get(height)
+        if cached is not None:
+            return cached.txs
+        raw = self.store.load_block(height)
+        if raw is None:
+            raise StoreCorrupt(f"block {height} is missing from the store")
+        try:
+            return stored_block_txs(raw)
+        except BlockError as exc:
+            raise StoreCorrupt(f"block {height}: {exc}") from None
 
     def receipt(self, tx_hash: bytes) -> Receipt | None:
         """The receipt of a committed transaction, without reading its block."""

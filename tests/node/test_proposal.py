@@ -269,6 +269,17 @@ def test_a_damaged_tx_entry_is_store_corruption(entry: bytes) -> None:
         Ledger(ledger.store, GENESIS).tx_entry(tx.hash)
 
 
+@pytest.mark.parametrize("stored", [b"\xc1", pack([1, 2]), pack([[1], [b"not a tx", b"x"]]), pack([[1], [1, 2]])])
+def test_a_damaged_stored_block_is_store_corruption_for_its_transactions(stored: bytes) -> None:
+    ledger = new_ledger()
+    tx = put("k")
+    commit(ledger, build_block(ledger, [tx, put("j")], PROPOSER, NOW))
+    commit(ledger, build_block(ledger, [put("i")], PROPOSER, NOW))
+    ledger.store.kv.put(b"b/" + (1).to_bytes(8, "big"), stored)
+    with pytest.raises(StoreCorrupt, match="block 1"):
+        Ledger(ledger.store, GENESIS).tx_entry(tx.hash)
+
+
 def test_next_block_chains_on_the_committed_one() -> None:
     builder, checker = new_ledger(), new_ledger()
     for height in (1, 2, 3):
