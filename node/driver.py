@@ -33,19 +33,22 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from consensus.safety import encode_safety
-from node.block import Block, decode_block
 from node.execution import execute
 from node.ledger import Ledger
 from node.mempool import Mempool, MempoolFull
 from node.metrics import Metrics
-from node.proposal import BlockInvalid, Candidate, build_block, check_block
-from node.tx import Transaction, decode_tx, tx_hash_of
+from node.proposal import BlockInvalid, Candidate, block_of, build_block, check_block, missing_txs, proposal_body
+from node.tx import Transaction
 
 log = logging.getLogger("alliance.driver")
 PEER_EVENTS_QUEUED_MAX = 4096
 
 # Runs a blocking storage call without stalling the event loop; tests over the memory store run it inline.
 BlockingRunner = Callable[..., Awaitable[Any]]
+
+
+async def _fetch_nothing(tx_hashes: list[bytes]) -> dict[bytes, bytes]:
+    return {}
 
 
 def now_ms() -> int:
@@ -72,6 +75,9 @@ class Driver:
         self.send_to: Callable[[bytes, Any], None] = lambda peer, signed: None
         self.request_sync: Callable[[int], None] = lambda height: None
         self.on_committed: Callable[[int], None] = lambda height: None
+        # Which transactions a proposal carries whole (the rest by hash), and how missing ones are fetched.
+        self.inline: Callable[[bytes], bool] = lambda tx_hash: True
+        self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, bytes]]] = _fetch_nothing
         self._commit_lock = trio.Lock()
         self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
         self._candidates: dict[bytes, Candidate] = {}
@@ -190,7 +196,7 @@ class Driver:
                 txs = self.mempool.oldest(self.block_txs_max)
                 candidate = await self.run_blocking(build_block, self.ledger, txs, self.replica.me, now_ms())
             self._remember(candidate)
-            self.feed(BlockBuilt(height, round_, candidate.block.encode(), candidate.block_hash))
+            self.feed(BlockBuilt(height, round_, proposal_body(candidate, self.inline), candidate.block_hash))
 
     def _remember(self, candidate: Candidate) -> None:
         self._candidates[candidate.block_hash] = candidate
@@ -199,10 +205,12 @@ class Driver:
     async def _validate(self, action: ValidateBlock) -> BlockValidated:
         proposers = frozenset(self.replica.proposer(action.height, r) for r in range(action.round + 1))
         self._proposed_at.setdefault(action.block_hash, trio.current_time())
+        fetched = await self.fetch_txs(missing_txs(action.block, self.mempool.get))
         try:
             async with self._commit_lock:  # the ledger must not move while the block is checked
                 candidate = await self.run_blocking(
-                    check_block, self.ledger, action.block, action.block_hash, proposers, now_ms(), self.mempool.get
+                    check_block, self.ledger, action.block, action.block_hash, proposers, now_ms(), self.mempool.get,
+                    fetched,
                 )
         except BlockInvalid as exc:
             log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))
@@ -220,22 +228,31 @@ class Driver:
                 except MempoolFull:
                     return
 
-    def _candidate_for_commit(self, action: CommitBlock) -> Candidate:
+    def _candidate_for_commit(self, action: CommitBlock, fetched: dict[bytes, bytes]) -> Candidate | None:
         candidate = self._candidates.get(action.block_hash)
         if candidate is not None:
             return candidate
         # 2f+1 validators committed a block we did not validate: at least f+1 honest ones did.
-        block: Block = decode_block(action.block)
-        txs = [self.mempool.get(tx_hash_of(raw)) or decode_tx(raw) for raw in block.txs]
+        try:
+            block, txs = block_of(action.block, self.mempool.get, fetched)
+        except BlockInvalid as exc:  # transactions nobody sent us: catch-up brings the whole block
+            log.warning("event=commit_deferred height=%d reason=%r", action.height, str(exc))
+            self.request_sync(action.height)
+            return None
         execution = execute(txs, block.header.height, block.header.time_ms, self.ledger.read_state)
         return Candidate(block, action.block_hash, txs, execution)
 
     async def _commit(self, action: CommitBlock) -> Event | None:
+        fetched: dict[bytes, bytes] = {}
+        if action.block_hash not in self._candidates and action.height > self.ledger.height:
+            fetched = await self.fetch_txs(missing_txs(action.block, self.mempool.get))
         async with self._commit_lock:
             if action.height <= self.ledger.height:
                 self._check_already_stored(action)
                 return None
-            candidate = self._candidate_for_commit(action)
+            candidate = self._candidate_for_commit(action, fetched)
+            if candidate is None:
+                return None
             await self.run_blocking(
                 self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
             )

@@ -28,14 +28,20 @@ class TxGossip:
         self.network = network
         self.admission = admission
         self.metrics = metrics
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[Transaction] = []
+        self._unsent: set[bytes] = set()
         self._wake = trio.Event()
         self._incoming_in, self._incoming_out = trio.open_memory_channel[list[Any]](INCOMING_BATCHES_MAX)
 
     def announce(self, tx: Transaction) -> None:
         """Queues a transaction this node admitted from a client."""
-        self._outgoing.append(tx.raw)
+        self._outgoing.append(tx)
+        self._unsent.add(tx.hash)
         self._wake.set()
+
+    def unsent(self, tx_hash: bytes) -> bool:
+        """Admitted from a client and not yet sent to the peers: a proposal must carry it whole."""
+        return tx_hash in self._unsent
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -49,7 +55,8 @@ class TxGossip:
             await trio.sleep(GOSSIP_INTERVAL_S)  # let a burst of submissions share one frame
             while self._outgoing:
                 batch, self._outgoing = self._outgoing[:GOSSIP_BATCH_TXS_MAX], self._outgoing[GOSSIP_BATCH_TXS_MAX:]
-                self.network.broadcast(encode_frame(TXS, batch))
+                self.network.broadcast(encode_frame(TXS, [tx.raw for tx in batch]))
+                self._unsent.difference_update(tx.hash for tx in batch)
 
     def on_txs(self, peer: bytes, fields: list[Any]) -> None:
         """Queues a batch a peer received from its clients; drops it when the queue is full."""

@@ -26,7 +26,7 @@ from node.transport import Session, TransportError, handshake
 log = logging.getLogger("alliance.p2p")
 
 # Frame kinds: the first element of every msgpack-encoded frame.
-STATUS, CONSENSUS, TXS, GET_BLOCKS, BLOCKS = 0, 1, 2, 3, 4
+STATUS, CONSENSUS, TXS, GET_BLOCKS, BLOCKS, GET_TXS, FOUND_TXS = 0, 1, 2, 3, 4, 5, 6
 SEND_QUEUE_FRAMES_MAX = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from node.block import Block, BlockError, Header, decode_block
+from node.block import Block, BlockError, Header, header_from_wire
+from node.canonical import CodecError, pack_flat, unpack
 from node.execution import Execution, execute, receipt_bytes
 from node.ledger import Ledger
 from node.merkle import merkle_root
@@ -15,6 +16,10 @@ from node.tx import Transaction, TxError, decode_tx, tx_hash_of
 BLOCK_TIME_AHEAD_MS_MAX = 10_000
 # Encoded transactions in one block, so that a proposal fits a peer frame.
 BLOCK_TX_BYTES_MAX = 8 * 1024 * 1024
+# A proposal's item of this length is a transaction's hash: an encoded transaction is longer.
+HASH_ITEM_BYTES = 32
+
+KnownTx = Callable[[bytes], Transaction | None]
 
 
 class BlockInvalid(Exception):
@@ -67,6 +72,65 @@ class Contents:
                 raise BlockInvalid(f"{name} differs from the block's transactions and their execution")
 
 
+def proposal_body(candidate: Candidate, inline: Callable[[bytes], bool]) -> bytes:
+    """What a proposal carries: [header, [item, ...]], each item the transaction, or its hash when not `inline`.
+
+    The proposer sends by hash what its gossip brought the other validators
+    already; with every item inline the body is the block's own encoding.
+    """
+    items = [tx.raw if inline(tx.hash) else tx.hash for tx in candidate.txs]
+    return pack_flat([candidate.block.header.wire(), items])
+
+
+def _parse_body(body: bytes) -> tuple[Header, list[bytes]]:
+    try:
+        obj = unpack(body)
+    except CodecError as exc:
+        raise BlockInvalid(f"block: {exc}") from None
+    if not (type(obj) is list and len(obj) == 2 and type(obj[1]) is list and all(type(i) is bytes for i in obj[1])):
+        raise BlockInvalid("block must be [header, [tx or tx hash, ...]]")
+    try:
+        return header_from_wire(obj[0]), obj[1]
+    except BlockError as exc:
+        raise BlockInvalid(str(exc)) from None
+
+
+def missing_txs(body: bytes, known_tx: KnownTx) -> list[bytes]:
+    """The hashes in a proposal body of transactions this node does not hold (none if the body is malformed)."""
+    try:
+        _, items = _parse_body(body)
+    except BlockInvalid:
+        return []
+    return [item for item in items if len(item) == HASH_ITEM_BYTES and known_tx(item) is None]
+
+
+def _resolved(
+    body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, bytes]
+) -> tuple[Header, list[Transaction | bytes]]:
+    """The header, and each item as the transaction this node holds or as encoded bytes to check."""
+    header, items = _parse_body(body)
+    resolved: list[Transaction | bytes] = []
+    for item in items:
+        if len(item) != HASH_ITEM_BYTES:
+            resolved.append(item)
+            continue
+        held = known_tx(item) or fetched.get(item)
+        if held is None:
+            raise BlockInvalid(f"tx {item.hex()} is not available: neither held nor fetched")
+        resolved.append(held)
+    return header, resolved
+
+
+def block_of(body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, bytes]) -> tuple[Block, list[Transaction]]:
+    """The block and its transactions from a proposal body, signatures unchecked (2f+1 committed it)."""
+    header, items = _resolved(body, known_tx, fetched)
+    try:
+        txs = [item if isinstance(item, Transaction) else decode_tx(item) for item in items]
+    except TxError as exc:
+        raise BlockInvalid(f"malformed transaction: {exc}") from None
+    return Block(header, tuple(tx.raw for tx in txs)), txs
+
+
 def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now_ms: int) -> Candidate:
     txs = _within_size(txs)
     height = ledger.height + 1
@@ -90,29 +154,28 @@ def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now
 
 def check_block(
     ledger: Ledger,
-    raw: bytes,
+    body: bytes,
     block_hash: bytes,
     proposers: frozenset[bytes],
     now_ms: int,
-    known_tx: Callable[[bytes], Transaction | None],
+    known_tx: KnownTx,
+    fetched: Mapping[bytes, bytes] | None = None,
 ) -> Candidate:
-    """Decodes and fully checks a proposed block; raises BlockInvalid with the reason.
+    """Decodes and fully checks a proposal body; raises BlockInvalid with the reason.
 
+    Items sent by hash are the transactions `known_tx` holds (verified), or
+    encodings `fetched` from peers, checked here like inline ones.
     `proposers` are the proposers of the height's rounds up to this one: a block
     prepared in an earlier round is proposed again with its builder's name.
     """
-    try:
-        block = decode_block(raw)
-    except BlockError as exc:
-        raise BlockInvalid(str(exc)) from None
-    header = block.header
+    header, items = _resolved(body, known_tx, fetched or {})
     _check_header(ledger, header, block_hash, proposers, now_ms)
-    if sum(len(raw) for raw in block.txs) > BLOCK_TX_BYTES_MAX:
+    if sum(len(item.raw if isinstance(item, Transaction) else item) for item in items) > BLOCK_TX_BYTES_MAX:
         raise BlockInvalid("block is larger than the block size limit")
-    txs = _check_txs(ledger, block.txs, known_tx)
+    txs = _check_txs(ledger, items, known_tx)
     execution = execute(txs, header.height, header.time_ms, ledger.read_state)
     Contents.of(txs, execution, ledger.state_root).check(header)
-    return Candidate(block, block_hash, txs, execution)
+    return Candidate(Block(header, tuple(tx.raw for tx in txs)), block_hash, txs, execution)
 
 
 def _check_header(
@@ -132,15 +195,16 @@ def _check_header(
             raise BlockInvalid(reason)
 
 
-def _check_txs(
-    ledger: Ledger, raws: Sequence[bytes], known_tx: Callable[[bytes], Transaction | None]
-) -> list[Transaction]:
+def _check_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx: KnownTx) -> list[Transaction]:
     authorised = ledger.genesis.authorised_senders()
     txs: list[Transaction] = []
     seen: set[bytes] = set()
-    for raw in raws:
-        known = _known(raw, known_tx)
-        tx = known or _verified_new_tx(raw, ledger.genesis.chain_id)
+    for item in items:
+        if isinstance(item, Transaction):
+            tx = known = item
+        else:
+            known = _known(item, known_tx)
+            tx = known or _verified_new_tx(item, ledger.genesis.chain_id)
         if tx.sender not in authorised:
             raise BlockInvalid(f"tx {tx.hash.hex()} has an unauthorised sender")
         # The mempool never holds a committed transaction: only new ones need the store.
@@ -152,7 +216,7 @@ def _check_txs(
     return txs
 
 
-def _known(raw: bytes, known_tx: Callable[[bytes], Transaction | None]) -> Transaction | None:
+def _known(raw: bytes, known_tx: KnownTx) -> Transaction | None:
     """The transaction as this node already verified it, if it did."""
     if len(raw) <= 66:
         return None

@@ -24,9 +24,10 @@ from node.keys import load_key
 from node.ledger import GenesisMismatch, Ledger
 from node.mempool import Mempool
 from node.admission import Admission
+from node.fetch import TxFetcher
 from node.gossip import TxGossip
 from node.metrics import Metrics
-from node.peers import BLOCKS, CONSENSUS, GET_BLOCKS, STATUS, TXS, PeerNetwork, encode_frame
+from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
 from node.sync import Syncer
 from node.verifier import Verifier
@@ -152,6 +153,9 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
     driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
     driver.request_sync = lambda height: syncer.wake()
+    fetcher = TxFetcher(network, driver.mempool.get)
+    driver.inline = gossip.unsent
+    driver.fetch_txs = fetcher.fetch
 
     def on_committed(height: int) -> None:
         hub.publish(height)
@@ -178,6 +182,7 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     handlers = {
         STATUS: syncer.on_status, CONSENSUS: on_consensus, TXS: gossip.on_txs,
         GET_BLOCKS: syncer.on_get_blocks, BLOCKS: syncer.on_blocks,
+        GET_TXS: fetcher.on_get_txs, FOUND_TXS: fetcher.on_found_txs,
     }
 
     def route(peer: bytes, frame: list[Any]) -> None:

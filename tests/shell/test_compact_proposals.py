@@ -1,0 +1,203 @@
+"""Proposals that name transactions by hash: a validator resolves them from its mempool, fetches what it lacks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import trio
+
+import pytest
+from nacl.signing import SigningKey
+
+from consensus.actions import CommitBlock, ValidateBlock
+from consensus.events import BlockValidated
+from consensus.replica import Replica, ReplicaConfig
+from node.crypto import NodeCrypto
+from node.driver import Driver
+from node.fetch import FETCH_TIMEOUT_S, TxFetcher
+from node.genesis import Genesis, Member
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.peers import FOUND_TXS, GET_TXS
+from node.metrics import Metrics
+from node.proposal import Candidate, build_block, proposal_body
+from node.tx import Transaction, sign_tx
+from storage.chain import ChainStore
+from storage.memory import MemoryStore
+from tests.shell.test_driver import _inline
+
+KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
+CLIENT = SigningKey(b"c" * 32)
+GENESIS = Genesis(
+    "compact-test", 0, tuple(Member(f"v{i}", bytes(k.verify_key), "") for i, k in enumerate(KEYS)),
+    (Member("c", bytes(CLIENT.verify_key)),), (),
+)
+PROPOSER = bytes(KEYS[1].verify_key)  # the proposer of height 1, round 0 (validators take turns)
+
+
+def _txs(n: int) -> list[Transaction]:
+    return [sign_tx(CLIENT, GENESIS.chain_id, "kv", "put", {"key": f"k{i}", "value": b"v"}, i) for i in range(n)]
+
+
+def _proposal(txs: list[Transaction]) -> Candidate:
+    """What another validator built, at the same height, from the same chain."""
+    return build_block(Ledger(ChainStore(MemoryStore()), GENESIS), txs, PROPOSER, 1_000)
+
+
+class Fetcher:
+    def __init__(self, holds: list[Transaction]) -> None:
+        self.holds = {tx.hash: tx.raw for tx in holds}
+        self.asked: list[list[bytes]] = []
+
+    async def fetch(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+        if hashes:
+            self.asked.append(hashes)
+        return {h: self.holds[h] for h in hashes if h in self.holds}
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[Driver]:
+    config = ReplicaConfig(GENESIS.chain_id, tuple(bytes(k.verify_key) for k in KEYS), round_timeout_ms=60_000)
+    ledger = Ledger(ChainStore(MemoryStore()), GENESIS)
+    replica = Replica(config, NodeCrypto(KEYS[0]), 1)
+    yield Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=100, run_blocking=_inline)
+
+
+# ---- the fetcher ----------------------------------------------------------------------------
+
+
+class Network:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, list[Any]]] = []  # (peer, or None for all; frame)
+
+    def send(self, peer: bytes, payload: bytes) -> None:
+        self.sent.append((peer, msgpack.unpackb(payload)))
+
+    def broadcast(self, payload: bytes) -> None:
+        self.sent.append((None, msgpack.unpackb(payload)))
+
+
+def _fetcher(holds: list[Transaction]) -> tuple[TxFetcher, Network]:
+    network = Network()
+    held = {tx.hash: tx for tx in holds}
+    return TxFetcher(network, held.get), network
+
+
+def test_a_peer_answers_with_the_asked_transactions_it_holds() -> None:
+    txs = _txs(4)
+    fetcher, network = _fetcher(txs[:3])
+    fetcher.on_get_txs(b"p" * 32, [[txs[0].hash, txs[3].hash, "junk", txs[2].hash]])
+    assert network.sent == [(b"p" * 32, [FOUND_TXS, [txs[0].raw, txs[2].raw]])]
+    fetcher.on_get_txs(b"p" * 32, [[txs[3].hash]])
+    fetcher.on_get_txs(b"p" * 32, ["not a list"])
+    assert len(network.sent) == 1  # nothing held: no answer
+
+
+async def test_fetch_asks_every_peer_and_keeps_only_what_it_asked_for(autojump_clock: Any) -> None:
+    txs = _txs(3)
+    fetcher, network = _fetcher([])
+    async with trio.open_nursery() as nursery:
+        async def answer() -> None:
+            await trio.sleep(0.01)
+            fetcher.on_found_txs(b"p" * 32, [[txs[2].raw, b"junk", 7]])
+            fetcher.on_found_txs(b"q" * 32, [[txs[0].raw, txs[1].raw]])
+
+        nursery.start_soon(answer)
+        found = await fetcher.fetch([txs[0].hash, txs[1].hash])
+    assert network.sent == [(None, [GET_TXS, [txs[0].hash, txs[1].hash]])]
+    assert found == {txs[0].hash: txs[0].raw, txs[1].hash: txs[1].raw}
+    assert trio.current_time() < FETCH_TIMEOUT_S  # answered: no waiting for the deadline
+
+
+async def test_fetch_gives_up_at_its_deadline_with_what_came(autojump_clock: Any) -> None:
+    txs = _txs(2)
+    fetcher, _ = _fetcher([])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _answer_later(fetcher, txs[0].raw))
+        found = await fetcher.fetch([txs[0].hash, txs[1].hash])
+    assert found == {txs[0].hash: txs[0].raw}
+    assert trio.current_time() >= FETCH_TIMEOUT_S
+    assert await fetcher.fetch([]) == {}
+
+
+async def _answer_later(fetcher: TxFetcher, raw: bytes) -> None:
+    await trio.sleep(0.01)
+    fetcher.on_found_txs(b"p" * 32, [[raw]])
+
+
+def _held(driver: Driver, txs: list[Transaction]) -> None:
+    for tx in txs:
+        driver.mempool.add(tx, from_peer=True)
+
+
+async def _validate(driver: Driver, body: bytes, candidate: Candidate) -> bool:
+    verdict = await driver._carry_out(ValidateBlock(1, 0, body, candidate.block_hash))
+    assert isinstance(verdict, BlockValidated)
+    return verdict.valid
+
+
+async def test_a_proposal_by_hash_is_validated_from_the_mempool_without_fetching(driver: Driver) -> None:
+    txs = _txs(6)
+    candidate = _proposal(txs)
+    body = proposal_body(candidate, inline=lambda tx_hash: tx_hash == txs[5].hash)
+    assert len(body) < len(candidate.block.encode()) - 4 * 100  # five of six items are 32-byte hashes
+    _held(driver, txs[:5])  # the sixth is carried whole
+    fetcher = Fetcher([])
+    driver.fetch_txs = fetcher.fetch
+    assert await _validate(driver, body, candidate)
+    assert fetcher.asked == []
+
+
+async def test_transactions_a_validator_lacks_are_fetched_and_checked(driver: Driver) -> None:
+    txs = _txs(6)
+    candidate = _proposal(txs)
+    body = proposal_body(candidate, inline=lambda tx_hash: False)
+    _held(driver, txs[:2])
+    fetcher = Fetcher(txs)
+    driver.fetch_txs = fetcher.fetch
+    assert await _validate(driver, body, candidate)
+    assert fetcher.asked == [[tx.hash for tx in txs[2:]]]
+
+
+async def test_a_proposal_whose_transactions_nobody_sends_is_not_prepared(driver: Driver) -> None:
+    txs = _txs(3)
+    candidate = _proposal(txs)
+    _held(driver, txs[:2])
+    driver.fetch_txs = Fetcher(txs[:2]).fetch
+    assert not await _validate(driver, proposal_body(candidate, inline=lambda tx_hash: False), candidate)
+
+
+async def test_a_fetched_transaction_with_a_bad_signature_fails_the_block(driver: Driver) -> None:
+    txs = _txs(2)
+    candidate = _proposal(txs)
+    forged = bytearray(txs[1].raw)
+    forged[-1] ^= 1
+    fetcher = Fetcher([])
+    fetcher.holds[txs[1].hash] = bytes(forged)  # same hash (the signature is not hashed), bad signature
+    driver.fetch_txs = fetcher.fetch
+    _held(driver, txs[:1])
+    assert not await _validate(driver, proposal_body(candidate, inline=lambda tx_hash: False), candidate)
+
+
+async def test_a_committed_block_with_missing_transactions_waits_for_catch_up(driver: Driver) -> None:
+    txs = _txs(3)
+    candidate = _proposal(txs)
+    body = proposal_body(candidate, inline=lambda tx_hash: False)
+    sync_asked: list[int] = []
+    driver.request_sync = sync_asked.append
+    driver.fetch_txs = Fetcher([]).fetch
+    assert await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ())) is None
+    assert driver.ledger.height == 0 and sync_asked == [1]
+
+    driver.fetch_txs = Fetcher(txs).fetch
+    await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ()))
+    assert driver.ledger.height == 1 and driver.ledger.last_hash == candidate.block_hash
+    assert driver.ledger.block(1) == candidate.block
+
+
+async def test_a_body_with_every_transaction_inline_is_the_block_encoding(driver: Driver) -> None:
+    candidate = _proposal(_txs(4))
+    assert proposal_body(candidate, inline=lambda tx_hash: True) == candidate.block.encode()
+    assert await _validate(driver, candidate.block.encode(), candidate)
