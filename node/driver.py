@@ -42,6 +42,8 @@ from node.tx import Transaction
 
 log = logging.getLogger("alliance.driver")
 PEER_EVENTS_QUEUED_MAX = 4096
+# Blocks whose transactions stay at hand after their commit: a slower validator may still fetch them.
+HELD_COMMITTED_BLOCKS = 4
 
 # Runs a blocking storage call without stalling the event loop; tests over the memory store run it inline.
 BlockingRunner = Callable[..., Awaitable[Any]]
@@ -86,6 +88,8 @@ class Driver:
         self._work = trio.Event()
         self._timer: trio.CancelScope | None = None
         self._committed: dict[bytes, trio.Event] = {}
+        self._held_committed: deque[list[Transaction]] = deque(maxlen=HELD_COMMITTED_BLOCKS)
+        self._held_by_hash: dict[bytes, Transaction] = {}
         self._view = (replica.height, replica.round)
         self._dropped_seen: dict[str, int] = {}
         self.last_loop_s = -math.inf  # trio time the consensus loop last took an event (the watchdog's heartbeat)
@@ -118,6 +122,10 @@ class Driver:
         if not event.is_set() and self._committed.get(tx_hash) is event and not event.statistics().tasks_waiting:
             del self._committed[tx_hash]
         return self.ledger.has_tx(tx_hash)
+
+    def held_tx(self, tx_hash: bytes) -> Transaction | None:
+        """A transaction this node holds: pending, or in one of the last blocks it committed (for peers' fetches)."""
+        return self.mempool.get(tx_hash) or self._held_by_hash.get(tx_hash)
 
     def loop_alive(self, stall_s: float) -> bool:
         """The consensus loop is waiting for events, or took the one it works on less than stall_s ago."""
@@ -289,6 +297,7 @@ class Driver:
         self._proposed_at = {h: t for h, t in self._proposed_at.items() if h in self._candidates}
         hashes = [tx.hash for tx in candidate.txs]
         self.mempool.remove(hashes)
+        self._hold_committed(candidate.txs)
         for tx_hash in hashes:
             waiter = self._committed.pop(tx_hash, None)
             if waiter is not None:
@@ -299,6 +308,13 @@ class Driver:
         self._work.set()
         self.on_committed(height)
         log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
+
+    def _hold_committed(self, txs: list[Transaction]) -> None:
+        if len(self._held_committed) == HELD_COMMITTED_BLOCKS:
+            for tx in self._held_committed[0]:
+                self._held_by_hash.pop(tx.hash, None)
+        self._held_committed.append(txs)
+        self._held_by_hash.update((tx.hash, tx) for tx in txs)
 
     def _observe_replica(self) -> None:
         view = (self.replica.height, self.replica.round)

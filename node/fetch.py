@@ -72,7 +72,7 @@ class TxFetcher:
 
     def on_found_txs(self, peer: bytes, fields: list[Any]) -> None:
         """Keeps the answered transactions that a waiting request asked for: each under its own hash."""
-        raws = fields[0] if fields and isinstance(fields[0], list) else []
+        raws = fields[0] if fields and isinstance(fields[0], list) and self._requests else []
         for raw in raws:
             if not isinstance(raw, bytes):
                 continue

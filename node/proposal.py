@@ -104,11 +104,8 @@ def missing_txs(body: bytes, known_tx: KnownTx) -> list[bytes]:
     return [item for item in items if len(item) == HASH_ITEM_BYTES and known_tx(item) is None]
 
 
-def _resolved(
-    body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, bytes]
-) -> tuple[Header, list[Transaction | bytes]]:
-    """The header, and each item as the transaction this node holds or as encoded bytes to check."""
-    header, items = _parse_body(body)
+def _resolved(items: list[bytes], known_tx: KnownTx, fetched: Mapping[bytes, bytes]) -> list[Transaction | bytes]:
+    """Each item as the transaction this node holds, or as encoded bytes to check."""
     resolved: list[Transaction | bytes] = []
     for item in items:
         if len(item) != HASH_ITEM_BYTES:
@@ -118,14 +115,15 @@ def _resolved(
         if held is None:
             raise BlockInvalid(f"tx {item.hex()} is not available: neither held nor fetched")
         resolved.append(held)
-    return header, resolved
+    return resolved
 
 
 def block_of(body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, bytes]) -> tuple[Block, list[Transaction]]:
     """The block and its transactions from a proposal body, signatures unchecked (2f+1 committed it)."""
-    header, items = _resolved(body, known_tx, fetched)
+    header, items = _parse_body(body)
+    resolved = _resolved(items, known_tx, fetched)
     try:
-        txs = [item if isinstance(item, Transaction) else decode_tx(item) for item in items]
+        txs = [item if isinstance(item, Transaction) else decode_tx(item) for item in resolved]
     except TxError as exc:
         raise BlockInvalid(f"malformed transaction: {exc}") from None
     return Block(header, tuple(tx.raw for tx in txs)), txs
@@ -168,8 +166,9 @@ def check_block(
     `proposers` are the proposers of the height's rounds up to this one: a block
     prepared in an earlier round is proposed again with its builder's name.
     """
-    header, items = _resolved(body, known_tx, fetched or {})
+    header, body_items = _parse_body(body)
     _check_header(ledger, header, block_hash, proposers, now_ms)
+    items = _resolved(body_items, known_tx, fetched or {})
     if sum(len(item.raw if isinstance(item, Transaction) else item) for item in items) > BLOCK_TX_BYTES_MAX:
         raise BlockInvalid("block is larger than the block size limit")
     txs = _check_txs(ledger, items, known_tx)

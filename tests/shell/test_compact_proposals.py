@@ -201,3 +201,13 @@ async def test_a_body_with_every_transaction_inline_is_the_block_encoding(driver
     candidate = _proposal(_txs(4))
     assert proposal_body(candidate, inline=lambda tx_hash: True) == candidate.block.encode()
     assert await _validate(driver, candidate.block.encode(), candidate)
+
+
+async def test_transactions_of_the_last_committed_blocks_stay_at_hand_for_peers(driver: Driver) -> None:
+    txs = _txs(3)
+    candidate = _proposal(txs)
+    driver.fetch_txs = Fetcher(txs).fetch
+    await driver._carry_out(CommitBlock(1, candidate.block.encode(), candidate.block_hash, ()))
+    assert driver.ledger.height == 1 and len(driver.mempool) == 0
+    assert [driver.held_tx(tx.hash) for tx in txs] == txs
+    assert driver.held_tx(bytes(32)) is None
