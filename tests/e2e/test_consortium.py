@@ -118,6 +118,8 @@ def test_transactions_reach_every_validator(consortium: Any) -> None:
                  {"key": "everywhere", "value": b"1"}, 1)
     result = client.send_tx(tx, wait=True)
     assert result["status"] == "committed"
+    # Committed on node3 means a quorum committed; node0 may apply it a moment later.
+    wait_for(lambda: _height(nodes[0]) >= result["height"], "node0 to commit the block")
     block = nodes[0].client().call("get_block", height=result["height"])
     assert len(block["commit"]["signatures"]) >= 3
     for node in nodes:
