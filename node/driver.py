@@ -49,7 +49,7 @@ HELD_COMMITTED_BLOCKS = 4
 BlockingRunner = Callable[..., Awaitable[Any]]
 
 
-async def _fetch_nothing(tx_hashes: list[bytes]) -> dict[bytes, bytes]:
+async def _fetch_nothing(tx_hashes: list[bytes]) -> dict[bytes, Transaction]:
     return {}
 
 
@@ -79,7 +79,7 @@ class Driver:
         self.on_committed: Callable[[int], None] = lambda height: None
         # Which transactions a proposal carries whole (the rest by hash), and how missing ones are fetched.
         self.inline: Callable[[bytes], bool] = lambda tx_hash: True
-        self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, bytes]]] = _fetch_nothing
+        self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, Transaction]]] = _fetch_nothing
         self._commit_lock = trio.Lock()
         self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
         self._candidates: dict[bytes, Candidate] = {}
@@ -236,7 +236,7 @@ class Driver:
                 except MempoolFull:
                     return
 
-    def _candidate_for_commit(self, action: CommitBlock, fetched: dict[bytes, bytes]) -> Candidate | None:
+    def _candidate_for_commit(self, action: CommitBlock, fetched: dict[bytes, Transaction]) -> Candidate | None:
         candidate = self._candidates.get(action.block_hash)
         if candidate is not None:
             return candidate
@@ -251,7 +251,7 @@ class Driver:
         return Candidate(block, action.block_hash, txs, execution)
 
     async def _commit(self, action: CommitBlock) -> Event | None:
-        fetched: dict[bytes, bytes] = {}
+        fetched: dict[bytes, Transaction] = {}
         if action.block_hash not in self._candidates and action.height > self.ledger.height:
             fetched = await self.fetch_txs(missing_txs(action.block, self.mempool.get))
         async with self._commit_lock:

@@ -4,13 +4,14 @@ A proposer sends by hash the transactions its gossip brought everyone, so
 normally every validator holds them all. One that does not (a gossip frame
 dropped under load, a restart, a transaction still waiting for its signature
 check here) asks every peer for the missing ones and checks what comes back
-like any transaction it had never seen.
+like any transaction it had never seen. Every copy is checked before it is
+kept, so a peer that answers first with a broken copy cannot stop a good one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import trio
 
 from node.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
 from node.proposal import BLOCK_TX_BYTES_MAX
-from node.tx import Transaction, tx_hash_of
+from node.tx import Transaction, TxError, decode_tx, tx_hash_of
 
 log = logging.getLogger("alliance.fetch")
 
@@ -30,18 +31,36 @@ FETCH_TIMEOUT_S = 0.5
 @dataclass
 class _Request:
     wanted: set[bytes]
-    found: dict[bytes, bytes] = field(default_factory=dict)
-    done: trio.Event = field(default_factory=trio.Event)
+    found: dict[bytes, Transaction] = field(default_factory=dict)
+    arrived: list[bytes] = field(default_factory=list)  # copies not checked yet
+    wake: trio.Event = field(default_factory=trio.Event)
+
+
+def checked_tx(raw: bytes, chain_id: str) -> Transaction | None:
+    """The transaction if it decodes, is for this chain and its signature verifies."""
+    try:
+        tx = decode_tx(raw)
+    except TxError:
+        return None
+    return tx if tx.chain_id == chain_id and tx.verify_signature() else None
 
 
 class TxFetcher:
-    def __init__(self, network: PeerNetwork, lookup: Callable[[bytes], Transaction | None]) -> None:
+    def __init__(
+        self,
+        network: PeerNetwork,
+        lookup: Callable[[bytes], Transaction | None],
+        chain_id: str,
+        run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
+    ) -> None:
         self.network = network
         self.lookup = lookup  # what this node holds, to answer peers
+        self.chain_id = chain_id
+        self.run_blocking = run_blocking  # signature checks off the event loop
         self._requests: list[_Request] = []
 
-    async def fetch(self, hashes: list[bytes], timeout_s: float = FETCH_TIMEOUT_S) -> dict[bytes, bytes]:
-        """The encodings of as many of `hashes` as peers answer within `timeout_s`, by hash."""
+    async def fetch(self, hashes: list[bytes], timeout_s: float = FETCH_TIMEOUT_S) -> dict[bytes, Transaction]:
+        """As many of `hashes` as peers send within `timeout_s`, checked (signature included), by hash."""
         if not hashes:
             return {}
         request = _Request(set(hashes))
@@ -49,11 +68,20 @@ class TxFetcher:
         try:
             self.network.broadcast(encode_frame(GET_TXS, hashes[:GET_TXS_HASHES_MAX]))
             with trio.move_on_after(timeout_s):
-                await request.done.wait()
+                while len(request.found) < len(request.wanted):
+                    await request.wake.wait()
+                    request.wake = trio.Event()
+                    raws, request.arrived = request.arrived, []
+                    for tx in await self.run_blocking(self._check_all, raws):
+                        if tx is not None and tx.hash in request.wanted:
+                            request.found.setdefault(tx.hash, tx)
         finally:
             self._requests.remove(request)
         log.info("event=txs_fetched wanted=%d found=%d", len(request.wanted), len(request.found))
         return request.found
+
+    def _check_all(self, raws: list[bytes]) -> list[Transaction | None]:
+        return [checked_tx(raw, self.chain_id) for raw in raws]
 
     def on_get_txs(self, peer: bytes, fields: list[Any]) -> None:
         """Answers with the asked transactions this node holds, as many as fit a block's size."""
@@ -71,14 +99,13 @@ class TxFetcher:
             self.network.send(peer, encode_frame(FOUND_TXS, raws))
 
     def on_found_txs(self, peer: bytes, fields: list[Any]) -> None:
-        """Keeps the answered transactions that a waiting request asked for: each under its own hash."""
+        """Hands the answered copies that a waiting request still lacks to it, to be checked there."""
         raws = fields[0] if fields and isinstance(fields[0], list) and self._requests else []
         for raw in raws:
             if not isinstance(raw, bytes):
                 continue
             tx_hash = tx_hash_of(raw)
             for request in self._requests:
-                if tx_hash in request.wanted:
-                    request.found[tx_hash] = raw
-                    if len(request.found) == len(request.wanted):
-                        request.done.set()
+                if tx_hash in request.wanted and tx_hash not in request.found:
+                    request.arrived.append(raw)
+                    request.wake.set()

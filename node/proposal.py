@@ -104,7 +104,9 @@ def missing_txs(body: bytes, known_tx: KnownTx) -> list[bytes]:
     return [item for item in items if len(item) == HASH_ITEM_BYTES and known_tx(item) is None]
 
 
-def _resolved(items: list[bytes], known_tx: KnownTx, fetched: Mapping[bytes, bytes]) -> list[Transaction | bytes]:
+def _resolved(
+    items: list[bytes], known_tx: KnownTx, fetched: Mapping[bytes, Transaction]
+) -> list[Transaction | bytes]:
     """Each item as the transaction this node holds, or as encoded bytes to check."""
     resolved: list[Transaction | bytes] = []
     for item in items:
@@ -118,7 +120,9 @@ def _resolved(items: list[bytes], known_tx: KnownTx, fetched: Mapping[bytes, byt
     return resolved
 
 
-def block_of(body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, bytes]) -> tuple[Block, list[Transaction]]:
+def block_of(
+    body: bytes, known_tx: KnownTx, fetched: Mapping[bytes, Transaction]
+) -> tuple[Block, list[Transaction]]:
     """The block and its transactions from a proposal body, signatures unchecked (2f+1 committed it)."""
     header, items = _parse_body(body)
     resolved = _resolved(items, known_tx, fetched)
@@ -157,12 +161,12 @@ def check_block(
     proposers: frozenset[bytes],
     now_ms: int,
     known_tx: KnownTx,
-    fetched: Mapping[bytes, bytes] | None = None,
+    fetched: Mapping[bytes, Transaction] | None = None,
 ) -> Candidate:
     """Decodes and fully checks a proposal body; raises BlockInvalid with the reason.
 
-    Items sent by hash are the transactions `known_tx` holds (verified), or
-    encodings `fetched` from peers, checked here like inline ones.
+    Items sent by hash are the transactions `known_tx` holds, or those
+    `fetched` from peers; both had their signatures checked already.
     `proposers` are the proposers of the height's rounds up to this one: a block
     prepared in an earlier round is proposed again with its builder's name.
     """
@@ -199,8 +203,8 @@ def _check_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx: K
     txs: list[Transaction] = []
     seen: set[bytes] = set()
     for item in items:
-        if isinstance(item, Transaction):
-            tx = known = item
+        if isinstance(item, Transaction):  # pending here, or fetched: only a pending one is known not committed
+            tx, known = item, (item if known_tx(item.hash) is item else None)
         else:
             known = _known(item, known_tx)
             tx = known or _verified_new_tx(item, ledger.genesis.chain_id)

@@ -153,7 +153,7 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
     driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
     driver.request_sync = lambda height: syncer.wake()
-    fetcher = TxFetcher(network, driver.held_tx)
+    fetcher = TxFetcher(network, driver.held_tx, node.genesis.chain_id)
     driver.inline = gossip.unsent
     driver.fetch_txs = fetcher.fetch
 

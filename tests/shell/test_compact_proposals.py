@@ -22,7 +22,7 @@ from node.ledger import Ledger
 from node.mempool import Mempool
 from node.peers import FOUND_TXS, GET_TXS
 from node.metrics import Metrics
-from node.proposal import Candidate, build_block, proposal_body
+from node.proposal import BlockInvalid, Candidate, build_block, check_block, proposal_body
 from node.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
@@ -48,10 +48,10 @@ def _proposal(txs: list[Transaction]) -> Candidate:
 
 class Fetcher:
     def __init__(self, holds: list[Transaction]) -> None:
-        self.holds = {tx.hash: tx.raw for tx in holds}
+        self.holds = {tx.hash: tx for tx in holds}
         self.asked: list[list[bytes]] = []
 
-    async def fetch(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+    async def fetch(self, hashes: list[bytes]) -> dict[bytes, Transaction]:
         if hashes:
             self.asked.append(hashes)
         return {h: self.holds[h] for h in hashes if h in self.holds}
@@ -82,7 +82,7 @@ class Network:
 def _fetcher(holds: list[Transaction]) -> tuple[TxFetcher, Network]:
     network = Network()
     held = {tx.hash: tx for tx in holds}
-    return TxFetcher(network, held.get), network
+    return TxFetcher(network, held.get, GENESIS.chain_id, run_blocking=_inline), network
 
 
 def test_a_peer_answers_with_the_asked_transactions_it_holds() -> None:
@@ -107,7 +107,7 @@ async def test_fetch_asks_every_peer_and_keeps_only_what_it_asked_for(autojump_c
         nursery.start_soon(answer)
         found = await fetcher.fetch([txs[0].hash, txs[1].hash])
     assert network.sent == [(None, [GET_TXS, [txs[0].hash, txs[1].hash]])]
-    assert found == {txs[0].hash: txs[0].raw, txs[1].hash: txs[1].raw}
+    assert found == {txs[0].hash: txs[0], txs[1].hash: txs[1]}
     assert trio.current_time() < FETCH_TIMEOUT_S  # answered: no waiting for the deadline
 
 
@@ -117,13 +117,27 @@ async def test_fetch_gives_up_at_its_deadline_with_what_came(autojump_clock: Any
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: _answer_later(fetcher, txs[0].raw))
         found = await fetcher.fetch([txs[0].hash, txs[1].hash])
-    assert found == {txs[0].hash: txs[0].raw}
+    assert found == {txs[0].hash: txs[0]}
     assert trio.current_time() >= FETCH_TIMEOUT_S
     assert await fetcher.fetch([]) == {}
 
 
-async def _answer_later(fetcher: TxFetcher, raw: bytes) -> None:
-    await trio.sleep(0.01)
+async def test_a_broken_copy_answered_first_does_not_stop_a_good_one(autojump_clock: Any) -> None:
+    [tx] = _txs(1)
+    broken = bytearray(tx.raw)
+    broken[-1] ^= 1  # same hash (the signature is not hashed), bad signature
+    fetcher, _ = _fetcher([])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _answer_later(fetcher, bytes(broken)))
+        nursery.start_soon(lambda: _answer_later(fetcher, tx.raw, delay_s=0.02))
+        assert await fetcher.fetch([tx.hash]) == {tx.hash: tx}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _answer_later(fetcher, bytes(broken)))
+        assert await fetcher.fetch([tx.hash]) == {}
+
+
+async def _answer_later(fetcher: TxFetcher, raw: bytes, delay_s: float = 0.01) -> None:
+    await trio.sleep(delay_s)
     fetcher.on_found_txs(b"p" * 32, [[raw]])
 
 
@@ -169,16 +183,22 @@ async def test_a_proposal_whose_transactions_nobody_sends_is_not_prepared(driver
     assert not await _validate(driver, proposal_body(candidate, inline=lambda tx_hash: False), candidate)
 
 
-async def test_a_fetched_transaction_with_a_bad_signature_fails_the_block(driver: Driver) -> None:
-    txs = _txs(2)
-    candidate = _proposal(txs)
-    forged = bytearray(txs[1].raw)
-    forged[-1] ^= 1
-    fetcher = Fetcher([])
-    fetcher.holds[txs[1].hash] = bytes(forged)  # same hash (the signature is not hashed), bad signature
-    driver.fetch_txs = fetcher.fetch
-    _held(driver, txs[:1])
-    assert not await _validate(driver, proposal_body(candidate, inline=lambda tx_hash: False), candidate)
+async def test_a_fetched_transaction_committed_before_is_a_duplicate(driver: Driver) -> None:
+    old, new = _txs(2)
+    first = _proposal([old])
+    await driver._carry_out(CommitBlock(1, first.block.encode(), first.block_hash, ()))
+    proposer = bytes(KEYS[2].verify_key)  # height 2, round 0
+    fetched = {tx.hash: tx for tx in (old, new)}  # a peer still had the old one
+
+    def check(txs: list[Transaction]) -> Candidate:
+        candidate = build_block(Ledger(driver.ledger.store, GENESIS), txs, proposer, 2_000)
+        body = proposal_body(candidate, inline=lambda tx_hash: False)
+        return check_block(driver.ledger, body, candidate.block_hash, frozenset([proposer]), 2_000,
+                           driver.mempool.get, fetched)
+
+    with pytest.raises(BlockInvalid, match=f"tx {old.hash.hex()} is a duplicate"):
+        check([old, new])
+    assert check([new]).txs == [new]
 
 
 async def test_a_committed_block_with_missing_transactions_waits_for_catch_up(driver: Driver) -> None:
