@@ -71,14 +71,31 @@ class TxFetcher:
                 while len(request.found) < len(request.wanted):
                     await request.wake.wait()
                     request.wake = trio.Event()
-                    raws, request.arrived = request.arrived, []
-                    for tx in await self.run_blocking(self._check_all, raws):
-                        if tx is not None and tx.hash in request.wanted:
-                            request.found.setdefault(tx.hash, tx)
+                    await self._check_arrived(request)
         finally:
             self._requests.remove(request)
         log.info("event=txs_fetched wanted=%d found=%d", len(request.wanted), len(request.found))
         return request.found
+
+    async def _check_arrived(self, request: _Request) -> None:
+        """Checks one arrived copy per transaction still lacking; other copies wait in case it fails."""
+        first: dict[bytes, bytes] = {}
+        spare: list[bytes] = []
+        for raw in request.arrived:
+            tx_hash = tx_hash_of(raw)
+            if tx_hash in request.found:
+                continue
+            if tx_hash in first:
+                spare.append(raw)
+            else:
+                first[tx_hash] = raw
+        request.arrived = []
+        for tx in await self.run_blocking(self._check_all, list(first.values())):
+            if tx is not None and tx.hash in request.wanted:
+                request.found.setdefault(tx.hash, tx)
+        request.arrived = [raw for raw in spare if tx_hash_of(raw) not in request.found] + request.arrived
+        if request.arrived:
+            request.wake.set()
 
     def _check_all(self, raws: list[bytes]) -> list[Transaction | None]:
         return [checked_tx(raw, self.chain_id) for raw in raws]

@@ -136,9 +136,29 @@ async def test_a_broken_copy_answered_first_does_not_stop_a_good_one(autojump_cl
         assert await fetcher.fetch([tx.hash]) == {}
 
 
-async def _answer_later(fetcher: TxFetcher, raw: bytes, delay_s: float = 0.01) -> None:
+async def test_copies_from_every_peer_are_checked_one_at_a_time(autojump_clock: Any) -> None:
+    txs = _txs(2)
+    broken = bytearray(txs[0].raw)
+    broken[-1] ^= 1
+    fetcher, _ = _fetcher([])
+    checked: list[int] = []
+
+    async def counting(fn: Any, raws: list[bytes]) -> Any:
+        checked.append(len(raws))
+        return fn(raws)
+
+    fetcher.run_blocking = counting
+    answers = [bytes(broken), txs[1].raw, txs[0].raw, txs[1].raw, txs[0].raw]  # three peers' copies at once
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _answer_later(fetcher, *answers))
+        found = await fetcher.fetch([tx.hash for tx in txs])
+    assert found == {tx.hash: tx for tx in txs}
+    assert checked == [2, 1]  # one copy of each, then a spare of the one whose copy was broken
+
+
+async def _answer_later(fetcher: TxFetcher, *raws: bytes, delay_s: float = 0.01) -> None:
     await trio.sleep(delay_s)
-    fetcher.on_found_txs(b"p" * 32, [[raw]])
+    fetcher.on_found_txs(b"p" * 32, [list(raws)])
 
 
 def _held(driver: Driver, txs: list[Transaction]) -> None:
