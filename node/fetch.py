@@ -18,8 +18,8 @@ from typing import Any
 import trio
 
 from node.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
-from node.proposal import BLOCK_TX_BYTES_MAX
-from node.tx import Transaction, TxError, decode_tx, tx_hash_of
+from node.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
+from node.tx import Transaction, tx_hash_of
 
 log = logging.getLogger("alliance.fetch")
 
@@ -32,17 +32,8 @@ FETCH_TIMEOUT_S = 0.5
 class _Request:
     wanted: set[bytes]
     found: dict[bytes, Transaction] = field(default_factory=dict)
-    arrived: list[bytes] = field(default_factory=list)  # copies not checked yet
+    arrived: list[tuple[bytes, bytes]] = field(default_factory=list)  # (tx hash, copy) not checked yet
     wake: trio.Event = field(default_factory=trio.Event)
-
-
-def checked_tx(raw: bytes, chain_id: str) -> Transaction | None:
-    """The transaction if it decodes, is for this chain and its signature verifies."""
-    try:
-        tx = decode_tx(raw)
-    except TxError:
-        return None
-    return tx if tx.chain_id == chain_id and tx.verify_signature() else None
 
 
 class TxFetcher:
@@ -80,25 +71,30 @@ class TxFetcher:
     async def _check_arrived(self, request: _Request) -> None:
         """Checks one arrived copy per transaction still lacking; other copies wait in case it fails."""
         first: dict[bytes, bytes] = {}
-        spare: list[bytes] = []
-        for raw in request.arrived:
-            tx_hash = tx_hash_of(raw)
+        spare: list[tuple[bytes, bytes]] = []
+        for tx_hash, raw in request.arrived:
             if tx_hash in request.found:
                 continue
             if tx_hash in first:
-                spare.append(raw)
+                spare.append((tx_hash, raw))
             else:
                 first[tx_hash] = raw
         request.arrived = []
         for tx in await self.run_blocking(self._check_all, list(first.values())):
             if tx is not None and tx.hash in request.wanted:
                 request.found.setdefault(tx.hash, tx)
-        request.arrived = [raw for raw in spare if tx_hash_of(raw) not in request.found] + request.arrived
+        request.arrived = [(h, raw) for h, raw in spare if h not in request.found] + request.arrived
         if request.arrived:
             request.wake.set()
 
     def _check_all(self, raws: list[bytes]) -> list[Transaction | None]:
-        return [checked_tx(raw, self.chain_id) for raw in raws]
+        checked: list[Transaction | None] = []
+        for raw in raws:
+            try:
+                checked.append(verified_new_tx(raw, self.chain_id))
+            except BlockInvalid:
+                checked.append(None)
+        return checked
 
     def on_get_txs(self, peer: bytes, fields: list[Any]) -> None:
         """Answers with the asked transactions this node holds, as many as fit a block's size."""
@@ -124,5 +120,5 @@ class TxFetcher:
             tx_hash = tx_hash_of(raw)
             for request in self._requests:
                 if tx_hash in request.wanted and tx_hash not in request.found:
-                    request.arrived.append(raw)
+                    request.arrived.append((tx_hash, raw))
                     request.wake.set()

@@ -207,7 +207,7 @@ def _check_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx: K
             tx, known = item, (item if known_tx(item.hash) is item else None)
         else:
             known = _known(item, known_tx)
-            tx = known or _verified_new_tx(item, ledger.genesis.chain_id)
+            tx = known or verified_new_tx(item, ledger.genesis.chain_id)
         if tx.sender not in authorised:
             raise BlockInvalid(f"tx {tx.hash.hex()} has an unauthorised sender")
         # The mempool never holds a committed transaction: only new ones need the store.
@@ -227,7 +227,8 @@ def _known(raw: bytes, known_tx: KnownTx) -> Transaction | None:
     return known if known is not None and known.raw == raw else None
 
 
-def _verified_new_tx(raw: bytes, chain_id: str) -> Transaction:
+def verified_new_tx(raw: bytes, chain_id: str) -> Transaction:
+    """The transaction if it decodes, is for this chain and its signature verifies; else BlockInvalid."""
     try:
         tx = decode_tx(raw)
     except TxError as exc:
