@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,16 @@ class NodeProcess:
 
     def client(self) -> Client:
         return Client(self.rpc_url, timeout_s=30)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The value of one series on the node's /metrics, or None when it is not exported."""
+        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        prefix = f"{name}{{{label_text}}} " if labels else f"{name} "
+        with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=DEADLINE_S) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(prefix):
+                    return float(line.split()[-1])
+        return None
 
     def start(self) -> None:
         log = self.home / f"run{len(self.logs)}.log"

@@ -176,11 +176,7 @@ def test_follower_restarts_and_catches_up(consortium: Any) -> None:
 
 
 def _metric(node: NodeProcess, name: str) -> float:
-    text = urllib.request.urlopen(node.metrics_url + "/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+    return node.metric(name) or 0.0
 
 
 async def _handshake_as(key: SigningKey, port: int, chain_id: str) -> None:

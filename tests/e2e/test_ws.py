@@ -55,11 +55,10 @@ def height(node: NodeProcess) -> int:
 
 
 def metric(node: NodeProcess, name: str) -> float:
-    with urllib.request.urlopen(f"{node.metrics_url}/metrics", timeout=DEADLINE_S) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not in the metrics")
+    value = node.metric(name)
+    if value is None:
+        raise AssertionError(f"{name} not in the metrics")
+    return value
 
 
 # ---- load ---------------------------------------------------------------------------------
