@@ -14,6 +14,7 @@ from node.errors import KeyFileError
 PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
 PEM_END = "-----END PRIVATE KEY-----"
+ENCRYPTED_BEGIN = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
 def encode_pem(key: SigningKey) -> str:
@@ -23,6 +24,11 @@ def encode_pem(key: SigningKey) -> str:
 
 def decode_pem(text: str, source: str = "key") -> SigningKey:
     lines = [line.strip() for line in text.strip().splitlines()]
+    if lines[:1] == [ENCRYPTED_BEGIN] or "Proc-Type: 4,ENCRYPTED" in lines:
+        raise KeyFileError(
+            f"{source} is an encrypted key; the node needs an unencrypted PKCS#8 key: "
+            f"openssl pkcs8 -in {source} -out {source}.plain (it asks for the passphrase)"
+        )
     if len(lines) < 3 or lines[0] != PEM_BEGIN or lines[-1] != PEM_END:
         raise KeyFileError(f"{source} is not a PKCS#8 PEM private key ({PEM_BEGIN} ... {PEM_END})")
     try:

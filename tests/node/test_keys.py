@@ -168,6 +168,30 @@ def test_invalid_utf8_key_file_is_refused(tmp_path: Path) -> None:
         load_key(path)
 
 
+@needs_openssl
+def test_encrypted_key_is_refused_with_the_command_that_decrypts_it(tmp_path: Path) -> None:
+    encrypted = tmp_path / "enc.key"
+    openssl("genpkey", "-algorithm", "ed25519", "-aes-256-cbc", "-pass", "pass:x", "-out", str(encrypted))
+    encrypted.chmod(0o600)
+    assert encrypted.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(KeyFileError) as info:
+        load_key(encrypted)
+    message = str(info.value)
+    assert message.startswith(f"{encrypted} is an encrypted key; the node needs an unencrypted PKCS#8 key")
+    assert "\n" not in message
+    plain = tmp_path / "enc.key.plain"
+    assert f"openssl pkcs8 -in {encrypted} -out {plain}" in message
+    openssl("pkcs8", "-in", str(encrypted), "-out", str(plain), "-passin", "pass:x")  # the advice, followed
+    public = openssl("pkey", "-in", str(encrypted), "-passin", "pass:x", "-pubout", "-outform", "DER")
+    assert bytes(load_key(plain).verify_key) == public[-32:]
+
+
+def test_legacy_encrypted_pem_is_refused_as_encrypted() -> None:
+    text = "-----BEGIN PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(KeyFileError, match="is an encrypted key"):
+        decode_pem(text)
+
+
 def test_non_ascii_pem_body_is_a_key_file_error(tmp_path: Path) -> None:
     text = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIé\n-----END PRIVATE KEY-----\n"
     with pytest.raises(KeyFileError):
