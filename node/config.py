@@ -10,6 +10,8 @@ from typing import Any
 from node.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("logfmt", "json")
+PORTS = (1, 65535)
 
 # section -> key -> default; "" is the top level. The default's type is the setting's type.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -19,6 +21,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "genesis_file": "genesis.toml",
         "data_dir": "data",
         "log_level": "info",
+        "log_format": "logfmt",
     },
     "rpc": {"listen": "127.0.0.1:26600"},
     "p2p": {"listen": "127.0.0.1:26601"},
@@ -26,6 +29,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
+}
+
+# The allowed range of every integer setting, bounds included: a value outside is a typo or would
+# exhaust the machine (the mempool holds up to twice txs_max transactions of up to 64 KiB each).
+RANGES: dict[str, tuple[int, int]] = {
+    "consensus.round_timeout_ms": (10, 600_000),
+    "consensus.round_timeout_max_ms": (10, 3_600_000),
+    "block.txs_max": (1, 100_000),
+    "mempool.txs_max": (1, 1_000_000),
 }
 
 
@@ -46,6 +58,7 @@ class NodeConfig:
     genesis_file: Path
     data_dir: Path
     log_level: str
+    log_format: str
     rpc_listen: Address
     p2p_listen: Address
     metrics_listen: Address
@@ -57,9 +70,16 @@ class NodeConfig:
 
 def parse_address(text: str, what: str) -> Address:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ConfigError(f"{what} must be 'host:port', got {text!r}")
+    low, high = PORTS
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not low <= int(port) <= high:
+        raise ConfigError(f"{what} must be 'host:port' with a port in {low}..{high}, got {text!r}")
     return Address(host.strip("[]"), int(port))
+
+
+def _shown(value: Any) -> str:
+    """A value as it would be written in TOML, cut short."""
+    text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_toml(path: Path, what: str, hint: str = "") -> dict[str, Any]:
@@ -91,10 +111,11 @@ def _merge(data: dict[str, Any], path: Path) -> dict[str, Any]:
         for key, default in defaults.items():
             name = f"{section}.{key}" if section else key
             value = given.get(key, default)
-            if type(value) is not type(default):
-                raise ConfigError(f"{path}: {name} must be of type {type(default).__name__}")
+            if type(value) is not type(default):  # so a bool is not an int
+                raise ConfigError(f"{path}: {name} must be of type {type(default).__name__}, got {_shown(value)}")
             values[name] = value
     _check_unknown(data, path)
+    _check_ranges(values, path)
     return values
 
 
@@ -108,16 +129,21 @@ def _check_unknown(data: dict[str, Any], path: Path) -> None:
             raise ConfigError(f"{path}: unknown setting {unknown[0]}")
 
 
-def _positive(values: dict[str, Any], name: str) -> int:
-    value: int = values[name]
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    return value
+def _check_ranges(values: dict[str, Any], path: Path) -> None:
+    for name, (low, high) in RANGES.items():
+        if not low <= values[name] <= high:
+            raise ConfigError(f"{path}: {name} = {_shown(values[name])} is out of range {low}..{high}")
+    first, most = values["consensus.round_timeout_ms"], values["consensus.round_timeout_max_ms"]
+    if most < first:
+        high = RANGES["consensus.round_timeout_max_ms"][1]
+        raise ConfigError(f"{path}: consensus.round_timeout_max_ms = {most} is out of range {first}..{high} "
+                          "(at least consensus.round_timeout_ms)")
+    for name, choices in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
+        if values[name] not in choices:
+            raise ConfigError(f"{path}: {name} = {_shown(values[name])} must be one of {', '.join(choices)}")
 
 
 def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
-    if v["log_level"] not in LOG_LEVELS:
-        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     return NodeConfig(
         home=home,
         name=v["name"],
@@ -125,11 +151,12 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         genesis_file=home / v["genesis_file"],
         data_dir=home / v["data_dir"],
         log_level=v["log_level"],
+        log_format=v["log_format"],
         rpc_listen=parse_address(v["rpc.listen"], "rpc.listen"),
         p2p_listen=parse_address(v["p2p.listen"], "p2p.listen"),
         metrics_listen=parse_address(v["metrics.listen"], "metrics.listen"),
-        round_timeout_ms=_positive(v, "consensus.round_timeout_ms"),
-        round_timeout_max_ms=_positive(v, "consensus.round_timeout_max_ms"),
-        block_txs_max=_positive(v, "block.txs_max"),
-        mempool_txs_max=_positive(v, "mempool.txs_max"),
+        round_timeout_ms=v["consensus.round_timeout_ms"],
+        round_timeout_max_ms=v["consensus.round_timeout_max_ms"],
+        block_txs_max=v["block.txs_max"],
+        mempool_txs_max=v["mempool.txs_max"],
     )

@@ -32,7 +32,7 @@ def test_empty_config_gets_every_default(tmp_path: Path) -> None:
     assert config.key_file == tmp_path / "node.key"
     assert config.genesis_file == tmp_path / "genesis.toml"
     assert config.data_dir == tmp_path / "data"
-    assert config.log_level == "info"
+    assert config.log_level == "info" and config.log_format == "logfmt"
     assert config.rpc_listen == Address("127.0.0.1", 26600)
     assert config.p2p_listen == Address("127.0.0.1", 26601)
     assert config.metrics_listen == Address("127.0.0.1", 26602)
@@ -108,7 +108,7 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
 )
 def test_bad_address(tmp_path: Path, address: str) -> None:
     message = config_error(tmp_path, f"[metrics]\nlisten = '{address}'\n")
-    assert "metrics.listen must be 'host:port'" in message and repr(address) in message
+    assert "metrics.listen must be 'host:port' with a port in 1..65535" in message and repr(address) in message
 
 
 def test_superscript_port_is_a_config_error(tmp_path: Path) -> None:
@@ -116,23 +116,65 @@ def test_superscript_port_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("section", "key", "value"),
+    ("text", "shown", "allowed"),
     [
-        ("consensus", "round_timeout_ms", 0),
-        ("consensus", "round_timeout_max_ms", -1),
-        ("block", "txs_max", 0),
-        ("mempool", "txs_max", -5),
+        ("[consensus]\nround_timeout_ms = 0\n", "consensus.round_timeout_ms = 0", "10..600000"),
+        ("[consensus]\nround_timeout_ms = 600001\n", "consensus.round_timeout_ms = 600001", "10..600000"),
+        ("[consensus]\nround_timeout_max_ms = -1\n", "consensus.round_timeout_max_ms = -1", "10..3600000"),
+        ("[consensus]\nround_timeout_ms = 5000\nround_timeout_max_ms = 4999\n",
+         "consensus.round_timeout_max_ms = 4999", "5000..3600000"),
+        ("[block]\ntxs_max = 0\n", "block.txs_max = 0", "1..100000"),
+        ("[block]\ntxs_max = 100001\n", "block.txs_max = 100001", "1..100000"),
+        ("[mempool]\ntxs_max = -5\n", "mempool.txs_max = -5", "1..1000000"),
+        ("[mempool]\ntxs_max = 100000000000000000000\n", "mempool.txs_max = 100000000000000000000", "1..1000000"),
+        ("[rpc]\nlisten = '127.0.0.1:0'\n", "rpc.listen must be 'host:port'", "1..65535, got '127.0.0.1:0'"),
+        ("[p2p]\nlisten = '127.0.0.1:65536'\n", "p2p.listen must be 'host:port'", "1..65535, got '127.0.0.1:65536'"),
     ],
 )
-def test_non_positive_numbers(tmp_path: Path, section: str, key: str, value: int) -> None:
-    message = config_error(tmp_path, f"[{section}]\n{key} = {value}\n")
-    assert f"{section}.{key} must be positive, got {value}" in message
+def test_out_of_range_value_is_one_line_naming_setting_value_and_range(
+    tmp_path: Path, text: str, shown: str, allowed: str
+) -> None:
+    message = config_error(tmp_path, text)
+    assert shown in message and allowed in message, message
+    assert "\n" not in message
+
+
+def test_the_bounds_themselves_are_allowed(tmp_path: Path) -> None:
+    config = load_config(config_in(tmp_path, """
+[consensus]
+round_timeout_ms = 10
+round_timeout_max_ms = 10
+[block]
+txs_max = 100000
+[mempool]
+txs_max = 1
+[rpc]
+listen = "127.0.0.1:65535"
+[p2p]
+listen = "127.0.0.1:1"
+"""))
+    assert (config.round_timeout_ms, config.round_timeout_max_ms) == (10, 10)
+    assert (config.block_txs_max, config.mempool_txs_max) == (100000, 1)
+
+
+def test_a_bool_is_not_an_int(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[mempool]\ntxs_max = true\n")
+    assert "mempool.txs_max must be of type int, got true" in message
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_log_format(tmp_path: Path, fmt: str) -> None:
+    assert load_config(config_in(tmp_path, f"log_format = '{fmt}'\n")).log_format == fmt
+
+
+def test_bad_log_format(tmp_path: Path) -> None:
+    assert "log_format = 'text' must be one of logfmt, json" in config_error(tmp_path, "log_format = 'text'\n")
 
 
 @pytest.mark.parametrize("level", ["INFO", "trace", "", "warn"])
 def test_bad_log_level(tmp_path: Path, level: str) -> None:
     message = config_error(tmp_path, f"log_level = '{level}'\n")
-    assert "log_level must be one of debug, info, warning, error" in message
+    assert f"log_level = {level!r} must be one of debug, info, warning, error" in message
 
 
 # --- genesis.toml -------------------------------------------------------------------
