@@ -37,7 +37,7 @@ async def run_until_signal(config: NodeConfig) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     config = load_config(Path(args.home))
-    configure_logging(args.log_level or config.log_level)
+    configure_logging(args.log_level or config.log_level, config.log_format)
     if args.profile is None:
         trio.run(run_until_signal, config)
         return
