@@ -2,20 +2,51 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, generate_latest,
+)
+
+from node.version import VERSION
 
 COMMIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Every label value the node can give, exported at 0 from the start so that rate() and alerts see
+# a series before the first event. Reasons of a refused send_tx (the spec's data.reason, and the
+# other refusal codes); JSON-RPC methods (HTTP and WebSocket), "invalid" and "unknown" being the
+# calls without a valid method; and why consensus messages were dropped (node and replica).
+TX_REJECTION_REASONS = (
+    "malformed", "not_canonical", "bad_signature", "wrong_chain_id", "oversize",
+    "unauthorised", "duplicate", "mempool_full", "invalid_params",
+)
+RPC_METHODS = ("status", "send_tx", "get_tx", "get_block", "get_proof", "query", "subscribe", "unsubscribe")
+RPC_NON_METHODS = ("invalid", "unknown")
+MESSAGE_DROP_REASONS = (
+    "malformed", "sender_mismatch", "decided", "queue_full",
+    "bad_seal", "bad_signature", "far_height", "far_round", "invalid_block", "invalid_proposal",
+    "invalid_round_change", "non_member", "old", "sender_over_limit", "unjustified_proposal",
+)
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ... (Linux)
+        PlatformCollector(registry=r)  # python_info
+        Gauge("alliance_build_info", "The node's version; always 1.", ["version", "python"], registry=r).labels(
+            VERSION, platform.python_version()).set(1)
+        self.validators = Gauge("alliance_validators", "Validators in the genesis (n; a quorum is 2f+1).", registry=r)
+        self.peers_best_height = Gauge(
+            "alliance_peers_best_height", "Highest height a connected peer has announced.", registry=r
+        )
         self.chain_height = Gauge("alliance_chain_height", "Height of the last committed block.", registry=r)
         self.txs_committed = Counter("alliance_txs_committed", "Transactions committed in blocks.", registry=r)
         self.txs_rejected = Counter(
             "alliance_txs_rejected", "Transactions refused at send_tx, by reason.", ["reason"], registry=r
         )
         self.mempool_txs = Gauge("alliance_mempool_txs", "Transactions waiting in the mempool.", registry=r)
+        self.mempool_txs_max = Gauge("alliance_mempool_txs_max", "Capacity of the mempool (mempool.txs_max).", registry=r)
         self.consensus_view = Gauge("alliance_consensus_view", "Current round (view) at the current height.", registry=r)
         self.view_changes = Counter(
             "alliance_consensus_view_changes", "Moves to a higher round within a height.", registry=r
@@ -50,6 +81,19 @@ class Metrics:
             "alliance_ws_subscribers_dropped",
             "WebSocket connections dropped for falling too many notifications behind.", registry=r,
         )
+
+        self._zero_labels()
+
+    def _zero_labels(self) -> None:
+        for reason in TX_REJECTION_REASONS:
+            self.txs_rejected.labels(reason)
+        for method in RPC_METHODS:
+            for outcome in ("ok", "error"):
+                self.rpc_requests.labels(method, outcome)
+        for method in RPC_NON_METHODS:
+            self.rpc_requests.labels(method, "error")
+        for reason in MESSAGE_DROP_REASONS:
+            self.messages_dropped.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,6 +31,7 @@ from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS
 from node.rpc import RpcService
 from node.sync import Syncer
 from node.verifier import Verifier
+from node.version import VERSION
 from node.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
 )
@@ -77,6 +78,7 @@ class Node:
             "validators": [m.pubkey.hex() for m in self.genesis.validators],
             "peers": self.peers(),
             "syncing": self.syncer.syncing,
+            "version": VERSION,
         }
 
     def readiness(self) -> list[str]:
@@ -218,6 +220,9 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
         syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
+        metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
+        metrics.mempool_txs_max.set(config.mempool_txs_max)
+        metrics.peers_best_height.set_function(lambda: syncer.best_height)
         # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
         verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit)

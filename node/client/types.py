@@ -30,6 +30,7 @@ class Status:
     validators: tuple[str, ...]
     peers: tuple[Peer, ...]
     syncing: bool
+    version: str | None = None  # the node's software version; None from a node that does not say
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def status_from(value: Any) -> Status:
         validators=_strings(obj, "validators", "status"),
         peers=peers,
         syncing=_field(obj, "syncing", bool, "status"),
+        version=_optional(obj, "version", str, "status"),
     )
 
 
