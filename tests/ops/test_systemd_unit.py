@@ -49,3 +49,11 @@ def test_the_unit_is_type_notify_with_a_watchdog() -> None:
     assert settings["Type"] == "notify"
     assert settings["Restart"] == "on-failure"
     assert int(settings["WatchdogSec"].removesuffix("s")) > 0
+
+
+def test_the_units_stderr_is_the_journal_with_level_prefixes() -> None:
+    # The node prefixes its lines with <N> when $JOURNAL_STREAM names its stderr (tests/ops/test_node_ops.py);
+    # journald turns that prefix into the entry's priority only with these settings (both are systemd's defaults).
+    settings = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and line[0] != "#")
+    assert settings.get("StandardError", "journal") == "journal"
+    assert settings.get("SyslogLevelPrefix", "yes") == "yes"
