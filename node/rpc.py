@@ -35,8 +35,7 @@ def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...]
     unknown = [p for p in params if p not in required + optional]
     if missing or unknown:
         detail = f"missing {missing}" if missing else f"unknown {_names(unknown)}"
-        raise RpcError(INVALID_PARAMS, f"invalid params: {detail}",
-                       {"required": list(required), "optional": list(optional)})
+        raise RpcError(INVALID_PARAMS, f"invalid params: {detail}")
 
 
 def _names(names: list[str]) -> str:

@@ -109,10 +109,9 @@ def test_tx_that_is_not_lowercase_hex_is_refused(tx: str) -> None:
     assert error["code"] == -32001 and error["data"]["reason"] in ("malformed", "oversize"), error
 
 
-def test_unknown_param_names_are_shown_safely_and_the_known_ones_given() -> None:
-    error = _error(SERVICE, "get_block", {"height": 1, "\ud800" * 1000: 1})
-    assert error["message"].isascii() and len(error["message"]) < 200, error
-    assert error["data"] == {"required": ["height"], "optional": []}
+def test_unknown_param_names_are_shown_safely() -> None:
+    error = _error(SERVICE, "get_block", {"height": 1, "\ud800" * 1000: 1, **{f"p{i}": i for i in range(9)}})
+    assert error["message"].isascii() and len(error["message"]) < 300 and "and 5 more" in error["message"], error
 
 
 def test_an_integer_too_long_to_convert_is_no_id() -> None:
