@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from websockets.sync.client import ClientConnection, connect
 
 from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process
-from tests.jsonrpc_fuzz import BATCHES, Raw, body_of, calls, check_body, strict_json
+from tests.jsonrpc_fuzz import BATCHES, Raw, answered, body_of, calls, check_body, strict_json
 
 FUZZ = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -129,6 +130,33 @@ def test_fuzzed_batches(poster: Poster) -> None:
         poster.call(calls_)
 
     batch()
+
+
+def _ws_answer(ws: ClientConnection, request: Any) -> None:
+    """Sends `request` over the socket and checks its answer; one that has none is followed by a call
+    whose answer must be the next frame."""
+    ws.send(body_of(request).decode())
+    try:
+        parsed = json.loads(body_of(request))
+    except RecursionError:
+        parsed = None
+    calls_ = parsed if isinstance(parsed, list) and parsed else [parsed]
+    if any(answered(c) for c in calls_):
+        text = ws.recv(timeout=30)
+        check_body(request, text.encode() if isinstance(text, str) else text, 200)
+    else:
+        ws.send('{"jsonrpc":"2.0","id":"sync","method":"status"}')
+        assert json.loads(ws.recv(timeout=30))["id"] == "sync", request
+
+
+def test_fuzzed_calls_over_the_websocket(node: NodeProcess, poster: Poster) -> None:
+    with connect(f"ws://127.0.0.1:{node.rpc_port}/ws", open_timeout=30) as ws:
+        @settings(FUZZ, max_examples=150)
+        @given(calls() | BATCHES)
+        def over_ws(request: Any) -> None:
+            _ws_answer(ws, request)
+
+        over_ws()
 
 
 def test_node_still_serves_after_the_fuzz(node: NodeProcess, poster: Poster) -> None:
