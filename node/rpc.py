@@ -26,8 +26,8 @@ SEND_TX_TIMEOUT_S_DEFAULT = 10
 BATCH_CALLS_MAX = 1000  # a 1 MiB body could otherwise hold ~10,000 calls of a second's work each
 SEND_TX_TIMEOUT_S_MAX = 60
 HEIGHT_MAX = 2**63 - 1  # heights are stored as 8 bytes; none is ever near this
-_HASH_HEX = re.compile("[0-9a-f]{64}")
-_BYTES_HEX = re.compile("(?:[0-9a-f]{2})*")
+_HASH_HEX = re.compile("[0-9a-fA-F]{64}")  # written lowercase; read in either case, as before
+_BYTES_HEX = re.compile("(?:[0-9a-fA-F]{2})*")
 
 
 def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -47,7 +47,7 @@ def _names(names: list[str]) -> str:
 def _hash_param(params: Params, name: str) -> bytes:
     value = params[name]
     if not isinstance(value, str) or _HASH_HEX.fullmatch(value) is None:
-        raise RpcError(INVALID_PARAMS, f"{name} must be 64 lowercase hex characters")
+        raise RpcError(INVALID_PARAMS, f"{name} must be 64 hex characters")
     return bytes.fromhex(value)
 
 
@@ -219,7 +219,7 @@ class RpcService:
             if len(tx_hex) > 2 * TX_BYTES_MAX:
                 raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
             if _BYTES_HEX.fullmatch(tx_hex) is None:
-                raise _refused("malformed", "tx is not lowercase hex of whole bytes")
+                raise _refused("malformed", "tx is not hex of whole bytes")
             raw = bytes.fromhex(tx_hex)
             try:
                 return self.admission.check(raw)
