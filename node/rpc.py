@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,60 +10,45 @@ import trio
 
 from node.canonical import unpack
 from node.driver import Driver
-from node.execution import kv_key, notary_key
+from node.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
+from node.jsonrpc import (
+    COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
+    NOT_FOUND, OVERLOADED, TX_REFUSED, InternalFaults, Params, RpcError, check_call, encode, expects_answer, is_text,
+    parse, response,
+)
 from node.mempool import MempoolFull
 from node.metrics import Metrics
 from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
 from node.proof import build_proof
 from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
 
-log = logging.getLogger("alliance.rpc")
-
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
-    -32700, -32600, -32601, -32602, -32603,
-)
-TX_REFUSED, NOT_AUTHORISED, DUPLICATE_TX, OVERLOADED, NOT_FOUND, COMMIT_TIMEOUT = (
-    -32001, -32002, -32003, -32004, -32005, -32006,
-)
 SEND_TX_TIMEOUT_S_DEFAULT = 10
 BATCH_CALLS_MAX = 1000  # a 1 MiB body could otherwise hold ~10,000 calls of a second's work each
 SEND_TX_TIMEOUT_S_MAX = 60
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-Params = dict[str, Any]
+HEIGHT_MAX = 2**63 - 1  # heights are stored as 8 bytes; none is ever near this
+_HASH_HEX = re.compile("[0-9a-fA-F]{64}")  # written lowercase; read in either case, as before
+_BYTES_HEX = re.compile("(?:[0-9a-fA-F]{2})*")
 
 
 def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     missing = [p for p in required if p not in params]
     unknown = [p for p in params if p not in required + optional]
     if missing or unknown:
-        detail = f"missing {missing}" if missing else f"unknown {unknown}"
+        detail = f"missing {missing}" if missing else f"unknown {_names(unknown)}"
         raise RpcError(INVALID_PARAMS, f"invalid params: {detail}")
+
+
+def _names(names: list[str]) -> str:
+    """Names a client sent, shown safely: a few, each cut short, in ASCII."""
+    shown = ", ".join(ascii(name[:20]) for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _hash_param(params: Params, name: str) -> bytes:
     value = params[name]
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 32 or len(value) != 64:
+    if not isinstance(value, str) or _HASH_HEX.fullmatch(value) is None:
         raise RpcError(INVALID_PARAMS, f"{name} must be 64 hex characters")
-    return raw
+    return bytes.fromhex(value)
 
 
 def _refused(reason: str, detail: str) -> RpcError:
@@ -103,6 +87,7 @@ class RpcService:
         self.metrics = metrics
         self.status = status
         self.admission = admission
+        self.faults = InternalFaults()
         self.on_admitted: Callable[[Transaction], None] = lambda tx: None
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
@@ -117,19 +102,23 @@ class RpcService:
     async def handle(self, body: bytes) -> Any:
         """The JSON response for a request body, or None when nothing is to be answered."""
         try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deeply
-            return _response(None, error=RpcError(PARSE_ERROR, "parse error"))
+            request = parse(body)
+        except RpcError as exc:
+            return response(None, error=exc)
         if not isinstance(request, list):
             [answer] = await self._answer([request])
             return answer
         if not request:
-            return _response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
+            return response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
         if len(request) > BATCH_CALLS_MAX:
             detail = f"a batch of {len(request)} calls; at most {BATCH_CALLS_MAX}"
-            return _response(None, error=RpcError(INVALID_REQUEST, f"invalid request: {detail}"))
+            return response(None, error=RpcError(INVALID_REQUEST, f"invalid request: {detail}"))
         answered = [answer for answer in await self._answer(request) if answer is not None]
         return answered or None
+
+    def encode(self, answer: Any) -> bytes:
+        """The body of an answer: strict JSON, whatever it holds."""
+        return encode(answer, self.faults)
 
     async def _answer(self, calls: list[Any]) -> list[dict[str, Any] | None]:
         """The answers to `calls`, in order: send_tx calls together, so that one worker call checks their signatures."""
@@ -141,8 +130,8 @@ class RpcService:
         if sends:
             try:
                 sent = await self._send_txs([calls[i] for i in sends])
-            except Exception:
-                log.exception("event=rpc_internal_error method=send_tx")
+            except Exception as exc:
+                self.faults.record("send_tx", exc)
                 sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "internal error"))
                         for i in sends]
             for i, answer in zip(sends, sent):
@@ -152,7 +141,7 @@ class RpcService:
     async def _call(self, call: Any) -> dict[str, Any] | None:
         method = "invalid"
         try:
-            method, params = _check_call(call)
+            method, params = check_call(call)
             handler = self.methods.get(method)
             if handler is None:
                 method = "unknown"
@@ -160,8 +149,8 @@ class RpcService:
             result = await handler(params)
         except RpcError as exc:
             return self._answered(call, method, error=exc)
-        except Exception:
-            log.exception("event=rpc_internal_error method=%s", method)
+        except Exception as exc:
+            self.faults.record(method, exc)
             return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "internal error"))
         return self._answered(call, method, result)
 
@@ -170,8 +159,8 @@ class RpcService:
     ) -> dict[str, Any] | None:
         """Counts the call and builds its response: None for a notification, unless an internal error."""
         self.metrics.rpc_requests.labels(method, "ok" if error is None else "error").inc()
-        if _expects_answer(call) or (error is not None and error.code == INTERNAL_ERROR):
-            return _response(call.get("id") if isinstance(call, dict) else None, result, error)
+        if expects_answer(call) or (error is not None and error.code == INTERNAL_ERROR):
+            return response(call, result, error)
         return None
 
     # ---- methods --------------------------------------------------------------------------
@@ -186,7 +175,7 @@ class RpcService:
         checked: list[tuple[int, Transaction, bool, float]] = []  # call index, tx, wait, timeout
         for i, call in enumerate(calls):
             try:
-                _, params = _check_call(call)
+                _, params = check_call(call)
             except RpcError as exc:
                 answers[i] = self._answered(call, "invalid", error=exc)
                 continue
@@ -229,10 +218,9 @@ class RpcService:
                 raise RpcError(INVALID_PARAMS, "tx must be a hex string")
             if len(tx_hex) > 2 * TX_BYTES_MAX:
                 raise _refused("oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
-            try:
-                raw = bytes.fromhex(tx_hex)
-            except ValueError:
-                raise _refused("malformed", "tx is not valid hex") from None
+            if _BYTES_HEX.fullmatch(tx_hex) is None:
+                raise _refused("malformed", "tx is not hex of whole bytes")
+            raw = bytes.fromhex(tx_hex)
             try:
                 return self.admission.check(raw)
             except (Refused, MempoolFull) as exc:
@@ -269,8 +257,8 @@ class RpcService:
         height = params["height"]
         if height == "latest":
             height = self.ledger.height
-        if type(height) is not int:
-            raise RpcError(INVALID_PARAMS, 'height must be an integer or "latest"')
+        if type(height) is not int or not 0 <= height <= HEIGHT_MAX:  # type(): True is an int too
+            raise RpcError(INVALID_PARAMS, f'height must be an integer in 0..{HEIGHT_MAX} or "latest"')
         return self.block_result(height)
 
     def block_result(self, height: int) -> dict[str, Any]:
@@ -307,9 +295,9 @@ class RpcService:
         _params(params, ("family", "key"))
         family, key = params["family"], params["key"]
         if family == "kv":
-            if not isinstance(key, str):
-                raise RpcError(INVALID_PARAMS, "kv key must be a string")
-            raw = self.ledger.read_state(kv_key(key))
+            if not is_text(key):
+                raise RpcError(INVALID_PARAMS, "kv key must be a string of valid Unicode (no lone surrogates)")
+            raw = self.ledger.read_state(kv_key(key)) if 1 <= len(key.encode()) <= KV_KEY_BYTES_MAX else None
             if raw is None:
                 return None
             value, owner, height = unpack(raw)
@@ -333,27 +321,5 @@ def _rejection_reason(error: RpcError) -> str:
     return _REJECTION_REASONS.get(error.code, "invalid_params")
 
 
-def _check_call(call: Any) -> tuple[str, Params]:
-    if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or not isinstance(call.get("method"), str):
-        raise RpcError(INVALID_REQUEST, "invalid request: expected {jsonrpc: \"2.0\", method, params, id}")
-    if "id" in call and not (call["id"] is None or type(call["id"]) in (str, int, float)):
-        raise RpcError(INVALID_REQUEST, "invalid request: id must be a string, number or null")
-    params = call.get("params", {})
-    if not isinstance(params, dict):
-        raise RpcError(INVALID_PARAMS, "invalid params: parameters are passed by name (a JSON object)")
-    return call["method"], params
-
-
 def _awaits(call: Any) -> bool:
     return isinstance(call, dict) and call.get("method") == "send_tx"
-
-
-def _expects_answer(call: Any) -> bool:
-    """Notifications (calls without an id) get no answer; invalid requests always do."""
-    return not isinstance(call, dict) or "id" in call or not isinstance(call.get("method"), str)
-
-
-def _response(request_id: Any, result: Any = None, error: RpcError | None = None) -> dict[str, Any]:
-    if error is not None:
-        return {"jsonrpc": "2.0", "error": error.to_json(), "id": request_id}
-    return {"jsonrpc": "2.0", "result": result, "id": request_id}

@@ -109,7 +109,7 @@ class Node:
         answer = await self.rpc.handle(body)
         if answer is None:
             return await respond(send, 204, b"")
-        await respond_json(send, 200, answer)
+        await respond(send, 200, self.rpc.encode(answer))
 
     async def ops_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
