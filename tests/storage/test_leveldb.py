@@ -147,7 +147,7 @@ def test_lock_file_that_is_a_directory_is_not_reported_as_locked(tmp_path: Path)
 class FailingDB:
     """Stands in for plyvel.DB to fail the way a full or damaged disk does."""
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, verify_checksums: bool = False) -> bytes | None:
         raise plyvel.CorruptionError(b"Corruption: block checksum mismatch")
 
     def put(self, key: bytes, value: bytes, sync: bool = False) -> None:

@@ -1,0 +1,121 @@
+"""`alliance check` verifies a stopped node's whole store; `alliance resync` moves a damaged one aside."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from node.config import NodeConfig, load_config
+from node.errors import AllianceError, VerificationFailed
+from node.genesis import load_genesis
+from node.integrity import check_store
+from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
+from node.store_guard import resync_record
+from storage.chain import ChainStore
+from storage.kv import StorageError, StoreLocked
+from storage.leveldb import LevelDBStore
+
+
+def add_parsers(sub: Any, command: Any) -> None:
+    p = command(sub, "check", cmd_check, "verify a stopped node's whole store; exit 6 if it is damaged",
+                "Checks every block of the node in DIR: its link to the previous block, its commit certificate "
+                "against the genesis validators, its transaction root and entries, the height pointer and the "
+                "safety file; with --state, also re-executes the chain from the genesis against each state root. "
+                "Prints one JSON object naming the first bad height.")
+    p.add_argument("--home", required=True, help="node directory holding node.toml")
+    p.add_argument("--state", action="store_true", help="also replay every block and compare its state root")
+    p = command(sub, "resync", cmd_resync, "move a stopped node's damaged store aside, to be rebuilt from peers",
+                "Renames the data directory to DATA.damaged-<UTC time> (kept) and marks the safety file so that "
+                "the next `alliance run` catches up from the peers and signs nothing at a height it may have "
+                "signed before (docs/operations.md, \"When a store is damaged\").")
+    p.add_argument("--home", required=True, help="node directory holding node.toml")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    config = load_config(Path(args.home))
+    genesis = load_genesis(config.genesis_file)
+    report: dict[str, Any] = {"data_dir": str(config.data_dir), "state_replayed": bool(args.state)}
+    store = _open_stopped(config, report)
+    if store is not None:
+        chain = ChainStore(store)
+        try:
+            checked, fault = check_store(chain, genesis, replay=args.state)
+            height = chain.height()
+        finally:
+            store.close()
+        report.update(height=height, blocks_checked=checked)
+        if fault is not None:
+            report.update(first_bad_height=fault.height, finding=str(fault))
+        _check_safety_file(config, height, report)
+    report["ok"] = "finding" not in report
+    print(json.dumps(report))
+    if not report["ok"]:
+        raise VerificationFailed(f"{config.data_dir}: {report['finding']}; `alliance resync --home {config.home}` "
+                                 "rebuilds the store from peers")
+
+
+def _open_stopped(config: NodeConfig, report: dict[str, Any]) -> LevelDBStore | None:
+    """The store, or None (with the finding in `report`) when LevelDB finds it damaged; refuses a running node's."""
+    if not config.data_dir.is_dir():
+        raise AllianceError(f"{config.data_dir}: no data directory (has this node ever run?)")
+    try:
+        return LevelDBStore.open(config.data_dir)
+    except StoreLocked:
+        raise AllianceError(f"{config.data_dir} is in use by a running node; stop it first") from None
+    except StorageError as exc:
+        report.update(first_bad_height=None, finding=str(exc))
+        return None
+
+
+def _check_safety_file(config: NodeConfig, height: int, report: dict[str, Any]) -> None:
+    path = safety_path(config.data_dir)
+    try:
+        safety_file = SafetyFile.load(path)
+    except SafetyFileError as exc:
+        report["safety_file"] = str(exc)
+        report.setdefault("finding", str(exc))
+        return
+    if safety_file is None:
+        report["safety_file"] = f"{path} is missing"
+        return
+    floor = safety_file.record.committed_floor
+    report["safety_file"] = {"committed": floor, "sign_from": safety_file.record.sign_from}
+    if height < floor:
+        report.setdefault("first_bad_height", height + 1)
+        report.setdefault("finding", f"the store holds {height} blocks but {floor} were committed "
+                                     f"(says {path}): committed blocks were lost")
+
+
+def cmd_resync(args: argparse.Namespace) -> None:
+    config = load_config(Path(args.home))
+    data_dir, path = config.data_dir, safety_path(config.data_dir)
+    if not data_dir.is_dir():
+        raise AllianceError(f"{data_dir}: no data directory to move aside")
+    store = _open_stopped(config, {})
+    if store is not None:
+        store.close()
+    try:
+        old = SafetyFile.load(path)
+    except SafetyFileError:
+        old = None  # damaged: the floor is learnt from the peers
+    record = resync_record(old)
+    aside = data_dir.with_name(f"{data_dir.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    if path.exists():
+        _copy(path, aside.with_name(aside.name + ".safety"))
+    # The safety file first: should this stop half-way, the old store is still there, now signing later only.
+    SafetyFile.create(path, record)
+    data_dir.rename(aside)
+    signs = ("once its peers have told their heights, above the highest" if record.sign_from == UNKNOWN
+             else f"from height {record.sign_from}")
+    print(f"moved the damaged data directory to {aside} (kept); `alliance run --home {config.home}` now "
+          f"rebuilds it from the peers, and the validator signs only {signs}")
+
+
+def _copy(source: Path, target: Path) -> None:
+    try:
+        target.write_bytes(source.read_bytes())
+    except OSError as exc:
+        raise AllianceError(f"cannot keep a copy of {source} as {target}: {exc.strerror}") from None
