@@ -193,7 +193,10 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
     key = load_key(config.key_file)
     crypto = NodeCrypto(key)
     with ExitStack() as stack:
-        kv = LevelDBStore.open(config.data_dir)
+        try:
+            kv = LevelDBStore.open(config.data_dir)
+        except StoreCorrupt as exc:
+            raise damaged(config, str(exc)) from None
         stack.callback(kv.close)
         try:
             ledger = Ledger(ChainStore(kv), genesis)

@@ -39,9 +39,9 @@ class StoreDamaged(AllianceError):
 
 
 def damaged(config: NodeConfig, problem: str) -> StoreDamaged:
-    home = config.home
+    home, where = config.home, "" if str(config.data_dir) in problem else f"{config.data_dir}: "
     return StoreDamaged(
-        f"{config.data_dir}: {problem}: the store is damaged; run `alliance check --home {home}` for details "
+        f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details "
         f"and `alliance resync --home {home}` to rebuild it from peers"
     )
 

@@ -13,7 +13,7 @@ from node.errors import AllianceError, VerificationFailed
 from node.genesis import load_genesis
 from node.integrity import check_store
 from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
-from node.store_guard import resync_record
+from node.store_guard import SAFETY_FILE_META, resync_record
 from storage.chain import ChainStore
 from storage.kv import StorageError, StoreLocked
 from storage.leveldb import LevelDBStore
@@ -43,13 +43,12 @@ def cmd_check(args: argparse.Namespace) -> None:
         chain = ChainStore(store)
         try:
             checked, fault = check_store(chain, genesis, replay=args.state)
-            height = chain.height()
+            report.update(height=chain.height(), blocks_checked=checked)
+            if fault is not None:
+                report.update(first_bad_height=fault.height, finding=str(fault))
+            _check_safety_file(config, chain, report)
         finally:
             store.close()
-        report.update(height=height, blocks_checked=checked)
-        if fault is not None:
-            report.update(first_bad_height=fault.height, finding=str(fault))
-        _check_safety_file(config, height, report)
     report["ok"] = "finding" not in report
     print(json.dumps(report))
     if not report["ok"]:
@@ -70,8 +69,8 @@ def _open_stopped(config: NodeConfig, report: dict[str, Any]) -> LevelDBStore | 
         return None
 
 
-def _check_safety_file(config: NodeConfig, height: int, report: dict[str, Any]) -> None:
-    path = safety_path(config.data_dir)
+def _check_safety_file(config: NodeConfig, chain: ChainStore, report: dict[str, Any]) -> None:
+    path, height = safety_path(config.data_dir), chain.height()
     try:
         safety_file = SafetyFile.load(path)
     except SafetyFileError as exc:
@@ -80,6 +79,8 @@ def _check_safety_file(config: NodeConfig, height: int, report: dict[str, Any]) 
         return
     if safety_file is None:
         report["safety_file"] = f"{path} is missing"
+        if chain.load_meta(SAFETY_FILE_META) is not None:  # it existed: a node would refuse to start
+            report.setdefault("finding", f"the safety file {path} is missing")
         return
     floor = safety_file.record.committed_floor
     report["safety_file"] = {"committed": floor, "sign_from": safety_file.record.sign_from}
