@@ -12,7 +12,6 @@ the first bad height.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from node.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.canonical import CodecError, unpack
@@ -29,13 +28,12 @@ from storage.kv import StorageError
 START_WINDOW_BLOCKS = 256
 
 
-@dataclass(frozen=True)
 class Fault(Exception):
-    height: int
-    reason: str
+    """What is wrong with the block at `height`."""
 
-    def __str__(self) -> str:
-        return f"block {self.height} {self.reason}"
+    def __init__(self, height: int, reason: str) -> None:
+        super().__init__(f"block {height} {reason}")
+        self.height = height
 
 
 def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDOW_BLOCKS) -> None:
