@@ -93,11 +93,10 @@ def _check_safety_file(config: NodeConfig, chain: ChainStore, report: dict[str, 
 def cmd_resync(args: argparse.Namespace) -> None:
     config = load_config(Path(args.home))
     data_dir, path = config.data_dir, safety_path(config.data_dir)
-    if not data_dir.is_dir():
-        raise AllianceError(f"{data_dir}: no data directory to move aside")
-    store = _open_stopped(config, {})
-    if store is not None:
-        store.close()
+    if data_dir.is_dir():
+        store = _open_stopped(config, {})  # refuses a running node's
+        if store is not None:
+            store.close()
     try:
         old = SafetyFile.load(path)
     except SafetyFileError:
@@ -108,11 +107,14 @@ def cmd_resync(args: argparse.Namespace) -> None:
         _copy(path, aside.with_name(aside.name + ".safety"))
     # The safety file first: should this stop half-way, the old store is still there, now signing later only.
     SafetyFile.create(path, record)
-    data_dir.rename(aside)
+    moved = "no data directory to move aside"
+    if data_dir.is_dir():
+        data_dir.rename(aside)
+        moved = f"moved the damaged data directory to {aside} (kept)"
     signs = ("once its peers have told their heights, above the highest" if record.sign_from == UNKNOWN
              else f"from height {record.sign_from}")
-    print(f"moved the damaged data directory to {aside} (kept); `alliance run --home {config.home}` now "
-          f"rebuilds it from the peers, and the validator signs only {signs}")
+    print(f"{moved}; `alliance run --home {config.home}` now rebuilds the chain from the peers, and the "
+          f"validator signs only {signs}")
 
 
 def _copy(source: Path, target: Path) -> None:
