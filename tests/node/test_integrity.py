@@ -104,6 +104,7 @@ def test_a_missing_block_is_the_first_fault() -> None:
     with pytest.raises(Fault, match="block 5 is missing"):
         verify_window(store, c.genesis)
     verify_window(store, c.genesis, window=6)  # the window stops above it; the whole check does not
+    verify_window(store, c.genesis, txs=14)  # so does the budget of transactions (2 a block)
     checked, fault = check_store(store, c.genesis, replay=False)
     assert checked == 4 and fault is not None and fault.height == 5
 
