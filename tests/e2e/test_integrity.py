@@ -20,7 +20,7 @@ from node.client import Client
 from node.config import load_config
 from node.errors import ExitCode
 from node.keys import load_key
-from node.safety_file import SafetyFile, safety_path
+from node.safety_file import UNKNOWN, SafetyFile, safety_path
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, make_testnet, node_process, wait_for
 
 BLOCKS = 240
@@ -175,39 +175,52 @@ def _rpc_port(net: Path) -> int:
     return load_config(net / "node0").rpc_listen.port
 
 
-def test_resync_rebuilds_from_peers_and_never_signs_again_below_what_it_signed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lose_safety_file", [False, True], ids=["rolled-back", "safety-file-lost-too"])
+def test_resync_rebuilds_from_peers_and_never_signs_again_below_what_it_signed(
+    tmp_path: Path, lose_safety_file: bool
+) -> None:
     net, base = make_testnet(tmp_path, nodes=4)
     nodes = [node_process(net, base, i) for i in range(4)]
     for node in nodes:
         node.start()
+    victim, path = nodes[3], safety_path(nodes[3].home / "data")
     try:
         _make_blocks(nodes[0].rpc_url, net, 60)
-        victim = nodes[3]
         assert victim.stop() == 0
-        signed_before = SafetyFile.load(safety_path(victim.home / "data"))
-        assert signed_before is not None
+        signed_before = SafetyFile.load(path)
+        assert signed_before is not None and signed_before.record.safety is not None
         _truncate_half(victim.home / "data")
+        if lose_safety_file:
+            path.unlink()
         refused = subprocess.run([*ALLIANCE, "run", "--home", str(victim.home)], capture_output=True, text=True,
                                  timeout=DEADLINE_S)
         assert refused.returncode != 0 and "alliance resync" in refused.stderr
 
         moved = alliance("resync", "--home", str(victim.home))
         assert "damaged" in moved.stdout and list(victim.home.glob("data.damaged-*"))
-        sign_from = SafetyFile.load(safety_path(victim.home / "data"))
-        assert sign_from is not None and sign_from.record.sign_from > signed_before.record.signed_up_to
+        marked = SafetyFile.load(path)
+        assert marked is not None
+        assert marked.record.sign_from == (UNKNOWN if lose_safety_file else signed_before.record.signed_up_to + 1)
 
         _make_blocks(nodes[0].rpc_url, net, 10, prefix="while-away")
         victim.start()
         _make_blocks(nodes[0].rpc_url, net, 10, prefix="after")
         tip = nodes[0].client().status()["height"]
         wait_for(lambda: victim.client().status()["height"] >= tip, "the resynced node to catch up")
+        _make_blocks(victim.rpc_url, net, 5, prefix="voting")  # caught up: it takes part again
+        tip = nodes[0].client().status()["height"]
+        wait_for(lambda: victim.client().status()["height"] >= tip, "the resynced node to commit the last blocks")
         with nodes[0].client() as a, victim.client() as b:
             for height in range(1, tip + 1):
                 assert a.call("get_block", height=height)["hash"] == b.call("get_block", height=height)["hash"]
     finally:
         for node in nodes:
             node.stop()
-    after = SafetyFile.load(safety_path(victim.home / "data"))
-    assert after is not None and after.record.sign_from == sign_from.record.sign_from
+    after = SafetyFile.load(path)
+    assert after is not None
+    sign_from = after.record.sign_from
+    assert sign_from > signed_before.record.signed_up_to, "its floor is above anything it signed before"
+    if not lose_safety_file:
+        assert sign_from == marked.record.sign_from
     safety = after.record.safety
-    assert safety is None or safety.height >= sign_from.record.sign_from, "it signed below its floor"
+    assert safety is not None and safety.height >= sign_from, "it signs again, and only from its floor"
