@@ -42,7 +42,7 @@ class LevelDBStore:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path) -> LevelDBStore:
+    def open(cls, path: str | Path, *, paranoid: bool = True) -> LevelDBStore:
         """Opens the store at `path`, creating the directory if missing.
 
         Paranoid checks make LevelDB refuse to open a store whose log or tables
@@ -50,13 +50,15 @@ class LevelDBStore:
         holes in the chain). Reads verify checksums too: LevelDB checks a table
         block only when it reads it from disk, not when the cache has it, so
         this costs nothing measurable and a damaged table is never served.
+        Only a check reading a copy of a damaged store turns `paranoid` off,
+        to see what LevelDB can still read.
         """
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
             db = plyvel.DB(
                 str(path), create_if_missing=True, bloom_filter_bits=BLOOM_FILTER_BITS, lru_cache_size=CACHE_BYTES,
-                write_buffer_size=WRITE_BUFFER_BYTES, paranoid_checks=True,
+                write_buffer_size=WRITE_BUFFER_BYTES, paranoid_checks=paranoid,
             )
         except (plyvel.Error, OSError) as exc:
             raise _open_error(path, exc) from exc

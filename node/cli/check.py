@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from node.config import NodeConfig, load_config
 from node.errors import AllianceError, VerificationFailed
-from node.genesis import load_genesis
+from node.genesis import Genesis, load_genesis
 from node.integrity import check_store
 from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
 from node.store_guard import SAFETY_FILE_META, resync_record
@@ -49,6 +51,8 @@ def cmd_check(args: argparse.Namespace) -> None:
             _check_safety_file(config, chain, report)
         finally:
             store.close()
+    else:
+        _check_copy(config, genesis, report)
     report["ok"] = "finding" not in report
     print(json.dumps(report))
     if not report["ok"]:
@@ -67,6 +71,30 @@ def _open_stopped(config: NodeConfig, report: dict[str, Any]) -> LevelDBStore | 
     except StorageError as exc:
         report.update(first_bad_height=None, finding=str(exc))
         return None
+
+
+def _check_copy(config: NodeConfig, genesis: Genesis, report: dict[str, Any]) -> None:
+    """Where a store LevelDB refuses has its first hole: read a copy without LevelDB's checks.
+
+    LevelDB then skips what it cannot read and rewrites the copy, never the store.
+    """
+    with tempfile.TemporaryDirectory(prefix="alliance-check-") as tmp:
+        copy = Path(tmp) / "data"
+        try:
+            shutil.copytree(config.data_dir, copy, ignore=shutil.ignore_patterns("LOCK"))
+            store = LevelDBStore.open(copy, paranoid=False)
+        except (OSError, StorageError) as exc:
+            report["copy_read"] = f"could not read a copy either: {exc}"
+            return
+        try:
+            chain = ChainStore(store)
+            checked, fault = check_store(chain, genesis, replay=False)
+        finally:
+            store.close()
+    report.update(height=chain.height(), blocks_checked=checked)
+    if fault is not None:
+        report.update(first_bad_height=fault.height)
+        report["finding"] += f"; read without LevelDB's checks, {fault}"
 
 
 def _check_safety_file(config: NodeConfig, chain: ChainStore, report: dict[str, Any]) -> None:
