@@ -15,13 +15,13 @@ from pathlib import Path
 import trio
 
 from consensus.messages import MessageError
+from consensus.replica import Replica
 from node.config import NodeConfig
 from node.errors import AllianceError
 from node.genesis import Genesis
 from node.integrity import Fault, verify_window
 from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path
 from node.sync import Syncer
-from consensus.replica import Replica
 from storage.chain import ChainStore
 
 log = logging.getLogger("alliance.node")
