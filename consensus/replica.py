@@ -86,12 +86,17 @@ class RoundState:
 
 
 class Replica:
-    def __init__(self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None):
+    def __init__(
+        self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None, sign_from: int = 0
+    ):
         if crypto.public_key not in config.validators:
             raise ValueError("this replica's key is not a validator")
         self.config = config
         self.crypto = crypto
         self.height = height
+        # Below this height the replica follows but signs nothing: after its store was
+        # rebuilt it cannot know what it signed there before.
+        self.sign_from = sign_from
         self.round = 0
         self.dropped: Counter[str] = Counter()  # reason -> messages dropped
         self._n = len(config.validators)
@@ -171,6 +176,8 @@ class Replica:
 
     def _sign(self, message: Message) -> None:
         """Signs `message`, queues it to be persisted and sent, and delivers it to ourselves."""
+        if self.height < self.sign_from:
+            return
         signed = sign(self.crypto, self.config.chain_id, message)
         self._sent.append(signed)
         self._outbox.append(signed)

@@ -77,6 +77,8 @@ class Driver:
         self.send_to: Callable[[bytes, Any], None] = lambda peer, signed: None
         self.request_sync: Callable[[int], None] = lambda height: None
         self.on_committed: Callable[[int], None] = lambda height: None
+        # Where the encoded safety state goes, durably, before what it covers is sent.
+        self.save_safety: Callable[[bytes], None] = ledger.store.save_safety
         # Which transactions a proposal carries whole (the rest by hash), and how missing ones are fetched.
         self.inline: Callable[[bytes], bool] = lambda tx_hash: True
         self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, Transaction]]] = _fetch_nothing
@@ -155,7 +157,7 @@ class Driver:
     async def _carry_out(self, action: Action) -> Event | None:
         if isinstance(action, PersistSafetyState):
             data = encode_safety(action.state)
-            await self.run_blocking(self.ledger.store.save_safety, data)
+            await self.run_blocking(self.save_safety, data)
         elif isinstance(action, Broadcast):
             self.broadcast(action.signed)
         elif isinstance(action, SendTo):

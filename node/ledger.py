@@ -79,11 +79,15 @@ class Ledger:
         return self.genesis.genesis_time_ms if self.last_header is None else self.last_header.time_ms
 
     def block(self, height: int) -> Block | None:
+        """The committed block at `height`; None above the tip. A hole below it is StoreCorrupt, never None."""
         cached = self._decoded.get(height)
         if cached is not None:
             return cached
         raw = self.store.load_block(height)
-        return None if raw is None else decode_block(raw)
+        if raw is None:
+            self._check_above_tip(height, "block")
+            return None
+        return decode_block(raw)
 
     def _require_block(self, height: int) -> Block:
         block = self.block(height)
@@ -93,7 +97,15 @@ class Ledger:
 
     def certificate(self, height: int) -> tuple[tuple[bytes, bytes], ...] | None:
         raw = self.store.load_certificate(height)
-        return None if raw is None else decode_certificate(raw)
+        if raw is None:
+            self._check_above_tip(height, "certificate of block")
+            return None
+        return decode_certificate(raw)
+
+    def _check_above_tip(self, height: int, what: str) -> None:
+        # The node refuses a store with holes at start; one found later is damage, not "not found".
+        if 1 <= height <= self.height:
+            raise StoreCorrupt(f"the {what} {height} is missing from the store below its tip {self.height}")
 
     def tx_entry(self, tx_hash: bytes) -> TxEntry | None:
         found = self._entry(tx_hash)

@@ -12,8 +12,7 @@ import trio
 
 from consensus.events import MessageReceived
 from consensus.messages import MessageError, decode_signed, encode_signed
-from consensus.replica import Replica, ReplicaConfig, quorum
-from consensus.safety import SafetyState, decode_safety
+from consensus.replica import Replica, ReplicaConfig, fault_tolerance, quorum
 from node.config import NodeConfig
 from node.crypto import NodeCrypto
 from node.driver import Driver
@@ -29,6 +28,8 @@ from node.gossip import TxGossip
 from node.metrics import Metrics
 from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
+from node.safety_file import UNKNOWN
+from node.store_guard import SIGN_NOTHING, Guarded, damaged, learn_sign_from, open_guarded
 from node.sync import Syncer
 from node.verifier import Verifier
 from node.version import VERSION
@@ -126,17 +127,7 @@ class Node:
         await respond_json(send, 404, {"error": "not found; try /metrics, /healthz or /readyz"})
 
 
-def _load_safety(store: ChainStore) -> SafetyState | None:
-    raw = store.load_safety()
-    if raw is None:
-        return None
-    try:
-        return decode_safety(raw)
-    except MessageError as exc:
-        raise StoreCorrupt(f"consensus safety state is unreadable: {exc}") from None
-
-
-def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger) -> Replica:
+def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger, guarded: Guarded) -> Replica:
     validators = tuple(m.pubkey for m in genesis.validators)
     if crypto.public_key not in validators:
         raise ConfigError(f"this node's key {crypto.public_key.hex()} is not a validator in {config.genesis_file}")
@@ -146,7 +137,8 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
         round_timeout_ms=config.round_timeout_ms,
         round_timeout_max_ms=config.round_timeout_max_ms,
     )
-    return Replica(replica_config, crypto, ledger.height + 1, _load_safety(ledger.store))
+    sign_from = SIGN_NOTHING if guarded.sign_from == UNKNOWN else guarded.sign_from
+    return Replica(replica_config, crypto, ledger.height + 1, guarded.safety_file.record.safety, sign_from)
 
 
 def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
@@ -203,13 +195,19 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
     key = load_key(config.key_file)
     crypto = NodeCrypto(key)
     with ExitStack() as stack:
-        kv = LevelDBStore.open(config.data_dir)
+        try:
+            kv = LevelDBStore.open(config.data_dir)
+        except StoreCorrupt as exc:
+            raise damaged(config, str(exc)) from None
         stack.callback(kv.close)
         try:
             ledger = Ledger(ChainStore(kv), genesis)
         except GenesisMismatch as exc:
             raise AllianceError(f"{config.data_dir}: {exc}") from None
-        replica = _replica(config, genesis, crypto, ledger)
+        except StoreCorrupt as exc:
+            raise damaged(config, str(exc)) from None
+        guarded = open_guarded(config, ledger.store, genesis)
+        replica = _replica(config, genesis, crypto, ledger, guarded)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
         p2p_sock = stack.enter_context(bind(config.p2p_listen, "p2p.listen"))
         metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
@@ -217,6 +215,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics.chain_height.set(ledger.height)
         mempool = Mempool(config.mempool_txs_max)
         driver = Driver(replica, ledger, mempool, metrics, config.block_txs_max)
+        driver.save_safety = guarded.safety_file.save_safety
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
         syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
@@ -237,6 +236,9 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)
+                if guarded.sign_from == UNKNOWN:
+                    reports = fault_tolerance(len(genesis.validators)) + 1
+                    nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)
                 await nursery.start(partial(serve_http, node.rpc_app, rpc_sock, websocket=EventSocket(hub, node.rpc)))
                 await nursery.start(serve_http, node.ops_app, metrics_sock)
                 log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
@@ -245,4 +247,5 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                 task_status.started(node)
         finally:
             node.storage_open = False
+            guarded.safety_file.save_committed(ledger.height)  # a rollback while stopped is then seen
             log.info("event=node_stopped height=%d", ledger.height)

@@ -12,7 +12,7 @@ Key layout:
     h/<block hash>       -> height of that block (8-byte BE)
     t/<tx hash>          -> transaction entry
     s/<state key>        -> state value
-    x/safety             -> consensus safety state
+    x/safety             -> consensus safety state (older nodes; now in its own file)
     m/<name>             -> node metadata (any name but "height")
 """
 
@@ -97,6 +97,16 @@ class ChainStore:
     def save_safety(self, data: bytes) -> None:
         # Synced: consensus sends a signed message only after this returns.
         self.kv.put(_SAFETY_KEY, data, sync=True)
+
+    def delete_safety(self) -> None:
+        self.kv.delete(_SAFETY_KEY, sync=True)
+
+    def block_heights(self) -> Iterator[int]:
+        """Heights of every stored block, in order (reads every block: for whole-store checks)."""
+        for key, _ in self.kv.iterate(_BLOCK_PREFIX):
+            height = _decode_height(key[len(_BLOCK_PREFIX):], key)
+            assert height is not None
+            yield height
 
     def load_meta(self, name: str) -> bytes | None:
         return self.kv.get(_meta_key(name))

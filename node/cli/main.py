@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from node.cli import bench, client_cmds, genesis_cmd, localnet, run, setup
+from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import RpcError
 from node.errors import AllianceError
 from node.proof import ProofInvalid
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log_level")
     p.add_argument("--profile", metavar="FILE",
                    help="run the node under cProfile and write its pstats to FILE on a clean exit")
+
+    check.add_parsers(sub, _command)
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "

@@ -147,7 +147,7 @@ def test_lock_file_that_is_a_directory_is_not_reported_as_locked(tmp_path: Path)
 class FailingDB:
     """Stands in for plyvel.DB to fail the way a full or damaged disk does."""
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, verify_checksums: bool = False) -> bytes | None:
         raise plyvel.CorruptionError(b"Corruption: block checksum mismatch")
 
     def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
@@ -207,3 +207,25 @@ def test_sync_reaches_leveldb(tmp_path: Path, sync: bool) -> None:
         ("delete", b"b", False),
         ("write",),
     ]
+
+
+def _damaged_log_store(tmp_path: Path) -> Path:
+    kv = LevelDBStore.open(tmp_path / "db")
+    for i in range(2000):
+        kv.put(b"k%05d" % i, b"v" * 100, sync=False)
+    kv.close()
+    log = next((tmp_path / "db").glob("*.log"))
+    with log.open("r+b") as f:  # a record in the middle of the write-ahead log overwritten
+        f.seek(log.stat().st_size // 2)
+        f.write(b"\x00\xff" * 2048)
+    return tmp_path / "db"
+
+
+def test_a_damaged_log_is_refused_at_open_not_skipped(tmp_path: Path) -> None:
+    path = _damaged_log_store(tmp_path)
+    with pytest.raises(StoreCorrupt, match="is corrupt"):
+        LevelDBStore.open(path)
+    # Without paranoid checks LevelDB skips the damaged records: the holes the node must never serve.
+    kv = LevelDBStore.open(path, paranoid=False)
+    assert sum(1 for _ in kv.iterate(b"k")) < 2000
+    kv.close()

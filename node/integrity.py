@@ -1,0 +1,174 @@
+"""Is the store whole? Checks of the chain at start-up (a window back from the tip) and of a whole stopped store.
+
+Each block is checked for what the node relies on when serving it: it is
+there and decodes, it is at its height, links to the previous block, is
+indexed by its hash, carries a certificate (verified against the genesis
+validators), its header's transaction count and root match its
+transactions, and each transaction's entry points back to it. The height
+pointer must agree with the blocks present. A fault raises `Fault` naming
+the first bad height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from node.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
+from node.canonical import CodecError, unpack
+from node.execution import GENESIS_STATE_ROOT, execute
+from node.genesis import Genesis
+from node.merkle import merkle_root
+from node.proposal import BlockInvalid, Contents
+from node.tx import TxError, decode_tx, tx_hash_of
+from storage.chain import ChainStore
+from storage.kv import StorageError
+
+# Checked back from the tip at start-up: this many blocks, or blocks holding this
+# many transactions if fewer; about a quarter of a second either way.
+START_WINDOW_BLOCKS = 256
+START_WINDOW_TXS = 20_000
+
+
+class Fault(Exception):
+    """What is wrong with the block at `height`."""
+
+    def __init__(self, height: int, reason: str) -> None:
+        super().__init__(f"block {height} {reason}")
+        self.height = height
+
+
+def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDOW_BLOCKS,
+                  txs: int = START_WINDOW_TXS) -> None:
+    """Checks the height pointer and, back from the tip, `window` blocks or `txs` transactions; raises Fault."""
+    tip = store.height()
+    if store.load_block(tip + 1) is not None:
+        raise Fault(tip + 1, f"is stored above the height pointer ({tip})")
+    validators = tuple(m.pubkey for m in genesis.validators)
+    linked_from: bytes | None = None  # the prev_hash of the block above, already checked
+    for height in range(tip, max(0, tip - window), -1):
+        header, block_txs = check_block(store, genesis, height, None, validators)
+        if linked_from is not None and header.hash() != linked_from:
+            raise Fault(height + 1, "does not link to the block before it")
+        linked_from, txs = header.prev_hash, txs - len(block_txs)
+        if txs <= 0:
+            return
+    if tip <= window and linked_from is not None and linked_from != genesis.hash():
+        raise Fault(1, "does not link to the genesis")
+
+
+def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int, Fault | None]:
+    """Checks every block (and with `replay` re-executes them all): blocks that passed, and the first fault."""
+    tip, checked = store.height(), 0
+    state = _Replay() if replay else None
+    try:
+        for header, txs in walk(store, genesis, 1, tip):
+            if state is not None:
+                state.apply(header, txs)
+            checked += 1
+        above = next((h for h in store.block_heights() if h > tip), None)
+    except StorageError as exc:
+        return checked, Fault(checked + 1, f"cannot be read: {exc}")
+    except Fault as fault:
+        return checked, fault
+    return checked, None if above is None else Fault(above, f"is stored above the height pointer ({tip})")
+
+
+class _Replay:
+    """The state re-built from the genesis, block by block, against each header's state root."""
+
+    def __init__(self) -> None:
+        self.state: dict[bytes, bytes] = {}
+        self.root = GENESIS_STATE_ROOT
+
+    def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> None:
+        try:
+            txs = [decode_tx(raw) for raw in raw_txs]
+        except TxError as exc:
+            raise Fault(header.height, f"holds a transaction that does not decode: {exc}") from None
+        execution = execute(txs, header.height, header.time_ms, self.state.get)
+        try:
+            Contents.of(txs, execution, self.root).check(header)
+        except BlockInvalid as exc:
+            raise Fault(header.height, f"does not replay: {exc}") from None
+        for key, value in execution.writes.items():
+            if value is None:
+                self.state.pop(key, None)
+            else:
+                self.state[key] = value
+        self.root = header.state_root
+
+
+def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator[tuple[Header, tuple[bytes, ...]]]:
+    """Checks blocks first..last in order, yielding each header and its transactions once it passed."""
+    prev_hash = genesis.hash() if first == 1 else _load(store, first - 1)[0].hash()
+    validators = tuple(m.pubkey for m in genesis.validators)
+    for height in range(first, last + 1):
+        header, txs = check_block(store, genesis, height, prev_hash, validators)
+        prev_hash = header.hash()
+        yield header, txs
+
+
+def check_block(store: ChainStore, genesis: Genesis, height: int, prev_hash: bytes | None,
+                validators: tuple[bytes, ...]) -> tuple[Header, tuple[bytes, ...]]:
+    """Checks one block, and its link to `prev_hash` unless None."""
+    header, txs = _load(store, height)
+    if header.chain_id != genesis.chain_id:
+        raise Fault(height, f"belongs to chain {header.chain_id!r}")
+    if prev_hash is not None and header.prev_hash != prev_hash:
+        raise Fault(height, "does not link to the block before it")
+    block_hash = header.hash()
+    if _height_of(store, block_hash, height) != height:
+        raise Fault(height, "is not indexed under its hash")
+    _check_certificate(store, height, block_hash, validators)
+    hashes = [tx_hash_of(tx) for tx in txs]
+    if header.tx_count != len(hashes) or header.tx_root != merkle_root(hashes):
+        raise Fault(height, "has transactions that differ from its header's root")
+    for index, tx_hash in enumerate(hashes):
+        _check_entry(store, height, index, tx_hash)
+    return header, txs
+
+
+def _load(store: ChainStore, height: int) -> tuple[Header, tuple[bytes, ...]]:
+    try:
+        raw = store.load_block(height)
+        if raw is None:
+            raise Fault(height, "is missing")
+        block = decode_block(raw)
+    except BlockError as exc:
+        raise Fault(height, f"does not decode: {exc}") from None
+    except StorageError as exc:
+        raise Fault(height, f"cannot be read: {exc}") from None
+    if block.header.height != height:
+        raise Fault(height, f"holds the block of height {block.header.height}")
+    return block.header, block.txs
+
+
+def _height_of(store: ChainStore, block_hash: bytes, height: int) -> int | None:
+    try:
+        return store.height_of(block_hash)
+    except StorageError as exc:
+        raise Fault(height, f"has an unreadable hash index: {exc}") from None
+
+
+def _check_certificate(store: ChainStore, height: int, block_hash: bytes, validators: tuple[bytes, ...]) -> None:
+    try:
+        raw = store.load_certificate(height)
+        if raw is None:
+            raise Fault(height, "has no commit certificate")
+        certificate = decode_certificate(raw)
+    except (BlockError, StorageError) as exc:
+        raise Fault(height, f"has an unreadable commit certificate: {exc}") from None
+    if not verify_certificate(block_hash, certificate, validators):
+        raise Fault(height, "has a commit certificate that does not verify against the genesis validators")
+
+
+def _check_entry(store: ChainStore, height: int, index: int, tx_hash: bytes) -> None:
+    try:
+        raw = store.load_tx(tx_hash)
+        entry = None if raw is None else unpack(raw)
+    except (CodecError, StorageError) as exc:
+        raise Fault(height, f"transaction {index} has an unreadable entry: {exc}") from None
+    if entry is None:
+        raise Fault(height, f"transaction {index} ({tx_hash.hex()[:16]}...) has no entry")
+    if not (type(entry) is list and len(entry) == 4 and entry[:2] == [height, index]):
+        raise Fault(height, f"transaction {index} has an entry that points elsewhere")

@@ -1,0 +1,113 @@
+"""Opening a node's store only when it is whole, and its safety file beside it.
+
+A node refuses to start, in one line naming `alliance check` and `alliance
+resync`, when the chain near its tip is damaged, when the store holds fewer
+blocks than the safety file says were committed (a rollback), or when the
+safety file is damaged or missing on a store that had one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from consensus.messages import MessageError
+from consensus.replica import Replica
+from node.config import NodeConfig
+from node.errors import AllianceError
+from node.genesis import Genesis
+from node.integrity import Fault, verify_window
+from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path
+from node.sync import Syncer
+from storage.chain import ChainStore
+
+log = logging.getLogger("alliance.node")
+
+# Heights above the highest a peer reports that a resynced node without safety state still sits out.
+SIGN_MARGIN = 2
+SIGN_NOTHING = 2**62  # the replica's sign_from until the peers have told their heights
+PEER_POLL_S = 0.2
+# Set in the chain store once the safety file exists: a store with it and no file lost the file.
+SAFETY_FILE_META = "safety_file"
+
+
+class StoreDamaged(AllianceError):
+    """The store or the safety file is damaged: the message names the way out."""
+
+
+def damaged(config: NodeConfig, problem: str) -> StoreDamaged:
+    home, where = config.home, "" if str(config.data_dir) in problem else f"{config.data_dir}: "
+    return StoreDamaged(
+        f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details "
+        f"and `alliance resync --home {home}` to rebuild it from peers"
+    )
+
+
+@dataclass
+class Guarded:
+    safety_file: SafetyFile
+    sign_from: int  # UNKNOWN: to be learnt from the peers
+
+
+def open_guarded(config: NodeConfig, store: ChainStore, genesis: Genesis) -> Guarded:
+    """Verifies the store and its safety file, migrating an older store's safety state; raises StoreDamaged."""
+    try:
+        verify_window(store, genesis)
+    except Fault as exc:
+        raise damaged(config, str(exc)) from None
+    path = safety_path(config.data_dir)
+    try:
+        safety_file = SafetyFile.load(path)
+    except SafetyFileError as exc:
+        raise damaged(config, str(exc)) from None
+    if safety_file is None:
+        safety_file = _first_safety_file(config, store, path)
+    record = safety_file.record
+    if store.height() < record.committed_floor:
+        raise damaged(config, f"the store holds {store.height()} blocks but {record.committed_floor} were "
+                              f"committed (says {path}): committed blocks were lost")
+    safety_file.save_committed(store.height())
+    if store.load_meta(SAFETY_FILE_META) is None:
+        store.save_meta(SAFETY_FILE_META, b"1")
+    return Guarded(safety_file, record.sign_from)
+
+
+def _first_safety_file(config: NodeConfig, store: ChainStore, path: Path) -> SafetyFile:
+    if store.load_meta(SAFETY_FILE_META) is not None:
+        raise damaged(config, f"the safety file {path} is missing")
+    # A new store, or one from a version that kept the safety state inside it.
+    legacy = store.load_safety()
+    safety_file = SafetyFile.create(path, SafetyRecord(committed=store.height(), safety_bytes=legacy))
+    try:
+        safety_file.record.safety  # noqa: B018 - a damaged legacy state is damage like any other
+    except MessageError as exc:
+        path.unlink()
+        raise damaged(config, f"the safety state in the store does not decode: {exc}") from None
+    if legacy is not None:
+        store.delete_safety()
+    return safety_file
+
+
+def resync_record(old: SafetyFile | None) -> SafetyRecord:
+    """The safety file after a resync: no committed floor, and no signature at or below what may have been signed."""
+    if old is None or old.record.sign_from == UNKNOWN:
+        return SafetyRecord(committed=0, sign_from=UNKNOWN)
+    return SafetyRecord(committed=0, sign_from=max(old.record.sign_from, old.record.signed_up_to + 1))
+
+
+async def learn_sign_from(syncer: Syncer, replica: Replica, safety_file: SafetyFile, reports_needed: int) -> None:
+    """After a resync that found no usable safety file: sign nothing until `reports_needed` peers
+    (f+1, so one is honest) told their height, then nothing up to the highest of them plus SIGN_MARGIN.
+
+    The node cannot have signed above the height the others had reached plus one;
+    the learnt floor is saved, so a restart does not learn a lower one.
+    """
+    while len(syncer.peer_heights) < reports_needed:
+        await trio.sleep(PEER_POLL_S)
+    sign_from = max(syncer.peer_heights.values()) + SIGN_MARGIN
+    safety_file.write(replace(safety_file.record, sign_from=sign_from))
+    replica.sign_from = sign_from
+    log.info("event=sign_floor_learnt sign_from=%d peers=%d", sign_from, len(syncer.peer_heights))
