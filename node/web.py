@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 from collections import Counter
@@ -50,7 +51,8 @@ class Limits:
     connections_max: int = 512  # the 256 WebSockets the hub allows leave as many for HTTP requests
     per_address_max: int = 32  # one client host cannot take more than a small share
     body_timeout_s: float = 10.0  # a 1 MiB body needs 100 KiB/s; a stalled one is answered 408
-    keep_alive_timeout_s: float = 20.0  # a client polling every few seconds keeps its connection
+    # Short: Hypercorn keeps the descriptor of an idle connection its client closed until this ends.
+    keep_alive_timeout_s: float = 5.0
     read_timeout_s: int = 75  # silence that closes any connection: above send_tx's longest wait (60 s)
     ws_ping_interval_s: float = 25.0  # pings a WebSocket peer must answer within read_timeout_s
 
@@ -161,60 +163,94 @@ class _AcceptFailures(logging.Filter):
 _accept_failures = _AcceptFailures()
 
 
+class _Body:
+    """The deadline of one HTTP request's body, which a newer request from the same address may cut short."""
+
+    def __init__(self, receive: Receive, deadline: float) -> None:
+        self._receive = receive
+        self.deadline = deadline
+        self.done = False
+        self.cut = False
+        self._waiting: trio.CancelScope | None = None
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message; BodyTimeout once the body is not complete by the deadline or is cut."""
+        if self.done:
+            return await self._receive()
+        with trio.CancelScope(deadline=self.deadline) as self._waiting:
+            message = await self._receive()
+            self.done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+        raise BodyTimeout
+
+    def cut_short(self) -> None:
+        self.cut = True
+        self.deadline = -math.inf
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+
 class _Guard:
-    """ASGI middleware that enforces a listener's Limits on every request and WebSocket."""
+    """ASGI middleware that enforces a listener's Limits on every request and WebSocket.
+
+    An address at its cap gets 503, unless one of its requests is still sending its
+    body: the oldest such is cut short (408) to make room, so a client with prompt
+    requests is served next to stalled ones from the same host."""
 
     def __init__(self, app: App, limits: Limits, local: tuple[Any, ...]) -> None:
         self.app = app
         self.limits = limits
         self.local = local
         self.per_address: Counter[str] = Counter()
+        self.bodies: dict[str, list[_Body]] = {}  # per address, oldest first: bodies not complete yet
         self.total = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await _lifespan(receive, send)
         client = tuple(scope.get("client") or ("", 0))
-        host = client[0]
-        if self.per_address[host] >= self.limits.per_address_max:
-            return await _refuse(scope, send, "per_address", f"over {self.limits.per_address_max} connections from {host}")
-        if self.total >= self.limits.connections_max:
-            return await _refuse(scope, send, "total", f"over {self.limits.connections_max} connections")
+        host, limits = client[0], self.limits
+        if self.per_address[host] >= limits.per_address_max and not self._cut_oldest_body(host):
+            return await _refuse(scope, send, "per_address", f"over {limits.per_address_max} connections from {host}")
+        if self.total >= limits.connections_max:
+            return await _refuse(scope, send, "total", f"over {limits.connections_max} connections")
         self.per_address[host] += 1
         self.total += 1
+        body = _Body(receive, trio.current_time() + limits.body_timeout_s)
+        if scope["type"] == "http":
+            self.bodies.setdefault(host, []).append(body)
         state = {**scope.get("state", {}), RESET: partial(reset_connection, self.local, client)}
         try:
-            await self.app({**scope, "state": state}, self._bounded(scope, receive), send)
+            await self.app({**scope, "state": state}, body.receive if scope["type"] == "http" else receive, send)
         except ClientGone:
             pass
         except BodyTimeout:
-            repeated.log("event=http_body_timeout")
-            await respond_json(send, 408, {"error": f"request body not received within "
-                                                    f"{self.limits.body_timeout_s:g} s"}, close=True)
+            await self._body_timeout(send, body, host)
         finally:
-            self.total -= 1
-            self.per_address[host] -= 1
-            if not self.per_address[host]:
-                del self.per_address[host]
+            self._forget(host, body)
 
-    def _bounded(self, scope: Scope, receive: Receive) -> Receive:
-        """`receive`, raising BodyTimeout once an HTTP request body is not complete within the deadline."""
-        if scope["type"] != "http":
-            return receive
-        deadline = trio.current_time() + self.limits.body_timeout_s
-        done = False
+    def _cut_oldest_body(self, host: str) -> bool:
+        pending = [body for body in self.bodies.get(host, []) if not body.done and not body.cut]
+        if pending:
+            pending[0].cut_short()
+        return bool(pending)
 
-        async def bounded() -> dict[str, Any]:
-            nonlocal done
-            if done:
-                return await receive()
-            with trio.move_on_at(deadline):
-                message = await receive()
-                done = message["type"] != "http.request" or not message.get("more_body", False)
-                return message
-            raise BodyTimeout
+    async def _body_timeout(self, send: Send, body: _Body, host: str) -> None:
+        repeated.log("event=http_body_cut" if body.cut else "event=http_body_timeout")
+        why = (f"request body cut short: over {self.limits.per_address_max} connections from {host}" if body.cut
+               else f"request body not received within {self.limits.body_timeout_s:g} s")
+        await respond_json(send, 408, {"error": why}, close=True)
 
-        return bounded
+    def _forget(self, host: str, body: _Body) -> None:
+        self.total -= 1
+        self.per_address[host] -= 1
+        if not self.per_address[host]:
+            del self.per_address[host]
+        bodies = self.bodies.get(host, [])
+        if body in bodies:
+            bodies.remove(body)
+        if not bodies:
+            self.bodies.pop(host, None)
 
 
 async def _refuse(scope: Scope, send: Send, cap: str, why: str) -> None:
