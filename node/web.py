@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import socket
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +26,7 @@ HEAD_BYTES_MAX = 16 * 1024  # request line and headers; Hypercorn answers a larg
 WS_FRAME_BYTES_MAX = 1024 * 1024  # Hypercorn closes a connection with a larger message with code 1009
 BACKLOG = 1024
 RESET = "reset_connection"  # key in an ASGI scope's state: resets that TCP connection
+YIELD = "yield_connection"  # key in a scope's state: YIELD(idle, give_up) lets the connection make room
 
 log = logging.getLogger("alliance.http")
 repeated = RateLog(log)
@@ -190,19 +190,27 @@ class _Body:
             self._waiting.cancel()
 
 
+@dataclass
+class _Slot:
+    """One connection's place in its address's share: whether it may give it up, and how."""
+
+    idle: Callable[[], bool] = lambda: False
+    give_up: Callable[[], None] = lambda: None
+
+
 class _Guard:
     """ASGI middleware that enforces a listener's Limits on every request and WebSocket.
 
-    An address at its cap gets 503, unless one of its requests is still sending its
-    body: the oldest such is cut short (408) to make room, so a client with prompt
-    requests is served next to stalled ones from the same host."""
+    An address at its cap gets 503, unless one of its connections is idle: a request
+    still sending its body (cut short with 408), or a WebSocket with nothing to do (which
+    registers itself through its scope state's YIELD callable). The oldest such makes
+    room, so a client with prompt requests is served next to stalled ones from its host."""
 
     def __init__(self, app: App, limits: Limits, local: tuple[Any, ...]) -> None:
         self.app = app
         self.limits = limits
         self.local = local
-        self.per_address: Counter[str] = Counter()
-        self.bodies: dict[str, list[_Body]] = {}  # per address, oldest first: bodies not complete yet
+        self.slots: dict[str, list[_Slot]] = {}  # per address, oldest first
         self.total = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,16 +218,17 @@ class _Guard:
             return await _lifespan(receive, send)
         client = tuple(scope.get("client") or ("", 0))
         host, limits = client[0], self.limits
-        if self.per_address[host] >= limits.per_address_max and not self._cut_oldest_body(host):
+        slots = self.slots.setdefault(host, [])
+        if len(slots) >= limits.per_address_max and not _make_room(slots):
             return await _refuse(scope, send, "per_address", f"over {limits.per_address_max} connections from {host}")
         if self.total >= limits.connections_max:
             return await _refuse(scope, send, "total", f"over {limits.connections_max} connections")
-        self.per_address[host] += 1
-        self.total += 1
         body = _Body(receive, trio.current_time() + limits.body_timeout_s)
-        if scope["type"] == "http":
-            self.bodies.setdefault(host, []).append(body)
-        state = {**scope.get("state", {}), RESET: partial(reset_connection, self.local, client)}
+        slot = _Slot(lambda: not body.done and not body.cut, body.cut_short) if scope["type"] == "http" else _Slot()
+        slots.append(slot)
+        self.total += 1
+        state = {**scope.get("state", {}), RESET: partial(reset_connection, self.local, client),
+                 YIELD: partial(_offer, slot)}
         try:
             await self.app({**scope, "state": state}, body.receive if scope["type"] == "http" else receive, send)
         except ClientGone:
@@ -227,13 +236,10 @@ class _Guard:
         except BodyTimeout:
             await self._body_timeout(send, body, host)
         finally:
-            self._forget(host, body)
-
-    def _cut_oldest_body(self, host: str) -> bool:
-        pending = [body for body in self.bodies.get(host, []) if not body.done and not body.cut]
-        if pending:
-            pending[0].cut_short()
-        return bool(pending)
+            self.total -= 1
+            slots.remove(slot)
+            if not slots:
+                self.slots.pop(host, None)
 
     async def _body_timeout(self, send: Send, body: _Body, host: str) -> None:
         repeated.log("event=http_body_cut" if body.cut else "event=http_body_timeout")
@@ -241,16 +247,19 @@ class _Guard:
                else f"request body not received within {self.limits.body_timeout_s:g} s")
         await respond_json(send, 408, {"error": why}, close=True)
 
-    def _forget(self, host: str, body: _Body) -> None:
-        self.total -= 1
-        self.per_address[host] -= 1
-        if not self.per_address[host]:
-            del self.per_address[host]
-        bodies = self.bodies.get(host, [])
-        if body in bodies:
-            bodies.remove(body)
-        if not bodies:
-            self.bodies.pop(host, None)
+
+def _offer(slot: _Slot, idle: Callable[[], bool], give_up: Callable[[], None]) -> None:
+    slot.idle, slot.give_up = idle, give_up
+
+
+def _make_room(slots: list[_Slot]) -> bool:
+    """Has the oldest idle connection give up its place; False when none is idle."""
+    for slot in slots:
+        if slot.idle():
+            slot.give_up()
+            slot.idle = lambda: False  # once
+            return True
+    return False
 
 
 async def _refuse(scope: Scope, send: Send, cap: str, why: str) -> None:

@@ -25,7 +25,7 @@ import trio
 from node.events import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
 from node.rpc import RpcService
 from node.ratelog import RateLog
-from node.web import RESET, Receive, Scope, Send, refuse_websocket
+from node.web import RESET, YIELD, Receive, Scope, Send, refuse_websocket
 
 log = logging.getLogger("alliance.ws")
 resets = RateLog(log, logging.INFO)
@@ -36,6 +36,7 @@ WRITE_TIMEOUT_REASON = f"too slow: a write was not taken within {WRITE_TIMEOUT_S
 CLOSE_GRACE_S = 5.0
 IDLE_TIMEOUT_S = 20.0  # ample for a client to subscribe, or for one that calls methods now and then
 IDLE_REASON = f"idle: no subscription and no request for {IDLE_TIMEOUT_S:g} s"
+ROOM_REASON = "idle, and another connection needed its place"
 NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 SOCKET_METHODS = ("subscribe", "unsubscribe")
@@ -50,18 +51,33 @@ class EventSocket:
     def __init__(self, hub: Hub, rpc: RpcService) -> None:
         self.hub = hub
         self.rpc = rpc
+        self.sessions: list[_Session] = []  # oldest first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] != "/ws":
             return await refuse_websocket(send, 404, {"error": "not found; events are served at /ws"})
         subscriber = self.hub.connect()
+        if subscriber is None and self._make_room():
+            subscriber = self.hub.connect()
         if subscriber is None:
             return await refuse_websocket(send, 503, {"error": f"over {CONNECTIONS_MAX} WebSocket connections"})
+        session = _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET])
+        scope["state"][YIELD](session.idle, session.give_up)
+        self.sessions.append(session)
         try:
             if (await receive())["type"] == "websocket.connect":
-                await _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET]).run()
+                await session.run()
         finally:
+            self.sessions.remove(session)
             self.hub.disconnect(subscriber)
+
+    def _make_room(self) -> bool:
+        """Has the oldest idle connection give up its place; False when none is idle."""
+        for session in self.sessions:
+            if session.idle():
+                session.give_up()
+                return True
+        return False
 
 
 class _Session:
@@ -144,7 +160,7 @@ class _Session:
             self.last_frame_at = trio.current_time()
         reason = self.subscriber.outbox.dropped
         assert reason is not None  # next() gives None only once dropped
-        if reason == IDLE_REASON:
+        if reason in (IDLE_REASON, ROOM_REASON):
             return await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE, "reason": reason})
         await self._send_text(dropped_text(reason))  # after a write timeout, the reset makes these no-ops
         await self._send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "subscriber dropped"})
@@ -167,10 +183,19 @@ class _Session:
         self.hub.drop(self.subscriber, WRITE_TIMEOUT_REASON)
         self._reset("write_timeout")
 
+    def idle(self) -> bool:
+        """No subscription, no request under way, and not closing already."""
+        return not (self.subscriber.subscriptions or self.requests or self.subscriber.outbox.dropped)
+
+    def give_up(self) -> None:
+        """Closes the connection (idle, see idle()) to make room for another; it no longer counts at once."""
+        self.subscriber.outbox.drop(ROOM_REASON)
+        self.hub.disconnect(self.subscriber)
+
     async def _close_if_idle(self) -> None:
         while True:
             await trio.sleep_until(self.last_frame_at + IDLE_TIMEOUT_S)
-            if self.subscriber.subscriptions or self.requests:
+            if not self.idle():
                 self.last_frame_at = trio.current_time()
             elif trio.current_time() >= self.last_frame_at + IDLE_TIMEOUT_S:
                 self.subscriber.outbox.drop(IDLE_REASON)  # the writer closes; no subscription to end
@@ -180,7 +205,7 @@ class _Session:
         await self.subscriber.outbox.ended.wait()
         await trio.sleep(CLOSE_GRACE_S)
         dropped = self.subscriber.outbox.dropped
-        self._reset("closed" if dropped is None else "idle" if dropped == IDLE_REASON else "dropped")
+        self._reset("closed" if dropped is None else "idle" if dropped in (IDLE_REASON, ROOM_REASON) else "dropped")
 
     def _reset(self, reason: str) -> None:
         resets.log(f"event=ws_connection_reset reason={reason}")

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 import trio
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from node.client import NodeUnreachable
 from node.config import Address
 from node.web import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
+from node.ws import ROOM_REASON
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 SHORT = Limits(connections_max=6, per_address_max=3, body_timeout_s=1.0, keep_alive_timeout_s=1.0,
@@ -264,14 +265,23 @@ def _answers(node: NodeProcess) -> bool:
         return False
 
 
-def test_node_websocket_per_address_cap(node: NodeProcess) -> None:
+def test_node_websockets_per_address_cap(node: NodeProcess) -> None:
+    url = f"ws://127.0.0.1:{node.rpc_port}/ws"
+    subscribe = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"topic": "blocks"}})
+    with ExitStack() as held:
+        idle = [held.enter_context(connect(url, open_timeout=DEADLINE_S)) for _ in range(Limits.per_address_max)]
+        with connect(url, open_timeout=DEADLINE_S) as subscriber:  # the oldest idle one made room
+            subscriber.send(subscribe)
+            assert "result" in subscriber.recv(timeout=DEADLINE_S)
+            with pytest.raises(ConnectionClosed):
+                idle[0].recv(timeout=DEADLINE_S)
+            assert idle[0].close_code == 1000 and idle[0].close_reason == ROOM_REASON
     with ExitStack() as held:
         for _ in range(Limits.per_address_max):
-            held.enter_context(connect(f"ws://127.0.0.1:{node.rpc_port}/ws", open_timeout=DEADLINE_S))
+            busy = held.enter_context(connect(url, open_timeout=DEADLINE_S))
+            busy.send(subscribe)
+            assert "result" in busy.recv(timeout=DEADLINE_S)
         with pytest.raises(InvalidStatus) as refused:
-            connect(f"ws://127.0.0.1:{node.rpc_port}/ws", open_timeout=DEADLINE_S)
-        assert refused.value.response.status_code == 503
-    with connect(f"ws://127.0.0.1:{node.rpc_port}/ws", open_timeout=DEADLINE_S) as ws:
-        ws.send(STATUS.decode())
-        assert "height" in ws.recv(timeout=DEADLINE_S)
-
+            connect(url, open_timeout=DEADLINE_S)
+        assert refused.value.response.status_code == 503  # none of them is idle
+        assert rpc_status(node, "127.0.6.1") == 200  # another client meanwhile

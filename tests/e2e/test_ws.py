@@ -447,6 +447,7 @@ def test_connection_limit(consortium: Any) -> None:
     _, nodes = consortium
     node = nodes[1]
     wait_for(lambda: metric(node, "alliance_ws_connections") == 0, "earlier tests' connections to close")
+    subscribe = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"topic": "blocks"}})
     socks = []
     hosts = [f"127.0.1.{i}" for i in range(1, 1 + CONNECTIONS_MAX // Limits.per_address_max)]
     try:
@@ -454,6 +455,9 @@ def test_connection_limit(consortium: Any) -> None:
             sock, status = raw_handshake(node, source=host)
             socks.append(sock)
             assert status == 101
+            raw_send_text(sock, subscribe)  # busy: no connection makes room for another
+        wait_for(lambda: node.metric("alliance_ws_subscriptions", topic="blocks") == CONNECTIONS_MAX,
+                 "every connection's subscription")
         sock, status = raw_handshake(node, source=hosts[0])  # that address's share is taken
         sock.close()
         assert status == 503
@@ -463,9 +467,13 @@ def test_connection_limit(consortium: Any) -> None:
         assert http_call(node, "status")  # HTTP is not limited by them
         socks.pop().close()
         wait_for(lambda: metric(node, "alliance_ws_connections") < CONNECTIONS_MAX, "a connection to be released")
-        sock, status = raw_handshake(node, source="127.0.2.1")
+        idle, status = raw_handshake(node, source="127.0.2.1")
+        socks.append(idle)
+        assert status == 101
+        sock, status = raw_handshake(node, source="127.0.2.2")  # the idle one makes room
         socks.append(sock)
         assert status == 101
+        expect_closed(idle)
     finally:
         for sock in socks:
             sock.close()
