@@ -22,7 +22,7 @@ from node.ratelog import RateLog
 from node.tcpconn import reset_all, reset_connection
 
 RPC_BODY_BYTES_MAX = 1024 * 1024
-HEAD_BYTES_MAX = 16 * 1024  # request line and headers; Hypercorn (h11) answers a larger head with 431
+HEAD_BYTES_MAX = 16 * 1024  # an unfinished request head over this is answered 431 (by h11)
 WS_FRAME_BYTES_MAX = 1024 * 1024  # Hypercorn closes a connection with a larger message with code 1009
 BACKLOG = 1024
 RESET = "reset_connection"  # key in an ASGI scope's state: resets that TCP connection

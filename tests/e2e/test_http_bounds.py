@@ -285,3 +285,21 @@ def test_node_websockets_per_address_cap(node: NodeProcess) -> None:
             connect(url, open_timeout=DEADLINE_S)
         assert refused.value.response.status_code == 503  # none of them is idle
         assert rpc_status(node, "127.0.6.1") == 200  # another client meanwhile
+
+
+def test_node_stops_promptly_while_a_client_does_not_read_its_answer(tmp_path: Path) -> None:
+    net, base = make_testnet(tmp_path)
+    node = node_process(net, base)
+    node.start()
+    batch = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(1000)]).encode()
+    with open_conn(node.rpc_port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(head(node.rpc_port, len(batch)) + batch)  # its answer, some 500 KB, is never read
+        assert sock.recv(1) == b"H"  # the answer is being written, and soon waits on the full buffers
+        started = time.monotonic()
+        try:
+            assert node.stop() == 0
+        finally:
+            if node.process is not None and node.process.poll() is None:
+                node.kill9()
+        assert time.monotonic() - started < 5, "the stop waited for the client"
