@@ -148,8 +148,6 @@ def bind(address: Address, what: str) -> socket.socket:
     return sock
 
 
-
-
 class _AcceptFailures(logging.Filter):
     """trio.serve_listeners logs, with a traceback, every failed accept (out of file descriptors, say),
     retrying each 0.1 s: counted here and logged once a minute instead."""
