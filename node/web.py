@@ -1,27 +1,37 @@
-"""Minimal ASGI apps for the RPC and operations endpoints, served by Hypercorn on trio."""
+"""Minimal ASGI apps for the RPC and operations endpoints, served by Hypercorn on trio (its public API)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import hypercorn.trio
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.utils import wrap_app
 
 from node.config import Address
 from node.errors import AllianceError
+from node.ratelog import RateLog
+from node.tcpconn import reset_all, reset_connection
 
 RPC_BODY_BYTES_MAX = 1024 * 1024
+HEAD_BYTES_MAX = 16 * 1024  # an unfinished request head over this is answered 431 (by h11)
 WS_FRAME_BYTES_MAX = 1024 * 1024  # Hypercorn closes a connection with a larger message with code 1009
+BACKLOG = 1024
 RESET = "reset_connection"  # key in an ASGI scope's state: resets that TCP connection
+YIELD = "yield_connection"  # key in a scope's state: YIELD(idle, give_up) lets the connection make room
+
+log = logging.getLogger("alliance.http")
+repeated = RateLog(log)
+_hypercorn_log = logging.getLogger("alliance.http.server")
+_hypercorn_log.addFilter(lambda record: record.levelno >= logging.WARNING)  # not its "Running on ..."
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -29,18 +39,47 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one listener lets clients hold (docs/operations.md, "Limits").
+
+    A connection counts towards the caps while a request on it is being read or
+    answered, and for as long as it is a WebSocket; between requests it only has
+    keep_alive_timeout_s before it is closed, and so has a new connection to send
+    its first request head."""
+
+    connections_max: int = 512  # the 256 WebSockets the hub allows leave as many for HTTP requests
+    per_address_max: int = 32  # one client host cannot take more than a small share
+    body_timeout_s: float = 10.0  # a 1 MiB body needs 100 KiB/s; a stalled one is answered 408
+    # Short: Hypercorn keeps the descriptor of an idle connection its client closed until this ends.
+    keep_alive_timeout_s: float = 5.0
+    read_timeout_s: int = 75  # silence that closes any connection: above send_tx's longest wait (60 s)
+    ws_ping_interval_s: float = 25.0  # pings a WebSocket peer must answer within read_timeout_s
+
+
 class BodyTooLarge(Exception):
     pass
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: str = "application/json") -> None:
+class BodyTimeout(Exception):
+    """The request body did not arrive within the listener's body_timeout_s."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: str = "application/json",
+                  close: bool = False) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def respond_json(send: Send, status: int, obj: Any) -> None:
-    await respond(send, status, json.dumps(obj, separators=(",", ":")).encode())
+async def respond_json(send: Send, status: int, obj: Any, close: bool = False) -> None:
+    await respond(send, status, json.dumps(obj, separators=(",", ":")).encode(), close=close)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -59,7 +98,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise trio.Cancelled  # type: ignore[call-arg]  # the client is gone
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -99,7 +138,7 @@ def bind(address: Address, what: str) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(sockaddr)
-        sock.listen(1024)
+        sock.listen(BACKLOG)
     except socket.gaierror as exc:
         raise AllianceError(f"{what} {address}: cannot resolve host ({exc.strerror})") from None
     except OSError as exc:
@@ -109,52 +148,169 @@ def bind(address: Address, what: str) -> socket.socket:
     return sock
 
 
-def reset(stream: trio.SocketStream) -> None:
-    """Closes a connection at once with a TCP reset, dropping unsent data and waking a write blocked on it."""
-    try:
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass  # already closed
-    stream.socket.close()
+class _AcceptFailures(logging.Filter):
+    """trio.serve_listeners logs, with a traceback, every failed accept (out of file descriptors, say),
+    retrying each 0.1 s: counted here and logged once a minute instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        reason = record.args[0] if isinstance(record.args, tuple) and record.args else "unknown"
+        repeated.log(f"event=http_accept_failed reason={reason}")
+        return False
+
+
+_accept_failures = _AcceptFailures()
+
+
+class _Body:
+    """The deadline of one HTTP request's body, which a newer request from the same address may cut short."""
+
+    def __init__(self, receive: Receive, deadline: float) -> None:
+        self._receive = receive
+        self.deadline = deadline
+        self.done = False
+        self.cut = False
+        self._waiting: trio.CancelScope | None = None
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message; BodyTimeout once the body is not complete by the deadline or is cut."""
+        if self.done:
+            return await self._receive()
+        with trio.CancelScope(deadline=self.deadline) as self._waiting:
+            message = await self._receive()
+            self.done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+        raise BodyTimeout
+
+    def cut_short(self) -> None:
+        self.cut = True
+        self.deadline = -math.inf
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+
+@dataclass
+class _Slot:
+    """One connection's place in its address's share: whether it may give it up, and how."""
+
+    idle: Callable[[], bool] = lambda: False
+    give_up: Callable[[], None] = lambda: None
+
+
+class _Guard:
+    """ASGI middleware that enforces a listener's Limits on every request and WebSocket.
+
+    An address at its cap gets 503, unless one of its connections is idle: a request
+    still sending its body (cut short with 408), or a WebSocket with nothing to do (which
+    registers itself through its scope state's YIELD callable). The oldest such makes
+    room, so a client with prompt requests is served next to stalled ones from its host."""
+
+    def __init__(self, app: App, limits: Limits, local: tuple[Any, ...]) -> None:
+        self.app = app
+        self.limits = limits
+        self.local = local
+        self.slots: dict[str, list[_Slot]] = {}  # per address, oldest first
+        self.total = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await _lifespan(receive, send)
+        client = tuple(scope.get("client") or ("", 0))
+        host, limits = client[0], self.limits
+        slots = self.slots.setdefault(host, [])
+        if len(slots) >= limits.per_address_max and not _make_room(slots):
+            return await _refuse(scope, send, "per_address", f"over {limits.per_address_max} connections from {host}")
+        if self.total >= limits.connections_max:
+            return await _refuse(scope, send, "total", f"over {limits.connections_max} connections")
+        body = _Body(receive, trio.current_time() + limits.body_timeout_s)
+        slot = _Slot(lambda: not body.done and not body.cut, body.cut_short) if scope["type"] == "http" else _Slot()
+        slots.append(slot)
+        self.total += 1
+        state = {**scope.get("state", {}), RESET: partial(reset_connection, self.local, client),
+                 YIELD: partial(_offer, slot)}
+        try:
+            await self.app({**scope, "state": state}, body.receive if scope["type"] == "http" else receive, send)
+        except ClientGone:
+            pass
+        except BodyTimeout:
+            await self._body_timeout(send, body, host)
+        finally:
+            self.total -= 1
+            slots.remove(slot)
+            if not slots:
+                self.slots.pop(host, None)
+
+    async def _body_timeout(self, send: Send, body: _Body, host: str) -> None:
+        repeated.log("event=http_body_cut" if body.cut else "event=http_body_timeout")
+        why = (f"request body cut short: over {self.limits.per_address_max} connections from {host}" if body.cut
+               else f"request body not received within {self.limits.body_timeout_s:g} s")
+        await respond_json(send, 408, {"error": why}, close=True)
+
+
+def _offer(slot: _Slot, idle: Callable[[], bool], give_up: Callable[[], None]) -> None:
+    slot.idle, slot.give_up = idle, give_up
+
+
+def _make_room(slots: list[_Slot]) -> bool:
+    """Has the oldest idle connection give up its place; False when none is idle."""
+    for slot in slots:
+        if slot.idle():
+            slot.give_up()
+            slot.idle = lambda: False  # once
+            return True
+    return False
+
+
+async def _refuse(scope: Scope, send: Send, cap: str, why: str) -> None:
+    repeated.log(f"event=http_connection_refused cap={cap}")
+    if scope["type"] == "http":
+        await respond_json(send, 503, {"error": why}, close=True)
+    else:
+        await refuse_websocket(send, 503, {"error": why})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while (await receive())["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def _config(sock: socket.socket, limits: Limits) -> Config:
+    config = Config()
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # the socket bound at start-up; Hypercorn owns the copy
+    config.backlog = BACKLOG
+    config.accesslog = None
+    config.errorlog = _hypercorn_log
+    config.h11_max_incomplete_size = HEAD_BYTES_MAX
+    config.keep_alive_timeout = limits.keep_alive_timeout_s
+    config.read_timeout = limits.read_timeout_s
+    config.websocket_ping_interval = limits.ws_ping_interval_s
+    config.websocket_max_message_size = WS_FRAME_BYTES_MAX
+    return config
 
 
 async def serve_http(
-    app: App, sock: socket.socket, *, websocket: App | None = None,
+    app: App, sock: socket.socket, *, websocket: App | None = None, limits: Limits = Limits(),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves `app` over HTTP (and WebSocket handshakes with `websocket`) until cancelled.
+    """Serves `app` over HTTP (and WebSocket handshakes with `websocket`) on `sock` until cancelled.
 
     Hypercorn shields its socket writes from cancellation, so a peer that stops reading
-    would hold a write, its connection and the node's shutdown forever. Each connection
-    can therefore be reset: its ASGI scope's state holds a RESET callable, and
+    would hold a write, its connection and the node's shutdown forever. Each request's
+    ASGI scope state therefore holds a RESET callable for its connection, and
     cancellation resets every connection still open.
     """
-    config = Config()
-    config.accesslog = None
-    config.errorlog = logging.getLogger("alliance.http")
-    config.keep_alive_timeout = 75
-    config.websocket_max_message_size = WS_FRAME_BYTES_MAX
-    asgi = wrap_app(route(app, websocket), config.wsgi_max_body_size, "asgi")
-    context = WorkerContext(None)
-    streams: set[trio.SocketStream] = set()
-
-    async def connection(stream: trio.SocketStream) -> None:
-        streams.add(stream)
-        try:
-            state = {RESET: partial(reset, stream)}
-            await TCPServer(asgi, config, context, state, stream)  # type: ignore[arg-type]  # plain TCP is fine
-        finally:
-            streams.discard(stream)
-
-    async def reset_all_when_cancelled() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            for stream in list(streams):
-                reset(stream)
-
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    logging.getLogger("trio.serve_listeners").addFilter(_accept_failures)
+    local = tuple(sock.getsockname()[:2])
+    guarded = _Guard(route(app, websocket), limits, local)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reset_all_when_cancelled)
-        await nursery.start(trio.serve_listeners, connection, [listener])
+        nursery.start_soon(_reset_all_when_cancelled, local)
+        serve = partial(hypercorn.trio.serve, guarded, _config(sock, limits), mode="asgi")  # type: ignore[arg-type]
+        await nursery.start(serve)
         task_status.started()
+
+
+async def _reset_all_when_cancelled(local: tuple[Any, ...]) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        reset_all(local)

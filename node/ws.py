@@ -4,7 +4,10 @@ Each connection runs a reader (requests, answered concurrently up to
 REQUESTS_IN_FLIGHT_MAX) and a writer (the only task that sends, draining the
 connection's outbox in order). Hypercorn's writes cannot be cancelled, so a
 connection is reset instead: when one write takes over WRITE_TIMEOUT_S, and
-CLOSE_GRACE_S after it ends (dropped or disconnected) if it is still open.
+CLOSE_GRACE_S after it ends (dropped, idle or disconnected) if it is still open.
+A connection with no subscription, no request under way and no frame either way
+for IDLE_TIMEOUT_S is closed (code 1000); one whose client answers no ping is
+closed by Hypercorn (node/web.py Limits).
 """
 
 from __future__ import annotations
@@ -21,14 +24,20 @@ import trio
 
 from node.events import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
 from node.rpc import RpcService
-from node.web import RESET, Receive, Scope, Send, refuse_websocket
+from node.ratelog import RateLog
+from node.web import RESET, YIELD, Receive, Scope, Send, refuse_websocket
 
 log = logging.getLogger("alliance.ws")
+resets = RateLog(log, logging.INFO)
 
 REQUESTS_IN_FLIGHT_MAX = 16  # read but not yet answered on one connection; reading waits beyond
 WRITE_TIMEOUT_S = 5.0
 WRITE_TIMEOUT_REASON = f"too slow: a write was not taken within {WRITE_TIMEOUT_S:g} s"
 CLOSE_GRACE_S = 5.0
+IDLE_TIMEOUT_S = 20.0  # ample for a client to subscribe, or for one that calls methods now and then
+IDLE_REASON = f"idle: no subscription and no request for {IDLE_TIMEOUT_S:g} s"
+ROOM_REASON = "idle, and another connection needed its place"
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 SOCKET_METHODS = ("subscribe", "unsubscribe")
 
@@ -42,18 +51,33 @@ class EventSocket:
     def __init__(self, hub: Hub, rpc: RpcService) -> None:
         self.hub = hub
         self.rpc = rpc
+        self.sessions: list[_Session] = []  # oldest first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] != "/ws":
             return await refuse_websocket(send, 404, {"error": "not found; events are served at /ws"})
         subscriber = self.hub.connect()
+        if subscriber is None and self._make_room():
+            subscriber = self.hub.connect()
         if subscriber is None:
             return await refuse_websocket(send, 503, {"error": f"over {CONNECTIONS_MAX} WebSocket connections"})
+        session = _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET])
+        scope["state"][YIELD](session.idle, session.give_up)
+        self.sessions.append(session)
         try:
             if (await receive())["type"] == "websocket.connect":
-                await _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET]).run()
+                await session.run()
         finally:
+            self.sessions.remove(session)
             self.hub.disconnect(subscriber)
+
+    def _make_room(self) -> bool:
+        """Has the oldest idle connection give up its place; False when none is idle."""
+        for session in self.sessions:
+            if session.idle():
+                session.give_up()
+                return True
+        return False
 
 
 class _Session:
@@ -70,12 +94,15 @@ class _Session:
         self.slots = trio.Semaphore(REQUESTS_IN_FLIGHT_MAX)  # released once a request's answer is sent
         self.write_deadline = trio.CancelScope()  # its deadline is set while a write is under way
         self.disconnected = False
+        self.last_frame_at = trio.current_time()  # received or sent
+        self.requests = 0  # read and not yet answered
 
     async def run(self) -> None:
         ended = self.subscriber.outbox.ended
         async with trio.open_nursery() as watchdogs:
             watchdogs.start_soon(self._reset_if_write_stuck)
             watchdogs.start_soon(self._reset_if_open_after_end)
+            watchdogs.start_soon(self._close_if_idle)
             async with trio.open_nursery() as writing:
                 await self._send({"type": "websocket.accept"})
                 writing.start_soon(self._write)
@@ -96,6 +123,8 @@ class _Session:
                 self.disconnected = True
                 self.subscriber.outbox.ended.set()
                 return
+            self.last_frame_at = trio.current_time()
+            self.requests += 1
             text = message.get("text")
             body = text.encode() if text is not None else message.get("bytes") or b""
             serving.start_soon(self._answer, body)
@@ -105,6 +134,7 @@ class _Session:
         _created.set(created)
         request = _without_socket_notifications(body)
         answer = None if request is None else await self.service.handle(request)
+        self.requests -= 1
         if answer is None:
             self.slots.release()
         else:
@@ -127,8 +157,11 @@ class _Session:
             else:
                 await self._send_text(frame)
                 self.slots.release()
+            self.last_frame_at = trio.current_time()
         reason = self.subscriber.outbox.dropped
         assert reason is not None  # next() gives None only once dropped
+        if reason in (IDLE_REASON, ROOM_REASON):
+            return await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE, "reason": reason})
         await self._send_text(dropped_text(reason))  # after a write timeout, the reset makes these no-ops
         await self._send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "subscriber dropped"})
 
@@ -150,13 +183,32 @@ class _Session:
         self.hub.drop(self.subscriber, WRITE_TIMEOUT_REASON)
         self._reset("write_timeout")
 
+    def idle(self) -> bool:
+        """No subscription, no request under way, and not closing already."""
+        return not (self.subscriber.subscriptions or self.requests or self.subscriber.outbox.dropped)
+
+    def give_up(self) -> None:
+        """Closes the connection (idle, see idle()) to make room for another; it no longer counts at once."""
+        self.subscriber.outbox.drop(ROOM_REASON)
+        self.hub.disconnect(self.subscriber)
+
+    async def _close_if_idle(self) -> None:
+        while True:
+            await trio.sleep_until(self.last_frame_at + IDLE_TIMEOUT_S)
+            if not self.idle():
+                self.last_frame_at = trio.current_time()
+            elif trio.current_time() >= self.last_frame_at + IDLE_TIMEOUT_S:
+                self.subscriber.outbox.drop(IDLE_REASON)  # the writer closes; no subscription to end
+                return
+
     async def _reset_if_open_after_end(self) -> None:
         await self.subscriber.outbox.ended.wait()
         await trio.sleep(CLOSE_GRACE_S)
-        self._reset("dropped" if self.subscriber.outbox.dropped else "closed")
+        dropped = self.subscriber.outbox.dropped
+        self._reset("closed" if dropped is None else "idle" if dropped in (IDLE_REASON, ROOM_REASON) else "dropped")
 
     def _reset(self, reason: str) -> None:
-        log.info("event=ws_connection_reset reason=%s", reason)
+        resets.log(f"event=ws_connection_reset reason={reason}")
         self.reset()
 
 

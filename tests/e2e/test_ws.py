@@ -25,7 +25,8 @@ from websockets.sync.client import ClientConnection, connect
 from node.events import CONNECTIONS_MAX, DROP_REASON, SUBSCRIPTIONS_PER_CONNECTION_MAX
 from node.keys import load_key
 from node.tx import Transaction, sign_tx
-from node.ws import CLOSE_GRACE_S, REQUESTS_IN_FLIGHT_MAX, WRITE_TIMEOUT_S
+from node.web import Limits
+from node.ws import CLOSE_GRACE_S, IDLE_REASON, IDLE_TIMEOUT_S, REQUESTS_IN_FLIGHT_MAX, WRITE_TIMEOUT_S
 from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -202,12 +203,14 @@ def assert_chain_as_get_block(node: NodeProcess, blocks: list[dict[str, Any]]) -
 
 # A raw WebSocket client: a handshake and masked text frames, and then it need never read.
 
-def raw_handshake(node: NodeProcess, receive_buffer: int | None = None) -> tuple[socket.socket, int]:
-    """A TCP connection that has asked for a WebSocket at /ws; with the response's status code."""
+def raw_handshake(node: NodeProcess, receive_buffer: int | None = None,
+                  source: str = "127.0.0.1") -> tuple[socket.socket, int]:
+    """A TCP connection from `source` that has asked for a WebSocket at /ws; with the response's status code."""
     sock = socket.socket()
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.settimeout(DEADLINE_S)
+    sock.bind((source, 0))  # every 127.x.y.z is this host: a client address of its own
     sock.connect(("127.0.0.1", node.rpc_port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{node.rpc_port}\r\nUpgrade: websocket\r\n"
@@ -444,24 +447,51 @@ def test_connection_limit(consortium: Any) -> None:
     _, nodes = consortium
     node = nodes[1]
     wait_for(lambda: metric(node, "alliance_ws_connections") == 0, "earlier tests' connections to close")
+    subscribe = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"topic": "blocks"}})
     socks = []
+    hosts = [f"127.0.1.{i}" for i in range(1, 1 + CONNECTIONS_MAX // Limits.per_address_max)]
     try:
-        for _ in range(CONNECTIONS_MAX):
-            sock, status = raw_handshake(node)
+        for host, _ in itertools.product(hosts, range(Limits.per_address_max)):
+            sock, status = raw_handshake(node, source=host)
             socks.append(sock)
             assert status == 101
-        sock, status = raw_handshake(node)
+            raw_send_text(sock, subscribe)  # busy: no connection makes room for another
+        wait_for(lambda: node.metric("alliance_ws_subscriptions", topic="blocks") == CONNECTIONS_MAX,
+                 "every connection's subscription")
+        sock, status = raw_handshake(node, source=hosts[0])  # that address's share is taken
         sock.close()
         assert status == 503
-        assert http_call(node, "status")  # HTTP is not limited by it
+        sock, status = raw_handshake(node, source="127.0.2.1")  # and so are all the node's WebSockets
+        sock.close()
+        assert status == 503
+        assert http_call(node, "status")  # HTTP is not limited by them
         socks.pop().close()
         wait_for(lambda: metric(node, "alliance_ws_connections") < CONNECTIONS_MAX, "a connection to be released")
-        sock, status = raw_handshake(node)
+        idle, status = raw_handshake(node, source="127.0.2.1")
+        socks.append(idle)
+        assert status == 101
+        sock, status = raw_handshake(node, source="127.0.2.2")  # the idle one makes room
         socks.append(sock)
         assert status == 101
+        expect_closed(idle)
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_connection_without_subscriptions_is_closed_when_idle(consortium: Any) -> None:
+    _, nodes = consortium
+    node = nodes[3]
+    with Socket(node) as idle, Socket(node) as subscribed, Socket(node) as asking:
+        subscribed.call("subscribe", topic="blocks")
+        opened = time.monotonic()
+        while time.monotonic() < opened + IDLE_TIMEOUT_S + 1:  # requests keep a connection open
+            assert asking.call("status")
+            time.sleep(1)
+        with pytest.raises(ConnectionClosed):
+            idle.ws.recv(timeout=IDLE_TIMEOUT_S)
+        assert idle.ws.close_code == 1000 and idle.ws.close_reason == IDLE_REASON
+        assert subscribed.call("status") and asking.call("status")
 
 
 # ---- subscribers that stop reading ------------------------------------------------------------------

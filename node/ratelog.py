@@ -1,0 +1,29 @@
+"""A repeated event logged at most once per interval, with how often it happened, not once per occurrence."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+INTERVAL_S = 60.0
+
+
+class RateLog:
+    """Logs "EVENT count=N": the first occurrence at once, then at most once per interval per event,
+    N counting every occurrence since the last line (the ones in between are only counted)."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, interval_s: float = INTERVAL_S) -> None:
+        self.logger = logger
+        self.level = level
+        self.interval_s = interval_s
+        self._counts: dict[str, int] = {}
+        self._logged_at: dict[str, float] = {}
+
+    def log(self, event: str) -> None:
+        """Counts `event` (a logfmt text from a small fixed set: it is the key) and maybe logs it."""
+        self._counts[event] = self._counts.get(event, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at.get(event, -math.inf) >= self.interval_s:
+            self._logged_at[event] = now
+            self.logger.log(self.level, "%s count=%d", event, self._counts.pop(event))
