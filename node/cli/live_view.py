@@ -8,7 +8,7 @@ its width; otherwise each frame is printed as plain lines of at most 80 columns.
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +111,15 @@ class LiveView:
         self.last_frame_s = time.monotonic() - started
 
     def _write(self, rows: list[str]) -> None:
-        width = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns) if self.tty else WIDTH
+        width = min(WIDTH, _columns(self.out)) if self.tty else WIDTH
         erase = "\033[K" if self.tty else ""
         self.out.write("".join(row[:width] + erase + "\n" for row in rows))
         self.out.flush()
+
+
+def _columns(out: TextIO) -> int:
+    """The width of the terminal written to (not $COLUMNS, which may be another's)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns or WIDTH
+    except OSError:
+        return WIDTH

@@ -3,9 +3,15 @@ node left running however localnet ends (a signal, SIGKILL, the end of its paren
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +200,24 @@ def _nodes_in(cwd: Path, command: str = " run --home ") -> list[int]:
         except OSError:
             pass
     return [pid for pid in found if _running(pid)]
+
+
+def test_on_a_terminal_the_table_is_redrawn_within_its_width(tmp_path: Path) -> None:
+    base = free_base_port(20)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))  # a 40-column terminal
+    process = subprocess.Popen([*ALLIANCE, "localnet", "--nodes", "1", "--home", "local", "--base-port", str(base),
+                                "--duration", "4"], cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(leader, 4096):
+            output += chunk
+    os.close(leader)
+    assert process.wait(timeout=DEADLINE_S) == 0
+    text = output.decode()
+    assert text.count("\x1b[1F") >= 2  # each frame after the first goes back over the previous one's row
+    table = text[text.index("node "):text.index("localnet stopped")]
+    rows = [re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", line) for line in re.split(r"\r?\n", table)]
+    assert all(len(row) <= 40 for row in rows), rows
+    assert any(row.startswith("node0 ") for row in rows)
