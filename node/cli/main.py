@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "
-                 "height, throughput and peers each second; Ctrl-C stops them all.")
+                 "a row per node (height, view, peers, mempool, tx/s, blocks/s, from its /metrics) each second; "
+                 "Ctrl-C, SIGTERM, SIGHUP or the end of its parent stops them all.")
     p.add_argument("--nodes", type=int, default=4, help="number of nodes (default: %(default)s)")
     p.add_argument("--home", default="localnet", help="directory of the testnet (default: ./%(default)s)")
     p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
