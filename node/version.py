@@ -1,8 +1,8 @@
-"""The version of the installed alliance-node package."""
+"""The installed version of alliance, for `alliance --version`, status and metrics."""
 
-import importlib.metadata
+from importlib.metadata import PackageNotFoundError, version
 
 try:
-    VERSION = importlib.metadata.version("alliance-node")
-except importlib.metadata.PackageNotFoundError:
+    VERSION: str = version("alliance-node")
+except PackageNotFoundError:  # run from a source tree that was never installed
     VERSION = "0+unknown"

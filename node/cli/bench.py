@@ -117,7 +117,7 @@ def _check_ports_free(base_port: int, nodes: int) -> None:
 
 
 def _start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
-    """Like localnet.start_nodes, with `--profile FILE` for each node when asked."""
+    """Starts each node with localnet.start_process, with `--profile FILE` when asked."""
     started = local_nodes(home, nodes, base_port)
     for node in started:
         _start_process(node, profiles[node.index] if profiles else None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from node.client import Client, RpcError, file_digest
-from node.errors import AllianceError
+from node.errors import AllianceError, ExitCode, VerificationFailed
 from node.genesis import load_genesis
 from node.keys import load_key
 from node.proof import VerifiedProof, verify_proof
@@ -21,6 +21,20 @@ from node.tx import to_json
 
 class UsageError(AllianceError):
     """Options that do not go together."""
+
+    exit_code = ExitCode.USAGE
+
+
+class Absent(AllianceError):
+    """The node holds no such key or notary record."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class TxFailed(AllianceError):
+    """The transaction committed, with a failure code: the chain refused what it asked."""
+
+    exit_code = ExitCode.REFUSED
 
 
 def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -> None:
@@ -48,7 +62,7 @@ def _submit(args: argparse.Namespace, client: Client, family: str, op: str, para
     result = client.submit(key, family, op, params, wait=not args.no_wait)
     if result.get("code") not in (None, 0):
         _print(result)
-        raise AllianceError(f"transaction committed with code {result['code']}: {result['log']}")
+        raise TxFailed(f"transaction committed with code {result['code']}: {result['log']}")
     return result
 
 
@@ -67,7 +81,7 @@ def cmd_tx_delete(args: argparse.Namespace) -> None:
 def cmd_tx_get(args: argparse.Namespace) -> None:
     entry = Client(args.rpc).query("kv", args.key_name)
     if entry is None:
-        raise AllianceError(f"no such key {args.key_name!r}")
+        raise Absent(f"no such key {args.key_name!r}")
     value = bytes.fromhex(entry["value"])
     try:
         entry["value_text"] = value.decode()
@@ -113,7 +127,7 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     client = Client(args.rpc)
     record = client.query("notary", digest.hex())
     if record is None:
-        raise AllianceError(f"{args.file} (sha256 {digest.hex()}) is not recorded")
+        raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded")
     if not args.verify:
         _print({"digest": digest.hex(), **record})
         return
@@ -123,7 +137,7 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     evidence = recorded_file(verified, digest, args.file)
     differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record.get(k) != evidence[k]]
     if differing:
-        raise AllianceError(f"the node's record of {args.file} disagrees with its proof on {', '.join(differing)}")
+        raise VerificationFailed(f"the node's record of {args.file} disagrees with its proof on {', '.join(differing)}")
     _print(evidence)
 
 
@@ -143,7 +157,7 @@ def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str
     elif verified.code != 0:
         failure = f"its notary.record failed with code {verified.code}: {verified.log}"
     if failure:
-        raise AllianceError(f"the proof does not show {name} recorded: {failure}")
+        raise VerificationFailed(f"the proof does not show {name} recorded: {failure}")
     return {
         "digest": digest.hex(), "recorder": tx.sender.hex(), "height": verified.height, "time": verified.time_ms,
         "tx_hash": tx.hash.hex(), "meta": tx.args.get("meta", ""), "verified": True,

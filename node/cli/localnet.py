@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -10,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
 
+from node.cli.live_view import LiveView
 from node.cli.setup import DEFAULT_CHAIN_ID, node_ports, write_testnet
 from node.client import Client, NodeUnreachable, RpcError
 from node.errors import AllianceError
@@ -30,15 +34,26 @@ class LocalNode:
     index: int
     home: Path
     rpc_url: str
+    metrics_url: str
     process: subprocess.Popen[bytes] | None = None
     log_file: Any = None
 
 
 @dataclass
 class LoadStats:
+    rate: float
     sent: int = 0
     refused: int = 0
-    errors: list[str] = field(default_factory=list)
+    failures: int = 0
+    last_failure: str = ""
+
+    def summary(self) -> str:
+        text = f"load    {self.rate:g} tx/s offered: {self.sent} sent, {self.refused} refused"
+        return text + (f", {self.failures} failed ({self.last_failure})" if self.failures else "")
+
+
+class Stopped(Exception):
+    """SIGTERM, SIGHUP or the end of the parent process: stop every node and exit."""
 
 
 def prepare_home(home: Path, nodes: int, base_port: int, fresh: bool) -> None:
@@ -54,23 +69,24 @@ def prepare_home(home: Path, nodes: int, base_port: int, fresh: bool) -> None:
 
 
 def local_nodes(home: Path, nodes: int, base_port: int) -> list[LocalNode]:
-    return [LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{node_ports(base_port, i)[0]}") for i in range(nodes)]
+    made = []
+    for i in range(nodes):
+        rpc, _, metrics = node_ports(base_port, i)
+        made.append(LocalNode(i, home / f"node{i}", f"http://127.0.0.1:{rpc}", f"http://127.0.0.1:{metrics}"))
+    return made
 
 
 def start_process(node: LocalNode, *run_args: str) -> None:
-    """Starts (or restarts) the node's `alliance run` process, appending to its node.log."""
+    """Starts (or restarts) the node's `alliance run` process, appending to its node.log.
+
+    The node runs in a session of its own (a Ctrl-C meant for the tool does not reach it half-way)
+    and ends with this process, however this one ends (node/cli/child.py).
+    """
     node.log_file = (node.home / "node.log").open("ab")
     node.process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "run", "--home", str(node.home), *run_args],
+        [sys.executable, "-m", "node.cli.child", str(os.getpid()), "run", "--home", str(node.home), *run_args],
         stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
-
-
-def start_nodes(home: Path, nodes: int, base_port: int) -> list[LocalNode]:
-    started = local_nodes(home, nodes, base_port)
-    for node in started:
-        start_process(node)
-    return started
 
 
 def check_alive(nodes: list[LocalNode], during: str = "") -> None:
@@ -113,23 +129,25 @@ def stop_nodes(nodes: list[LocalNode]) -> None:
             node.log_file.close()
 
 
-def run_load(url: str, key: SigningKey, rate: float, stop: threading.Event, stats: LoadStats) -> None:
-    """Sends kv puts at about `rate` per second in small batches until `stop` is set."""
-    client = Client(url)
-    chain_id = client.status()["chain_id"]
+def run_load(url: str, key: SigningKey, stop: threading.Event, stats: LoadStats) -> None:
+    """Sends kv puts at about `stats.rate` per second in small batches until `stop` is set."""
+    client = Client(url, timeout_s=10)
     batch_s = 0.1
-    per_batch = max(1, round(rate * batch_s))
+    per_batch = max(1, round(stats.rate * batch_s))
+    chain_id = None
     while not stop.is_set():
         started = time.monotonic()
-        txs = [
-            sign_tx(key, chain_id, "kv", "put", {"key": f"demo/{secrets.token_hex(8)}", "value": b"hello"},
-                    secrets.randbits(64))
-            for _ in range(per_batch)
-        ]
         try:
+            chain_id = chain_id or client.status()["chain_id"]
+            txs = [
+                sign_tx(key, chain_id, "kv", "put", {"key": f"demo/{secrets.token_hex(8)}", "value": b"hello"},
+                        secrets.randbits(64))
+                for _ in range(per_batch)
+            ]
             results = client.batch([("send_tx", {"tx": tx.raw.hex()}) for tx in txs])
-        except NodeUnreachable as exc:
-            stats.errors.append(str(exc))
+        except AllianceError as exc:  # unreachable, no answer in time, a bad answer: say so and retry
+            stats.failures += 1
+            stats.last_failure = str(exc)
             stop.wait(1.0)
             continue
         stats.refused += sum(isinstance(r, RpcError) for r in results)
@@ -137,65 +155,68 @@ def run_load(url: str, key: SigningKey, rate: float, stop: threading.Event, stat
         stop.wait(max(0.0, batch_s - (time.monotonic() - started)))
 
 
-def _view_line(nodes: list[LocalNode], last: dict[int, tuple[float, int]]) -> str:
-    parts = []
-    for node in nodes:
-        try:
-            s = Client(node.rpc_url, timeout_s=2).status()
-        except NodeUnreachable:
-            parts.append(f"node{node.index}: down")
-            continue
-        now, height = time.monotonic(), s["height"]
-        tx_rate = _tx_rate(node, height, last.get(node.index), now)
-        last[node.index] = (now, height)
-        connected = sum(p["connected"] for p in s["peers"])
-        parts.append(f"node{node.index}: h={height} view={s['view']} peers={connected}/{len(s['peers'])} {tx_rate}")
-    return " | ".join(parts)
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) raise Stopped, as SIGINT raises KeyboardInterrupt."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(f"on {signal.Signals(signum).name}")
 
-
-def _tx_rate(node: LocalNode, height: int, previous: tuple[float, int] | None, now: float) -> str:
-    if previous is None or previous[1] == height:
-        return "0 tx/s" if previous else ""
-    client = Client(node.rpc_url, timeout_s=2)
-    txs = 0
-    for h in range(previous[1] + 1, height + 1):
-        txs += len(client.call("get_block", height=h)["txs"])
-    return f"{txs / (now - previous[0]):.0f} tx/s"
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_localnet(args: argparse.Namespace) -> None:
     home = Path(args.home)
     prepare_home(home, args.nodes, args.base_port, args.fresh)
-    nodes = start_nodes(home, args.nodes, args.base_port)
+    parent = os.getppid()
+    nodes = local_nodes(home, args.nodes, args.base_port)
     stop = threading.Event()
-    stats = LoadStats()
-    try:
-        wait_ready(nodes)
-        print(f"localnet: {args.nodes} node(s) in {home}; RPC {nodes[0].rpc_url}; Ctrl-C stops them all")
-        print(f"  try: alliance tx put hello world --key {home / 'client.key'} --rpc {nodes[0].rpc_url}")
-        if args.load > 0:
-            key = load_key(home / "client.key")
-            threading.Thread(target=run_load, args=(nodes[0].rpc_url, key, args.load, stop, stats),
-                             daemon=True).start()
-        _live_view(nodes, args.duration, stats)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
-        stop_nodes(nodes)
-    print(f"localnet stopped; logs in {home}/node*/node.log")
+    outcome = ""
+    with stop_on_signals():
+        try:
+            for node in nodes:
+                start_process(node)
+            wait_ready(nodes)
+            _introduce(home, nodes)
+            stats = LoadStats(args.load)
+            if args.load > 0:
+                key = load_key(home / "client.key")
+                threading.Thread(target=run_load, args=(nodes[0].rpc_url, key, stop, stats), daemon=True).start()
+            _live_view(nodes, args.duration, stats if args.load > 0 else None, parent)
+        except KeyboardInterrupt:
+            outcome = " on Ctrl-C"
+        except Stopped as exc:
+            outcome = f" {exc}"
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # a second request must not cut the stopping short
+                signal.signal(sig, signal.SIG_IGN)
+            stop.set()
+            stop_nodes(nodes)
+    with contextlib.suppress(OSError):  # the terminal may be gone
+        print(f"localnet stopped{outcome}; logs in {home}/node*/node.log", flush=True)
 
 
-def _live_view(nodes: list[LocalNode], duration_s: float | None, stats: LoadStats) -> None:
+def _introduce(home: Path, nodes: list[LocalNode]) -> None:
+    print(f"localnet: {len(nodes)} node(s) in {home}; Ctrl-C stops them all")
+    print("in another terminal, for example:")
+    print(f"  export ALLIANCE_RPC={nodes[0].rpc_url}")
+    print(f"  export ALLIANCE_KEY={home / 'client.key'}")
+    print("  alliance tx put hello world; alliance tx get hello", flush=True)
+
+
+def _live_view(nodes: list[LocalNode], duration_s: float | None, load: LoadStats | None, parent: int) -> None:
+    """Redraws the view once a second until the duration is over (or a signal, or the parent's end)."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
-    last: dict[int, tuple[float, int]] = {}
-    tty = sys.stdout.isatty()
-    while deadline is None or time.monotonic() < deadline:
-        check_alive(nodes)
-        line = _view_line(nodes, last)
-        if stats.sent:
-            line += f" | load sent={stats.sent} refused={stats.refused}"
-        print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", flush=True)
-        time.sleep(1.0)
-    if tty:
-        print()
+    with LiveView([f"node{n.index}" for n in nodes], [n.metrics_url for n in nodes], sys.stdout) as view:
+        while deadline is None or time.monotonic() < deadline:
+            if os.getppid() != parent:
+                raise Stopped("as its parent process exited")
+            exited = {f"node{n.index}": code for n in nodes if n.process and (code := n.process.poll()) is not None}
+            if len(exited) == len(nodes):
+                raise AllianceError(f"every node has exited; see {nodes[0].home.parent}/node*/node.log")
+            view.frame(exited, load.summary() if load else None)
+            time.sleep(max(0.0, 1.0 - view.last_frame_s))

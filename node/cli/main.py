@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 
 from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
-from node.client import RpcError
-from node.errors import AllianceError
+from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
+from node.errors import AllianceError, ExitCode
 from node.proof import ProofInvalid
+from node.version import VERSION
 from storage.kv import StorageError
 
 Handler = Callable[[argparse.Namespace], None]
@@ -26,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alliance", description="A node for permissioned consortium blockchains (PBFT consensus, LevelDB)."
     )
+    parser.add_argument("--version", action="version", version=f"alliance {VERSION}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     p = _command(sub, "keygen", setup.cmd_keygen, "write a new Ed25519 private key (PKCS#8 PEM, mode 0600)",
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "
-                 "height, throughput and peers each second; Ctrl-C stops them all.")
+                 "a row per node (height, view, peers, mempool, tx/s, blocks/s, from its /metrics) each second; "
+                 "Ctrl-C, SIGTERM, SIGHUP or the end of its parent stops them all.")
     p.add_argument("--nodes", type=int, default=4, help="number of nodes (default: %(default)s)")
     p.add_argument("--home", default="localnet", help="directory of the testnet (default: ./%(default)s)")
     p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
@@ -137,31 +142,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    status = _run(argv)
     try:
+        sys.stdout.flush()  # a closed pipe shows here, not as an error at exit
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(status)
+
+
+def _run(argv: list[str] | None) -> int | str | None:
+    """The command's exit status; a mistake of the user's is reported in one line on stderr."""
+    try:
+        args = build_parser().parse_args(argv)
         args.handler(args)
-    except client_cmds.UsageError as exc:
-        _fail(str(exc), status=2)
-    except ProofInvalid as exc:
-        print(f"alliance: proof invalid: {exc.reason}", file=sys.stderr)
-        sys.exit(1)
-    except (AllianceError, StorageError) as exc:
-        _fail(str(exc))
-    except RpcError as exc:
-        detail = f" ({exc.data['reason']})" if isinstance(exc.data, dict) and "reason" in exc.data else ""
-        _fail(f"node refused: {exc.message}{detail} [code {exc.code}]")
-    except BaseExceptionGroup as group:
-        user_error = _user_error(group)
+    except SystemExit as exc:  # argparse: --help, --version, and a wrong command line (2)
+        return exc.code
+    except BrokenPipeError:
+        _quiet_stdout()
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        user_error = _user_error(exc)
         if user_error is None:
             raise
-        _fail(str(user_error))
-    except KeyboardInterrupt:
-        sys.exit(130)
+        _report(user_error)
+        return exit_code(user_error)
+    return ExitCode.OK
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (`| head`): nothing more to say, and no error at exit either."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+USER_ERRORS = (AllianceError, StorageError, RpcError, ProofInvalid)
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
-    """The first mistake of the user's inside (nested) exception groups."""
-    if isinstance(exc, (AllianceError, StorageError)):
+    """The first mistake of the user's, or answer of the node's, inside (nested) exception groups."""
+    if isinstance(exc, USER_ERRORS):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -171,9 +190,33 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _fail(message: str, status: int = 1) -> None:
-    print(f"alliance: error: {message}", file=sys.stderr)
-    sys.exit(status)
+def exit_code(exc: BaseException) -> ExitCode:
+    """The exit status of a failure, by class (docs/client-protocol.md, section 5)."""
+    if isinstance(exc, NotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, RpcError):
+        return ExitCode.REFUSED
+    if isinstance(exc, (NodeUnreachable, BadAnswer)):
+        return ExitCode.UNREACHABLE
+    if isinstance(exc, ProofInvalid):
+        return ExitCode.VERIFICATION_FAILED
+    if isinstance(exc, AllianceError):
+        return exc.exit_code
+    return ExitCode.ERROR
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ProofInvalid):
+        return f"proof invalid: {exc.reason}"
+    if isinstance(exc, RpcError):
+        detail = f" ({exc.data['reason']})" if isinstance(exc.data, dict) and "reason" in exc.data else ""
+        return f"error: node refused: {exc.message}{detail} [code {exc.code}]"
+    return f"error: {exc}"
+
+
+def _report(exc: BaseException) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        print(f"alliance: {_message(exc)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,6 @@ def test_localnet_single_node_commits_demo_load(tmp_path: Path) -> None:
     home = tmp_path / "local"
     result = alliance("localnet", "--nodes", "1", "--home", str(home), "--base-port", str(base),
                       "--load", "50", "--duration", "4")
-    heights = [int(h) for h in re.findall(r"node0: h=(\d+)", result.stdout)]
+    heights = [int(h) for h in re.findall(r"^node0 +(\d+) ", result.stdout, re.MULTILINE)]
     assert heights and heights[-1] > 0, result.stdout
     assert "localnet stopped" in result.stdout

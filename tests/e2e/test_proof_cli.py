@@ -151,7 +151,7 @@ def test_a_tampered_proof_fails_with_its_reason(chain: Chain, tmp_path: Path) ->
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(proof))
     result = alliance("verify-proof", str(tampered), "--genesis", chain.genesis, check=False)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 6 and result.stdout == ""
     assert _error_line(result, "alliance: proof invalid: ").startswith("block hash: the header hashes to ")
 
 
@@ -238,7 +238,7 @@ def test_lookup_of_an_unrecorded_file_fails_cleanly(chain: Chain, tmp_path: Path
     document = _document(tmp_path, "never-notarized.pdf")
     for extra in ([], ["--verify", "--genesis", chain.genesis]):
         result = alliance("lookup", str(document), *extra, "--rpc", chain.node.rpc_url, check=False)
-        assert result.returncode == 1
+        assert result.returncode == 5
         assert "never-notarized.pdf (sha256 " in _error_line(result) and "is not recorded" in _error_line(result)
 
 

@@ -570,7 +570,7 @@ def test_notarize_cli_proof_verifies(chain: Chain) -> None:
     assert record["tx_hash"] == proof["tx_hash"] and record["meta"] == "spec proof"
     assert record["height"] == proof["header"]["height"] and record["time"] == proof["header"]["time"]
     assert record["block_hash"] == proof["commit"]["block_hash"]
-    assert not_shown.returncode == 1 and len(not_shown.stderr.splitlines()) == 1, not_shown.stderr
+    assert not_shown.returncode == 6 and len(not_shown.stderr.splitlines()) == 1, not_shown.stderr
     assert not_shown.stderr.startswith("alliance: error: the proof does not show "), not_shown.stderr
 
 
@@ -956,7 +956,7 @@ def test_tampered_proof_rejected(
     assert "Traceback" not in run.stderr, run.stderr[-400:]
     lines = run.stderr.splitlines()
     assert len(lines) == 1, run.stderr
-    assert run.returncode == 1, run.stderr  # proofs.md section 5: "the proof fails a check | 1"
+    assert run.returncode == 6, run.stderr  # proofs.md section 5: "the proof fails a check | 6"
     prefixes = [f"alliance: proof invalid: {check}: " for check in CLI_MAY_NAME.get(name, {expected})]
     assert any(lines[0].startswith(prefix) for prefix in prefixes), f"{lines[0]!r}, expected check {expected!r}"
 
