@@ -124,9 +124,9 @@ def _check(net: Path, *extra: str) -> tuple[int, dict[str, object]]:
     result = alliance("check", "--home", str(net / "node0"), *extra, check=False)
     report = json.loads(result.stdout.splitlines()[-1])
     assert (result.returncode == 0) == report["ok"], result.stderr
-    if not report["ok"]:  # VerificationFailed: one line, and its exit code once the CLI maps it
+    if not report["ok"]:  # VerificationFailed: one line and its own exit code
         assert result.stderr.startswith("alliance: error: ") and result.stderr.count("\n") == 1, result.stderr
-        assert result.returncode in (ExitCode.ERROR, ExitCode.VERIFICATION_FAILED)
+        assert result.returncode == ExitCode.VERIFICATION_FAILED
     return result.returncode, report
 
 
