@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("alliance.rpc")
+from node.ratelog import RateLog
+
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603,
@@ -103,34 +102,17 @@ def response(call: Any, result: Any = None, error: RpcError | None = None) -> di
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
-class InternalFaults:
-    """Logs the first internal fault of a kind with its traceback, then only a count, at most once per
-    interval: a request that triggers a bug must not be able to fill the log by being repeated."""
-
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
-        self.counts: dict[tuple[str, str], int] = {}
-        self.logged_at: dict[tuple[str, str], float] = {}
-
-    def record(self, method: str, exc: BaseException) -> None:
-        kind = (method, type(exc).__name__)
-        count = self.counts[kind] = self.counts.get(kind, 0) + 1
-        now = self.clock()
-        if count == 1:
-            log.error("event=rpc_internal_error method=%s error=%s count=1", *kind, exc_info=exc)
-        elif now - self.logged_at[kind] >= self.interval_s:
-            log.error("event=rpc_internal_error method=%s error=%s count=%d", *kind, count)
-        else:
-            return
-        self.logged_at[kind] = now
+def fault_event(method: str, exc: BaseException) -> str:
+    """The rate-limited log event of an internal fault: a request that triggers a bug must not be able to
+    fill the log by being repeated."""
+    return f"event=rpc_internal_error method={method} error={type(exc).__name__}"
 
 
-def encode(answer: Any, faults: InternalFaults) -> bytes:
+def encode(answer: Any, faults: RateLog) -> bytes:
     """Strict JSON: never NaN or Infinity, ASCII only (escapes keep any text valid)."""
     try:
         return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError) as exc:
-        faults.record("encode", exc)
+        faults.log(fault_event("encode", exc), exc)
         internal = response(None, error=RpcError(INTERNAL_ERROR, "internal error"))
         return json.dumps(internal, separators=(",", ":")).encode()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 
 INTERVAL_S = 60.0
 
@@ -13,17 +13,22 @@ class RateLog:
     """Logs "EVENT count=N": the first occurrence at once, then at most once per interval per event,
     N counting every occurrence since the last line (the ones in between are only counted)."""
 
-    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, interval_s: float = INTERVAL_S) -> None:
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, interval_s: float = INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self.level = level
         self.interval_s = interval_s
+        self.clock = clock
         self._counts: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
 
-    def log(self, event: str) -> None:
-        """Counts `event` (a logfmt text from a small fixed set: it is the key) and maybe logs it."""
+    def log(self, event: str, exc: BaseException | None = None) -> None:
+        """Counts `event` (a logfmt text from a small fixed set: it is the key) and maybe logs it; `exc`'s
+        traceback goes with the event's first line only."""
         self._counts[event] = self._counts.get(event, 0) + 1
-        now = time.monotonic()
-        if now - self._logged_at.get(event, -math.inf) >= self.interval_s:
+        now = self.clock()
+        last = self._logged_at.get(event)
+        if last is None or now - last >= self.interval_s:
             self._logged_at[event] = now
-            self.logger.log(self.level, "%s count=%d", event, self._counts.pop(event))
+            self.logger.log(self.level, "%s count=%d", event, self._counts.pop(event),
+                            exc_info=exc if last is None else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,13 +14,14 @@ from node.driver import Driver
 from node.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
-    NOT_FOUND, OVERLOADED, TX_REFUSED, InternalFaults, Params, RpcError, check_call, encode, expects_answer, is_text,
-    parse, response,
+    NOT_FOUND, OVERLOADED, TX_REFUSED, Params, RpcError, check_call, encode, expects_answer, is_text,
+    fault_event, parse, response,
 )
 from node.mempool import MempoolFull
 from node.metrics import Metrics
 from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
 from node.proof import build_proof
+from node.ratelog import RateLog
 from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
 
 SEND_TX_TIMEOUT_S_DEFAULT = 10
@@ -28,6 +30,8 @@ SEND_TX_TIMEOUT_S_MAX = 60
 HEIGHT_MAX = 2**63 - 1  # heights are stored as 8 bytes; none is ever near this
 _HASH_HEX = re.compile("[0-9a-fA-F]{64}")  # written lowercase; read in either case, as before
 _BYTES_HEX = re.compile("(?:[0-9a-fA-F]{2})*")
+
+log = logging.getLogger("alliance.rpc")
 
 
 def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -87,7 +91,7 @@ class RpcService:
         self.metrics = metrics
         self.status = status
         self.admission = admission
-        self.faults = InternalFaults()
+        self.faults = RateLog(log, logging.ERROR)
         self.on_admitted: Callable[[Transaction], None] = lambda tx: None
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
@@ -131,7 +135,7 @@ class RpcService:
             try:
                 sent = await self._send_txs([calls[i] for i in sends])
             except Exception as exc:
-                self.faults.record("send_tx", exc)
+                self.faults.log(fault_event("send_tx", exc), exc)
                 sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "internal error"))
                         for i in sends]
             for i, answer in zip(sends, sent):
@@ -150,7 +154,7 @@ class RpcService:
         except RpcError as exc:
             return self._answered(call, method, error=exc)
         except Exception as exc:
-            self.faults.record(method, exc)
+            self.faults.log(fault_event(method, exc), exc)
             return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "internal error"))
         return self._answered(call, method, result)
 

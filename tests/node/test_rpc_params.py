@@ -16,9 +16,10 @@ from nacl.signing import SigningKey
 
 from node.admission import Admission
 from node.genesis import Genesis, Member
-from node.jsonrpc import INTERNAL_ERROR, InternalFaults, encode
+from node.jsonrpc import INTERNAL_ERROR, encode
 from node.ledger import Ledger
 from node.mempool import Mempool
+from node.ratelog import RateLog
 from node.metrics import Metrics
 from node.rpc import RpcService
 from node.tx import Transaction, sign_tx
@@ -137,17 +138,17 @@ def test_an_internal_fault_is_logged_once_with_a_count(caplog: pytest.LogCapture
     with caplog.at_level(logging.ERROR, "alliance.rpc"):
         answers = strict_json(service.encode(trio.run(service.handle, body_of(batch))))
         assert {a["error"]["code"] for a in answers} == {INTERNAL_ERROR}
-        service.faults.logged_at = {kind: -1e9 for kind in service.faults.logged_at}  # as if an interval passed
+        service.faults.clock = lambda: 1e12  # as if an interval passed
         trio.run(service.handle, body_of(batch[0]))
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["event=rpc_internal_error method=status error=KeyError count=1",
-                     "event=rpc_internal_error method=status error=KeyError count=1001"]
+                     "event=rpc_internal_error method=status error=KeyError count=1000"]
     assert caplog.records[0].exc_info is not None and caplog.records[1].exc_info is None
 
 
 def test_an_answer_that_is_not_strict_json_becomes_an_internal_error(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, "alliance.rpc"):
-        body = encode({"jsonrpc": "2.0", "result": float("nan"), "id": 1}, InternalFaults())
+        body = encode({"jsonrpc": "2.0", "result": float("nan"), "id": 1}, RateLog(logging.getLogger("alliance.rpc"), logging.ERROR))
     assert json.loads(body)["error"]["code"] == INTERNAL_ERROR and len(caplog.records) == 1
 
 
