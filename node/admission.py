@@ -8,6 +8,7 @@ from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool, MempoolFull
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+from node.txlog import TxLog
 from node.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
@@ -30,9 +31,10 @@ class Refused(Exception):
 class Admission:
     def __init__(
         self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
-        submit: Callable[[Transaction, bool], None],
+        submit: Callable[[Transaction, bool], None], txlog: TxLog | None = None,
     ) -> None:
         self.verifier = verifier
+        self.txlog = txlog  # where clients' transactions are kept before they are acknowledged
         self.submit = submit  # adds to the mempool; raises MempoolFull
         self.chain_id = genesis.chain_id
         self.authorised = genesis.authorised_senders()
@@ -73,7 +75,9 @@ class Admission:
         """Verifies each signature (once, off the event loop) and adds the good ones to the mempool.
 
         One outcome per transaction, in order: the transaction if it was added,
-        else why not (a full mempool refuses the rest of `txs` too).
+        else why not (a full mempool refuses the rest of `txs` too). A client's
+        transactions are in the mempool log, synced, when this returns; raises
+        TxLogError if they could not be written.
         """
         verdicts = await self.verifier.verify(txs)
         outcomes: list[Transaction | Refused | MempoolFull] = []
@@ -89,4 +93,21 @@ class Admission:
                     outcomes.append(exc)
                     continue
                 outcomes.append(tx)
+        if not from_peer and self.txlog is not None:
+            await self.txlog.append([tx for tx in outcomes if isinstance(tx, Transaction)])
         return outcomes
+
+    async def readmit(self, raws: Sequence[bytes]) -> list[Transaction]:
+        """Admits again what the mempool log kept over a restart: the ones now pending.
+
+        Every check runs again, signature included: one committed meanwhile is
+        a duplicate, one whose sender lost its authorisation is refused.
+        """
+        checked: list[Transaction] = []
+        for raw in raws:
+            try:
+                checked.append(self.check(raw, from_peer=True))  # a peer's share: it was accepted once
+            except (Refused, MempoolFull):
+                continue
+        outcomes = await self.admit(checked, from_peer=True)
+        return [tx for tx in outcomes if isinstance(tx, Transaction)]

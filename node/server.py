@@ -30,6 +30,7 @@ from node.metrics import Metrics
 from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
 from node.sync import Syncer
+from node.txlog import TxLog
 from node.verifier import Verifier
 from node.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
@@ -195,6 +196,16 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     network.handler = route
 
 
+async def _readmit(admission: Admission, txlog: TxLog, gossip: TxGossip, recovered: list[bytes]) -> None:
+    """What this node acknowledged before it stopped and is not committed yet: pending again, and gossiped."""
+    pending = await admission.readmit(recovered)
+    await txlog.start(pending)
+    for tx in pending:
+        gossip.announce(tx)
+    if recovered:
+        log.info("event=txlog_recovered records=%d pending=%d", len(recovered), len(pending))
+
+
 async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
     """Runs a node until cancelled; raises AllianceError/StorageError for what stops it starting."""
     genesis = load_genesis(config.genesis_file)
@@ -220,16 +231,23 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
         # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
         verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
-        admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
+        # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
+        txlog = TxLog(config.data_dir.with_name(config.data_dir.name + ".txlog"))
+        recovered = txlog.recover()
+        stack.callback(txlog.close)
+        admission = Admission(genesis, ledger, mempool, verifier, driver.submit, txlog)
         node.rpc = RpcService(driver, admission, metrics, node.status)
         gossip = TxGossip(network, admission, metrics)
         hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
         _wire(node, gossip, hub)
+        driver.on_txs_committed = txlog.committed
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
-                await nursery.start(network.serve, p2p_sock)
                 nursery.start_soon(verifier.run)
+                await _readmit(admission, txlog, gossip, recovered)  # before peers' gossip can bring them
+                nursery.start_soon(txlog.run)
+                await nursery.start(network.serve, p2p_sock)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)
                 await nursery.start(partial(serve_http, node.rpc_app, rpc_sock, websocket=EventSocket(hub, node.rpc)))
