@@ -240,13 +240,14 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         gossip = TxGossip(network, admission, metrics)
         hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
         _wire(node, gossip, hub)
-        driver.on_txs_committed = txlog.committed
+        driver.on_txs_committed = txlog.forget
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(driver.run)
                 nursery.start_soon(verifier.run)
-                await _readmit(admission, txlog, gossip, recovered)  # before peers' gossip can bring them
+                # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
+                await _readmit(admission, txlog, gossip, recovered)
                 nursery.start_soon(txlog.run)
+                await nursery.start(driver.run)
                 await nursery.start(network.serve, p2p_sock)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)

@@ -116,6 +116,7 @@ class TxLog:
         self._next = _Sync()
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
+        self._failing: OSError | None = None
         self._fd = -1
         self._index = 0
         self._segment_bytes_written = 0
@@ -162,9 +163,11 @@ class TxLog:
         self._wake.set()
         await sync.done.wait()
         if sync.error is not None:
+            self.forget(tx.hash for tx in txs)  # not acknowledged
             raise TxLogError(f"cannot write mempool log {self.directory}: {sync.error}")
 
-    def committed(self, tx_hashes: Iterable[bytes]) -> None:
+    def forget(self, tx_hashes: Iterable[bytes]) -> None:
+        """Committed (or refused after all): a rotation no longer keeps them."""
         for tx_hash in tx_hashes:
             self._live.pop(tx_hash, None)
 
@@ -180,9 +183,20 @@ class TxLog:
                     await trio.to_thread.run_sync(self._write, data, limiter=self._limiter)
                 except OSError as exc:
                     sync.error = exc
+                self._report(sync.error)
                 sync.done.set()
                 if self._segment_bytes_written >= self.segment_bytes + 2 * self._segment_start_bytes:
                     await self._rotate_now()
+
+    def _report(self, error: OSError | None) -> None:
+        """Logs when writing starts failing and when it works again, not once per sync."""
+        if (error is None) == (self._failing is None):
+            return
+        if error is not None:
+            log.error("event=txlog_write_failed dir=%s error=%r", self.directory, str(error))
+        else:
+            log.warning("event=txlog_write_recovered dir=%s", self.directory)
+        self._failing = error
 
     async def _rotate_now(self) -> None:
         try:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.admission import Admission
+from node.admission import DUPLICATE, Admission, Refused
+from node.mempool import MempoolFull
 from node.tx import Transaction, tx_hash_of
 from node.txlog import TxLog, TxLogDamaged, read_segment, record
 from node.verifier import Verifier
@@ -142,7 +143,7 @@ async def test_rotation_keeps_only_live_records_and_bounds_the_files(tmp_path: P
         for round_ in range(40):
             batch = txs(10, f"r{round_}-")
             await log.append(batch)
-            log.committed(tx.hash for tx in batch[1:])  # one in ten stays pending
+            log.forget(tx.hash for tx in batch[1:])  # one in ten stays pending
             live.append(batch[0])
             # A rotation keeps what was live when it ran: perhaps the last batch too, committed just after.
             kept = sum(len(record(tx.raw)) for tx in live + batch)
@@ -194,3 +195,47 @@ async def test_an_admitted_clients_transaction_is_in_the_log_when_admit_returns(
             await admission.admit([peer], from_peer=True)  # the peer that answered its client keeps it
             nursery.cancel_scope.cancel()
         assert len(log) == 1
+
+
+async def test_a_clients_transaction_enters_the_mempool_only_once_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = BlockingSync(os.fdatasync)
+    monkeypatch.setattr(os, "fdatasync", sync)
+    ledger = C.ledger()
+    driver = driver_for(C, ledger, 0)
+    tx, copy = txs(2, "sync")[0], None
+    async with running(tmp_path / "log") as log:
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(), driver.submit, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(admission.verifier.run)
+            nursery.start_soon(admission.admit, [tx])
+            await wait_until(sync.entered.is_set)
+            assert tx.hash not in driver.mempool  # a block built now cannot hold it
+            [copy] = await admission.admit([tx])  # the same again meanwhile: already on its way
+            assert isinstance(copy, Refused) and copy.kind == DUPLICATE
+            sync.release.set()
+            await wait_until(lambda: tx.hash in driver.mempool)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_log_that_cannot_be_written_refuses_as_overloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    ledger = C.ledger()
+    driver = driver_for(C, ledger, 0)
+    async with running(tmp_path / "log") as log:
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(), driver.submit, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(admission.verifier.run)
+            monkeypatch.setattr(os, "fdatasync", failing)
+            [outcome] = await admission.admit(txs(1, "full"))
+            assert isinstance(outcome, MempoolFull) and "No space left" in str(outcome)
+            assert len(driver.mempool) == 0 and len(log) == 0
+            monkeypatch.undo()
+            [tx] = txs(1, "after")
+            assert await admission.admit([tx]) == [tx]  # writing works again
+            nursery.cancel_scope.cancel()
