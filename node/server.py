@@ -163,7 +163,12 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
         syncer.announce()
 
     driver.on_committed = on_committed
-    network.on_connect = syncer.announce
+
+    def on_connect(peer: bytes) -> None:
+        syncer.announce(peer)
+        gossip.greet(peer)
+
+    network.on_connect = on_connect
     assert node.rpc is not None
     node.rpc.on_admitted = gossip.announce
 

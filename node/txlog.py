@@ -166,6 +166,10 @@ class TxLog:
             self.forget(tx.hash for tx in txs)  # not acknowledged
             raise TxLogError(f"cannot write mempool log {self.directory}: {sync.error}")
 
+    def pending(self) -> list[bytes]:
+        """The transactions appended and not committed, oldest first."""
+        return list(self._live.values())
+
     def forget(self, tx_hashes: Iterable[bytes]) -> None:
         """Committed (or refused after all): a rotation no longer keeps them."""
         for tx_hash in tx_hashes:

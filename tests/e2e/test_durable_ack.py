@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nacl.signing import SigningKey
 
 from node.keys import load_key
@@ -91,29 +92,39 @@ def _committed(node: NodeProcess, hashes: list[str]) -> list[str]:
     return left
 
 
-def test_every_acknowledged_transaction_commits_after_kills_right_after_the_answers(tmp_path: Path) -> None:
-    net, base = make_testnet(tmp_path)
-    node = node_process(net, base)
-    node.start()
+def _check_all_committed(node: NodeProcess, acknowledged: list[str]) -> None:
+    left: list[str] = []
+
+    def all_committed() -> bool:
+        left[:] = _committed(node, acknowledged)
+        return not left
+
+    try:
+        wait_for(all_committed, "every acknowledged transaction to commit", poll_s=0.5)
+    except AssertionError:
+        raise AssertionError(f"{len(left)} of {len(acknowledged)} acknowledged transactions lost") from None
+
+
+@pytest.mark.parametrize(("validators", "rounds"), [(1, 10), (4, 6)])
+def test_every_acknowledged_transaction_commits_after_kills_right_after_the_answers(
+    tmp_path: Path, validators: int, rounds: int
+) -> None:
+    """The killed node is the only validator, or one of four (the others go on meanwhile)."""
+    net, base = make_testnet(tmp_path, validators)
+    nodes = [node_process(net, base, i) for i in range(validators)]
+    for node in nodes:
+        node.start()
+    node = nodes[0]
     sender = Sender(load_key(net / "client.key"), node.client().status()["chain_id"], node.rpc_port)
     rng = random.Random(secrets.randbits(32))
     try:
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             _round(node, sender, rng)
             node.start()
-        acknowledged = sender.acknowledged
-        assert len(acknowledged) >= ROUNDS * BATCH
-        left: list[str] = []
-
-        def all_committed() -> bool:
-            left[:] = _committed(node, acknowledged)
-            return not left
-
-        try:
-            wait_for(all_committed, "every acknowledged transaction to commit", poll_s=0.5)
-        except AssertionError:
-            raise AssertionError(f"{len(left)} of {len(acknowledged)} acknowledged transactions lost") from None
+        assert len(sender.acknowledged) >= rounds * BATCH
+        _check_all_committed(node, sender.acknowledged)
         assert "event=txlog_recovered" in "".join(log.read_text() for log in node.logs)
     finally:
-        if node.process is not None and node.process.poll() is None:
-            node.stop()
+        for each in nodes:
+            if each.process is not None and each.process.poll() is None:
+                each.stop()

@@ -7,10 +7,15 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import msgpack
 
 import pytest
 import trio
 
+from node.gossip import GOSSIP_BATCH_TXS_MAX, TxGossip
+from node.peers import TXS
 from node.admission import DUPLICATE, Admission, Refused
 from node.mempool import MempoolFull
 from node.tx import Transaction, tx_hash_of
@@ -239,3 +244,27 @@ async def test_a_log_that_cannot_be_written_refuses_as_overloaded(
             [tx] = txs(1, "after")
             assert await admission.admit([tx]) == [tx]  # writing works again
             nursery.cancel_scope.cancel()
+
+
+class SentFrames:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, list[Any]]] = []
+
+    def send(self, peer: bytes, payload: bytes) -> None:
+        self.sent.append((peer, msgpack.unpackb(payload, raw=False)))
+
+
+async def test_a_peer_that_connects_is_sent_what_the_log_keeps(tmp_path: Path) -> None:
+    ledger = C.ledger()
+    driver = driver_for(C, ledger, 0)
+    network = SentFrames()
+    async with running(tmp_path / "log") as log:
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(), driver.submit, log)
+        gossip = TxGossip(network, admission, driver.metrics)  # type: ignore[arg-type]
+        batch = txs(GOSSIP_BATCH_TXS_MAX + 2, "greet")
+        await log.append(batch)
+        log.forget([batch[0].hash])  # committed
+        gossip.greet(b"p" * 32)
+    assert [peer for peer, _ in network.sent] == [b"p" * 32] * 2
+    assert [raw for _, frame in network.sent for raw in frame[1]] == [tx.raw for tx in batch[1:]]
+    assert all(frame[0] == TXS for _, frame in network.sent)
