@@ -16,7 +16,7 @@ check, signature included) and starts a fresh segment with it.
 
 A record cut short at the end of the newest segment is a write a crash
 interrupted: that tail is ignored. Any other bad record is damage, and the
-node refuses to start, naming the file (see docs/operations.md).
+node refuses to start, naming the file (see docs/architecture.md).
 """
 
 from __future__ import annotations
