@@ -23,7 +23,7 @@ from nacl.signing import SigningKey
 
 from node.keys import load_key
 from node.tx import Transaction, sign_tx
-from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process, wait_for
+from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process, wait_for
 
 ROUNDS = 10
 BATCH = 100
@@ -128,3 +128,24 @@ def test_every_acknowledged_transaction_commits_after_kills_right_after_the_answ
         for each in nodes:
             if each.process is not None and each.process.poll() is None:
                 each.stop()
+
+
+def test_a_damaged_mempool_log_stops_the_start_in_one_line_naming_the_file(tmp_path: Path) -> None:
+    net, base = make_testnet(tmp_path)
+    node = node_process(net, base)
+    node.start()
+    sender = Sender(load_key(net / "client.key"), node.client().status()["chain_id"], node.rpc_port)
+    assert sender.send([sender.tx() for _ in range(5)])
+    node.stop()
+    [segment] = sorted((node.home / "data.txlog").glob("*.txlog"))
+    data = bytearray(segment.read_bytes())
+    data[10] ^= 0xFF  # inside the first record, others after it
+    segment.write_bytes(bytes(data))
+    result = alliance("run", "--home", str(node.home), check=False, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert f"mempool log {segment} is damaged at byte 0 (checksum mismatch)" in line and "move the file away" in line
+    segment.rename(tmp_path / "damaged.txlog")  # the way out the message names
+    node.start()
+    assert node.client().status()["chain_id"] == sender.chain_id  # serving again
+    node.stop()
