@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import trio
+
 from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool, MempoolFull
@@ -86,7 +88,8 @@ class Admission:
         fresh = [tx for tx in outcomes if isinstance(tx, Transaction)]
         try:
             if not from_peer and self.txlog is not None:
-                await self.txlog.append(fresh)
+                with trio.CancelScope(shield=True):  # a client gone meanwhile must not leave them logged only
+                    await self.txlog.append(fresh)
         except TxLogError as exc:  # not acknowledged: the client is told to retry later
             return [MempoolFull(str(exc)) if isinstance(tx, Transaction) else tx for tx in outcomes]
         finally:

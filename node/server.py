@@ -201,12 +201,13 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     network.handler = route
 
 
-async def _readmit(admission: Admission, txlog: TxLog, gossip: TxGossip, recovered: list[bytes]) -> None:
-    """What this node acknowledged before it stopped and is not committed yet: pending again, and gossiped."""
+async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
+    """What this node acknowledged before it stopped and is not committed yet: pending again.
+
+    Each peer is sent them as it connects (TxGossip.greet).
+    """
     pending = await admission.readmit(recovered)
     await txlog.start(pending)
-    for tx in pending:
-        gossip.announce(tx)
     if recovered:
         log.info("event=txlog_recovered records=%d pending=%d", len(recovered), len(pending))
 
@@ -250,7 +251,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(verifier.run)
                 # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
-                await _readmit(admission, txlog, gossip, recovered)
+                await _readmit(admission, txlog, recovered)
                 nursery.start_soon(txlog.run)
                 await nursery.start(driver.run)
                 await nursery.start(network.serve, p2p_sock)

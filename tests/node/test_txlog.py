@@ -66,6 +66,13 @@ class BlockingSync:
             self.release.wait(10)
         self.real(fd)
 
+    async def release_after_cancel(self, scope: trio.CancelScope) -> None:
+        """Cancels `scope` while the first sync is held, then lets the sync finish."""
+        await wait_until(self.entered.is_set)
+        scope.cancel()
+        await trio.sleep(0.01)
+        self.release.set()
+
 
 async def test_appends_waiting_for_one_sync_share_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sync = BlockingSync(os.fdatasync)
@@ -268,3 +275,22 @@ async def test_a_peer_that_connects_is_sent_what_the_log_keeps(tmp_path: Path) -
     assert [peer for peer, _ in network.sent] == [b"p" * 32] * 2
     assert [raw for _, frame in network.sent for raw in frame[1]] == [tx.raw for tx in batch[1:]]
     assert all(frame[0] == TXS for _, frame in network.sent)
+
+
+async def test_a_client_gone_while_its_transaction_is_logged_still_leaves_it_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = BlockingSync(os.fdatasync)
+    monkeypatch.setattr(os, "fdatasync", sync)
+    ledger = C.ledger()
+    driver = driver_for(C, ledger, 0)
+    [tx] = txs(1, "gone")
+    async with running(tmp_path / "log") as log:
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(), driver.submit, log)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(admission.verifier.run)
+            with trio.CancelScope() as request:
+                nursery.start_soon(sync.release_after_cancel, request)
+                await admission.admit([tx])
+            assert tx.hash in driver.mempool and len(log) == 1  # logged and pending: it will be forgotten on commit
+            nursery.cancel_scope.cancel()
