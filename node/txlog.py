@@ -15,7 +15,7 @@ segment back, re-admits what is not committed yet (with every admission
 check, signature included) and starts a fresh segment with it.
 
 A record cut short at the end of the newest segment is a write a crash
-interrupted: that tail is ignored. Any other bad record is damage, and the
+interrupted: that tail is cut off. Any other bad record is damage, and the
 node refuses to start, naming the file (see docs/architecture.md).
 """
 
@@ -52,13 +52,14 @@ def record(raw: bytes) -> bytes:
 
 
 def read_segment(path: Path, newest: bool) -> list[bytes]:
-    """The transactions a segment holds; raises TxLogDamaged for a bad record that is not a torn tail."""
+    """The transactions a segment holds; cuts off a torn tail of the newest, raises TxLogDamaged for other damage."""
     data = path.read_bytes()
     raws, offset = [], 0
     while offset < len(data):
         raw, why = _record_at(data, offset)
         if raw is None:
             if newest and _torn_tail(data, offset):
+                _truncate(path, offset)  # so that the tail is not in the middle once a newer segment exists
                 break
             raise TxLogDamaged(
                 f"mempool log {path} is damaged at byte {offset} ({why}); it may hold acknowledged "
@@ -67,6 +68,12 @@ def read_segment(path: Path, newest: bool) -> list[bytes]:
         raws.append(raw)
         offset += _HEADER.size + len(raw)
     return raws
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(size)
+        os.fsync(f.fileno())
 
 
 def _record_at(data: bytes, offset: int) -> tuple[bytes | None, str]:
@@ -217,9 +224,14 @@ class TxLog:
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fdatasync(self._fd)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fdatasync(self._fd)
+        except OSError:
+            # A part written (the disk full, say) would be a bad record before the next ones: cut it off.
+            os.ftruncate(self._fd, self._segment_bytes_written)
+            raise
         self._segment_bytes_written += len(data)
 
     def _rotate(self, live: list[bytes]) -> None:

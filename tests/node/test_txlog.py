@@ -118,6 +118,15 @@ def test_a_record_cut_short_at_the_end_of_the_newest_segment_is_ignored(tmp_path
     path = tmp_path / "00000001.txlog"
     write_segment(path, [tx.raw for tx in batch[:2]], record(batch[2].raw)[:cut])
     assert read_segment(path, newest=True) == [tx.raw for tx in batch[:2]]
+    assert path.stat().st_size == sum(len(record(tx.raw)) for tx in batch[:2])  # cut off
+
+
+def test_a_torn_tail_stays_harmless_when_a_crash_interrupts_the_next_start_too(tmp_path: Path) -> None:
+    batch = txs(3)
+    write_segment(tmp_path / "00000001.txlog", [batch[0].raw], record(batch[1].raw)[:10])
+    assert TxLog(tmp_path).recover() == [batch[0].raw]
+    write_segment(tmp_path / "00000002.txlog", [batch[0].raw], record(batch[2].raw)[:30])  # its fresh segment, torn
+    assert TxLog(tmp_path).recover() == [batch[0].raw, batch[0].raw]
 
 
 def test_a_zero_filled_tail_is_ignored(tmp_path: Path) -> None:
@@ -294,3 +303,24 @@ async def test_a_client_gone_while_its_transaction_is_logged_still_leaves_it_pen
                 await admission.admit([tx])
             assert tx.hash in driver.mempool and len(log) == 1  # logged and pending: it will be forgotten on commit
             nursery.cancel_scope.cancel()
+
+
+async def test_a_write_that_fails_half_way_leaves_no_bad_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write, calls = os.write, []
+
+    def half_then_full(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    first, second, third = txs(3, "half")
+    async with running(tmp_path / "log") as log:
+        await log.append([first])
+        monkeypatch.setattr(os, "write", half_then_full)
+        with pytest.raises(Exception, match="No space left"):
+            await log.append([second])
+        monkeypatch.undo()
+        await log.append([third])
+    [segment] = segments(tmp_path / "log")
+    assert read_segment(segment, newest=False) == [first.raw, third.raw]
