@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import trio
+
 from node.genesis import Genesis
 from node.ledger import Ledger
 from node.mempool import Mempool, MempoolFull
 from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+from node.txlog import TxLog, TxLogError
 from node.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
@@ -30,18 +33,20 @@ class Refused(Exception):
 class Admission:
     def __init__(
         self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
-        submit: Callable[[Transaction, bool], None],
+        submit: Callable[[Transaction, bool], None], txlog: TxLog | None = None,
     ) -> None:
         self.verifier = verifier
+        self.txlog = txlog  # where clients' transactions are kept before they are acknowledged
         self.submit = submit  # adds to the mempool; raises MempoolFull
         self.chain_id = genesis.chain_id
         self.authorised = genesis.authorised_senders()
         self.ledger = ledger
         self.mempool = mempool
+        self._entering: set[bytes] = set()  # admitted, not in the mempool yet (a client's: being logged)
 
     def seen(self, tx_hash: bytes) -> bool:
-        """Pending, or in one of the recent blocks: both memory lookups (older blocks are the verifier's read)."""
-        return tx_hash in self.mempool or self.ledger.committed_recently(tx_hash)
+        """Pending (or entering), or in one of the recent blocks: memory lookups (older blocks are the verifier's read)."""
+        return tx_hash in self.mempool or tx_hash in self._entering or self.ledger.committed_recently(tx_hash)
 
     def check(self, raw: bytes, from_peer: bool = False) -> Transaction:
         """The decoded transaction if it passes the checks that need no worker thread.
@@ -53,7 +58,7 @@ class Admission:
         """
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
-        if self.mempool.full(from_peer):  # before any work: an overloaded node refuses cheaply
+        if self.mempool.full(from_peer, reserved=len(self._entering)):  # before any work: refused cheaply
             raise MempoolFull(f"mempool holds {len(self.mempool)} transactions")
         try:
             tx = decode_tx(raw)
@@ -73,20 +78,56 @@ class Admission:
         """Verifies each signature (once, off the event loop) and adds the good ones to the mempool.
 
         One outcome per transaction, in order: the transaction if it was added,
-        else why not (a full mempool refuses the rest of `txs` too).
+        else why not (a full mempool refuses the rest of `txs` too). A client's
+        transactions are synced to the mempool log before they enter the
+        mempool, so that no block can hold one a crash would lose; if they
+        cannot be written, they are refused as for a full mempool.
         """
         verdicts = await self.verifier.verify(txs)
-        outcomes: list[Transaction | Refused | MempoolFull] = []
-        for tx, verdict in zip(txs, verdicts):
-            if verdict == BAD_SIGNATURE:
-                outcomes.append(Refused(INVALID, "bad_signature", "the signature does not verify"))
-            elif verdict == SEEN or self.seen(tx.hash):
-                outcomes.append(Refused(DUPLICATE, "duplicate", "duplicate transaction"))  # perhaps meanwhile
-            else:
-                try:
-                    self.submit(tx, from_peer)
-                except MempoolFull as exc:
-                    outcomes.append(exc)
-                    continue
-                outcomes.append(tx)
-        return outcomes
+        outcomes = [self._outcome(tx, verdict, from_peer) for tx, verdict in zip(txs, verdicts)]
+        fresh = [tx for tx in outcomes if isinstance(tx, Transaction)]
+        try:
+            if not from_peer and self.txlog is not None:
+                with trio.CancelScope(shield=True):  # a client gone meanwhile must not leave them logged only
+                    await self.txlog.append(fresh)
+        except TxLogError as exc:  # not acknowledged: the client is told to retry later
+            return [MempoolFull(str(exc)) if isinstance(tx, Transaction) else tx for tx in outcomes]
+        finally:
+            self._entering.difference_update(tx.hash for tx in fresh)
+        return [self._submitted(tx) if isinstance(tx, Transaction) else tx for tx in outcomes]
+
+    def _outcome(self, tx: Transaction, verdict: str, from_peer: bool) -> Transaction | Refused | MempoolFull:
+        if verdict == BAD_SIGNATURE:
+            return Refused(INVALID, "bad_signature", "the signature does not verify")
+        if verdict == SEEN or self.seen(tx.hash):
+            return Refused(DUPLICATE, "duplicate", "duplicate transaction")  # perhaps meanwhile
+        if self.mempool.full(from_peer, reserved=len(self._entering)):
+            return MempoolFull(f"mempool holds {len(self.mempool)} transactions")
+        self._entering.add(tx.hash)  # its room is kept; a second copy is a duplicate
+        return tx
+
+    def _submitted(self, tx: Transaction) -> Transaction | Refused | MempoolFull:
+        if tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):  # a block brought it meanwhile
+            return Refused(DUPLICATE, "duplicate", "duplicate transaction")
+        try:
+            self.submit(tx, True)  # its room was kept (a client's within the clients' share)
+        except MempoolFull as exc:
+            if self.txlog is not None:
+                self.txlog.forget([tx.hash])
+            return exc
+        return tx
+
+    async def readmit(self, raws: Sequence[bytes]) -> list[Transaction]:
+        """Admits again what the mempool log kept over a restart: the ones now pending.
+
+        Every check runs again, signature included: one committed meanwhile is
+        a duplicate, one whose sender lost its authorisation is refused.
+        """
+        checked: list[Transaction] = []
+        for raw in raws:
+            try:
+                checked.append(self.check(raw, from_peer=True))  # a peer's share: it was accepted once
+            except (Refused, MempoolFull):
+                continue
+        outcomes = await self.admit(checked, from_peer=True)
+        return [tx for tx in outcomes if isinstance(tx, Transaction)]

@@ -79,6 +79,7 @@ class Driver:
         self.on_committed: Callable[[int], None] = lambda height: None
         # Where the encoded safety state goes, durably, before what it covers is sent.
         self.save_safety: Callable[[bytes], None] = ledger.store.save_safety
+        self.on_txs_committed: Callable[[list[bytes]], None] = lambda tx_hashes: None  # the mempool log forgets them
         # Which transactions a proposal carries whole (the rest by hash), and how missing ones are fetched.
         self.inline: Callable[[bytes], bool] = lambda tx_hash: True
         self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, Transaction]]] = _fetch_nothing
@@ -299,6 +300,7 @@ class Driver:
         self._proposed_at = {h: t for h, t in self._proposed_at.items() if h in self._candidates}
         hashes = [tx.hash for tx in candidate.txs]
         self.mempool.remove(hashes)
+        self.on_txs_committed(hashes)
         self._hold_committed(candidate.txs)
         for tx_hash in hashes:
             waiter = self._committed.pop(tx_hash, None)

@@ -39,6 +39,17 @@ class TxGossip:
         self._unsent.add(tx.hash)
         self._wake.set()
 
+    def greet(self, peer: bytes) -> None:
+        """Sends a peer that just connected what this node acknowledged and is not committed yet.
+
+        After either of the two restarted, those transactions would otherwise
+        be this node's alone, and wait for one of its turns to propose.
+        """
+        txlog = self.admission.txlog
+        raws = txlog.pending() if txlog is not None else []
+        for start in range(0, len(raws), GOSSIP_BATCH_TXS_MAX):
+            self.network.send(peer, encode_frame(TXS, raws[start:start + GOSSIP_BATCH_TXS_MAX]))
+
     def unsent(self, tx_hash: bytes) -> bool:
         """Admitted from a client and not yet sent to the peers: a proposal must carry it whole."""
         return tx_hash in self._unsent

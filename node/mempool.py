@@ -33,8 +33,9 @@ class Mempool:
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)
 
-    def full(self, from_peer: bool = False) -> bool:
-        return len(self._txs) >= (self.peer_txs_max if from_peer else self.txs_max)
+    def full(self, from_peer: bool = False, reserved: int = 0) -> bool:
+        """No room left; `reserved` counts transactions admitted that have yet to be added."""
+        return len(self._txs) + reserved >= (self.peer_txs_max if from_peer else self.txs_max)
 
     def add(self, tx: Transaction, from_peer: bool = False) -> None:
         if self.full(from_peer):

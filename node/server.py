@@ -31,6 +31,7 @@ from node.rpc import RpcService
 from node.safety_file import UNKNOWN
 from node.store_guard import SIGN_NOTHING, Guarded, damaged, learn_sign_from, open_guarded
 from node.sync import Syncer
+from node.txlog import TxLog
 from node.verifier import Verifier
 from node.version import VERSION
 from node.web import (
@@ -156,7 +157,12 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
         syncer.announce()
 
     driver.on_committed = on_committed
-    network.on_connect = syncer.announce
+
+    def on_connect(peer: bytes) -> None:
+        syncer.announce(peer)
+        gossip.greet(peer)
+
+    network.on_connect = on_connect
     assert node.rpc is not None
     node.rpc.on_admitted = gossip.announce
 
@@ -187,6 +193,17 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
             handler(peer, frame[1:])
 
     network.handler = route
+
+
+async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
+    """What this node acknowledged before it stopped and is not committed yet: pending again.
+
+    Each peer is sent them as it connects (TxGossip.greet).
+    """
+    pending = await admission.readmit(recovered)
+    await txlog.start(pending)
+    if recovered:
+        log.info("event=txlog_recovered records=%d pending=%d", len(recovered), len(pending))
 
 
 async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -224,16 +241,24 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics.peers_best_height.set_function(lambda: syncer.best_height)
         # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
         verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
-        admission = Admission(genesis, ledger, mempool, verifier, driver.submit)
+        # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
+        txlog = TxLog(config.data_dir.with_name(config.data_dir.name + ".txlog"))
+        recovered = txlog.recover()
+        stack.callback(txlog.close)
+        admission = Admission(genesis, ledger, mempool, verifier, driver.submit, txlog)
         node.rpc = RpcService(driver, admission, metrics, node.status)
         gossip = TxGossip(network, admission, metrics)
         hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
         _wire(node, gossip, hub)
+        driver.on_txs_committed = txlog.forget
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(verifier.run)
+                # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
+                await _readmit(admission, txlog, recovered)
+                nursery.start_soon(txlog.run)
                 await nursery.start(driver.run)
                 await nursery.start(network.serve, p2p_sock)
-                nursery.start_soon(verifier.run)
                 nursery.start_soon(syncer.run)
                 nursery.start_soon(gossip.run)
                 if guarded.sign_from == UNKNOWN:

@@ -43,3 +43,10 @@ def test_removing_committed_transactions_makes_room_again() -> None:
     pool.add(batch[2])
     assert [tx.hash for tx in pool.oldest(10)] == [batch[1].hash, batch[2].hash]
     assert pool.get(batch[0].hash) is None and pool.get(batch[2].hash) is batch[2]
+
+
+def test_room_kept_for_transactions_on_their_way_counts_as_taken() -> None:
+    pool, batch = Mempool(3), txs(1)
+    pool.add(batch[0])
+    assert not pool.full(reserved=1) and pool.full(reserved=2)
+    assert not pool.full(from_peer=True, reserved=4) and pool.full(from_peer=True, reserved=5)
