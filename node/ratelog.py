@@ -30,5 +30,6 @@ class RateLog:
         last = self._logged_at.get(event)
         if last is None or now - last >= self.interval_s:
             self._logged_at[event] = now
-            self.logger.log(self.level, "%s count=%d", event, self._counts.pop(event),
+            # The event is the template, so that the log formatter reads its key=value fields.
+            self.logger.log(self.level, event.replace("%", "%%") + " count=%d", self._counts.pop(event),
                             exc_info=exc if last is None else None)

@@ -15,6 +15,7 @@ import pytest
 
 from node import logs
 from node.logs import NodeFormatter, configure_logging, parse_fields, quote
+from node.ratelog import RateLog
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -128,3 +129,14 @@ def test_configure_logging_prefixes_levels_only_when_stderr_is_the_journal(
     first, second = stderr_file.read().splitlines()
     assert first.startswith("<3>ts=") and "level=error" in first
     assert json.loads(second)["level"] == "warning"
+
+
+def test_a_rate_limited_event_is_logged_as_fields(caplog: pytest.LogCaptureFixture) -> None:
+    repeated = RateLog(logging.getLogger("alliance.http"), clock=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, "alliance.http"):
+        for _ in range(3):
+            repeated.log("event=http_accept_failed reason=EMFILE")
+    assert len(caplog.records) == 1
+    fields = dict(parse_fields(line(caplog.records[0]).split(" ", 3)[3]) or [])
+    assert fields == {"event": "http_accept_failed", "reason": "EMFILE", "count": "1"}
+    assert json.loads(line(caplog.records[0], "json"))["event"] == "http_accept_failed"
