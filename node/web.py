@@ -6,9 +6,10 @@ import json
 import logging
 import math
 import os
+import resource
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -219,7 +220,7 @@ class _Guard:
         slots = self.slots.setdefault(host, [])
         if len(slots) >= limits.per_address_max and not _make_room(slots):
             return await _refuse(scope, send, "per_address", f"over {limits.per_address_max} connections from {host}")
-        if self.total >= limits.connections_max:
+        if self.total >= limits.connections_max and not _make_room([s for ss in self.slots.values() for s in ss]):
             return await _refuse(scope, send, "total", f"over {limits.connections_max} connections")
         body = _Body(receive, trio.current_time() + limits.body_timeout_s)
         slot = _Slot(lambda: not body.done and not body.cut, body.cut_short) if scope["type"] == "http" else _Slot()
@@ -301,12 +302,20 @@ async def serve_http(
     """
     logging.getLogger("trio.serve_listeners").addFilter(_accept_failures)
     local = tuple(sock.getsockname()[:2])
+    limits = replace(limits, connections_max=min(limits.connections_max, descriptor_share()))
     guarded = _Guard(route(app, websocket), limits, local)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_reset_all_when_cancelled, local)
         serve = partial(hypercorn.trio.serve, guarded, _config(sock, limits), mode="asgi")  # type: ignore[arg-type]
         await nursery.start(serve)
         task_status.started()
+
+
+def descriptor_share() -> int:
+    """The connections one listener may hold: a quarter of the process's file descriptors, so that
+    its cap, not the descriptor limit, is what a flood of stalled requests meets first."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 2**31
 
 
 async def _reset_all_when_cancelled(local: tuple[Any, ...]) -> None:

@@ -233,18 +233,24 @@ def test_node_clients_leaving_mid_body_leave_no_traceback(node: NodeProcess) -> 
     assert "Traceback" not in node.log_text() and "Cancelled" not in node.log_text()
 
 
-def test_node_out_of_file_descriptors_logs_once_and_recovers(tmp_path: Path) -> None:
+def node_with_descriptors(tmp_path: Path, limit: int) -> NodeProcess:
+    """A node started with at most `limit` file descriptors, answering."""
     net, base = make_testnet(tmp_path)
     node = node_process(net, base)
     log = node.home / "run0.log"
     node.logs.append(log)
-    limit = 160
     with log.open("wb") as out:
         node.process = subprocess.Popen(
             [*ALLIANCE, "run", "--home", str(node.home)], stdout=out, stderr=subprocess.STDOUT,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+    wait_for(lambda: _answers(node), "the node to answer")
+    return node
+
+
+def test_node_out_of_file_descriptors_logs_once_and_recovers(tmp_path: Path) -> None:
+    limit = 160
+    node = node_with_descriptors(tmp_path, limit)
     try:
-        wait_for(lambda: _answers(node), "the node to answer")
         with ExitStack() as held:
             for i in range(limit + 40):  # silent connections, from many addresses: only time bounds them
                 held.enter_context(open_conn(node.rpc_port, f"127.0.5.{1 + i // 30}"))
@@ -254,6 +260,19 @@ def test_node_out_of_file_descriptors_logs_once_and_recovers(tmp_path: Path) -> 
         text = node.log_text()
         assert text.count("Traceback") == 0, text[-3000:]
         assert text.count("event=http_accept_failed") == 1, text[-3000:]
+    finally:
+        assert node.stop() == 0
+
+
+def test_node_stalled_bodies_from_many_addresses_meet_the_cap_before_the_descriptor_limit(tmp_path: Path) -> None:
+    limit = 160  # a listener's cap is then 40: stalled bodies make room long before descriptors run out
+    node = node_with_descriptors(tmp_path, limit)
+    try:
+        with ExitStack() as held:
+            socks = [held.enter_context(stalled(node.rpc_port, f"127.0.9.{1 + i // 20}")) for i in range(limit + 40)]
+            assert rpc_status(node, "127.0.10.1") == 200  # while every stalled connection is still held
+            assert b"cut short" in response(socks[0])[1]  # the oldest made room, before its body deadline
+        assert "Traceback" not in node.log_text()
     finally:
         assert node.stop() == 0
 
