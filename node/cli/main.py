@@ -11,6 +11,7 @@ from collections.abc import Callable
 from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
+from node.logs import stderr_is_journal
 from node.proof import ProofInvalid
 from node.version import VERSION
 from storage.kv import StorageError
@@ -215,8 +216,9 @@ def _message(exc: BaseException) -> str:
 
 
 def _report(exc: BaseException) -> None:
+    priority = "<3>" if stderr_is_journal() else ""  # under systemd, the journal files it as an error
     with contextlib.suppress(BrokenPipeError):
-        print(f"alliance: {_message(exc)}", file=sys.stderr)
+        print(f"{priority}alliance: {_message(exc)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
