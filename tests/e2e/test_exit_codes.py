@@ -91,3 +91,12 @@ def test_a_closed_stdout_is_quiet(single: tuple[Path, NodeProcess], proof: Path)
         assert result.returncode == 0 and result.stderr == "", (args, result.stderr)
     result = _with_stdout_closed("tx", "get", "never-set", "--rpc", node.rpc_url)  # a failure keeps its status
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_full_disk_on_stdout_is_one_error_line(single: tuple[Path, NodeProcess]) -> None:
+    _, node = single
+    for args in (["status", "--rpc", node.rpc_url], ["--version"]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([*ALLIANCE, *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                                    timeout=DEADLINE_S)
+        _status(result, 1, "cannot write the output: No space left on device")
