@@ -172,7 +172,8 @@ class _Stdout(io.TextIOWrapper):
 
 def main(argv: list[str] | None = None) -> None:
     out = sys.stdout
-    sys.stdout = _Stdout(out.detach(), out.encoding, out.errors, line_buffering=out.line_buffering)
+    if isinstance(out, io.TextIOWrapper):
+        sys.stdout = _Stdout(out.detach(), out.encoding, out.errors, line_buffering=out.line_buffering)
     status = _run(argv)
     try:
         sys.stdout.flush()  # a closed pipe or a full disk shows here, not as an error at exit
