@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from node.client import Client, RpcError, file_digest
+from node.client.sync import split_url
 from node.errors import AllianceError, ExitCode, VerificationFailed
 from node.genesis import load_genesis
 from node.keys import load_key
@@ -37,8 +38,17 @@ class TxFailed(AllianceError):
     exit_code = ExitCode.REFUSED
 
 
+def rpc_url(text: str) -> str:
+    """An --rpc value checked on the command line, so that a malformed one is a usage error (exit 2)."""
+    try:
+        split_url(text)
+    except AllianceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -> None:
-    parser.add_argument("--rpc", default=os.environ.get("ALLIANCE_RPC", "http://127.0.0.1:26600"),
+    parser.add_argument("--rpc", type=rpc_url, default=os.environ.get("ALLIANCE_RPC", "http://127.0.0.1:26600"),
                         help="node RPC URL (default: $ALLIANCE_RPC or http://127.0.0.1:26600)")
     if signing:
         parser.add_argument("--key", default=os.environ.get("ALLIANCE_KEY", "client.key"),

@@ -37,7 +37,7 @@ def split_url(url: str) -> tuple[str, int]:
     try:
         port = parts.port or 80
     except ValueError:
-        raise AllianceError(f"RPC URL {url!r} has an invalid port") from None
+        raise AllianceError(f"RPC URL {url!r} has an invalid port; it must look like http://HOST:PORT") from None
     return parts.hostname, port
 
 

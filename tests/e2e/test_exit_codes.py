@@ -39,6 +39,15 @@ def test_node_unreachable() -> None:
     _status(alliance("tx", "get", "k", "--rpc", rpc, check=False), 3, "cannot reach node")
 
 
+@pytest.mark.parametrize("url", ["https://127.0.0.1:27100", "ftp://x", "127.0.0.1:27100", "http://127.0.0.1:port"])
+def test_a_malformed_rpc_url_is_a_usage_error(url: str) -> None:
+    for command in (["status"], ["tx", "get", "k"]):
+        result = alliance(*command, "--rpc", url, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        [error] = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert "argument --rpc:" in error and "must look like http://HOST:PORT" in error, error
+
+
 @pytest.fixture
 def proof(single: tuple[Path, NodeProcess], tmp_path: Path) -> Path:
     net, node = single
