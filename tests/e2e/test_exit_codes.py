@@ -4,6 +4,7 @@ closed stdout that ends a command quietly."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def test_a_malformed_rpc_url_is_a_usage_error(url: str) -> None:
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         [error] = [line for line in result.stderr.splitlines() if "error:" in line]
         assert "argument --rpc:" in error and "must look like http://HOST:PORT" in error, error
+
+
+def test_a_node_that_never_answers_is_given_up_after_the_timeout() -> None:
+    with socket.create_server(("127.0.0.1", free_base_port(1))) as silent:  # the kernel accepts; nobody answers
+        rpc = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        for command in (["status"], ["tx", "get", "k"]):
+            _status(alliance(*command, "--rpc", rpc, "--timeout", "0.5", check=False), 3, "no answer from node")
+    for wrong in ("0", "-1", "nan", "soon"):
+        result = alliance("status", "--timeout", wrong, check=False)
+        assert result.returncode == 2 and "argument --timeout: " in result.stderr, result.stderr
 
 
 @pytest.fixture
