@@ -77,7 +77,8 @@ def _pem_text(data: bytes, path: Path) -> str:
     if b"\x00" not in data:
         with contextlib.suppress(UnicodeDecodeError):
             return data.decode()
-    raise KeyFileError(f"{path} is not a PEM file (binary, DER?): convert with `openssl pkey -in {path} -out {path}.pem`")
+    raise KeyFileError(f"{path} is not a PEM file (binary, DER?): "
+                       f"convert with `openssl pkey -in {path} -out {path}.pem`")
 
 
 def pubkey_hex(key: SigningKey | VerifyKey) -> str:

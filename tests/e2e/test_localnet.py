@@ -244,5 +244,6 @@ def test_a_node_that_exits_early_is_named_with_its_last_error(tmp_path: Path) ->
                       check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("alliance: error:")]
-    assert error.startswith("alliance: error: node0 exited with 1: alliance: error: ") and "unknown setting nmae" in error
+    assert error.startswith("alliance: error: node0 exited with 1: alliance: error: "), error
+    assert "unknown setting nmae" in error, error
     assert error.endswith(f"see {home}/node0/node.log"), error
