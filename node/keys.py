@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -24,6 +25,8 @@ def encode_pem(key: SigningKey) -> str:
 
 def decode_pem(text: str, source: str = "key") -> SigningKey:
     lines = [line.strip() for line in text.strip().splitlines()]
+    if sum(line.startswith("-----BEGIN ") for line in lines) > 1:
+        raise KeyFileError(f"{source} holds more than one PEM block; the node needs a file with its private key only")
     if lines[:1] == [ENCRYPTED_BEGIN] or "Proc-Type: 4,ENCRYPTED" in lines:
         raise KeyFileError(
             f"{source} is an encrypted key; the node needs an unencrypted PKCS#8 key: "
@@ -56,17 +59,26 @@ def load_key(path: Path) -> SigningKey:
     """Reads a private key, refusing files that group or others can read."""
     try:
         mode = path.stat().st_mode
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
             f"run: chmod 600 {path}"
         )
-    return decode_pem(text, str(path))
+    return decode_pem(_pem_text(data, path), str(path))
+
+
+def _pem_text(data: bytes, path: Path) -> str:
+    """The file as text; DER (always holding a zero byte) or other binary is refused with its conversion."""
+    if b"\x00" not in data:
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode()
+    raise KeyFileError(f"{path} is not a PEM file (binary, DER?): "
+                       f"convert with `openssl pkey -in {path} -out {path}.pem`")
 
 
 def pubkey_hex(key: SigningKey | VerifyKey) -> str:

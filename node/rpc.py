@@ -181,12 +181,17 @@ class RpcService:
             try:
                 _, params = check_call(call)
             except RpcError as exc:
-                answers[i] = self._answered(call, "invalid", error=exc)
+                counted = self._rejected(exc) if exc.code == INVALID_PARAMS else exc  # a send_tx's params, by position
+                answers[i] = self._answered(call, "invalid", error=counted)
                 continue
             try:
                 wait, timeout = _send_params(params)
-                checked.append((i, self._checked_tx(params["tx"]), wait, timeout))
             except RpcError as exc:
+                answers[i] = self._answered(call, "send_tx", error=self._rejected(exc))
+                continue
+            try:
+                checked.append((i, self._checked_tx(params["tx"]), wait, timeout))
+            except RpcError as exc:  # counted by _checked_tx
                 answers[i] = self._answered(call, "send_tx", error=exc)
         outcomes = await self.admission.admit([tx for _, tx, _, _ in checked])
         waiting: list[tuple[int, Transaction, float]] = []

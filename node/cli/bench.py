@@ -26,7 +26,6 @@ import pstats
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, 
 from node.cli.localnet import (
     LocalNode, check_alive, local_nodes, prepare_home, start_process, stop_nodes, wait_ready,
 )
-from node.cli.setup import node_ports
+from node.cli.setup import check_ports_free, node_ports
 from node.client import Client, NodeUnreachable
 from node.config import load_config
 from node.errors import AllianceError
@@ -105,17 +104,6 @@ def _check_catch_up_args(args: argparse.Namespace) -> None:
                             "it takes no --duration or --txs")
 
 
-def _check_ports_free(base_port: int, nodes: int) -> None:
-    for i in range(nodes):
-        for port in node_ports(base_port, i):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    raise AllianceError(f"port {port} on 127.0.0.1 is in use; choose another --base-port") from None
-
-
 def _start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
     """Starts each node with localnet.start_process, with `--profile FILE` when asked."""
     started = local_nodes(home, nodes, base_port)
@@ -169,7 +157,7 @@ def _tx_count(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     _check_args(args)
-    _check_ports_free(args.base_port, args.nodes)
+    check_ports_free(args.base_port, args.nodes)
     temporary = args.home is None
     home = Path(tempfile.mkdtemp(prefix="alliance-bench-")) if temporary else Path(args.home)
     nodes: list[LocalNode] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -12,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from node.client import Client, RpcError, file_digest
+from node.client.sync import split_url
 from node.errors import AllianceError, ExitCode, VerificationFailed
 from node.genesis import load_genesis
 from node.keys import load_key
 from node.proof import VerifiedProof, verify_proof
 from node.tx import to_json
+
+
+DEFAULT_TIMEOUT_S = 10.0
+COMMIT_WAIT_MAX_S = 60.0  # the longest send_tx waits for a commit (docs/client-protocol.md section 3)
+COMMIT_MARGIN_S = 5.0  # for the node's answer once its commit wait is over
 
 
 class UsageError(AllianceError):
@@ -37,15 +44,44 @@ class TxFailed(AllianceError):
     exit_code = ExitCode.REFUSED
 
 
+def rpc_url(text: str) -> str:
+    """An --rpc value checked on the command line, so that a malformed one is a usage error (exit 2)."""
+    try:
+        split_url(text)
+    except AllianceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -> None:
-    parser.add_argument("--rpc", default=os.environ.get("ALLIANCE_RPC", "http://127.0.0.1:26600"),
+    parser.add_argument("--rpc", type=rpc_url, default=os.environ.get("ALLIANCE_RPC", "http://127.0.0.1:26600"),
                         help="node RPC URL (default: $ALLIANCE_RPC or http://127.0.0.1:26600)")
+    commit = f"; the commit is waited for as long (at most 60 s), plus {COMMIT_MARGIN_S:g} s" if signing else ""
+    parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help=f"seconds to wait for each answer of the node before giving up, exit 3{commit} "
+                        "(default: %(default)g)")
     if signing:
         parser.add_argument("--key", default=os.environ.get("ALLIANCE_KEY", "client.key"),
                             help="client private key file (default: $ALLIANCE_KEY or ./client.key)")
         wait = parser.add_mutually_exclusive_group()
         wait.add_argument("--wait", action="store_true", help="wait for the commit (the default)")
         wait.add_argument("--no-wait", action="store_true", help="return once accepted, without waiting for commit")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """A client whose every request gives up after --timeout, plus the node's commit wait if there is one."""
+    waits = hasattr(args, "no_wait") and not args.no_wait
+    return Client(args.rpc, timeout_s=args.timeout + (COMMIT_MARGIN_S if waits else 0))
 
 
 def add_genesis_option(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -59,7 +95,8 @@ def _print(obj: Any) -> None:
 def _submit(args: argparse.Namespace, client: Client, family: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
     """Signs and submits; a transaction committed with a failure code is printed, then raised."""
     key = load_key(Path(args.key))
-    result = client.submit(key, family, op, params, wait=not args.no_wait)
+    result = client.submit(key, family, op, params, wait=not args.no_wait,
+                           timeout_s=min(args.timeout, COMMIT_WAIT_MAX_S))
     if result.get("code") not in (None, 0):
         _print(result)
         raise TxFailed(f"transaction committed with code {result['code']}: {result['log']}")
@@ -67,19 +104,19 @@ def _submit(args: argparse.Namespace, client: Client, family: str, op: str, para
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    _print(Client(args.rpc).status())
+    _print(_client(args).status())
 
 
 def cmd_tx_put(args: argparse.Namespace) -> None:
-    _print(_submit(args, Client(args.rpc), "kv", "put", {"key": args.key_name, "value": args.value.encode()}))
+    _print(_submit(args, _client(args), "kv", "put", {"key": args.key_name, "value": args.value.encode()}))
 
 
 def cmd_tx_delete(args: argparse.Namespace) -> None:
-    _print(_submit(args, Client(args.rpc), "kv", "delete", {"key": args.key_name}))
+    _print(_submit(args, _client(args), "kv", "delete", {"key": args.key_name}))
 
 
 def cmd_tx_get(args: argparse.Namespace) -> None:
-    entry = Client(args.rpc).query("kv", args.key_name)
+    entry = _client(args).query("kv", args.key_name)
     if entry is None:
         raise Absent(f"no such key {args.key_name!r}")
     value = bytes.fromhex(entry["value"])
@@ -102,7 +139,7 @@ def cmd_notarize(args: argparse.Namespace) -> None:
     params: dict[str, Any] = {"digest": digest}
     if args.meta:
         params["meta"] = args.meta
-    client = Client(args.rpc)
+    client = _client(args)
     result = _submit(args, client, "notary", "record", params)
     if args.proof:
         try:
@@ -124,7 +161,7 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         verified = _verify_file(read_proof(Path(args.proof)), args)
         _print(recorded_file(verified, digest, args.file))
         return
-    client = Client(args.rpc)
+    client = _client(args)
     record = client.query("notary", digest.hex())
     if record is None:
         raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,13 +21,15 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from node.cli.live_view import LiveView
-from node.cli.setup import DEFAULT_CHAIN_ID, node_ports, write_testnet
+from node.cli.setup import DEFAULT_CHAIN_ID, check_ports_free, node_ports, write_testnet
 from node.client import Client, NodeUnreachable, RpcError
 from node.errors import AllianceError
 from node.keys import load_key
 from node.tx import sign_tx
 
 STARTUP_TIMEOUT_S = 30.0
+ERROR_LINE = re.compile(r"alliance: error:|\blevel=(error|critical)\b")  # a refusal to start, an error logged
+LOG_TAIL_BYTES = 64 * 1024  # how much of the end of a node.log is searched for its last error
 
 
 @dataclass
@@ -37,6 +40,24 @@ class LocalNode:
     metrics_url: str
     process: subprocess.Popen[bytes] | None = None
     log_file: Any = None
+    log_start: int = 0  # where this run's lines begin in node.log
+
+    def exited(self, during: str = "") -> str:
+        """Why the process ended, in one line: its status and the last error it logged."""
+        assert self.process is not None
+        error = self.last_error()
+        return (f"node{self.index} exited with {self.process.returncode}{during}{': ' + error if error else ''}; "
+                f"see {self.home}/node.log")
+
+    def last_error(self) -> str:
+        try:
+            with (self.home / "node.log").open("rb") as log:
+                log.seek(max(self.log_start, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line for line in lines if ERROR_LINE.search(line)]
+        return errors[-1].strip()[:300] if errors else ""
 
 
 @dataclass
@@ -83,6 +104,7 @@ def start_process(node: LocalNode, *run_args: str) -> None:
     and ends with this process, however this one ends (node/cli/child.py).
     """
     node.log_file = (node.home / "node.log").open("ab")
+    node.log_start = node.log_file.tell()
     node.process = subprocess.Popen(
         [sys.executable, "-m", "node.cli.child", str(os.getpid()), "run", "--home", str(node.home), *run_args],
         stdout=node.log_file, stderr=subprocess.STDOUT, start_new_session=True,
@@ -94,8 +116,7 @@ def check_alive(nodes: list[LocalNode], during: str = "") -> None:
     for node in nodes:
         assert node.process is not None
         if node.process.poll() is not None:
-            raise AllianceError(f"node{node.index} exited with {node.process.returncode}{during}; "
-                                f"see {node.home}/node.log")
+            raise AllianceError(node.exited(during))
 
 
 def wait_ready(nodes: list[LocalNode]) -> None:
@@ -104,7 +125,7 @@ def wait_ready(nodes: list[LocalNode]) -> None:
         while True:
             assert node.process is not None
             if node.process.poll() is not None:
-                raise AllianceError(f"node{node.index} exited with {node.process.returncode}; see {node.home}/node.log")
+                raise AllianceError(node.exited())
             try:
                 Client(node.rpc_url, timeout_s=2).status()
                 break
@@ -171,6 +192,7 @@ def stop_on_signals() -> Iterator[None]:
 
 def cmd_localnet(args: argparse.Namespace) -> None:
     home = Path(args.home)
+    check_ports_free(args.base_port, args.nodes)
     prepare_home(home, args.nodes, args.base_port, args.fresh)
     parent = os.getppid()
     nodes = local_nodes(home, args.nodes, args.base_port)
@@ -217,6 +239,6 @@ def _live_view(nodes: list[LocalNode], duration_s: float | None, load: LoadStats
                 raise Stopped("as its parent process exited")
             exited = {f"node{n.index}": code for n in nodes if n.process and (code := n.process.poll()) is not None}
             if len(exited) == len(nodes):
-                raise AllianceError(f"every node has exited; see {nodes[0].home.parent}/node*/node.log")
+                raise AllianceError(f"every node has exited; {nodes[0].exited()}")
             view.frame(exited, load.summary() if load else None)
             time.sleep(max(0.0, 1.0 - view.last_frame_s))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
+from node.logs import stderr_is_journal
 from node.proof import ProofInvalid
 from node.version import VERSION
 from storage.kv import StorageError
@@ -141,12 +143,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OutputFailed(AllianceError):
+    """stdout cannot be written: a full disk, an I/O error."""
+
+
+@contextlib.contextmanager
+def _output_errors() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _quiet_stdout()  # what is still buffered goes nowhere, and not as a second error at exit
+        raise OutputFailed(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+class _Stdout(io.TextIOWrapper):
+    """stdout whose write failures are one OutputFailed; a closed pipe stays a (quiet) BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        with _output_errors():
+            return super().write(text)
+
+    def flush(self) -> None:
+        with _output_errors():
+            super().flush()
+
+
 def main(argv: list[str] | None = None) -> None:
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper):
+        sys.stdout = _Stdout(out.detach(), out.encoding, out.errors, line_buffering=out.line_buffering)
     status = _run(argv)
     try:
-        sys.stdout.flush()  # a closed pipe shows here, not as an error at exit
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not as an error at exit
     except BrokenPipeError:
         _quiet_stdout()
+    except OutputFailed as exc:
+        _report(exc)
+        status = status or ExitCode.ERROR
     sys.exit(status)
 
 
@@ -215,8 +250,9 @@ def _message(exc: BaseException) -> str:
 
 
 def _report(exc: BaseException) -> None:
+    priority = "<3>" if stderr_is_journal() else ""  # under systemd, the journal files it as an error
     with contextlib.suppress(BrokenPipeError):
-        print(f"alliance: {_message(exc)}", file=sys.stderr)
+        print(f"{priority}alliance: {_message(exc)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

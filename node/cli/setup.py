@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import time
 from pathlib import Path
 
@@ -21,6 +22,18 @@ def node_ports(base_port: int, index: int) -> tuple[int, int, int]:
     """RPC, peer and metrics ports of node `index`."""
     base = base_port + 10 * index
     return base, base + 1, base + 2
+
+
+def check_ports_free(base_port: int, nodes: int) -> None:
+    """Refuses ports of a local testnet that something else holds, before any node starts on them."""
+    for i in range(nodes):
+        for port in node_ports(base_port, i):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise AllianceError(f"port {port} on 127.0.0.1 is in use; choose another --base-port") from None
 
 
 def cmd_keygen(args: argparse.Namespace) -> None:

@@ -37,7 +37,7 @@ def split_url(url: str) -> tuple[str, int]:
     try:
         port = parts.port or 80
     except ValueError:
-        raise AllianceError(f"RPC URL {url!r} has an invalid port") from None
+        raise AllianceError(f"RPC URL {url!r} has an invalid port; it must look like http://HOST:PORT") from None
     return parts.hostname, port
 
 
@@ -142,10 +142,11 @@ class Client:
         result: dict[str, Any] = self.call("send_tx", tx=tx.raw.hex(), wait=wait, timeout=timeout_s)
         return result
 
-    def submit(self, key: SigningKey, family: str, op: str, args: dict[str, Any], wait: bool = True) -> dict[str, Any]:
-        """Signs with `key` for this node's chain, submits, and (by default) waits for the commit."""
+    def submit(self, key: SigningKey, family: str, op: str, args: dict[str, Any], wait: bool = True,
+               timeout_s: float = 10) -> dict[str, Any]:
+        """Signs with `key` for this node's chain, submits, and (by default) waits up to `timeout_s` for the commit."""
         tx = core.build_tx(key, self.status()["chain_id"], family, op, args)
-        return self.send_tx(tx, wait=wait)
+        return self.send_tx(tx, wait=wait, timeout_s=timeout_s)
 
     def query(self, family: str, key: str) -> Any:
         return self.call("query", family=family, key=key)

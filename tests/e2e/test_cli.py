@@ -7,11 +7,12 @@ import os
 import re
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.nodeproc import alliance, free_base_port, make_testnet, node_process
+from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, free_base_port, make_testnet, node_process
 
 COMMANDS = [
     [], ["keygen"], ["testnet"], ["run"], ["localnet"], ["status"], ["tx"], ["tx", "put"], ["tx", "get"],
@@ -66,6 +67,20 @@ def test_run_with_invalid_config(tmp_path: Path) -> None:
     _fails_with_one_line(alliance("run", "--home", str(net / "node0"), check=False), "not valid TOML")
     config.write_text('nmae = "typo"\n')
     _fails_with_one_line(alliance("run", "--home", str(net / "node0"), check=False), "unknown setting nmae")
+
+
+def test_run_refusal_reaches_the_journal_as_an_error(tmp_path: Path) -> None:
+    net, _ = make_testnet(tmp_path)
+    (net / "node0" / "node.toml").write_text('nmae = "typo"\n')
+    stderr_file = tmp_path / "stderr"
+    with stderr_file.open("w") as stderr:
+        st = os.fstat(stderr.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        result = subprocess.run([*ALLIANCE, "run", "--home", str(net / "node0")], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env, timeout=DEADLINE_S)
+    assert result.returncode == 1
+    [error] = [line for line in stderr_file.read_text().splitlines() if "alliance: error:" in line]
+    assert error.startswith("<3>alliance: error: ") and "unknown setting nmae" in error, error
 
 
 def test_run_without_genesis(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ closed stdout that ends a command quietly."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,25 @@ def test_node_unreachable() -> None:
     rpc = f"http://127.0.0.1:{free_base_port(1)}"
     _status(alliance("status", "--rpc", rpc, check=False), 3, "cannot reach node")
     _status(alliance("tx", "get", "k", "--rpc", rpc, check=False), 3, "cannot reach node")
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:27100", "ftp://x", "127.0.0.1:27100", "http://127.0.0.1:port"])
+def test_a_malformed_rpc_url_is_a_usage_error(url: str) -> None:
+    for command in (["status"], ["tx", "get", "k"]):
+        result = alliance(*command, "--rpc", url, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        [error] = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert "argument --rpc:" in error and "must look like http://HOST:PORT" in error, error
+
+
+def test_a_node_that_never_answers_is_given_up_after_the_timeout() -> None:
+    with socket.create_server(("127.0.0.1", free_base_port(1))) as silent:  # the kernel accepts; nobody answers
+        rpc = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        for command in (["status"], ["tx", "get", "k"]):
+            _status(alliance(*command, "--rpc", rpc, "--timeout", "0.5", check=False), 3, "no answer from node")
+    for wrong in ("0", "-1", "nan", "soon"):
+        result = alliance("status", "--timeout", wrong, check=False)
+        assert result.returncode == 2 and "argument --timeout: " in result.stderr, result.stderr
 
 
 @pytest.fixture
@@ -91,3 +111,12 @@ def test_a_closed_stdout_is_quiet(single: tuple[Path, NodeProcess], proof: Path)
         assert result.returncode == 0 and result.stderr == "", (args, result.stderr)
     result = _with_stdout_closed("tx", "get", "never-set", "--rpc", node.rpc_url)  # a failure keeps its status
     assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_full_disk_on_stdout_is_one_error_line(single: tuple[Path, NodeProcess]) -> None:
+    _, node = single
+    for args in (["status", "--rpc", node.rpc_url], ["--version"]):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([*ALLIANCE, *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                                    timeout=DEADLINE_S)
+        _status(result, 1, "cannot write the output: No space left on device")

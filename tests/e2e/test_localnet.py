@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -19,7 +20,7 @@ from typing import IO
 
 import pytest
 
-from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, free_base_port, wait_for
+from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, free_base_port, wait_for
 
 
 class Localnet:
@@ -221,3 +222,28 @@ def test_on_a_terminal_the_table_is_redrawn_within_its_width(tmp_path: Path) -> 
     rows = [re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", line) for line in re.split(r"\r?\n", table)]
     assert all(len(row) <= 40 for row in rows), rows
     assert any(row.startswith("node0 ") for row in rows)
+
+
+def test_ports_in_use_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    base = free_base_port(20)
+    with socket.create_server(("127.0.0.1", base + 11)):  # node1's peer port, held by someone else
+        result = alliance("localnet", "--nodes", "2", "--home", str(tmp_path / "local"), "--base-port", str(base),
+                          "--duration", "1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [f"alliance: error: port {base + 11} on 127.0.0.1 is in use; "
+                                          "choose another --base-port"]
+    assert not (tmp_path / "local").exists() and "node0" not in result.stdout
+
+
+def test_a_node_that_exits_early_is_named_with_its_last_error(tmp_path: Path) -> None:
+    base = free_base_port(10)
+    home = tmp_path / "local"
+    alliance("testnet", "--nodes", "1", "--out", str(home), "--base-port", str(base))
+    (home / "node0" / "node.toml").write_text('nmae = "typo"\n')
+    result = alliance("localnet", "--nodes", "1", "--home", str(home), "--base-port", str(base), "--duration", "1",
+                      check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("alliance: error:")]
+    assert error.startswith("alliance: error: node0 exited with 1: alliance: error: "), error
+    assert "unknown setting nmae" in error, error
+    assert error.endswith(f"see {home}/node0/node.log"), error

@@ -168,6 +168,39 @@ def test_invalid_utf8_key_file_is_refused(tmp_path: Path) -> None:
         load_key(path)
 
 
+def test_der_key_file_is_refused_as_not_pem(tmp_path: Path) -> None:
+    path = tmp_path / "der.key"
+    path.write_bytes(PREFIX + SEED)  # every byte ASCII, as DER of a seed can be: the zero bytes tell it
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError) as info:
+        load_key(path)
+    assert str(info.value) == (f"{path} is not a PEM file (binary, DER?): convert with "
+                               f"`openssl pkey -in {path} -out {path}.pem`")
+
+
+@needs_openssl
+def test_der_conversion_advice_works(tmp_path: Path) -> None:
+    pem = openssl_key(tmp_path / "openssl.key")
+    der = tmp_path / "key.der"
+    der.write_bytes(openssl("pkey", "-in", str(pem), "-outform", "DER"))
+    der.chmod(0o600)
+    with pytest.raises(KeyFileError, match="is not a PEM file"):
+        load_key(der)
+    openssl("pkey", "-in", str(der), "-out", f"{der}.pem")  # the advice, followed
+    converted = Path(f"{der}.pem")
+    converted.chmod(0o600)
+    assert bytes(load_key(converted)) == bytes(load_key(pem))
+
+
+def test_concatenated_pem_blocks_are_refused(tmp_path: Path) -> None:
+    text = pem_of(PREFIX + SEED) + pem_of(PREFIX + bytes(32))
+    with pytest.raises(KeyFileError, match="bad.key holds more than one PEM block"):
+        load_key(key_file(tmp_path, text))
+    certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    with pytest.raises(KeyFileError, match="holds more than one PEM block"):
+        decode_pem(pem_of(PREFIX + SEED) + certificate)
+
+
 @needs_openssl
 def test_encrypted_key_is_refused_with_the_command_that_decrypts_it(tmp_path: Path) -> None:
     encrypted = tmp_path / "enc.key"

@@ -161,3 +161,14 @@ def test_a_signed_transaction_still_reaches_admission() -> None:
 def test_hex_params_are_read_in_either_case() -> None:
     status, body = _answer(SERVICE, {"jsonrpc": "2.0", "id": 1, "method": "get_tx", "params": {"tx_hash": "AB" * 32}})
     assert status == 200 and json.loads(body)["result"]["status"] == "unknown"
+
+
+@pytest.mark.parametrize("params", [
+    {"tx": 5}, {"tx": "00", "timeout": -1}, {"tx": "00", "wait": 1}, {"tx": "00", "colour": "red"}, {},
+    ["00"],
+])
+def test_every_send_tx_refused_for_its_params_is_counted_once(params: Any) -> None:
+    service = _service()
+    assert _error(service, "send_tx", params)["code"] == -32602
+    counted = service.metrics.registry.get_sample_value("alliance_txs_rejected_total", {"reason": "invalid_params"})
+    assert counted == 1
