@@ -10,6 +10,7 @@ heights its peers have already decided.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -22,6 +23,7 @@ from node.ledger import Ledger
 from node.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
 from node.proposal import BlockInvalid, Candidate, Contents
 from node.tx import TxError, decode_tx
+from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")
 
@@ -72,6 +74,7 @@ class Syncer:
         self._waiting_for: bytes | None = None
         self._fetching = False
         self._responses, self._received = trio.open_memory_channel[list[Any]](1)
+        self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
 
     @property
     def best_height(self) -> int:
@@ -106,16 +109,26 @@ class Syncer:
         if len(fields) != 2 or type(fields[0]) is not int or type(fields[1]) is not int:
             return
         start, count = fields[0], min(fields[1], BLOCKS_PER_REQUEST)
-        items, size = [], 0
+        try:
+            items = self._stored_blocks(start, count)
+        except StoreCorrupt as exc:
+            self.on_store_damaged(exc)  # a damaged store is not served
+            return
+        self.network.send(peer, encode_frame(BLOCKS, items))
+
+    def _stored_blocks(self, start: int, count: int) -> list[list[bytes]]:
+        items: list[list[bytes]] = []
+        size = 0
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
             if block is None or certificate is None:
-                break
+                raise StoreCorrupt(f"block {height} or its certificate is missing from the store below its tip "
+                                   f"{self.ledger.height}")
             size += len(block) + len(certificate) + 16  # with room for framing
             if items and size > RESPONSE_BYTES_MAX:
                 break
             items.append([block, certificate])
-        self.network.send(peer, encode_frame(BLOCKS, items))
+        return items
 
     def on_blocks(self, peer: bytes, fields: list[Any]) -> None:
         if peer == self._waiting_for and fields and isinstance(fields[0], list):
