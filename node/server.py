@@ -90,8 +90,9 @@ class Node:
         reasons = []
         if connected < needed:
             reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
-        if self.syncer.syncing:
-            reasons.append(f"catching up: at height {self.ledger.height} of {self.syncer.best_height}")
+        best = max(self.syncer.best_height, self.syncer.reported_height)  # also when their blocks are refused
+        if self.syncer.syncing or best > self.ledger.height + 1:
+            reasons.append(f"catching up: at height {self.ledger.height} of {best}")
         if not self.storage_open:
             reasons.append("storage is closed")
         return reasons
@@ -238,7 +239,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
-        metrics.peers_best_height.set_function(lambda: syncer.best_height)
+        metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
         # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
         verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
         # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from consensus.replica import fault_tolerance
 from node.block import BlockError, decode_block, decode_certificate, verify_certificate
 from node.canonical import CodecError
 from node.driver import Driver
@@ -69,7 +70,8 @@ class Syncer:
         self.network = network
         self.driver = driver
         self.validators = validators
-        self.peer_heights: dict[bytes, int] = {}
+        self.peer_heights: dict[bytes, int] = {}  # believed: a peer whose claim was not backed is dropped
+        self.reported: dict[bytes, int] = {}  # as told, believed or not
         self._wake = trio.Event()
         self._waiting_for: bytes | None = None
         self._fetching = False
@@ -81,6 +83,14 @@ class Syncer:
         """The highest height a connected peer has announced."""
         heights = [h for p, h in self.peer_heights.items() if self.network.connected(p)]
         return max(heights, default=0)
+
+    @property
+    def reported_height(self) -> int:
+        """The highest height f+1 connected peers each report (so an honest one did), whether or not
+        this node could apply their blocks: the gap it shows when it cannot."""
+        heights = sorted((h for p, h in self.reported.items() if self.network.connected(p)), reverse=True)
+        needed = fault_tolerance(len(self.validators)) + 1
+        return heights[needed - 1] if len(heights) >= needed else 0
 
     @property
     def syncing(self) -> bool:
@@ -101,7 +111,7 @@ class Syncer:
 
     def on_status(self, peer: bytes, fields: list[Any]) -> None:
         if fields and type(fields[0]) is int:
-            self.peer_heights[peer] = fields[0]
+            self.peer_heights[peer] = self.reported[peer] = fields[0]
             if fields[0] > self.ledger.height:
                 self.wake()
 
