@@ -138,8 +138,8 @@ class RpcService:
                 sent = await self._send_txs([calls[i] for i in sends])
             except StoreCorrupt as exc:
                 self.on_store_damaged(exc)
-                sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "the node's store is damaged"))
-                        for i in sends]
+                damage = RpcError(INTERNAL_ERROR, "the node's store is damaged; it stops")
+                sent = [self._answered(calls[i], "send_tx", error=damage) for i in sends]
             except Exception as exc:
                 self.faults.log(fault_event("send_tx", exc), exc)
                 sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "internal error"))

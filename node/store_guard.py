@@ -44,7 +44,9 @@ def damaged(config: NodeConfig, problem: str, validators: int = 0) -> StoreDamag
     home, where = config.home, "" if str(config.data_dir) in problem else f"{config.data_dir}: "
     way_out = (f"and `alliance resync --home {home}` to rebuild it from peers" if validators != 1 else
                "and restore the data directory from a copy (docs/operations.md section 8)")
-    return StoreDamaged(f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details {way_out}")
+    return StoreDamaged(
+        f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details {way_out}"
+    )
 
 
 def damage_marker(data_dir: Path) -> Path:

@@ -32,7 +32,8 @@ def add_parsers(sub: Any, command: Any) -> None:
     p = command(sub, "resync", cmd_resync, "move a stopped node's damaged store aside, to be rebuilt from peers",
                 "Renames the data directory to DATA.damaged-<UTC time> (kept) and marks the safety file so that "
                 "the next `alliance run` catches up from the peers and signs nothing at a height it may have "
-                "signed before (docs/operations.md, \"When a store is damaged\").")
+                "signed before (docs/operations.md, \"When a store is damaged\"). A chain of one validator has no peers "
+                "to rebuild from: restore its data directory from a copy instead.")
     p.add_argument("--home", required=True, help="node directory holding node.toml")
 
 
