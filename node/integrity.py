@@ -66,6 +66,8 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
                 state.apply(header, txs)
             checked += 1
         above = next((h for h in store.block_heights() if h > tip), None)
+        if state is not None and above is None:
+            state.compare(store, tip)
     except StorageError as exc:
         return checked, Fault(checked + 1, f"cannot be read: {exc}")
     except Fault as fault:
@@ -78,6 +80,7 @@ class _Replay:
 
     def __init__(self) -> None:
         self.state: dict[bytes, bytes] = {}
+        self.written_at: dict[bytes, int] = {}  # the height that last wrote each key
         self.root = GENESIS_STATE_ROOT
 
     def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> None:
@@ -91,11 +94,25 @@ class _Replay:
         except BlockInvalid as exc:
             raise Fault(header.height, f"does not replay: {exc}") from None
         for key, value in execution.writes.items():
+            self.written_at[key] = header.height
             if value is None:
                 self.state.pop(key, None)
             else:
                 self.state[key] = value
         self.root = header.state_root
+
+    def compare(self, store: ChainStore, tip: int) -> None:
+        """The stored state must be the replayed one: every key, no other, the same bytes; raises Fault."""
+        stored = dict(store.iterate_state(b""))
+        for key in sorted(self.state.keys() | stored.keys()):
+            value = stored.get(key)
+            if value == self.state.get(key):
+                continue
+            if key not in self.written_at:
+                raise Fault(tip, f"ends a chain that never wrote state key {key!r}, yet the store holds it")
+            what = "missing from" if value is None else "deleted by it but still in" if key not in self.state \
+                else "different in"
+            raise Fault(self.written_at[key], f"last wrote state key {key!r}, which is {what} the store")
 
 
 def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator[tuple[Header, tuple[bytes, ...]]]:

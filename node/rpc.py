@@ -23,6 +23,7 @@ from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
 from node.proof import build_proof
 from node.ratelog import RateLog
 from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
+from storage.kv import StoreCorrupt
 
 SEND_TX_TIMEOUT_S_DEFAULT = 10
 BATCH_CALLS_MAX = 1000  # a 1 MiB body could otherwise hold ~10,000 calls of a second's work each
@@ -93,6 +94,7 @@ class RpcService:
         self.admission = admission
         self.faults = RateLog(log, logging.ERROR)
         self.on_admitted: Callable[[Transaction], None] = lambda tx: None
+        self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
             "get_tx": self._get_tx,
@@ -134,6 +136,10 @@ class RpcService:
         if sends:
             try:
                 sent = await self._send_txs([calls[i] for i in sends])
+            except StoreCorrupt as exc:
+                self.on_store_damaged(exc)
+                damage = RpcError(INTERNAL_ERROR, "the node's store is damaged; it stops")
+                sent = [self._answered(calls[i], "send_tx", error=damage) for i in sends]
             except Exception as exc:
                 self.faults.log(fault_event("send_tx", exc), exc)
                 sent = [self._answered(calls[i], "send_tx", error=RpcError(INTERNAL_ERROR, "internal error"))
@@ -153,6 +159,9 @@ class RpcService:
             result = await handler(params)
         except RpcError as exc:
             return self._answered(call, method, error=exc)
+        except StoreCorrupt as exc:
+            self.on_store_damaged(exc)
+            return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "the node's store is damaged; it stops"))
         except Exception as exc:
             self.faults.log(fault_event(method, exc), exc)
             return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "internal error"))

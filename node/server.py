@@ -29,7 +29,7 @@ from node.metrics import Metrics
 from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
 from node.rpc import RpcService
 from node.safety_file import UNKNOWN
-from node.store_guard import SIGN_NOTHING, Guarded, damaged, learn_sign_from, open_guarded
+from node.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
 from node.sync import Syncer
 from node.txlog import TxLog
 from node.verifier import Verifier
@@ -90,8 +90,9 @@ class Node:
         reasons = []
         if connected < needed:
             reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
-        if self.syncer.syncing:
-            reasons.append(f"catching up: at height {self.ledger.height} of {self.syncer.best_height}")
+        best = max(self.syncer.best_height, self.syncer.reported_height)  # also when their blocks are refused
+        if self.syncer.syncing or best > self.ledger.height + 1:
+            reasons.append(f"catching up: at height {self.ledger.height} of {best}")
         if not self.storage_open:
             reasons.append("storage is closed")
         return reasons
@@ -215,14 +216,14 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         try:
             kv = LevelDBStore.open(config.data_dir)
         except StoreCorrupt as exc:
-            raise damaged(config, str(exc)) from None
+            raise damaged(config, str(exc), len(genesis.validators)) from None
         stack.callback(kv.close)
         try:
             ledger = Ledger(ChainStore(kv), genesis)
         except GenesisMismatch as exc:
             raise AllianceError(f"{config.data_dir}: {exc}") from None
         except StoreCorrupt as exc:
-            raise damaged(config, str(exc)) from None
+            raise damaged(config, str(exc), len(genesis.validators)) from None
         guarded = open_guarded(config, ledger.store, genesis)
         replica = _replica(config, genesis, crypto, ledger, guarded)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
@@ -238,7 +239,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         node = Node(config, genesis, ledger, driver, metrics, network, syncer)
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
-        metrics.peers_best_height.set_function(lambda: syncer.best_height)
+        metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
         # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
         verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
         # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
@@ -251,8 +252,11 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
         _wire(node, gossip, hub)
         driver.on_txs_committed = txlog.forget
+        watch = DamageWatch(config, len(genesis.validators))
+        node.rpc.on_store_damaged = syncer.on_store_damaged = watch.report
         try:
             async with trio.open_nursery() as nursery:
+                watch.stop = nursery.cancel_scope.cancel
                 nursery.start_soon(verifier.run)
                 # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
                 await _readmit(admission, txlog, recovered)
@@ -270,7 +274,11 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                          config.name, ledger.height, config.rpc_listen, config.p2p_listen,
                          config.metrics_listen, genesis.chain_id)
                 task_status.started(node)
+        except* StoreCorrupt as group:  # a read by the driver or the catch-up found damage
+            raise watch.report(group.exceptions[0]) from None
         finally:
             node.storage_open = False
             guarded.safety_file.save_committed(ledger.height)  # a rollback while stopped is then seen
             log.info("event=node_stopped height=%d", ledger.height)
+        if watch.found is not None:
+            raise watch.found

@@ -9,6 +9,7 @@ safety file is damaged or missing on a store that had one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from node.config import NodeConfig
 from node.errors import AllianceError
 from node.genesis import Genesis
 from node.integrity import Fault, verify_window
-from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path
+from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path, write_atomic
 from node.sync import Syncer
 from storage.chain import ChainStore
 
@@ -38,12 +39,51 @@ class StoreDamaged(AllianceError):
     """The store or the safety file is damaged: the message names the way out."""
 
 
-def damaged(config: NodeConfig, problem: str) -> StoreDamaged:
+def damaged(config: NodeConfig, problem: str, validators: int = 0) -> StoreDamaged:
+    """The one line naming the way out: a resync, or for a chain of one validator (no peers) a restore."""
     home, where = config.home, "" if str(config.data_dir) in problem else f"{config.data_dir}: "
+    way_out = (f"and `alliance resync --home {home}` to rebuild it from peers" if validators != 1 else
+               "and restore the data directory from a copy (docs/operations.md section 8)")
     return StoreDamaged(
-        f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details "
-        f"and `alliance resync --home {home}` to rebuild it from peers"
+        f"{where}{problem}: the store is damaged; run `alliance check --home {home}` for details {way_out}"
     )
+
+
+def damage_marker(data_dir: Path) -> Path:
+    """`<data_dir>.corrupt`: beside the data directory, written when the running node finds damage."""
+    return data_dir.with_name(data_dir.name + ".corrupt")
+
+
+def marked_damage(data_dir: Path) -> str | None:
+    """Why the running node found the store damaged, when it did; a resync moves the marker aside."""
+    try:
+        return damage_marker(data_dir).read_text("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read {damage_marker(data_dir)}: {exc.strerror}"
+
+
+class DamageWatch:
+    """Stops the running node the first time a read finds the store damaged, marking it so it starts no more."""
+
+    def __init__(self, config: NodeConfig, validators: int) -> None:
+        self.config = config
+        self.validators = validators
+        self.found: StoreDamaged | None = None
+        self.stop: Callable[[], None] = lambda: None  # cancels the node's nursery
+
+    def report(self, exc: Exception) -> StoreDamaged:
+        if self.found is None:
+            marker = damage_marker(self.config.data_dir)
+            try:
+                write_atomic(marker, f"{exc}\n".encode())
+            except SafetyFileError as error:
+                log.error("event=damage_marker_failed reason=%r", str(error))
+            self.found = damaged(self.config, f"found while running: {exc}", self.validators)
+            log.error("event=store_damaged reason=%r", str(self.found))
+            self.stop()
+        return self.found
 
 
 @dataclass
@@ -54,30 +94,35 @@ class Guarded:
 
 def open_guarded(config: NodeConfig, store: ChainStore, genesis: Genesis) -> Guarded:
     """Verifies the store and its safety file, migrating an older store's safety state; raises StoreDamaged."""
+    validators = len(genesis.validators)
+    found = marked_damage(config.data_dir)
+    if found is not None:
+        raise damaged(config, f"found damaged while running ({found}; noted in {damage_marker(config.data_dir)})",
+                      validators)
     try:
         verify_window(store, genesis)
     except Fault as exc:
-        raise damaged(config, str(exc)) from None
+        raise damaged(config, str(exc), validators) from None
     path = safety_path(config.data_dir)
     try:
         safety_file = SafetyFile.load(path)
     except SafetyFileError as exc:
-        raise damaged(config, str(exc)) from None
+        raise damaged(config, str(exc), validators) from None
     if safety_file is None:
-        safety_file = _first_safety_file(config, store, path)
+        safety_file = _first_safety_file(config, store, path, validators)
     record = safety_file.record
     if store.height() < record.committed_floor:
         raise damaged(config, f"the store holds {store.height()} blocks but {record.committed_floor} were "
-                              f"committed (says {path}): committed blocks were lost")
+                              f"committed (says {path}): committed blocks were lost", validators)
     safety_file.save_committed(store.height())
     if store.load_meta(SAFETY_FILE_META) is None:
         store.save_meta(SAFETY_FILE_META, b"1")
     return Guarded(safety_file, record.sign_from)
 
 
-def _first_safety_file(config: NodeConfig, store: ChainStore, path: Path) -> SafetyFile:
+def _first_safety_file(config: NodeConfig, store: ChainStore, path: Path, validators: int) -> SafetyFile:
     if store.load_meta(SAFETY_FILE_META) is not None:
-        raise damaged(config, f"the safety file {path} is missing")
+        raise damaged(config, f"the safety file {path} is missing", validators)
     # A new store, or one from a version that kept the safety state inside it.
     legacy = store.load_safety()
     safety_file = SafetyFile.create(path, SafetyRecord(committed=store.height(), safety_bytes=legacy))
@@ -85,7 +130,7 @@ def _first_safety_file(config: NodeConfig, store: ChainStore, path: Path) -> Saf
         safety_file.record.safety  # noqa: B018 - a damaged legacy state is damage like any other
     except MessageError as exc:
         path.unlink()
-        raise damaged(config, f"the safety state in the store does not decode: {exc}") from None
+        raise damaged(config, f"the safety state in the store does not decode: {exc}", validators) from None
     if legacy is not None:
         store.delete_safety()
     return safety_file

@@ -10,10 +10,12 @@ heights its peers have already decided.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from consensus.replica import fault_tolerance
 from node.block import BlockError, decode_block, decode_certificate, verify_certificate
 from node.canonical import CodecError
 from node.driver import Driver
@@ -22,6 +24,7 @@ from node.ledger import Ledger
 from node.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
 from node.proposal import BlockInvalid, Candidate, Contents
 from node.tx import TxError, decode_tx
+from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")
 
@@ -67,17 +70,27 @@ class Syncer:
         self.network = network
         self.driver = driver
         self.validators = validators
-        self.peer_heights: dict[bytes, int] = {}
+        self.peer_heights: dict[bytes, int] = {}  # believed: a peer whose claim was not backed is dropped
+        self.reported: dict[bytes, int] = {}  # as told, believed or not
         self._wake = trio.Event()
         self._waiting_for: bytes | None = None
         self._fetching = False
         self._responses, self._received = trio.open_memory_channel[list[Any]](1)
+        self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
 
     @property
     def best_height(self) -> int:
         """The highest height a connected peer has announced."""
         heights = [h for p, h in self.peer_heights.items() if self.network.connected(p)]
         return max(heights, default=0)
+
+    @property
+    def reported_height(self) -> int:
+        """The highest height f+1 connected peers each report (so an honest one did), whether or not
+        this node could apply their blocks: the gap it shows when it cannot."""
+        heights = sorted((h for p, h in self.reported.items() if self.network.connected(p)), reverse=True)
+        needed = fault_tolerance(len(self.validators)) + 1
+        return heights[needed - 1] if len(heights) >= needed else 0
 
     @property
     def syncing(self) -> bool:
@@ -98,7 +111,7 @@ class Syncer:
 
     def on_status(self, peer: bytes, fields: list[Any]) -> None:
         if fields and type(fields[0]) is int:
-            self.peer_heights[peer] = fields[0]
+            self.peer_heights[peer] = self.reported[peer] = fields[0]
             if fields[0] > self.ledger.height:
                 self.wake()
 
@@ -106,16 +119,26 @@ class Syncer:
         if len(fields) != 2 or type(fields[0]) is not int or type(fields[1]) is not int:
             return
         start, count = fields[0], min(fields[1], BLOCKS_PER_REQUEST)
-        items, size = [], 0
+        try:
+            items = self._stored_blocks(start, count)
+        except StoreCorrupt as exc:
+            self.on_store_damaged(exc)  # a damaged store is not served
+            return
+        self.network.send(peer, encode_frame(BLOCKS, items))
+
+    def _stored_blocks(self, start: int, count: int) -> list[list[bytes]]:
+        items: list[list[bytes]] = []
+        size = 0
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
             if block is None or certificate is None:
-                break
+                raise StoreCorrupt(f"block {height} or its certificate is missing from the store below its tip "
+                                   f"{self.ledger.height}")
             size += len(block) + len(certificate) + 16  # with room for framing
             if items and size > RESPONSE_BYTES_MAX:
                 break
             items.append([block, certificate])
-        self.network.send(peer, encode_frame(BLOCKS, items))
+        return items
 
     def on_blocks(self, peer: bytes, fields: list[Any]) -> None:
         if peer == self._waiting_for and fields and isinstance(fields[0], list):

@@ -6,6 +6,7 @@ message names the data directory, so an operator can act on it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,12 @@ from storage.kv import StorageError, StoreCorrupt, StoreLocked, WriteBatch
 # process"). Other errors on the LOCK file ("<dir>/LOCK: Not a directory")
 # lack the lowercase "lock " verb, so they are not mistaken for a busy node.
 _LOCK_PREFIX = "IO error: lock "
+
+# An IO error reading one of LevelDB's own data files (a table cut short, say) is damage, unless it
+# is the machine's (no descriptors, no space, no permission): those pass, and must not mark the store.
+_DATA_FILE_ERROR = re.compile(r"IO error: .*(\.ldb|\.sst|\.log|/MANIFEST-\d+|/CURRENT)\b")
+_MACHINE_ERRORS = ("Too many open files", "No space left", "Permission denied", "Read-only file system",
+                   "Cannot allocate memory")
 
 # plyvel raises RuntimeError when its database or iterator is closed.
 _PLYVEL_ERRORS = (plyvel.Error, OSError, RuntimeError)
@@ -69,10 +76,8 @@ class LevelDBStore:
             raise StorageError(f"LevelDB store {self.path} is closed")
         try:  # the hottest call: no context manager
             value: bytes | None = self._db.get(key, verify_checksums=True)
-        except plyvel.CorruptionError as exc:
-            raise StoreCorrupt(f"LevelDB read in {self.path} found corruption: {_detail(exc)}") from exc
         except _PLYVEL_ERRORS as exc:
-            raise StorageError(f"LevelDB read failed in {self.path}: {_detail(exc)}") from exc
+            raise _error(self.path, "read", exc) from exc
         return value
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
@@ -121,10 +126,22 @@ class LevelDBStore:
     def _mapped_errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except plyvel.CorruptionError as exc:
-            raise StoreCorrupt(f"LevelDB {action} in {self.path} found corruption: {_detail(exc)}") from exc
         except _PLYVEL_ERRORS as exc:
-            raise StorageError(f"LevelDB {action} failed in {self.path}: {_detail(exc)}") from exc
+            raise _error(self.path, action, exc) from exc
+
+
+def _is_damage(exc: Exception, detail: str, action: str) -> bool:
+    if isinstance(exc, plyvel.CorruptionError):
+        return True
+    return (action in ("read", "open") and _DATA_FILE_ERROR.search(detail) is not None
+            and not any(error in detail for error in _MACHINE_ERRORS))
+
+
+def _error(path: Path, action: str, exc: Exception) -> StorageError:
+    detail = _detail(exc)
+    if _is_damage(exc, detail, action):
+        return StoreCorrupt(f"LevelDB {action} in {path} found corruption: {detail}")
+    return StorageError(f"LevelDB {action} failed in {path}: {detail}")
 
 
 def _add_to_batch(raw: Any, key: bytes, value: bytes | None) -> None:
@@ -136,7 +153,7 @@ def _add_to_batch(raw: Any, key: bytes, value: bytes | None) -> None:
 
 def _open_error(path: Path, exc: Exception) -> StorageError:
     detail = _detail(exc)
-    if isinstance(exc, plyvel.CorruptionError):
+    if _is_damage(exc, detail, "open"):
         return StoreCorrupt(f"data directory {path} is corrupt: {detail}")
     if isinstance(exc, plyvel.IOError) and detail.startswith(_LOCK_PREFIX):
         return StoreLocked(f"data directory {path} is in use by another node (LevelDB lock held)")

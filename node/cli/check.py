@@ -15,7 +15,7 @@ from node.errors import AllianceError, VerificationFailed
 from node.genesis import Genesis, load_genesis
 from node.integrity import check_store
 from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
-from node.store_guard import SAFETY_FILE_META, resync_record
+from node.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
 from storage.chain import ChainStore
 from storage.kv import StorageError, StoreLocked
 from storage.leveldb import LevelDBStore
@@ -32,7 +32,8 @@ def add_parsers(sub: Any, command: Any) -> None:
     p = command(sub, "resync", cmd_resync, "move a stopped node's damaged store aside, to be rebuilt from peers",
                 "Renames the data directory to DATA.damaged-<UTC time> (kept) and marks the safety file so that "
                 "the next `alliance run` catches up from the peers and signs nothing at a height it may have "
-                "signed before (docs/operations.md, \"When a store is damaged\").")
+                "signed before (docs/operations.md, \"When a store is damaged\"). A chain of one validator has no peers "
+                "to rebuild from: restore its data directory from a copy instead.")
     p.add_argument("--home", required=True, help="node directory holding node.toml")
 
 
@@ -42,22 +43,53 @@ def cmd_check(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"data_dir": str(config.data_dir), "state_replayed": bool(args.state)}
     store = _open_stopped(config, report)
     if store is not None:
-        chain = ChainStore(store)
         try:
-            checked, fault = check_store(chain, genesis, replay=args.state)
-            report.update(height=chain.height(), blocks_checked=checked)
-            if fault is not None:
-                report.update(first_bad_height=fault.height, finding=str(fault))
-            _check_safety_file(config, chain, report)
+            _check_open(config, genesis, ChainStore(store), args.state, report)
+        except StorageError as exc:  # LevelDB could not read its own files
+            report.setdefault("first_bad_height", None)
+            report.setdefault("finding", str(exc))
         finally:
             store.close()
     else:
         _check_copy(config, genesis, report)
+    report.setdefault("safety_file", _safety_file_summary(config))
+    marked = marked_damage(config.data_dir)
+    if marked is not None:
+        report["found_while_running"] = marked
+        report.setdefault("finding", f"the running node found the store damaged: {marked}")
+    report.setdefault("first_bad_height", None)
+    report.setdefault("height", None)
+    report.setdefault("blocks_checked", 0)
     report["ok"] = "finding" not in report
     print(json.dumps(report))
     if not report["ok"]:
-        raise VerificationFailed(f"{config.data_dir}: {report['finding']}; `alliance resync --home {config.home}` "
-                                 "rebuilds the store from peers")
+        raise VerificationFailed(f"{config.data_dir}: {report['finding']}; {_way_out(config, genesis)}")
+
+
+def _way_out(config: NodeConfig, genesis: Genesis) -> str:
+    if len(genesis.validators) == 1:
+        return "restore the data directory from a copy (docs/operations.md section 8)"
+    return f"`alliance resync --home {config.home}` rebuilds the store from peers"
+
+
+def _check_open(config: NodeConfig, genesis: Genesis, chain: ChainStore, state: bool, report: dict[str, Any]) -> None:
+    checked, fault = check_store(chain, genesis, replay=state)
+    report.update(height=chain.height(), blocks_checked=checked)
+    if fault is not None:
+        report.update(first_bad_height=fault.height, finding=str(fault))
+    _check_safety_file(config, chain, report)
+
+
+def _safety_file_summary(config: NodeConfig) -> Any:
+    """The safety file as the report shows it, where the chain could not be read to compare it with."""
+    path = safety_path(config.data_dir)
+    try:
+        safety_file = SafetyFile.load(path)
+    except SafetyFileError as exc:
+        return str(exc)
+    if safety_file is None:
+        return f"{path} is missing"
+    return {"committed": safety_file.record.committed_floor, "sign_from": safety_file.record.sign_from}
 
 
 def _open_stopped(config: NodeConfig, report: dict[str, Any]) -> LevelDBStore | None:
@@ -111,7 +143,7 @@ def _check_safety_file(config: NodeConfig, chain: ChainStore, report: dict[str, 
             report.setdefault("finding", f"the safety file {path} is missing")
         return
     floor = safety_file.record.committed_floor
-    report["safety_file"] = {"committed": floor, "sign_from": safety_file.record.sign_from}
+    report["safety_file"] = _safety_file_summary(config)
     if height < floor:
         report.setdefault("first_bad_height", height + 1)
         report.setdefault("finding", f"the store holds {height} blocks but {floor} were committed "
@@ -120,6 +152,9 @@ def _check_safety_file(config: NodeConfig, chain: ChainStore, report: dict[str, 
 
 def cmd_resync(args: argparse.Namespace) -> None:
     config = load_config(Path(args.home))
+    if len(load_genesis(config.genesis_file).validators) == 1:
+        raise AllianceError("a chain of one validator has no peers to rebuild from: restore the data directory "
+                            "from a copy (docs/operations.md section 8)")
     data_dir, path = config.data_dir, safety_path(config.data_dir)
     if data_dir.is_dir():
         store = _open_stopped(config, {})  # refuses a running node's
@@ -139,6 +174,9 @@ def cmd_resync(args: argparse.Namespace) -> None:
     if data_dir.is_dir():
         data_dir.rename(aside)
         moved = f"moved the damaged data directory to {aside} (kept)"
+    marker = damage_marker(data_dir)
+    if marker.exists():  # it marked the store just moved aside: the new one starts unmarked
+        marker.rename(aside.with_name(aside.name + ".corrupt"))
     signs = ("once its peers have told their heights, above the highest" if record.sign_from == UNKNOWN
              else f"from height {record.sign_from}")
     print(f"{moved}; `alliance run --home {config.home}` now rebuilds the chain from the peers, and the "

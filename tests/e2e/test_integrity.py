@@ -16,14 +16,16 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from node.client import Client
+from node.client import Client, NoAnswer, NodeUnreachable, RpcError
 from node.config import load_config
 from node.errors import ExitCode
 from node.keys import load_key
 from node.safety_file import UNKNOWN, SafetyFile, safety_path
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, make_testnet, node_process, wait_for
 
-BLOCKS = 240
+BLOCKS = 270  # more than the start-up window of 256: a hole at DEEP is found only when read
+DEEP = 3
+REPORT_FIELDS = {"ok", "data_dir", "state_replayed", "height", "blocks_checked", "first_bad_height", "safety_file"}
 
 
 def _make_blocks(url: str, net: Path, count: int, prefix: str = "k") -> None:
@@ -86,12 +88,27 @@ def _damage_table(net: Path) -> None:
         f.write(b"\xa5" * (size // 2))
 
 
-def _delete_block(height: int) -> Callable[[Path], None]:
+def _truncate_table(net: Path) -> None:
+    alliance("check", "--home", str(net / "node0"))  # LevelDB moves the log into a table on open
+    table = _files(net, ".ldb")[-1]
+    with table.open("r+b") as f:
+        f.truncate(table.stat().st_size // 2)
+
+
+def _delete_block(height: int, prefix: bytes = b"b/") -> Callable[[Path], None]:
     def damage(net: Path) -> None:
         db = plyvel.DB(str(_data(net)))
-        db.delete(b"b/" + height.to_bytes(8, "big"), sync=True)
+        db.delete(prefix + height.to_bytes(8, "big"), sync=True)
         db.close()
     return damage
+
+
+def _delete_state_key(net: Path) -> bytes:
+    db = plyvel.DB(str(_data(net)))
+    key = next(db.iterator(prefix=b"s/kv/", include_value=False))
+    db.delete(key, sync=True)
+    db.close()
+    return key
 
 
 def _delete_safety_file(net: Path) -> None:
@@ -114,16 +131,23 @@ def _start_refused(net: Path) -> str:
         raise AssertionError("the node started on a damaged store") from None
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "level=" not in line]
-    assert len(lines) == 1 and lines[0].startswith("alliance: error: "), result.stderr
-    assert "alliance check --home" in lines[0] and "alliance resync --home" in lines[0]
-    assert "Traceback" not in result.stderr
+    _assert_refusal_line(lines, result.stderr)
     return lines[0]
+
+
+def _assert_refusal_line(lines: list[str], output: str) -> None:
+    assert len(lines) == 1 and lines[0].startswith("alliance: error: "), output
+    assert "the store is damaged; run `alliance check --home" in lines[0], output
+    # One validator: no peers to resync from, so the way out named is a restore.
+    assert "restore the data directory from a copy" in lines[0] and "resync" not in lines[0], output
+    assert "Traceback" not in output
 
 
 def _check(net: Path, *extra: str) -> tuple[int, dict[str, object]]:
     result = alliance("check", "--home", str(net / "node0"), *extra, check=False)
     report = json.loads(result.stdout.splitlines()[-1])
     assert (result.returncode == 0) == report["ok"], result.stderr
+    assert REPORT_FIELDS <= report.keys() and (report["ok"] or "finding" in report), report
     if not report["ok"]:  # VerificationFailed: one line and its own exit code
         assert result.stderr.startswith("alliance: error: ") and result.stderr.count("\n") == 1, result.stderr
         assert result.returncode == ExitCode.VERIFICATION_FAILED
@@ -136,14 +160,17 @@ def test_a_whole_store_checks_and_starts(net: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [
-    _overwrite_log_middle, _truncate_log_half, _damage_table, _delete_safety_file, _damage_safety_file,
+    _overwrite_log_middle, _truncate_log_half, _damage_table, _truncate_table, _delete_safety_file,
+    _damage_safety_file,
 ], ids=lambda d: d.__name__.strip("_"))
 def test_damage_is_refused_and_checked(net: Path, damage: Callable[[Path], None]) -> None:
     damage(net)
     _start_refused(net)
     code, report = _check(net)
     assert not report["ok"], report
-    if "safety_file" not in damage.__name__:  # the chain's first bad height, even where LevelDB refuses the store
+    if damage is _truncate_table:  # LevelDB cannot read the height pointer: no height to name, but the reason
+        assert report["first_bad_height"] is None and ".ldb" in str(report["finding"])
+    elif "safety_file" not in damage.__name__:  # the chain's first bad height, even where LevelDB refuses the store
         assert isinstance(report["first_bad_height"], int) and 1 <= report["first_bad_height"] <= BLOCKS, report
 
 
@@ -156,9 +183,45 @@ def test_a_deleted_block_is_named_by_start_and_check(net: Path) -> None:
 
 
 def test_a_deep_hole_is_found_by_check(net: Path) -> None:
-    _delete_block(3)(net)
+    _delete_block(DEEP)(net)
     code, report = _check(net)
-    assert not report["ok"] and report["first_bad_height"] == 3
+    assert not report["ok"] and report["first_bad_height"] == DEEP
+
+
+@pytest.mark.parametrize("prefix", [b"b/", b"c/"], ids=["block", "certificate"])
+def test_a_hole_below_the_start_window_stops_the_node_that_reads_it(net: Path, prefix: bytes) -> None:
+    _delete_block(DEEP, prefix)(net)
+    node = node_process(net, _rpc_port(net))
+    node.start()  # the window checked at start ends above the hole
+    assert node.process is not None
+    try:
+        node.client().call("get_block", height=DEEP)
+    except (RpcError, NodeUnreachable, NoAnswer) as exc:  # the answer names the damage, or the node stopped first
+        assert "internal error" not in str(exc)
+    else:
+        raise AssertionError("a block missing from the store was served")
+    assert node.process.wait(timeout=DEADLINE_S) == ExitCode.ERROR
+    output = node.log_text()
+    errors = [line for line in output.splitlines() if "level=error" in line]
+    assert len(errors) == 1 and "event=store_damaged" in errors[0], output
+    _assert_refusal_line([line for line in output.splitlines() if "level=" not in line], output)
+    assert f"block {DEEP}" in _start_refused(net), "and it stays refused, where the window alone would pass it"
+    code, report = _check(net)
+    assert not report["ok"] and f"block {DEEP}" in str(report["found_while_running"])
+
+
+def test_check_state_compares_the_stored_state_with_the_replayed_one(net: Path) -> None:
+    key = _delete_state_key(net)
+    assert _check(net)[1]["ok"], "only the replay reads the state"
+    code, report = _check(net, "--state")
+    assert not report["ok"] and repr(key[len(b"s/"):]) in str(report["finding"]), report
+
+
+def test_resync_of_a_one_validator_chain_is_refused_and_names_the_restore(net: Path) -> None:
+    result = alliance("resync", "--home", str(net / "node0"), check=False)
+    assert result.returncode == ExitCode.ERROR and result.stderr.count("\n") == 1, result.stderr
+    assert "a chain of one validator has no peers to rebuild from: restore the data directory" in result.stderr
+    assert _data(net).is_dir() and not list(net.glob("node0/data.damaged-*"))
 
 
 def test_check_refuses_a_running_node(pristine: Path, tmp_path: Path) -> None:
@@ -198,8 +261,11 @@ def test_resync_rebuilds_from_peers_and_never_signs_again_below_what_it_signed(
                                  timeout=DEADLINE_S)
         assert refused.returncode != 0 and "alliance resync" in refused.stderr
 
+        marker = victim.home / "data.corrupt"  # as a running node writes it on finding damage
+        marker.write_text("block 5 is missing from the store\n")
         moved = alliance("resync", "--home", str(victim.home))
         assert "damaged" in moved.stdout and list(victim.home.glob("data.damaged-*"))
+        assert not marker.exists() and list(victim.home.glob("data.damaged-*.corrupt")), "the marker goes with it"
         marked = SafetyFile.load(path)
         assert marked is not None
         assert marked.record.sign_from == (UNKNOWN if lose_safety_file else signed_before.record.signed_up_to + 1)

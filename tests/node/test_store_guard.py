@@ -14,7 +14,10 @@ from node.integrity import Fault, check_store, verify_window
 from node.safety_file import MAGIC, UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, encode_record, safety_path
 from node.ledger import Ledger
 from node.tx import tx_hash_of
-from node.store_guard import SAFETY_FILE_META, StoreDamaged, open_guarded, resync_record
+from node.store_guard import (
+    SAFETY_FILE_META, DamageWatch, StoreDamaged, damaged, marked_damage, open_guarded, resync_record,
+)
+from storage.kv import StoreCorrupt
 from tests.shell.chainkit import Consortium, consortium, grow
 
 
@@ -176,3 +179,40 @@ def test_start_up_moves_an_older_store_s_safety_state_to_the_file(tmp_path: Path
     store.save_safety(_state(13))
     guarded = open_guarded(_config(tmp_path), store, c.genesis)
     assert guarded.safety_file.record.safety_bytes == _state(13) and store.load_safety() is None
+
+
+@pytest.mark.parametrize("damage, found", [
+    (lambda kv, key, value: kv.delete(key), "missing from the store"),
+    (lambda kv, key, value: kv.put(key, value + b"x"), "different in the store"),
+    (lambda kv, key, value: kv.put(b"s/kv/extra", value), "never wrote state key b'kv/extra'"),
+], ids=["deleted", "changed", "added"])
+def test_the_replayed_state_is_compared_with_the_stored_one(damage: object, found: str) -> None:
+    c, ledger = _chain()
+    kv = ledger.store.kv
+    key, value = next(iter(kv.iterate(b"s/kv/")))
+    damage(kv, key, value)  # type: ignore[operator]
+    assert check_store(ledger.store, c.genesis, replay=False) == (12, None), "only the replay reads the state"
+    checked, fault = check_store(ledger.store, c.genesis, replay=True)
+    assert checked == 12 and fault is not None and found in str(fault)
+    assert 1 <= fault.height <= 12
+
+
+def test_damage_found_while_running_is_marked_and_refused_at_the_next_start(tmp_path: Path) -> None:
+    c, ledger = _chain()
+    config = _config(tmp_path)
+    open_guarded(config, ledger.store, c.genesis)
+    watch = DamageWatch(config, len(c.genesis.validators))
+    stopped: list[bool] = []
+    watch.stop = lambda: stopped.append(True)
+    first = watch.report(StoreCorrupt("block 3 is missing from the store"))
+    assert watch.report(StoreCorrupt("another")) is first and stopped == [True], "reported and stopped once"
+    assert "block 3 is missing" in str(first) and "alliance resync" in str(first)
+    assert marked_damage(config.data_dir) == "block 3 is missing from the store"
+    with pytest.raises(StoreDamaged, match="found damaged while running .*block 3 is missing.*alliance resync"):
+        open_guarded(config, ledger.store, c.genesis)
+
+
+def test_a_one_validator_chain_is_told_to_restore_not_to_resync(tmp_path: Path) -> None:
+    line = str(damaged(_config(tmp_path), "block 3 is missing", validators=1))
+    assert "alliance check --home" in line and "restore the data directory from a copy" in line
+    assert "resync" not in line

@@ -478,3 +478,38 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
     for handler in (syncer.on_status, syncer.on_get_blocks, syncer.on_blocks):
         handler(c.validators[1], fields)
     assert all(msgpack.unpackb(payload)[0] == BLOCKS for payload in sent)
+
+
+# ---- what peers report, and a damaged store ---------------------------------------------------
+
+
+async def test_peers_whose_blocks_are_refused_still_show_how_far_behind_the_node_is(
+    c: Consortium, source: Ledger, hub: Hub, nursery: trio.Nursery
+) -> None:
+    forged = [list(sealed(c, decode_block(raw_block(source, 1)[0]), c.keys[:1]))]
+    forgers = [_answering(hub, c.validators[i], lambda fields: forged) for i in (0, 1)]
+    fresh = await _fresh(nursery, hub, c)
+    forgers[0].send(c.validators[3], encode_frame(STATUS, SOURCE_BLOCKS + 5))  # one report alone is not believed
+    await wait_until(lambda: bool(_requests(hub, c.validators[3])))
+    await wait_until(lambda: not fresh.syncing)
+    assert fresh.reported_height == 0, "one peer (perhaps the faulty one) does not make the node look behind"
+    forgers[1].send(c.validators[3], encode_frame(STATUS, SOURCE_BLOCKS))
+    await wait_until(lambda: len(_requests(hub, c.validators[3])) >= 2)
+    await wait_until(lambda: not fresh.syncing)
+    assert fresh.ledger.height == 0 and fresh.best_height == 0
+    assert fresh.reported_height == SOURCE_BLOCKS, "f+1 peers report it: the gap stays visible"
+
+
+def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consortium, source: Ledger) -> None:
+    sent: list[bytes] = []
+
+    class Recorder:
+        def send(self, peer: bytes, payload: bytes) -> None:
+            sent.append(payload)
+
+    server = Syncer(source, Recorder(), None, c.validators)  # type: ignore[arg-type]
+    found: list[Exception] = []
+    server.on_store_damaged = found.append
+    source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
+    server.on_get_blocks(c.validators[1], [1, 5])
+    assert sent == [] and len(found) == 1 and "block 2" in str(found[0])

@@ -229,3 +229,36 @@ def test_a_damaged_log_is_refused_at_open_not_skipped(tmp_path: Path) -> None:
     kv = LevelDBStore.open(path, paranoid=False)
     assert sum(1 for _ in kv.iterate(b"k")) < 2000
     kv.close()
+
+
+def test_a_table_cut_short_is_damage(tmp_path: Path) -> None:
+    kv = LevelDBStore.open(tmp_path / "db")
+    for i in range(2000):
+        kv.put(b"k%05d" % i, b"v" * 100)
+    kv.close()
+    LevelDBStore.open(tmp_path / "db").close()  # the log moves into a table
+    table = max((tmp_path / "db").glob("*.ldb"), key=lambda p: p.stat().st_size)
+    with table.open("r+b") as f:
+        f.truncate(table.stat().st_size // 2)
+    with pytest.raises(StoreCorrupt, match=r"\.ldb"):
+        kv = LevelDBStore.open(tmp_path / "db")
+        try:
+            for i in range(2000):
+                kv.get(b"k%05d" % i)
+        finally:
+            kv.close()
+
+
+class MachineFailingDB(FailingDB):
+    def get(self, key: bytes, verify_checksums: bool = False) -> bytes | None:
+        raise plyvel.IOError(b"IO error: db/000005.ldb: Too many open files")
+
+
+def test_the_machine_s_io_errors_are_not_damage(tmp_path: Path) -> None:
+    kv = LevelDBStore(MachineFailingDB(), tmp_path)
+    with pytest.raises(StorageError, match="Too many open files") as raised:
+        kv.get(b"k")
+    assert not isinstance(raised.value, StoreCorrupt), "running out of descriptors must not mark the store damaged"
+    with pytest.raises(StorageError) as written:
+        kv.put(b"k", b"v")  # a full disk on the write-ahead log
+    assert not isinstance(written.value, StoreCorrupt)
