@@ -21,9 +21,12 @@ from nacl.signing import SigningKey
 from node.config import parse_address
 from node.genesis import Member
 from node.metrics import Metrics
+from node.ratelog import RateLog
 from node.transport import Session, TransportError, handshake
 
 log = logging.getLogger("alliance.p2p")
+refusals = RateLog(log)
+TIMED_OUT = "handshake timed out"
 
 # Frame kinds: the first element of every msgpack-encoded frame.
 STATUS, CONSENSUS, TXS, GET_BLOCKS, BLOCKS, GET_TXS, FOUND_TXS = 0, 1, 2, 3, 4, 5, 6
@@ -97,7 +100,7 @@ class PeerNetwork:
         try:
             session = await handshake(stream, self.chain_id, self.key, self._is_member, initiator=False)
         except (TransportError, trio.TooSlowError) as exc:
-            self._refused(stream, str(exc) or "handshake timed out")
+            self._refused(stream, str(exc) or TIMED_OUT)
             await stream.aclose()
             return
         await self._run(session)
@@ -108,7 +111,9 @@ class PeerNetwork:
             address = stream.socket.getpeername()
         except OSError:
             address = "?"
-        log.warning("event=peer_refused address=%s reason=%r", address, reason)
+        log.debug("event=peer_refused address=%s reason=%r", address, reason)
+        # Keyed by kind, not by the reason's text, which names keys a stranger chooses.
+        refusals.log(f"event=peers_refused kind={'timeout' if reason == TIMED_OUT else 'handshake_failed'}")
 
     async def _dial_loop(self, member: Member) -> None:
         address = parse_address(member.address, f"address of {member.name}")

@@ -113,6 +113,9 @@ class SafetyFile:
         self.path = path
         self.record = record
         self._size = size
+        # Held open, so that signing needs no new descriptor: a flood of connections that
+        # takes every free one must not stop the validator at its next signature.
+        self._fd: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> SafetyFile | None:
@@ -123,7 +126,9 @@ class SafetyFile:
             return None
         except OSError as exc:
             raise SafetyFileError(f"cannot read {path}: {exc.strerror}") from None
-        return cls(path, decode_file(data, path), len(data))
+        f = cls(path, decode_file(data, path), len(data))
+        f._reopen()
+        return f
 
     @classmethod
     def create(cls, path: Path, record: SafetyRecord) -> SafetyFile:
@@ -141,22 +146,44 @@ class SafetyFile:
 
     def write(self, record: SafetyRecord) -> None:
         entry = encode_record(record)
-        if self._size == 0 or self._size + len(entry) > FILE_BYTES_MAX:
+        if self._size == 0 or (self._size + len(entry) > FILE_BYTES_MAX and self._rewrite_possible()):
             write_atomic(self.path, MAGIC + entry)
             self._size = len(MAGIC) + len(entry)
+            self._reopen()
         else:
             self._append(entry)
             self._size += len(entry)
         self.record = record
 
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _rewrite_possible(self) -> bool:
+        """Whether the file can be rewritten whole now (it needs two descriptors); else it grows a little more."""
+        if self._fd is None:
+            return True
+        try:
+            os.close(os.dup(self._fd))
+            os.close(os.dup(self._fd))
+        except OSError:
+            return False
+        return True
+
+    def _reopen(self) -> None:
+        self.close()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            self._fd = None  # opened again at the next append
+
     def _append(self, entry: bytes) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                _write_all(fd, entry)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            _write_all(self._fd, entry)
+            os.fdatasync(self._fd)
         except OSError as exc:
             raise SafetyFileError(f"cannot write {self.path}: {exc.strerror}") from None
 

@@ -225,6 +225,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         except StoreCorrupt as exc:
             raise damaged(config, str(exc), len(genesis.validators)) from None
         guarded = open_guarded(config, ledger.store, genesis)
+        stack.callback(guarded.safety_file.close)
         replica = _replica(config, genesis, crypto, ledger, guarded)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
         p2p_sock = stack.enter_context(bind(config.p2p_listen, "p2p.listen"))

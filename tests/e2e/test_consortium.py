@@ -194,7 +194,7 @@ def test_non_member_is_refused(consortium: Any) -> None:
     with pytest.raises(TransportError):
         trio.run(_handshake_as, SigningKey.generate(), nodes[0].rpc_port + 1, chain_id)
     assert _metric(nodes[0], "alliance_p2p_sessions_refused_total") >= 1
-    assert "event=peer_refused" in nodes[0].log_text()
+    assert "event=peers_refused kind=handshake_failed count=1" in nodes[0].log_text()
     assert all(p["connected"] for p in nodes[0].client().status()["peers"])
 
 

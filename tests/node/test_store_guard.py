@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +38,42 @@ def test_the_newest_record_holds_and_survives_a_reload(tmp_path: Path) -> None:
     assert loaded is not None and loaded.record == SafetyRecord(9, 0, _state(7))
     assert loaded.record.committed_floor == 9 and loaded.record.signed_up_to == 10
     assert not path.with_name(path.name + ".tmp").exists()
+
+
+@contextmanager
+def no_free_descriptors() -> Iterator[None]:
+    """Every file descriptor this process may open is taken, as by a flood of connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    taken: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        while True:
+            try:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_signing_needs_no_free_descriptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("node.safety_file.FILE_BYTES_MAX", 400)  # a rewrite falls due meanwhile, and waits
+    path = tmp_path / "data.safety"
+    SafetyFile.create(path, SafetyRecord()).close()
+    f = SafetyFile.load(path)
+    assert f is not None
+    with no_free_descriptors():
+        with pytest.raises(OSError):
+            os.open(os.devnull, os.O_RDONLY)
+        for height in range(1, 8):
+            f.save_safety(_state(height))
+    f.close()
+    loaded = SafetyFile.load(path)
+    assert loaded is not None and loaded.record.safety_bytes == _state(7)
+    loaded.close()
 
 
 def test_a_full_file_is_replaced_by_its_newest_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

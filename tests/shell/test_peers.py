@@ -10,6 +10,7 @@ genesis address) can find the accepting side again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -253,6 +254,22 @@ async def test_non_member_is_refused_and_counted(nursery: trio.Nursery) -> None:
     session = await _member_session(c, 0, node.port)  # the node still serves members
     await session.send(encode_frame(STATUS, 1))
     await wait_until(lambda: len(node.got) == 1)
+
+
+async def test_many_refused_handshakes_are_logged_once_with_a_count(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(peers, "refusals", peers.RateLog(peers.log))  # none counted by other tests
+    c, socks = _after_a_raw_member(listeners=1)
+    node = await _start(nursery, c, 1, socks[0])
+    with caplog.at_level(logging.WARNING, "alliance.p2p"):
+        for _ in range(5):
+            stream = await trio.open_tcp_stream(HOST, node.port)
+            with trio.fail_after(5), pytest.raises(TransportError):
+                await handshake(stream, c.chain_id, SigningKey.generate(), lambda peer: True, initiator=True)
+        await wait_until(lambda: node.metric("alliance_p2p_sessions_refused_total") == 5)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert lines == ["event=peers_refused kind=handshake_failed count=1"], lines
 
 
 async def test_node_refuses_to_talk_to_itself(nursery: trio.Nursery) -> None:
