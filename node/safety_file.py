@@ -30,6 +30,7 @@ from consensus.messages import MessageError
 from consensus.safety import SafetyState, decode_safety
 from node.canonical import CodecError, pack_flat, unpack
 from node.errors import AllianceError
+from node.filesync import sync_directory, write_all
 
 MAGIC = b"alliance-safety-v1\n"
 FILE_BYTES_MAX = 1024 * 1024  # then the file is rewritten with the newest record only
@@ -182,16 +183,10 @@ class SafetyFile:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            _write_all(self._fd, entry)
+            write_all(self._fd, entry)
             os.fdatasync(self._fd)
         except OSError as exc:
             raise SafetyFileError(f"cannot write {self.path}: {exc.strerror}") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -199,15 +194,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fdatasync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_directory(path.parent)
     except OSError as exc:
         raise SafetyFileError(f"cannot write {path}: {exc.strerror}") from None

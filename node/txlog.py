@@ -31,6 +31,7 @@ from pathlib import Path
 import trio
 
 from node.errors import AllianceError
+from node.filesync import sync_directory, write_all
 from node.tx import TX_BYTES_MAX, Transaction
 
 log = logging.getLogger("alliance.txlog")
@@ -223,10 +224,8 @@ class TxLog:
     # ---- in the worker thread ------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
+            write_all(self._fd, data)
             os.fdatasync(self._fd)
         except OSError:
             # A part written (the disk full, say) would be a bad record before the next ones: cut it off.
@@ -241,11 +240,9 @@ class TxLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
             data = b"".join(record(raw) for raw in live)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
-            self._sync_directory()
+            sync_directory(self.directory)
         except BaseException:
             os.close(fd)
             raise
@@ -254,11 +251,4 @@ class TxLog:
         self._segment_bytes_written = self._segment_start_bytes = len(data)
         for old in older:
             old.unlink()
-        self._sync_directory()
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_directory(self.directory)
