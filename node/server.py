@@ -14,30 +14,30 @@ from consensus.events import MessageReceived
 from consensus.messages import MessageError, decode_signed, encode_signed
 from consensus.replica import Replica, ReplicaConfig, fault_tolerance, quorum
 from node.config import NodeConfig
-from node.crypto import NodeCrypto
-from node.driver import Driver
+from node.chain.crypto import NodeCrypto
+from node.pipeline.driver import Driver
 from node.errors import AllianceError, ConfigError
-from node.events import Hub
-from node.genesis import Genesis, load_genesis
+from node.api.subscriptions import Hub
+from node.chain.genesis import Genesis, load_genesis
 from node.keys import load_key
-from node.ledger import GenesisMismatch, Ledger
-from node.mempool import Mempool
-from node.admission import Admission
-from node.fetch import TxFetcher
-from node.gossip import TxGossip
-from node.metrics import Metrics
-from node.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
-from node.rpc import RpcService
-from node.safety_file import UNKNOWN
-from node.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
-from node.sync import Syncer
-from node.txlog import TxLog
-from node.verifier import Verifier
+from node.chain.ledger import GenesisMismatch, Ledger
+from node.txpool.mempool import Mempool
+from node.txpool.admission import Admission
+from node.p2p.fetch import TxFetcher
+from node.p2p.gossip import TxGossip
+from node.ops.metrics import Metrics
+from node.p2p.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
+from node.api.rpc import RpcService
+from node.disk.safety_file import UNKNOWN
+from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
+from node.p2p.sync import Syncer
+from node.txpool.txlog import TxLog
+from node.txpool.verifier import Verifier
 from node.version import VERSION
-from node.web import (
+from node.api.web import (
     RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
 )
-from node.ws import EventSocket
+from node.api.ws import EventSocket
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
 from storage.leveldb import LevelDBStore

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from nacl.signing import SigningKey
 
-from node.canonical import pack
-from node.tx import SIGNING_PREFIX, TX_VERSION
+from node.chain.canonical import pack
+from node.chain.tx import SIGNING_PREFIX, TX_VERSION
 
 CHUNK_TXS = 5_000
 VALUE = b"v" * 32

@@ -12,10 +12,10 @@ from typing import Any
 
 from node.config import NodeConfig, load_config
 from node.errors import AllianceError, VerificationFailed
-from node.genesis import Genesis, load_genesis
-from node.integrity import check_store
-from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
-from node.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
+from node.chain.genesis import Genesis, load_genesis
+from node.disk.integrity import check_store
+from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
+from node.disk.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
 from storage.chain import ChainStore
 from storage.kv import StorageError, StoreLocked
 from storage.leveldb import LevelDBStore

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from node.config import parse_address
 from node.errors import AllianceError
-from node.genesis import Genesis, Member, check_genesis, load_genesis, write_genesis
+from node.chain.genesis import Genesis, Member, check_genesis, load_genesis, write_genesis
 from node.keys import parse_pubkey
 
 

@@ -25,7 +25,7 @@ from node.cli.setup import DEFAULT_CHAIN_ID, check_ports_free, node_ports, write
 from node.client import Client, NodeUnreachable, RpcError
 from node.errors import AllianceError
 from node.keys import load_key
-from node.tx import sign_tx
+from node.chain.tx import sign_tx
 
 STARTUP_TIMEOUT_S = 30.0
 ERROR_LINE = re.compile(r"alliance: error:|\blevel=(error|critical)\b")  # a refusal to start, an error logged

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
-from node.logs import stderr_is_journal
-from node.proof import ProofInvalid
+from node.ops.logs import stderr_is_journal
+from node.chain.proof import ProofInvalid
 from node.version import VERSION
 from storage.kv import StorageError
 

@@ -12,8 +12,8 @@ import trio
 
 from node.config import NodeConfig, load_config
 from node.errors import AllianceError
-from node.logs import configure_logging
-from node.notify import Notifier, serve_node
+from node.ops.logs import configure_logging
+from node.ops.notify import Notifier, serve_node
 from node.server import run_node
 
 log = logging.getLogger("alliance.node")

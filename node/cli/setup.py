@@ -11,7 +11,7 @@ import tomli_w
 from nacl.signing import SigningKey
 
 from node.errors import AllianceError
-from node.genesis import Genesis, Member, write_genesis
+from node.chain.genesis import Genesis, Member, write_genesis
 from node.keys import pubkey_hex, write_key
 
 DEFAULT_BASE_PORT = 26600

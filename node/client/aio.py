@@ -17,7 +17,7 @@ from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
-from node.tx import Transaction
+from node.chain.tx import Transaction
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof

@@ -21,7 +21,7 @@ from node.client.types import (
     Block, KvEntry, NotaryRecord, Status, TxInfo, block_from, kv_entry_from, notary_record_from,
     status_from, tx_body_from, tx_hash_from, tx_info_from,
 )
-from node.tx import NONCE_MAX, Transaction, sign_tx, tx_json
+from node.chain.tx import NONCE_MAX, Transaction, sign_tx, tx_json
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof
@@ -210,7 +210,7 @@ class Core:
         """The proof checked against the genesis (or chain id and validators), never against the node;
         what it is checked against is read and refused before anything is sent."""
         from node.client.proofs import trust_anchor  # imported when used: it brings in the consensus code
-        from node.proof import verify_proof
+        from node.chain.proof import verify_proof
 
         anchor = trust_anchor(genesis, chain_id, validators)
         return verify_proof((yield from self.get_proof(tx_hash)), *anchor)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from node.client.errors import InvalidInput
-from node.genesis import load_genesis
+from node.chain.genesis import load_genesis
 from node.keys import parse_pubkey
-from node.proof import ProofInvalid, VerifiedProof
-from node.proof import verify_proof as _verify
+from node.chain.proof import ProofInvalid, VerifiedProof
+from node.chain.proof import verify_proof as _verify
 
 __all__ = ["ProofInvalid", "VerifiedProof", "trust_anchor", "verify_proof"]
 

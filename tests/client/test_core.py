@@ -15,7 +15,7 @@ from node.client import (
 )
 from node.client.core import Core, Op, run
 from node.client.events import blocks_subscription, tx_subscription, ws_url
-from node.tx import decode_tx
+from node.chain.tx import decode_tx
 
 STATUS = {
     "chain_id": "test-chain", "node": {"name": "n0", "pubkey": "aa" * 32}, "height": 3,

@@ -17,8 +17,8 @@ from node.client import (
     AsyncClient, Block, Client, CommitTimeout, InvalidInput, NodeUnreachable, Overloaded, SubscriptionDropped,
     load_key,
 )
-from node.events import CONNECTIONS_MAX
-from node.web import Limits
+from node.api.subscriptions import CONNECTIONS_MAX
+from node.api.web import Limits
 from tests.client.conftest import Chain
 from tests.e2e.nodeproc import free_base_port
 

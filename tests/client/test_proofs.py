@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from node.client import AsyncClient, Client, InvalidInput, NotFound, ProofInvalid, load_key, verify_proof
-from node.genesis import load_genesis
+from node.chain.genesis import load_genesis
 from tests.client.conftest import Chain
 
 

@@ -22,7 +22,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from node.keys import load_key
-from node.tx import Transaction, sign_tx
+from node.chain.tx import Transaction, sign_tx
 from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process, wait_for
 
 ROUNDS = 10

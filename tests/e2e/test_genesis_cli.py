@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from node.genesis import load_genesis
+from node.chain.genesis import load_genesis
 from tests.e2e.nodeproc import NodeProcess, alliance, free_base_port, wait_for
 
 

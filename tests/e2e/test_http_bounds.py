@@ -1,4 +1,4 @@
-"""What one client can hold on a listener: node/web.py's Limits, on real Hypercorn and a real node, real sockets."""
+"""What one client can hold on a listener: node/api/web.py's Limits, on real Hypercorn and a real node, real sockets."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from websockets.sync.client import connect
 
 from node.client import NodeUnreachable
 from node.config import Address
-from node.web import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
-from node.ws import ROOM_REASON
+from node.api.web import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
+from node.api.ws import ROOM_REASON
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 SHORT = Limits(connections_max=6, per_address_max=3, body_timeout_s=1.0, keep_alive_timeout_s=1.0,

@@ -16,7 +16,7 @@ import pytest
 
 from node.client import RpcError
 from node.keys import load_key
-from node.tx import sign_tx
+from node.chain.tx import sign_tx
 from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process
 
 

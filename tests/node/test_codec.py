@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.canonical import CodecError, pack, pack_flat, unpack
+from node.chain.canonical import CodecError, pack, pack_flat, unpack
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
 SCALARS = (

@@ -8,7 +8,7 @@ import pytest
 
 from node.config import Address, load_config
 from node.errors import ConfigError
-from node.genesis import Genesis, Member, load_genesis, write_genesis
+from node.chain.genesis import Genesis, Member, load_genesis, write_genesis
 
 
 def config_in(tmp_path: Path, text: str) -> Path:

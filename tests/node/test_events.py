@@ -1,4 +1,4 @@
-"""The subscription hub and outboxes of node/events.py, without a network: a fake chain feeds them."""
+"""The subscription hub and outboxes of node/api/subscriptions.py, without a network: a fake chain feeds them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import trio
 
-from node.events import (
+from node.api.subscriptions import (
     BLOCKS, CONNECTIONS_MAX, DROP_REASON, NOTIFICATIONS_QUEUED_MAX, SUBSCRIPTIONS_PER_CONNECTION_MAX, TX, Hub,
     Notification, Outbox, Subscriber, Subscription, dropped_text,
 )
-from node.metrics import Metrics
-from node.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.ops.metrics import Metrics
+from node.api.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
 
 TX_A, TX_B = "aa" * 32, "bb" * 32
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from node.canonical import pack, unpack
-from node.execution import GENESIS_STATE_ROOT, Execution, execute, kv_key, notary_key
-from node.merkle import merkle_path, merkle_root, verify_path
-from node.tx import Transaction, sign_tx
+from node.chain.canonical import pack, unpack
+from node.chain.execution import GENESIS_STATE_ROOT, Execution, execute, kv_key, notary_key
+from node.chain.merkle import merkle_path, merkle_root, verify_path
+from node.chain.tx import Transaction, sign_tx
 
 ALICE = SigningKey(b"a" * 32)
 BOB = SigningKey(b"b" * 32)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from node import logs
-from node.logs import NodeFormatter, configure_logging, parse_fields, quote
-from node.ratelog import RateLog
+from node.ops import logs
+from node.ops.logs import NodeFormatter, configure_logging, parse_fields, quote
+from node.ops.ratelog import RateLog
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

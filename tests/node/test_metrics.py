@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, RPC_NON_METHODS, TX_REJECTION_REASONS, Metrics
-from node.rpc import RpcService
+from node.ops.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, RPC_NON_METHODS, TX_REJECTION_REASONS, Metrics
+from node.api.rpc import RpcService
 from node.version import VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def source_labels(pattern: str, *dirs: str) -> set[str]:
     found: set[str] = set()
     for d in dirs:
-        for path in (ROOT / d).glob("*.py"):
+        for path in (ROOT / d).rglob("*.py"):
             found |= set(re.findall(pattern, path.read_text()))
     return found
 

@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from node.canonical import pack
+from node.chain.canonical import pack
 from node.cli.client_cmds import recorded_file
-from node.execution import NO_SUCH_KEY
-from node.genesis import Genesis, Member
-from node.ledger import Ledger
-from node.proof import ProofInvalid, VerifiedProof, build_proof, verify_proof
-from node.proposal import build_block
-from node.tx import Transaction, sign_tx
+from node.chain.execution import NO_SUCH_KEY
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
+from node.chain.proof import ProofInvalid, VerifiedProof, build_proof, verify_proof
+from node.chain.proposal import build_block
+from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 import pytest
 from nacl.signing import SigningKey
 
-from node.block import Block, BlockError, decode_certificate
-from node.canonical import pack, unpack
-from node.execution import GENESIS_STATE_ROOT, kv_key
-from node.genesis import Genesis, Member
-from node.ledger import GenesisMismatch, Ledger
-from node.merkle import merkle_root
-from node.proposal import Candidate, BlockInvalid, build_block, check_block
-from node.tx import Transaction, decode_tx, sign_tx
+from node.chain.block import Block, BlockError, decode_certificate
+from node.chain.canonical import pack, unpack
+from node.chain.execution import GENESIS_STATE_ROOT, kv_key
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import GenesisMismatch, Ledger
+from node.chain.merkle import merkle_root
+from node.chain.proposal import Candidate, BlockInvalid, build_block, check_block
+from node.chain.tx import Transaction, decode_tx, sign_tx
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
 from storage.memory import MemoryStore

@@ -14,16 +14,16 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from nacl.signing import SigningKey
 
-from node.admission import Admission
-from node.genesis import Genesis, Member
-from node.jsonrpc import INTERNAL_ERROR, encode
-from node.ledger import Ledger
-from node.mempool import Mempool
-from node.ratelog import RateLog
-from node.metrics import Metrics
-from node.rpc import RpcService
-from node.tx import Transaction, sign_tx
-from node.verifier import BAD_SIGNATURE
+from node.txpool.admission import Admission
+from node.chain.genesis import Genesis, Member
+from node.api.jsonrpc import INTERNAL_ERROR, encode
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool
+from node.ops.ratelog import RateLog
+from node.ops.metrics import Metrics
+from node.api.rpc import RpcService
+from node.chain.tx import Transaction, sign_tx
+from node.txpool.verifier import BAD_SIGNATURE
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.jsonrpc_fuzz import BATCHES, Raw, body_of, calls, check_body, strict_json

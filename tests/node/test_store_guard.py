@@ -13,12 +13,12 @@ import pytest
 
 from consensus.safety import SafetyState, encode_safety
 from node.config import NodeConfig
-from node.block import Block, encode_certificate
-from node.integrity import Fault, check_store, verify_window
-from node.safety_file import MAGIC, UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, encode_record, safety_path
-from node.ledger import Ledger
-from node.tx import tx_hash_of
-from node.store_guard import (
+from node.chain.block import Block, encode_certificate
+from node.disk.integrity import Fault, check_store, verify_window
+from node.disk.safety_file import MAGIC, UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, encode_record, safety_path
+from node.chain.ledger import Ledger
+from node.chain.tx import tx_hash_of
+from node.disk.store_guard import (
     SAFETY_FILE_META, DamageWatch, StoreDamaged, damaged, marked_damage, open_guarded, resync_record,
 )
 from storage.kv import StoreCorrupt
@@ -60,7 +60,7 @@ def no_free_descriptors() -> Iterator[None]:
 
 
 def test_signing_needs_no_free_descriptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("node.safety_file.FILE_BYTES_MAX", 400)  # a rewrite falls due meanwhile, and waits
+    monkeypatch.setattr("node.disk.safety_file.FILE_BYTES_MAX", 400)  # a rewrite falls due meanwhile, and waits
     path = tmp_path / "data.safety"
     SafetyFile.create(path, SafetyRecord()).close()
     f = SafetyFile.load(path)
@@ -77,7 +77,7 @@ def test_signing_needs_no_free_descriptor(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_a_full_file_is_replaced_by_its_newest_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("node.safety_file.FILE_BYTES_MAX", 400)
+    monkeypatch.setattr("node.disk.safety_file.FILE_BYTES_MAX", 400)
     path = tmp_path / "data.safety"
     f = SafetyFile.create(path, SafetyRecord())
     for height in range(1, 30):

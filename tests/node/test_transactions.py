@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey, VerifyKey
 
-from node.canonical import CodecError
-from node.tx import Transaction, TxError, decode_tx, sign_tx, tx_hash_of
+from node.chain.canonical import CodecError
+from node.chain.tx import Transaction, TxError, decode_tx, sign_tx, tx_hash_of
 
 CHAIN = "test-chain"
 KEY = SigningKey(bytes(range(32)))

@@ -11,13 +11,13 @@ import trio.testing
 from nacl.signing import SigningKey
 
 from consensus.replica import Replica, ReplicaConfig
-from node.crypto import NodeCrypto
-from node.driver import Driver
-from node.genesis import Genesis, Member
-from node.ledger import Ledger
-from node.mempool import Mempool
-from node.metrics import Metrics
-from node.tx import sign_tx
+from node.chain.crypto import NodeCrypto
+from node.pipeline.driver import Driver
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool
+from node.ops.metrics import Metrics
+from node.chain.tx import sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 

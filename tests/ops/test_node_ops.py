@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from node.client.types import status_from
-from node.logs import parse_fields
-from node.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, TX_REJECTION_REASONS
+from node.ops.logs import parse_fields
+from node.ops.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, TX_REJECTION_REASONS
 from node.version import VERSION
 from tests.e2e.nodeproc import ALLIANCE, NodeProcess, alliance, make_testnet, node_process, wait_for
 

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.notify import Notifier, socket_address, watchdog_s
+from node.ops.notify import Notifier, socket_address, watchdog_s
 from tests.e2e.nodeproc import alliance, make_testnet, node_process
 
 WATCHDOG_USEC = 1_000_000  # the node pings every 0.5 s

@@ -14,15 +14,15 @@ from nacl.signing import SigningKey
 
 from consensus.messages import seal_bytes
 from consensus.replica import Replica, ReplicaConfig, quorum
-from node.block import Block, encode_certificate
-from node.crypto import NodeCrypto
-from node.driver import Driver
-from node.genesis import Genesis, Member
-from node.ledger import Ledger
-from node.mempool import Mempool
-from node.metrics import Metrics
-from node.proposal import Candidate, build_block
-from node.tx import Transaction, sign_tx
+from node.chain.block import Block, encode_certificate
+from node.chain.crypto import NodeCrypto
+from node.pipeline.driver import Driver
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool
+from node.ops.metrics import Metrics
+from node.chain.proposal import Candidate, build_block
+from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 

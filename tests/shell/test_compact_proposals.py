@@ -14,16 +14,16 @@ from nacl.signing import SigningKey
 from consensus.actions import CommitBlock, ValidateBlock
 from consensus.events import BlockValidated
 from consensus.replica import Replica, ReplicaConfig
-from node.crypto import NodeCrypto
-from node.driver import Driver
-from node.fetch import FETCH_TIMEOUT_S, TxFetcher
-from node.genesis import Genesis, Member
-from node.ledger import Ledger
-from node.mempool import Mempool
-from node.peers import FOUND_TXS, GET_TXS
-from node.metrics import Metrics
-from node.proposal import BlockInvalid, Candidate, build_block, check_block, proposal_body
-from node.tx import Transaction, sign_tx
+from node.chain.crypto import NodeCrypto
+from node.pipeline.driver import Driver
+from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool
+from node.p2p.peers import FOUND_TXS, GET_TXS
+from node.ops.metrics import Metrics
+from node.chain.proposal import BlockInvalid, Candidate, build_block, check_block, proposal_body
+from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.shell.test_driver import _inline

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from node.admission import Admission
-from node.driver import Driver
-from node.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
-from node.peers import TXS
-from node.ledger import Ledger
-from node.tx import Transaction, sign_tx
-from node.verifier import Verifier
+from node.txpool.admission import Admission
+from node.pipeline.driver import Driver
+from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
+from node.p2p.peers import TXS
+from node.chain.ledger import Ledger
+from node.chain.tx import Transaction, sign_tx
+from node.txpool.verifier import Verifier
 from tests.shell.chainkit import Consortium, build, consortium, driver_for, wait_until
 
 Autojump = trio.testing.MockClock

@@ -21,14 +21,14 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from node import peers
+from node.p2p import peers
 from node.config import Address
-from node.metrics import Metrics
-from node.peers import STATUS, TXS, PeerNetwork, encode_frame
-from node.transport import (
+from node.ops.metrics import Metrics
+from node.p2p.peers import STATUS, TXS, PeerNetwork, encode_frame
+from node.p2p.transport import (
     AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL, FrameReader, Session, TransportError, frame, handshake,
 )
-from node.web import bind
+from node.api.web import bind
 from tests.shell.chainkit import Consortium, consortium, wait_until
 
 HOST = "127.0.0.1"

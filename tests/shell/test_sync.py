@@ -14,14 +14,14 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import sync
-from node.block import decode_block
-from node.ledger import Ledger
-from node.peers import BLOCKS, GET_BLOCKS, STATUS, encode_frame
-from node.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid
-from node.sync import RESPONSE_BYTES_MAX, Syncer, check_synced_block
-from node.transport import FRAME_BYTES_MAX
-from node.tx import Transaction, sign_tx
+from node.p2p import sync
+from node.chain.block import decode_block
+from node.chain.ledger import Ledger
+from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, encode_frame
+from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid
+from node.p2p.sync import RESPONSE_BYTES_MAX, Syncer, check_synced_block
+from node.p2p.transport import FRAME_BYTES_MAX
+from node.chain.tx import Transaction, sign_tx
 from tests.shell.chainkit import (
     Consortium,
     build,

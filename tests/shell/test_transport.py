@@ -14,8 +14,8 @@ import trio
 import trio.testing
 from nacl.signing import SigningKey
 
-from node import transport
-from node.transport import (
+from node.p2p import transport
+from node.p2p.transport import (
     AUTH_PREFIX,
     FRAME_BYTES_MAX,
     HANDSHAKE_FRAME_BYTES_MAX,

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from consensus.messages import MessageError
 from consensus.safety import SafetyState, decode_safety
-from node.canonical import CodecError, pack_flat, unpack
+from node.chain.canonical import CodecError, pack_flat, unpack
 from node.errors import AllianceError
-from node.filesync import sync_directory, write_all
+from node.disk.filesync import sync_directory, write_all
 
 MAGIC = b"alliance-safety-v1\n"
 FILE_BYTES_MAX = 1024 * 1024  # then the file is rewritten with the newest record only

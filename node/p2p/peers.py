@@ -19,10 +19,10 @@ import trio
 from nacl.signing import SigningKey
 
 from node.config import parse_address
-from node.genesis import Member
-from node.metrics import Metrics
-from node.ratelog import RateLog
-from node.transport import Session, TransportError, handshake
+from node.chain.genesis import Member
+from node.ops.metrics import Metrics
+from node.ops.ratelog import RateLog
+from node.p2p.transport import Session, TransportError, handshake
 
 log = logging.getLogger("alliance.p2p")
 refusals = RateLog(log)

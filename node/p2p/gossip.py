@@ -12,11 +12,11 @@ from typing import Any
 
 import trio
 
-from node.admission import Admission, Refused
-from node.mempool import MempoolFull
-from node.metrics import Metrics
-from node.peers import TXS, PeerNetwork, encode_frame
-from node.tx import Transaction
+from node.txpool.admission import Admission, Refused
+from node.txpool.mempool import MempoolFull
+from node.ops.metrics import Metrics
+from node.p2p.peers import TXS, PeerNetwork, encode_frame
+from node.chain.tx import Transaction
 
 GOSSIP_INTERVAL_S = 0.02
 GOSSIP_BATCH_TXS_MAX = 512

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from node.tx import Transaction
+from node.chain.tx import Transaction
 
 BATCH_TXS_MAX = 1024
 

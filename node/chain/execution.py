@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.canonical import pack_flat, unpack
-from node.tx import Transaction
+from node.chain.canonical import pack_flat, unpack
+from node.chain.tx import Transaction
 
 OK, BAD_ARGS, NOT_OWNER, NO_SUCH_KEY, ALREADY_RECORDED = 0, 1, 2, 3, 4
 KV_KEY_BYTES_MAX = 256

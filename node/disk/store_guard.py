@@ -19,10 +19,10 @@ from consensus.messages import MessageError
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.errors import AllianceError
-from node.genesis import Genesis
-from node.integrity import Fault, verify_window
-from node.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path, write_atomic
-from node.sync import Syncer
+from node.chain.genesis import Genesis
+from node.disk.integrity import Fault, verify_window
+from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path, write_atomic
+from node.p2p.sync import Syncer
 from storage.chain import ChainStore
 
 log = logging.getLogger("alliance.node")

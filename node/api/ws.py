@@ -7,7 +7,7 @@ connection is reset instead: when one write takes over WRITE_TIMEOUT_S, and
 CLOSE_GRACE_S after it ends (dropped, idle or disconnected) if it is still open.
 A connection with no subscription, no request under way and no frame either way
 for IDLE_TIMEOUT_S is closed (code 1000); one whose client answers no ping is
-closed by Hypercorn (node/web.py Limits).
+closed by Hypercorn (node/api/web.py Limits).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from node.events import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
-from node.rpc import RpcService
-from node.ratelog import RateLog
-from node.web import RESET, YIELD, Receive, Scope, Send, refuse_websocket
+from node.api.subscriptions import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
+from node.api.rpc import RpcService
+from node.ops.ratelog import RateLog
+from node.api.web import RESET, YIELD, Receive, Scope, Send, refuse_websocket
 
 log = logging.getLogger("alliance.ws")
 resets = RateLog(log, logging.INFO)

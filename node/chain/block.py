@@ -16,8 +16,8 @@ import msgpack
 
 from consensus.messages import seal_bytes
 from consensus.replica import quorum
-from node.canonical import CodecError, pack, unpack
-from node.crypto import verify
+from node.chain.canonical import CodecError, pack, unpack
+from node.chain.crypto import verify
 
 BLOCK_VERSION = 2
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from node.block import Block, BlockError, Header, header_from_wire
-from node.canonical import CodecError, pack_flat, unpack
-from node.execution import Execution, execute, receipt_bytes
-from node.ledger import Ledger
-from node.merkle import merkle_root
-from node.tx import Transaction, TxError, decode_tx, tx_hash_of
+from node.chain.block import Block, BlockError, Header, header_from_wire
+from node.chain.canonical import CodecError, pack_flat, unpack
+from node.chain.execution import Execution, execute, receipt_bytes
+from node.chain.ledger import Ledger
+from node.chain.merkle import merkle_root
+from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 
 # How far ahead of a validator's clock a proposed block's time may be.
 BLOCK_TIME_AHEAD_MS_MAX = 10_000

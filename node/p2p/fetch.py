@@ -17,9 +17,9 @@ from typing import Any
 
 import trio
 
-from node.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
-from node.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
-from node.tx import Transaction, tx_hash_of
+from node.p2p.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
+from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
+from node.chain.tx import Transaction, tx_hash_of
 
 log = logging.getLogger("alliance.fetch")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import tomli_w
 
-from node.canonical import pack
+from node.chain.canonical import pack
 from node.config import parse_address, read_toml
 from node.errors import AllianceError, ConfigError
 from node.keys import parse_pubkey

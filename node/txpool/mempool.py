@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from node.tx import Transaction
+from node.chain.tx import Transaction
 
 
 class MempoolFull(Exception):

@@ -31,8 +31,8 @@ from pathlib import Path
 import trio
 
 from node.errors import AllianceError
-from node.filesync import sync_directory, write_all
-from node.tx import TX_BYTES_MAX, Transaction
+from node.disk.filesync import sync_directory, write_all
+from node.chain.tx import TX_BYTES_MAX, Transaction
 
 log = logging.getLogger("alliance.txlog")
 SEGMENT_BYTES = 4 * 1024 * 1024

@@ -16,14 +16,14 @@ from typing import Any
 import trio
 
 from consensus.replica import fault_tolerance
-from node.block import BlockError, decode_block, decode_certificate, verify_certificate
-from node.canonical import CodecError
-from node.driver import Driver
-from node.execution import execute
-from node.ledger import Ledger
-from node.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
-from node.proposal import BlockInvalid, Candidate, Contents
-from node.tx import TxError, decode_tx
+from node.chain.block import BlockError, decode_block, decode_certificate, verify_certificate
+from node.chain.canonical import CodecError
+from node.pipeline.driver import Driver
+from node.chain.execution import execute
+from node.chain.ledger import Ledger
+from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
+from node.chain.proposal import BlockInvalid, Candidate, Contents
+from node.chain.tx import TxError, decode_tx
 from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")

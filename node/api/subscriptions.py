@@ -4,7 +4,7 @@ Publishing a committed block never waits on a subscriber: the block's JSON (and
 that of each watched transaction) is rendered once and queued, by reference, on
 the outbox of every subscriber; a subscriber whose outbox already holds
 NOTIFICATIONS_QUEUED_MAX unsent notifications is dropped instead. The connection's
-writer task (node/ws.py) drains the outbox.
+writer task (node/api/ws.py) drains the outbox.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from node.metrics import Metrics
-from node.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.ops.metrics import Metrics
+from node.api.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
 
 log = logging.getLogger("alliance.events")
 

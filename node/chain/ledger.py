@@ -6,13 +6,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.block import (
+from node.chain.block import (
     Block, BlockError, Header, decode_block, decode_certificate, encode_certificate, stored_block_txs,
 )
-from node.canonical import CodecError, pack_flat, unpack
-from node.execution import GENESIS_STATE_ROOT, Execution, Receipt
-from node.genesis import Genesis
-from node.tx import Transaction, TxError, decode_tx, tx_hash_of
+from node.chain.canonical import CodecError, pack_flat, unpack
+from node.chain.execution import GENESIS_STATE_ROOT, Execution, Receipt
+from node.chain.genesis import Genesis
+from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from node.ratelog import RateLog
+from node.ops.ratelog import RateLog
 
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (

@@ -9,7 +9,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from node.canonical import CodecError, pack, unpack
+from node.chain.canonical import CodecError, pack, unpack
 
 TX_VERSION = 1
 TX_BYTES_MAX = 64 * 1024

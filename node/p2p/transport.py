@@ -27,7 +27,7 @@ import trio
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
-from node.crypto import verify
+from node.chain.crypto import verify
 
 PROTOCOL = "alliance-p2p-v1"
 AUTH_PREFIX = b"alliance-p2p-auth-v1\x00"

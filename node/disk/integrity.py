@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from node.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
-from node.canonical import CodecError, unpack
-from node.execution import GENESIS_STATE_ROOT, execute
-from node.genesis import Genesis
-from node.merkle import merkle_root
-from node.proposal import BlockInvalid, Contents
-from node.tx import TxError, decode_tx, tx_hash_of
+from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
+from node.chain.canonical import CodecError, unpack
+from node.chain.execution import GENESIS_STATE_ROOT, execute
+from node.chain.genesis import Genesis
+from node.chain.merkle import merkle_root
+from node.chain.proposal import BlockInvalid, Contents
+from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
 

@@ -9,20 +9,20 @@ from typing import Any
 
 import trio
 
-from node.canonical import unpack
-from node.driver import Driver
-from node.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
-from node.jsonrpc import (
+from node.chain.canonical import unpack
+from node.pipeline.driver import Driver
+from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
+from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
     NOT_FOUND, OVERLOADED, TX_REFUSED, Params, RpcError, check_call, encode, expects_answer, is_text,
     fault_event, parse, response,
 )
-from node.mempool import MempoolFull
-from node.metrics import Metrics
-from node.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
-from node.proof import build_proof
-from node.ratelog import RateLog
-from node.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
+from node.txpool.mempool import MempoolFull
+from node.ops.metrics import Metrics
+from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
+from node.chain.proof import build_proof
+from node.ops.ratelog import RateLog
+from node.chain.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
 from storage.kv import StoreCorrupt
 
 SEND_TX_TIMEOUT_S_DEFAULT = 10

@@ -33,12 +33,12 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from consensus.safety import encode_safety
-from node.execution import execute
-from node.ledger import Ledger
-from node.mempool import Mempool, MempoolFull
-from node.metrics import Metrics
-from node.proposal import BlockInvalid, Candidate, block_of, build_block, check_block, missing_txs, proposal_body
-from node.tx import Transaction
+from node.chain.execution import execute
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool, MempoolFull
+from node.ops.metrics import Metrics
+from node.chain.proposal import BlockInvalid, Candidate, block_of, build_block, check_block, missing_txs, proposal_body
+from node.chain.tx import Transaction
 
 log = logging.getLogger("alliance.driver")
 PEER_EVENTS_QUEUED_MAX = 4096

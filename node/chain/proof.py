@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from consensus.messages import seal_bytes
 from consensus.replica import quorum
-from node.block import BLOCK_VERSION, Header
-from node.crypto import verify
-from node.execution import Receipt, receipt_bytes
-from node.merkle import merkle_path, verify_path
-from node.tx import Transaction, TxError, decode_tx, tx_hash_of
+from node.chain.block import BLOCK_VERSION, Header
+from node.chain.crypto import verify
+from node.chain.execution import Receipt, receipt_bytes
+from node.chain.merkle import merkle_path, verify_path
+from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.kv import StoreCorrupt
 
 if TYPE_CHECKING:
-    from node.ledger import Ledger
+    from node.chain.ledger import Ledger
 
 PROOF_VERSION = 1
 UINT64_MAX = 2**64 - 1

@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from node.genesis import Genesis
-from node.ledger import Ledger
-from node.mempool import Mempool, MempoolFull
-from node.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
-from node.txlog import TxLog, TxLogError
-from node.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
+from node.chain.genesis import Genesis
+from node.chain.ledger import Ledger
+from node.txpool.mempool import Mempool, MempoolFull
+from node.chain.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+from node.txpool.txlog import TxLog, TxLogError
+from node.txpool.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
 INVALID, UNAUTHORISED, DUPLICATE = "invalid", "unauthorised", "duplicate"
 
