@@ -1,0 +1,73 @@
+"""The consortium under `alliance bench`: its nodes started as `alliance run` processes and watched."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from node.bench.progress import progress
+from node.cli import localnet
+from node.cli.localnet import LocalNode, local_nodes, start_process
+from node.client import Client, NodeUnreachable
+from node.config import load_config
+from node.errors import AllianceError
+
+CONNECTED_TIMEOUT_S = 30.0
+
+
+def start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
+    """Starts each node with localnet.start_process, with `--profile FILE` when asked."""
+    started = local_nodes(home, nodes, base_port)
+    for node in started:
+        start_node(node, profiles[node.index] if profiles else None)
+    return started
+
+
+def start_node(node: LocalNode, profile: Path | None) -> None:
+    start_process(node, *(["--profile", str(profile)] if profile else []))
+
+
+def check_alive(nodes: list[LocalNode]) -> None:
+    localnet.check_alive(nodes, " during the benchmark")
+
+
+def wait_connected(nodes: list[LocalNode]) -> None:
+    """Until every node reports all its peers connected."""
+    deadline = time.monotonic() + CONNECTED_TIMEOUT_S
+    for node in nodes:
+        client = Client(node.rpc_url, timeout_s=5)
+        while True:
+            check_alive(nodes)
+            try:
+                peers = client.status()["peers"]
+            except NodeUnreachable:
+                peers = [{"connected": False}]
+            if all(p["connected"] for p in peers):
+                break
+            if time.monotonic() > deadline:
+                raise AllianceError(f"node{node.index} was not connected to all its peers within "
+                                    f"{CONNECTED_TIMEOUT_S:.0f} s; see {node.home}/node.log")
+            time.sleep(0.1)
+        client.close()
+
+
+def status(node: LocalNode) -> dict[str, Any]:
+    client = Client(node.rpc_url, timeout_s=10)
+    try:
+        return client.status()
+    finally:
+        client.close()
+
+
+def metrics_url(node: LocalNode) -> str:
+    address = load_config(node.home).metrics_listen
+    return f"http://{address.host}:{address.port}"
+
+
+def check_clean_exit(nodes: list[LocalNode]) -> None:
+    for node in nodes:
+        if node.process is not None and node.process.returncode not in (0, -signal.SIGTERM):
+            progress(f"node{node.index} exited with {node.process.returncode} on SIGTERM; "
+                     f"see {node.home}/node.log")
