@@ -1,4 +1,6 @@
-"""The alliance client SDK: Client (synchronous) and AsyncClient (trio) over one sans-I/O core."""
+"""The alliance client SDK: Client (synchronous) and AsyncClient (trio) over one sans-I/O core.
+
+It imports only chain, errors and keys, never the server side, so that an application can use it alone."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
