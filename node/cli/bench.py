@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from consensus.replica import quorum
+from consensus.quorum import quorum
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.sign import presign
 from node.bench.watch import BlockWatcher, SeenBlock, cpu_seconds, peak_rss_mb, percentile, view_changes
