@@ -13,7 +13,7 @@ broadcast; `handle` emits actions in the order they must be carried out.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from consensus.actions import (
     Action,
@@ -34,21 +34,23 @@ from consensus.events import (
     TimeoutFired,
     TransactionsPending,
 )
+from consensus.certificate import Certificates, carried_block, highest_prepared
+from consensus.future import FutureMessages
 from consensus.messages import (
     Commit,
     Crypto,
-    Message,
     Prepare,
     PreparedCertificate,
     Proposal,
     RoundChange,
     Signed,
     seal_bytes,
-    sign,
     signing_bytes,
 )
 from consensus.quorum import fault_tolerance, quorum
+from consensus.round_state import RoundState, most_voted, seal_of, votes_for
 from consensus.safety import SafetyState
+from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
 
 
 @dataclass(frozen=True)
@@ -62,20 +64,6 @@ class ReplicaConfig:
     future_rounds_max: int = 64  # rounds ahead whose votes are tallied
 
 
-@dataclass
-class RoundState:
-    proposal: Proposal | None = None
-    validated: bool = False
-    invalid: bool = False  # ValidateBlock found the proposal's block invalid
-    my_prepare: bytes | None = None  # the block hash this replica prepared
-    my_commit: bool = False
-    build_requested: bool = False
-    justification: tuple[Signed, ...] = ()
-    prepares: dict[bytes, Signed] = field(default_factory=dict)
-    commits: dict[bytes, Signed] = field(default_factory=dict)
-    round_changes: dict[bytes, Signed] = field(default_factory=dict)
-
-
 class Replica:
     def __init__(
         self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None, sign_from: int = 0
@@ -85,19 +73,18 @@ class Replica:
         self.config = config
         self.crypto = crypto
         self.height = height
-        # Below this height the replica follows but signs nothing: after its store was
-        # rebuilt it cannot know what it signed there before.
-        self.sign_from = sign_from
         self.round = 0
-        self.dropped: Counter[str] = Counter()  # reason -> messages dropped
+        self.dropped: Counter[str] = Counter()  # reason -> messages dropped (or refused signatures)
         self._n = len(config.validators)
         self._f = fault_tolerance(self._n)
         self._q = quorum(self._n)
         self._members = frozenset(config.validators)
         self._safety = safety if safety is not None and safety.height == height else None
-        self._future: dict[int, list[Signed]] = {}  # verified messages for later heights
-        self._future_senders: Counter[bytes] = Counter()  # messages each sender has in _future
-        self._ahead: dict[bytes, int] = {}  # validator -> highest later height it signed for
+        # A state from a later height is kept, so nothing signed there is signed again.
+        kept = safety if safety is not None and safety.height >= height else SafetyState(height, 0, None, ())
+        self._rules = SafetyRules(crypto, config.chain_id, config.validators, kept, sign_from)
+        self._certificates = Certificates(config.validators, self._verify)
+        self._future = FutureMessages(self._n, config.future_heights_max, config.future_messages_max)
         self._actions: list[Action] = []
         self._reset_height()
 
@@ -106,6 +93,16 @@ class Replica:
     @property
     def me(self) -> bytes:
         return self.crypto.public_key
+
+    @property
+    def sign_from(self) -> int:
+        """Below this height the replica follows but signs nothing: after its store was
+        rebuilt it cannot know what it signed there before."""
+        return self._rules.sign_from
+
+    @sign_from.setter
+    def sign_from(self, height: int) -> None:
+        self._rules.sign_from = height
 
     def proposer(self, height: int, round_: int) -> bytes:
         return self.config.validators[(height + round_) % self._n]
@@ -142,12 +139,17 @@ class Replica:
         self.prepared: PreparedCertificate | None = None
         self._rounds: dict[int, RoundState] = {}
         self._latest_round_change: dict[bytes, int] = {}
-        self._sent: list[Signed] = []
         self._outbox: list[Signed] = []
         self._active = False
 
     def _round_state(self, round_: int) -> RoundState:
         return self._rounds.setdefault(round_, RoundState())
+
+    @property
+    def _sent(self) -> tuple[Signed, ...]:
+        """What this replica signed in its current round."""
+        s = self._rules.state
+        return s.sent if (s.height, s.round) == (self.height, self.round) else ()
 
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
@@ -156,7 +158,7 @@ class Replica:
         """Persist what was signed, then let it leave: the order safety needs."""
         if not self._outbox:
             return
-        self._emit(PersistSafetyState(SafetyState(self.height, self.round, self.prepared, tuple(self._sent))))
+        self._emit(PersistSafetyState(self._rules.state))
         self._actions.extend(Broadcast(s) for s in self._outbox)
         self._outbox = []
 
@@ -165,12 +167,32 @@ class Replica:
         actions, self._actions = self._actions, []
         return actions
 
-    def _sign(self, message: Message) -> None:
-        """Signs `message`, queues it to be persisted and sent, and delivers it to ourselves."""
+    def _sign(self, message: Unsealed) -> None:
+        """Has the safety rules sign `message`, queues it to be persisted and sent, and delivers it to ourselves."""
         if self.height < self.sign_from:
             return
-        signed = sign(self.crypto, self.config.chain_id, message)
-        self._sent.append(signed)
+        try:
+            signed = self._rules.sign(message)
+        except SigningRefused as refusal:
+            self.dropped[refusal.reason] += 1
+            return
+        assert signed.message == message and signed.sender == self.me
+        self._send(signed)
+
+    def _commit(self, certificate: PreparedCertificate) -> None:
+        """Has the safety rules sign a COMMIT for the block `certificate` shows prepared."""
+        if self.height < self.sign_from:
+            return
+        try:
+            signed = self._rules.commit(self.height, certificate)
+        except SigningRefused as refusal:
+            self.dropped[refusal.reason] += 1
+            return
+        assert isinstance(signed.message, Commit) and signed.message.block_hash == certificate.block_hash
+        self._send(signed)
+
+    def _send(self, signed: Signed) -> None:
+        assert self._rules.state.sent[-1] is signed  # persisted with the next PersistSafetyState
         self._outbox.append(signed)
         self._dispatch(signed)
 
@@ -187,7 +209,6 @@ class Replica:
 
     def _enter_round(self, round_: int, send_round_change: bool) -> None:
         self.round = round_
-        self._sent = []
         self._rounds = {r: s for r, s in self._rounds.items() if r >= round_}
         if round_ > 0:
             self._active = False
@@ -207,51 +228,30 @@ class Replica:
         if len(rs.round_changes) < self._q:
             return
         rs.justification = tuple(rs.round_changes.values())
-        best = _highest_prepared(rs.justification)
+        best = highest_prepared(rs.justification)
         if best is None:
             rs.build_requested = True
             self._emit(BuildBlock(self.height, self.round))
         else:
-            self._propose(self._carried_block(best, rs.justification), best.block_hash, rs.justification)
-
-    def _carried_block(self, best: PreparedCertificate, justification: tuple[Signed, ...]) -> bytes:
-        """The bytes to propose again under `best`'s hash.
-
-        A faulty validator can put real prepares and other bytes in its
-        certificate, and nobody would validate the proposal. Prefer the bytes
-        this replica validated itself, then those most certificates carry.
-        """
-        if self.prepared is not None and self.prepared.block_hash == best.block_hash:
-            return self.prepared.block
-        carried = Counter(
-            s.message.prepared.block
-            for s in justification
-            if isinstance(s.message, RoundChange)
-            and s.message.prepared is not None
-            and s.message.prepared.block_hash == best.block_hash
-        )
-        return carried.most_common(1)[0][0]
+            self._propose(carried_block(self.prepared, best, rs.justification), best.block_hash, rs.justification)
 
     def _propose(self, block: bytes, block_hash: bytes, justification: tuple[Signed, ...]) -> None:
         self._sign(Proposal(self.height, self.round, block, block_hash, justification))
 
     def _advance(self, height: int) -> None:
+        assert height > self.height, (height, self.height)
         self._flush()
         self.height = height
         self._reset_height()
-        self._future = {h: msgs for h, msgs in self._future.items() if h >= height}
-        self._future_senders = Counter(s.sender for msgs in self._future.values() for s in msgs)
-        self._ahead = {v: h for v, h in self._ahead.items() if h > height}
+        ready = self._future.take(height)
         self._enter_round(0, send_round_change=False)
-        for signed in self._future.pop(height, []):
-            self._future_senders[signed.sender] -= 1
+        for signed in ready:
             self._on_message(signed, verified=True)
 
     def _resume(self, s: SafetyState) -> None:
         """After a restart: take up the round we were in and re-send what we signed there."""
         self.round = s.round
         self.prepared = s.prepared
-        self._sent = list(s.sent)
         rs = self._round_state(s.round)
         for signed in s.sent:
             m = signed.message
@@ -329,9 +329,9 @@ class Replica:
         a faulty signer costs one fetch per timeout, as catch-up checks
         certificates.
         """
-        ahead = [h for h in self._ahead.values() if h > self.height]
-        if ahead:
-            self._emit(RequestSync(max(ahead)))
+        ahead = self._future.highest_ahead(self.height)
+        if ahead is not None:
+            self._emit(RequestSync(ahead))
 
     def _on_synced(self, height: int) -> None:
         if height >= self.height:
@@ -356,20 +356,11 @@ class Replica:
             self._dispatch(signed)
 
     def _keep_for_later(self, signed: Signed) -> None:
-        """Keeps a verified message for a later height, within a bound overall and per sender."""
-        height = signed.message.height
-        if height > self._ahead.get(signed.sender, 0):
-            self._ahead[signed.sender] = height
-        kept = sum(self._future_senders.values())
-        per_sender_max = max(1, self.config.future_messages_max // self._n)
-        if height > self.height + self.config.future_heights_max or kept >= self.config.future_messages_max:
-            self.dropped["far_height"] += 1
-            self._emit(RequestSync(height))
-        elif self._future_senders[signed.sender] >= per_sender_max:
-            self.dropped["sender_over_limit"] += 1
-        else:
-            self._future.setdefault(height, []).append(signed)
-            self._future_senders[signed.sender] += 1
+        dropped = self._future.keep(signed, self.height)
+        if dropped is not None:
+            self.dropped[dropped] += 1
+        if dropped == "far_height":
+            self._emit(RequestSync(signed.message.height))
 
     def _verify(self, signed: Signed) -> bool:
         data = signing_bytes(self.config.chain_id, signed.message)
@@ -390,7 +381,7 @@ class Replica:
         if signed.sender != self.proposer(p.height, p.round) or p.round < self.round:
             self.dropped["invalid_proposal"] += 1
             return
-        if p.round > 0 and not self._justified(p):
+        if p.round > 0 and not self._certificates.justified(p):
             self.dropped["unjustified_proposal"] += 1
             return
         if p.round > self.round:
@@ -427,13 +418,12 @@ class Replica:
             return
         if rs.my_prepare not in (None, p.block_hash):
             return  # never commit anything but what we prepared
-        votes = _votes_for(rs.prepares, p.block_hash)
+        votes = votes_for(rs.prepares, p.block_hash)
         if len(votes) < self._q:
             return
         self.prepared = PreparedCertificate(round_, p.block, p.block_hash, tuple(votes))
         rs.my_commit = True
-        seal = self.crypto.sign(seal_bytes(p.block_hash))
-        self._sign(Commit(self.height, round_, p.block_hash, seal))
+        self._commit(self.prepared)
 
     def _on_commit(self, signed: Signed, m: Commit) -> None:
         if signed.sender != self.me and not self.crypto.verify(signed.sender, seal_bytes(m.block_hash), m.seal):
@@ -446,8 +436,8 @@ class Replica:
     def _check_committed(self, round_: int) -> None:
         rs = self._round_state(round_)
         p = rs.proposal
-        block_hash = _most_voted(rs.commits)
-        votes = _votes_for(rs.commits, block_hash)
+        block_hash = most_voted(rs.commits)
+        votes = votes_for(rs.commits, block_hash)
         if len(votes) < self._q:
             return
         if p is None or p.block_hash != block_hash:
@@ -459,13 +449,14 @@ class Replica:
         if not rs.validated:
             return  # its bytes may not match the hash: BlockValidated checks again
         order = {v: i for i, v in enumerate(self.config.validators)}
-        seals = sorted(((s.sender, _seal(s)) for s in votes), key=lambda vs: order[vs[0]])
+        seals = sorted(((s.sender, seal_of(s)) for s in votes), key=lambda vs: order[vs[0]])
+        assert len({v for v, _ in seals}) == len(seals) >= self._q, "a commit certificate needs a quorum of distinct validators"
         self._flush()
         self._emit(CommitBlock(self.height, p.block, p.block_hash, tuple(seals)))
         self._advance(self.height + 1)
 
     def _on_round_change(self, signed: Signed, m: RoundChange) -> None:
-        if m.prepared is not None and not self._valid_prepared(m.prepared, m.round):
+        if m.prepared is not None and not self._certificates.valid_prepared(m.prepared, self.height, m.round):
             self.dropped["invalid_round_change"] += 1
             return
         if m.round > self._latest_round_change.get(signed.sender, -1):
@@ -493,57 +484,3 @@ class Replica:
         higher = sorted((r for r in self._latest_round_change.values() if r > self.round), reverse=True)
         if len(higher) > self._f:
             self._enter_round(higher[self._f], send_round_change=True)
-
-    # ---- certificates -----------------------------------------------------------
-
-    def _valid_prepared(self, pc: PreparedCertificate, round_: int) -> bool:
-        """2f+1 distinct validators' prepares for the block in a round before `round_`."""
-        if pc.round >= round_:
-            return False
-        senders = set()
-        for s in pc.prepares:
-            m = s.message
-            ok = isinstance(m, Prepare) and (m.height, m.round, m.block_hash) == (self.height, pc.round, pc.block_hash)
-            if ok and s.sender in self._members and s.sender not in senders and self._verify(s):
-                senders.add(s.sender)
-        return len(senders) >= self._q
-
-    def _justified(self, p: Proposal) -> bool:
-        """A proposal for round > 0 needs 2f+1 round changes and must carry the highest prepared block."""
-        senders = set()
-        valid: list[Signed] = []
-        for s in p.justification:
-            m = s.message
-            if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
-                continue
-            if s.sender in self._members and s.sender not in senders and self._verify(s):
-                if m.prepared is None or self._valid_prepared(m.prepared, m.round):
-                    senders.add(s.sender)
-                    valid.append(s)
-        if len(senders) < self._q:
-            return False
-        best = _highest_prepared(tuple(valid))
-        return best is None or best.block_hash == p.block_hash
-
-
-def _votes_for(votes: dict[bytes, Signed], block_hash: bytes | None) -> list[Signed]:
-    return [s for s in votes.values() if getattr(s.message, "block_hash", None) == block_hash]
-
-
-def _most_voted(votes: dict[bytes, Signed]) -> bytes | None:
-    counts = Counter(getattr(s.message, "block_hash") for s in votes.values())
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def _seal(signed: Signed) -> bytes:
-    assert isinstance(signed.message, Commit)
-    return signed.message.seal
-
-
-def _highest_prepared(round_changes: tuple[Signed, ...]) -> PreparedCertificate | None:
-    best: PreparedCertificate | None = None
-    for s in round_changes:
-        pc = s.message.prepared if isinstance(s.message, RoundChange) else None
-        if pc is not None and (best is None or pc.round > best.round):
-            best = pc
-    return best
