@@ -1,20 +1,32 @@
-"""Checks on what a message carries as proof: a prepared certificate in a
-ROUND-CHANGE, 2f+1 round changes in the PRE-PREPARE of a round after the first."""
+"""Checks on signatures and on what a message carries as proof: a prepared
+certificate in a ROUND-CHANGE, 2f+1 round changes in the PRE-PREPARE of a round
+after the first, and which block such a proposal must carry again."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
-from consensus.messages import Prepare, PreparedCertificate, Proposal, RoundChange, Signed
+from consensus.messages import (
+    Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes, signing_bytes,
+)
 from consensus.quorum import quorum
 
 
 class Certificates:
-    def __init__(self, validators: tuple[bytes, ...], verify: Callable[[Signed], bool]):
+    """Signature and certificate checks against one chain's validator set."""
+
+    def __init__(self, chain_id: str, validators: tuple[bytes, ...], crypto: Crypto):
+        self._chain_id = chain_id
         self._members = frozenset(validators)
         self._q = quorum(len(validators))
-        self._verify = verify
+        self._crypto = crypto
+
+    def verify(self, signed: Signed) -> bool:
+        data = signing_bytes(self._chain_id, signed.message)
+        return self._crypto.verify(signed.sender, data, signed.signature)
+
+    def valid_seal(self, sender: bytes, m: Commit) -> bool:
+        return self._crypto.verify(sender, seal_bytes(m.block_hash), m.seal)
 
     def valid_prepared(self, pc: PreparedCertificate, height: int, round_: int) -> bool:
         """2f+1 distinct validators' prepares for the block in a round before `round_`."""
@@ -24,7 +36,7 @@ class Certificates:
         for s in pc.prepares:
             m = s.message
             ok = isinstance(m, Prepare) and (m.height, m.round, m.block_hash) == (height, pc.round, pc.block_hash)
-            if ok and s.sender in self._members and s.sender not in senders and self._verify(s):
+            if ok and s.sender in self._members and s.sender not in senders and self.verify(s):
                 senders.add(s.sender)
         return len(senders) >= self._q
 
@@ -36,7 +48,7 @@ class Certificates:
             m = s.message
             if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
                 continue
-            if s.sender in self._members and s.sender not in senders and self._verify(s):
+            if s.sender in self._members and s.sender not in senders and self.verify(s):
                 if m.prepared is None or self.valid_prepared(m.prepared, p.height, m.round):
                     senders.add(s.sender)
                     valid.append(s)

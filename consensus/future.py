@@ -39,6 +39,12 @@ class FutureMessages:
         return ready
 
     def highest_ahead(self, height: int) -> int | None:
-        """The highest height after `height` any validator signed for, if one did."""
+        """The highest height after `height` any validator signed for, if one did.
+
+        One signer is enough to go and fetch what was decided. Waiting for f+1
+        would let f validators that stay behind keep an honest replica from the
+        quorum that went on without it; a faulty signer costs one fetch per
+        timeout, as catch-up checks certificates.
+        """
         ahead = [h for h in self._ahead.values() if h > height]
         return max(ahead) if ahead else None

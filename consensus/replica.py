@@ -13,55 +13,21 @@ broadcast; `handle` emits actions in the order they must be carried out.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from consensus.actions import (
-    Action,
-    Broadcast,
-    BuildBlock,
-    CommitBlock,
-    PersistSafetyState,
-    RequestSync,
-    ScheduleTimeout,
-    ValidateBlock,
-)
-from consensus.events import (
-    BlockBuilt,
-    BlockSynced,
-    BlockValidated,
-    Event,
-    MessageReceived,
-    TimeoutFired,
-    TransactionsPending,
+    Action, Broadcast, BuildBlock, CommitBlock, PersistSafetyState, RequestSync, ScheduleTimeout, ValidateBlock,
 )
 from consensus.certificate import Certificates, carried_block, highest_prepared
-from consensus.future import FutureMessages
-from consensus.messages import (
-    Commit,
-    Crypto,
-    Prepare,
-    PreparedCertificate,
-    Proposal,
-    RoundChange,
-    Signed,
-    seal_bytes,
-    signing_bytes,
+from consensus.config import ReplicaConfig
+from consensus.events import (
+    BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending,
 )
+from consensus.future import FutureMessages
+from consensus.messages import Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed
 from consensus.quorum import fault_tolerance, quorum
-from consensus.round_state import RoundState, most_voted, seal_of, votes_for
+from consensus.round_state import Rounds, RoundState
 from consensus.safety import SafetyState
 from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
-
-
-@dataclass(frozen=True)
-class ReplicaConfig:
-    chain_id: str
-    validators: tuple[bytes, ...]
-    round_timeout_ms: int = 2000
-    round_timeout_max_ms: int = 60000
-    future_heights_max: int = 4  # heights ahead whose messages are kept for later
-    future_messages_max: int = 1024  # messages kept for later heights, in all
-    future_rounds_max: int = 64  # rounds ahead whose votes are tallied
 
 
 class Replica:
@@ -83,7 +49,7 @@ class Replica:
         # A state from a later height is kept, so nothing signed there is signed again.
         kept = safety if safety is not None and safety.height >= height else SafetyState(height, 0, None, ())
         self._rules = SafetyRules(crypto, config.chain_id, config.validators, kept, sign_from)
-        self._certificates = Certificates(config.validators, self._verify)
+        self._certificates = Certificates(config.chain_id, config.validators, crypto)
         self._future = FutureMessages(self._n, config.future_heights_max, config.future_messages_max)
         self._actions: list[Action] = []
         self._reset_height()
@@ -137,13 +103,9 @@ class Replica:
     def _reset_height(self) -> None:
         self.round = 0
         self.prepared: PreparedCertificate | None = None
-        self._rounds: dict[int, RoundState] = {}
-        self._latest_round_change: dict[bytes, int] = {}
+        self._rounds = Rounds(self.config.validators, self._f, self._q)
         self._outbox: list[Signed] = []
         self._active = False
-
-    def _round_state(self, round_: int) -> RoundState:
-        return self._rounds.setdefault(round_, RoundState())
 
     @property
     def _sent(self) -> tuple[Signed, ...]:
@@ -167,49 +129,34 @@ class Replica:
         actions, self._actions = self._actions, []
         return actions
 
-    def _sign(self, message: Unsealed) -> None:
-        """Has the safety rules sign `message`, queues it to be persisted and sent, and delivers it to ourselves."""
+    def _sign(self, message: Unsealed | PreparedCertificate) -> None:
+        """Has the safety rules sign `message` (a COMMIT for a prepared certificate), queues
+        it to be persisted and sent, and delivers it to ourselves."""
         if self.height < self.sign_from:
             return
         try:
-            signed = self._rules.sign(message)
+            if isinstance(message, PreparedCertificate):
+                signed = self._rules.commit(self.height, message)
+            else:
+                signed = self._rules.sign(message)
         except SigningRefused as refusal:
             self.dropped[refusal.reason] += 1
             return
-        assert signed.message == message and signed.sender == self.me
-        self._send(signed)
-
-    def _commit(self, certificate: PreparedCertificate) -> None:
-        """Has the safety rules sign a COMMIT for the block `certificate` shows prepared."""
-        if self.height < self.sign_from:
-            return
-        try:
-            signed = self._rules.commit(self.height, certificate)
-        except SigningRefused as refusal:
-            self.dropped[refusal.reason] += 1
-            return
-        assert isinstance(signed.message, Commit) and signed.message.block_hash == certificate.block_hash
-        self._send(signed)
-
-    def _send(self, signed: Signed) -> None:
-        assert self._rules.state.sent[-1] is signed  # persisted with the next PersistSafetyState
+        assert signed.sender == self.me and self._rules.state.sent[-1] is signed  # in the next PersistSafetyState
         self._outbox.append(signed)
         self._dispatch(signed)
-
-    def _timeout_ms(self, round_: int) -> int:
-        return min(self.config.round_timeout_ms << min(round_, 30), self.config.round_timeout_max_ms)
 
     def _activate(self) -> None:
         """Starts the round timer once there is something to agree on."""
         if not self._active:
             self._active = True
-            self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+            self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     # ---- rounds and heights -----------------------------------------------------
 
     def _enter_round(self, round_: int, send_round_change: bool) -> None:
         self.round = round_
-        self._rounds = {r: s for r, s in self._rounds.items() if r >= round_}
+        self._rounds.forget_before(round_)
         if round_ > 0:
             self._active = False
             self._activate()
@@ -218,7 +165,7 @@ class Replica:
         self._maybe_propose()
 
     def _maybe_propose(self) -> None:
-        rs = self._round_state(self.round)
+        rs = self._rounds[self.round]
         if self.proposer(self.height, self.round) != self.me or rs.build_requested or rs.proposal:
             return
         if self.round == 0:
@@ -252,15 +199,7 @@ class Replica:
         """After a restart: take up the round we were in and re-send what we signed there."""
         self.round = s.round
         self.prepared = s.prepared
-        rs = self._round_state(s.round)
-        for signed in s.sent:
-            m = signed.message
-            if isinstance(m, Proposal):
-                rs.proposal, rs.validated, rs.build_requested = m, True, True
-            elif isinstance(m, Prepare):
-                rs.my_prepare = m.block_hash
-            elif isinstance(m, Commit):
-                rs.my_commit = True
+        self._rounds[s.round].restore(s.sent)
         self._actions.extend(Broadcast(m) for m in s.sent)
         self._activate()
         for signed in s.sent:
@@ -272,7 +211,7 @@ class Replica:
     # ---- events -----------------------------------------------------------------
 
     def _on_block_built(self, e: BlockBuilt) -> None:
-        rs = self._round_state(self.round)
+        rs = self._rounds[self.round]
         if (e.height, e.round) != (self.height, self.round) or rs.proposal is not None:
             return
         self._propose(e.block, e.block_hash, rs.justification)
@@ -297,38 +236,18 @@ class Replica:
         if (e.height, e.round) != (self.height, self.round):
             return
         self._sync_if_behind()
-        if self._round_reached(self.round):
+        if self._rounds.reached(self.round):
             self._enter_round(self.round + 1, send_round_change=True)
         else:
             self._send_again()
 
-    def _round_reached(self, round_: int) -> bool:
-        """Whether anyone else got to `round_` or beyond, so moving past it is no solo run.
-
-        A replica that timed out alone (partitioned, or the rest were slower)
-        waits in its round and repeats its round change instead of climbing
-        further; otherwise, with timeouts capped at round_timeout_max_ms, it
-        stays rounds ahead of the others for ever and a quorum that needs it
-        never forms again.
-        """
-        rs = self._round_state(round_)
-        if round_ == 0 or rs.proposal is not None or len(rs.round_changes) >= self._q:
-            return True
-        return any(r > round_ for r in self._latest_round_change.values())
-
     def _send_again(self) -> None:
         """Repeats what this replica signed in its round (already persisted) and waits another timeout."""
         self._actions.extend(Broadcast(s) for s in self._sent)
-        self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+        self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     def _sync_if_behind(self) -> None:
-        """Stuck for a round while a validator signed for a later height: fetch what was decided.
-
-        One signer is enough. Waiting for f+1 would let f validators that stay
-        behind keep an honest replica from the quorum that went on without it;
-        a faulty signer costs one fetch per timeout, as catch-up checks
-        certificates.
-        """
+        """Stuck for a round while a validator signed for a later height: fetch what was decided."""
         ahead = self._future.highest_ahead(self.height)
         if ahead is not None:
             self._emit(RequestSync(ahead))
@@ -347,7 +266,7 @@ class Replica:
             self.dropped["old"] += 1
         elif m.height == self.height and m.round > self.round + self.config.future_rounds_max:
             self.dropped["far_round"] += 1
-        elif not verified and not self._verify(signed):
+        elif not verified and not self._certificates.verify(signed):
             self.dropped["bad_signature"] += 1
         elif m.height > self.height:
             self._keep_for_later(signed)
@@ -361,10 +280,6 @@ class Replica:
             self.dropped[dropped] += 1
         if dropped == "far_height":
             self._emit(RequestSync(signed.message.height))
-
-    def _verify(self, signed: Signed) -> bool:
-        data = signing_bytes(self.config.chain_id, signed.message)
-        return self.crypto.verify(signed.sender, data, signed.signature)
 
     def _dispatch(self, signed: Signed) -> None:
         m = signed.message
@@ -386,7 +301,7 @@ class Replica:
             return
         if p.round > self.round:
             self._enter_round(p.round, send_round_change=False)
-        rs = self._round_state(p.round)
+        rs = self._rounds[p.round]
         if rs.proposal is not None:
             return
         rs.proposal = p
@@ -407,39 +322,39 @@ class Replica:
     def _on_prepare(self, signed: Signed, m: Prepare) -> None:
         if m.round < self.round:
             return
-        rs = self._round_state(m.round)
+        rs = self._rounds[m.round]
         rs.prepares.setdefault(signed.sender, signed)
         self._check_prepared(m.round)
 
     def _check_prepared(self, round_: int) -> None:
-        rs = self._round_state(round_)
+        rs = self._rounds[round_]
         p = rs.proposal
         if p is None or not rs.validated or rs.my_commit or round_ != self.round:
             return
         if rs.my_prepare not in (None, p.block_hash):
             return  # never commit anything but what we prepared
-        votes = votes_for(rs.prepares, p.block_hash)
-        if len(votes) < self._q:
+        votes = self._rounds.prepared(round_, p.block_hash)
+        if votes is None:
             return
-        self.prepared = PreparedCertificate(round_, p.block, p.block_hash, tuple(votes))
+        self.prepared = PreparedCertificate(round_, p.block, p.block_hash, votes)
         rs.my_commit = True
-        self._commit(self.prepared)
+        self._sign(self.prepared)
 
     def _on_commit(self, signed: Signed, m: Commit) -> None:
-        if signed.sender != self.me and not self.crypto.verify(signed.sender, seal_bytes(m.block_hash), m.seal):
+        if signed.sender != self.me and not self._certificates.valid_seal(signed.sender, m):
             self.dropped["bad_seal"] += 1
             return
-        rs = self._round_state(m.round)
+        rs = self._rounds[m.round]
         rs.commits.setdefault(signed.sender, signed)
         self._check_committed(m.round)
 
     def _check_committed(self, round_: int) -> None:
-        rs = self._round_state(round_)
+        rs = self._rounds[round_]
         p = rs.proposal
-        block_hash = most_voted(rs.commits)
-        votes = votes_for(rs.commits, block_hash)
-        if len(votes) < self._q:
+        decided = self._rounds.decided(round_)
+        if decided is None:
             return
+        block_hash, seals = decided
         if p is None or p.block_hash != block_hash:
             self._emit(RequestSync(self.height))  # decided, but we do not hold that block
             return
@@ -448,24 +363,19 @@ class Replica:
             return
         if not rs.validated:
             return  # its bytes may not match the hash: BlockValidated checks again
-        order = {v: i for i, v in enumerate(self.config.validators)}
-        seals = sorted(((s.sender, seal_of(s)) for s in votes), key=lambda vs: order[vs[0]])
-        assert len({v for v, _ in seals}) == len(seals) >= self._q, "a commit certificate needs a quorum of distinct validators"
         self._flush()
-        self._emit(CommitBlock(self.height, p.block, p.block_hash, tuple(seals)))
+        self._emit(CommitBlock(self.height, p.block, p.block_hash, seals))
         self._advance(self.height + 1)
 
     def _on_round_change(self, signed: Signed, m: RoundChange) -> None:
         if m.prepared is not None and not self._certificates.valid_prepared(m.prepared, self.height, m.round):
             self.dropped["invalid_round_change"] += 1
             return
-        if m.round > self._latest_round_change.get(signed.sender, -1):
-            self._latest_round_change[signed.sender] = m.round
-        if m.round >= self.round:
-            changes = self._round_state(m.round).round_changes
-            if changes.setdefault(signed.sender, signed) is signed and len(changes) == self._q:
-                self._on_round_quorum(m.round)
-        self._join_higher_round()
+        if self._rounds.add_round_change(signed, m, self.round):
+            self._on_round_quorum(m.round)
+        join = self._rounds.to_join(self.round)
+        if join is not None:
+            self._enter_round(join, send_round_change=True)  # f+1 are in later rounds: one is honest
         if m.round == self.round:
             self._maybe_propose()
 
@@ -477,10 +387,4 @@ class Replica:
         proposer, before its block is built: one round lost per round, for ever.
         """
         if round_ == self.round:
-            self._emit(ScheduleTimeout(self.height, round_, self._timeout_ms(round_)))
-
-    def _join_higher_round(self) -> None:
-        """f+1 validators are in higher rounds: at least one is honest, so follow."""
-        higher = sorted((r for r in self._latest_round_change.values() if r > self.round), reverse=True)
-        if len(higher) > self._f:
-            self._enter_round(higher[self._f], send_round_change=True)
+            self._emit(ScheduleTimeout(self.height, round_, self.config.round_timeout(round_)))

@@ -13,7 +13,8 @@ import trio
 from consensus.events import MessageReceived
 from consensus.messages import MessageError, decode_signed, encode_signed
 from consensus.quorum import fault_tolerance, quorum
-from consensus.replica import Replica, ReplicaConfig
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver
