@@ -6,8 +6,9 @@ round's proposer, PREPARE once the block is validated, COMMIT with a seal once
 out moves on by ROUND-CHANGE messages carrying the highest prepared
 certificate, so a block that may have been committed is proposed again.
 
-Everything this replica signs is persisted (PersistSafetyState) before it is
-broadcast; `handle` emits actions in the order they must be carried out.
+Everything this replica signs is signed by its SafetyRules, which may refuse,
+and persisted (PersistSafetyState) before it is broadcast; `handle` emits
+actions in the order they must be carried out.
 """
 
 from __future__ import annotations
