@@ -6,83 +6,29 @@ round's proposer, PREPARE once the block is validated, COMMIT with a seal once
 out moves on by ROUND-CHANGE messages carrying the highest prepared
 certificate, so a block that may have been committed is proposed again.
 
-Everything this replica signs is persisted (PersistSafetyState) before it is
-broadcast; `handle` emits actions in the order they must be carried out.
+Everything this replica signs is signed by its SafetyRules, which may refuse,
+and persisted (PersistSafetyState) before it is broadcast; `handle` emits
+actions in the order they must be carried out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 from consensus.actions import (
-    Action,
-    Broadcast,
-    BuildBlock,
-    CommitBlock,
-    PersistSafetyState,
-    RequestSync,
-    ScheduleTimeout,
-    ValidateBlock,
+    Action, Broadcast, BuildBlock, CommitBlock, PersistSafetyState, RequestSync, ScheduleTimeout, ValidateBlock,
 )
+from consensus.certificate import Certificates, carried_block, highest_prepared
+from consensus.config import ReplicaConfig
 from consensus.events import (
-    BlockBuilt,
-    BlockSynced,
-    BlockValidated,
-    Event,
-    MessageReceived,
-    TimeoutFired,
-    TransactionsPending,
+    BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending,
 )
-from consensus.messages import (
-    Commit,
-    Crypto,
-    Message,
-    Prepare,
-    PreparedCertificate,
-    Proposal,
-    RoundChange,
-    Signed,
-    seal_bytes,
-    sign,
-    signing_bytes,
-)
+from consensus.future import FutureMessages
+from consensus.messages import Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed
+from consensus.quorum import fault_tolerance, quorum
+from consensus.round_state import Rounds, RoundState
 from consensus.safety import SafetyState
-
-
-def fault_tolerance(n: int) -> int:
-    """f, the number of faulty validators n tolerates."""
-    return (n - 1) // 3
-
-
-def quorum(n: int) -> int:
-    """2f+1 for n = 3f+1; in general the least size whose two sets share f+1 members."""
-    return (n + fault_tolerance(n)) // 2 + 1
-
-
-@dataclass(frozen=True)
-class ReplicaConfig:
-    chain_id: str
-    validators: tuple[bytes, ...]
-    round_timeout_ms: int = 2000
-    round_timeout_max_ms: int = 60000
-    future_heights_max: int = 4  # heights ahead whose messages are kept for later
-    future_messages_max: int = 1024  # messages kept for later heights, in all
-    future_rounds_max: int = 64  # rounds ahead whose votes are tallied
-
-
-@dataclass
-class RoundState:
-    proposal: Proposal | None = None
-    validated: bool = False
-    invalid: bool = False  # ValidateBlock found the proposal's block invalid
-    my_prepare: bytes | None = None  # the block hash this replica prepared
-    my_commit: bool = False
-    build_requested: bool = False
-    justification: tuple[Signed, ...] = ()
-    prepares: dict[bytes, Signed] = field(default_factory=dict)
-    commits: dict[bytes, Signed] = field(default_factory=dict)
-    round_changes: dict[bytes, Signed] = field(default_factory=dict)
+from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
 
 
 class Replica:
@@ -94,19 +40,18 @@ class Replica:
         self.config = config
         self.crypto = crypto
         self.height = height
-        # Below this height the replica follows but signs nothing: after its store was
-        # rebuilt it cannot know what it signed there before.
-        self.sign_from = sign_from
         self.round = 0
-        self.dropped: Counter[str] = Counter()  # reason -> messages dropped
+        self.dropped: Counter[str] = Counter()  # reason -> messages dropped (or refused signatures)
         self._n = len(config.validators)
         self._f = fault_tolerance(self._n)
         self._q = quorum(self._n)
         self._members = frozenset(config.validators)
         self._safety = safety if safety is not None and safety.height == height else None
-        self._future: dict[int, list[Signed]] = {}  # verified messages for later heights
-        self._future_senders: Counter[bytes] = Counter()  # messages each sender has in _future
-        self._ahead: dict[bytes, int] = {}  # validator -> highest later height it signed for
+        # A state from a later height is kept, so nothing signed there is signed again.
+        kept = safety if safety is not None and safety.height >= height else SafetyState(height, 0, None, ())
+        self._rules = SafetyRules(crypto, config.chain_id, config.validators, kept, sign_from)
+        self._certificates = Certificates(config.chain_id, config.validators, crypto)
+        self._future = FutureMessages(self._n, config.future_heights_max, config.future_messages_max)
         self._actions: list[Action] = []
         self._reset_height()
 
@@ -115,6 +60,16 @@ class Replica:
     @property
     def me(self) -> bytes:
         return self.crypto.public_key
+
+    @property
+    def sign_from(self) -> int:
+        """Below this height the replica follows but signs nothing: after its store was
+        rebuilt it cannot know what it signed there before."""
+        return self._rules.sign_from
+
+    @sign_from.setter
+    def sign_from(self, height: int) -> None:
+        self._rules.sign_from = height
 
     def proposer(self, height: int, round_: int) -> bytes:
         return self.config.validators[(height + round_) % self._n]
@@ -149,14 +104,15 @@ class Replica:
     def _reset_height(self) -> None:
         self.round = 0
         self.prepared: PreparedCertificate | None = None
-        self._rounds: dict[int, RoundState] = {}
-        self._latest_round_change: dict[bytes, int] = {}
-        self._sent: list[Signed] = []
+        self._rounds = Rounds(self.config.validators, self._f, self._q)
         self._outbox: list[Signed] = []
         self._active = False
 
-    def _round_state(self, round_: int) -> RoundState:
-        return self._rounds.setdefault(round_, RoundState())
+    @property
+    def _sent(self) -> tuple[Signed, ...]:
+        """What this replica signed in its current round."""
+        s = self._rules.state
+        return s.sent if (s.height, s.round) == (self.height, self.round) else ()
 
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
@@ -165,7 +121,7 @@ class Replica:
         """Persist what was signed, then let it leave: the order safety needs."""
         if not self._outbox:
             return
-        self._emit(PersistSafetyState(SafetyState(self.height, self.round, self.prepared, tuple(self._sent))))
+        self._emit(PersistSafetyState(self._rules.state))
         self._actions.extend(Broadcast(s) for s in self._outbox)
         self._outbox = []
 
@@ -174,30 +130,34 @@ class Replica:
         actions, self._actions = self._actions, []
         return actions
 
-    def _sign(self, message: Message) -> None:
-        """Signs `message`, queues it to be persisted and sent, and delivers it to ourselves."""
+    def _sign(self, message: Unsealed | PreparedCertificate) -> None:
+        """Has the safety rules sign `message` (a COMMIT for a prepared certificate), queues
+        it to be persisted and sent, and delivers it to ourselves."""
         if self.height < self.sign_from:
             return
-        signed = sign(self.crypto, self.config.chain_id, message)
-        self._sent.append(signed)
+        try:
+            if isinstance(message, PreparedCertificate):
+                signed = self._rules.commit(self.height, message)
+            else:
+                signed = self._rules.sign(message)
+        except SigningRefused as refusal:
+            self.dropped[refusal.reason] += 1
+            return
+        assert signed.sender == self.me and self._rules.state.sent[-1] is signed  # in the next PersistSafetyState
         self._outbox.append(signed)
         self._dispatch(signed)
-
-    def _timeout_ms(self, round_: int) -> int:
-        return min(self.config.round_timeout_ms << min(round_, 30), self.config.round_timeout_max_ms)
 
     def _activate(self) -> None:
         """Starts the round timer once there is something to agree on."""
         if not self._active:
             self._active = True
-            self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+            self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     # ---- rounds and heights -----------------------------------------------------
 
     def _enter_round(self, round_: int, send_round_change: bool) -> None:
         self.round = round_
-        self._sent = []
-        self._rounds = {r: s for r, s in self._rounds.items() if r >= round_}
+        self._rounds.forget_before(round_)
         if round_ > 0:
             self._active = False
             self._activate()
@@ -206,7 +166,7 @@ class Replica:
         self._maybe_propose()
 
     def _maybe_propose(self) -> None:
-        rs = self._round_state(self.round)
+        rs = self._rounds[self.round]
         if self.proposer(self.height, self.round) != self.me or rs.build_requested or rs.proposal:
             return
         if self.round == 0:
@@ -216,60 +176,31 @@ class Replica:
         if len(rs.round_changes) < self._q:
             return
         rs.justification = tuple(rs.round_changes.values())
-        best = _highest_prepared(rs.justification)
+        best = highest_prepared(rs.justification)
         if best is None:
             rs.build_requested = True
             self._emit(BuildBlock(self.height, self.round))
         else:
-            self._propose(self._carried_block(best, rs.justification), best.block_hash, rs.justification)
-
-    def _carried_block(self, best: PreparedCertificate, justification: tuple[Signed, ...]) -> bytes:
-        """The bytes to propose again under `best`'s hash.
-
-        A faulty validator can put real prepares and other bytes in its
-        certificate, and nobody would validate the proposal. Prefer the bytes
-        this replica validated itself, then those most certificates carry.
-        """
-        if self.prepared is not None and self.prepared.block_hash == best.block_hash:
-            return self.prepared.block
-        carried = Counter(
-            s.message.prepared.block
-            for s in justification
-            if isinstance(s.message, RoundChange)
-            and s.message.prepared is not None
-            and s.message.prepared.block_hash == best.block_hash
-        )
-        return carried.most_common(1)[0][0]
+            self._propose(carried_block(self.prepared, best, rs.justification), best.block_hash, rs.justification)
 
     def _propose(self, block: bytes, block_hash: bytes, justification: tuple[Signed, ...]) -> None:
         self._sign(Proposal(self.height, self.round, block, block_hash, justification))
 
     def _advance(self, height: int) -> None:
+        assert height > self.height, (height, self.height)
         self._flush()
         self.height = height
         self._reset_height()
-        self._future = {h: msgs for h, msgs in self._future.items() if h >= height}
-        self._future_senders = Counter(s.sender for msgs in self._future.values() for s in msgs)
-        self._ahead = {v: h for v, h in self._ahead.items() if h > height}
+        ready = self._future.take(height)
         self._enter_round(0, send_round_change=False)
-        for signed in self._future.pop(height, []):
-            self._future_senders[signed.sender] -= 1
+        for signed in ready:
             self._on_message(signed, verified=True)
 
     def _resume(self, s: SafetyState) -> None:
         """After a restart: take up the round we were in and re-send what we signed there."""
         self.round = s.round
         self.prepared = s.prepared
-        self._sent = list(s.sent)
-        rs = self._round_state(s.round)
-        for signed in s.sent:
-            m = signed.message
-            if isinstance(m, Proposal):
-                rs.proposal, rs.validated, rs.build_requested = m, True, True
-            elif isinstance(m, Prepare):
-                rs.my_prepare = m.block_hash
-            elif isinstance(m, Commit):
-                rs.my_commit = True
+        self._rounds[s.round].restore(s.sent)
         self._actions.extend(Broadcast(m) for m in s.sent)
         self._activate()
         for signed in s.sent:
@@ -281,7 +212,7 @@ class Replica:
     # ---- events -----------------------------------------------------------------
 
     def _on_block_built(self, e: BlockBuilt) -> None:
-        rs = self._round_state(self.round)
+        rs = self._rounds[self.round]
         if (e.height, e.round) != (self.height, self.round) or rs.proposal is not None:
             return
         self._propose(e.block, e.block_hash, rs.justification)
@@ -306,41 +237,21 @@ class Replica:
         if (e.height, e.round) != (self.height, self.round):
             return
         self._sync_if_behind()
-        if self._round_reached(self.round):
+        if self._rounds.reached(self.round):
             self._enter_round(self.round + 1, send_round_change=True)
         else:
             self._send_again()
 
-    def _round_reached(self, round_: int) -> bool:
-        """Whether anyone else got to `round_` or beyond, so moving past it is no solo run.
-
-        A replica that timed out alone (partitioned, or the rest were slower)
-        waits in its round and repeats its round change instead of climbing
-        further; otherwise, with timeouts capped at round_timeout_max_ms, it
-        stays rounds ahead of the others for ever and a quorum that needs it
-        never forms again.
-        """
-        rs = self._round_state(round_)
-        if round_ == 0 or rs.proposal is not None or len(rs.round_changes) >= self._q:
-            return True
-        return any(r > round_ for r in self._latest_round_change.values())
-
     def _send_again(self) -> None:
         """Repeats what this replica signed in its round (already persisted) and waits another timeout."""
         self._actions.extend(Broadcast(s) for s in self._sent)
-        self._emit(ScheduleTimeout(self.height, self.round, self._timeout_ms(self.round)))
+        self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     def _sync_if_behind(self) -> None:
-        """Stuck for a round while a validator signed for a later height: fetch what was decided.
-
-        One signer is enough. Waiting for f+1 would let f validators that stay
-        behind keep an honest replica from the quorum that went on without it;
-        a faulty signer costs one fetch per timeout, as catch-up checks
-        certificates.
-        """
-        ahead = [h for h in self._ahead.values() if h > self.height]
-        if ahead:
-            self._emit(RequestSync(max(ahead)))
+        """Stuck for a round while a validator signed for a later height: fetch what was decided."""
+        ahead = self._future.highest_ahead(self.height)
+        if ahead is not None:
+            self._emit(RequestSync(ahead))
 
     def _on_synced(self, height: int) -> None:
         if height >= self.height:
@@ -356,7 +267,7 @@ class Replica:
             self.dropped["old"] += 1
         elif m.height == self.height and m.round > self.round + self.config.future_rounds_max:
             self.dropped["far_round"] += 1
-        elif not verified and not self._verify(signed):
+        elif not verified and not self._certificates.verify(signed):
             self.dropped["bad_signature"] += 1
         elif m.height > self.height:
             self._keep_for_later(signed)
@@ -365,24 +276,11 @@ class Replica:
             self._dispatch(signed)
 
     def _keep_for_later(self, signed: Signed) -> None:
-        """Keeps a verified message for a later height, within a bound overall and per sender."""
-        height = signed.message.height
-        if height > self._ahead.get(signed.sender, 0):
-            self._ahead[signed.sender] = height
-        kept = sum(self._future_senders.values())
-        per_sender_max = max(1, self.config.future_messages_max // self._n)
-        if height > self.height + self.config.future_heights_max or kept >= self.config.future_messages_max:
-            self.dropped["far_height"] += 1
-            self._emit(RequestSync(height))
-        elif self._future_senders[signed.sender] >= per_sender_max:
-            self.dropped["sender_over_limit"] += 1
-        else:
-            self._future.setdefault(height, []).append(signed)
-            self._future_senders[signed.sender] += 1
-
-    def _verify(self, signed: Signed) -> bool:
-        data = signing_bytes(self.config.chain_id, signed.message)
-        return self.crypto.verify(signed.sender, data, signed.signature)
+        dropped = self._future.keep(signed, self.height)
+        if dropped is not None:
+            self.dropped[dropped] += 1
+        if dropped == "far_height":
+            self._emit(RequestSync(signed.message.height))
 
     def _dispatch(self, signed: Signed) -> None:
         m = signed.message
@@ -399,12 +297,12 @@ class Replica:
         if signed.sender != self.proposer(p.height, p.round) or p.round < self.round:
             self.dropped["invalid_proposal"] += 1
             return
-        if p.round > 0 and not self._justified(p):
+        if p.round > 0 and not self._certificates.justified(p):
             self.dropped["unjustified_proposal"] += 1
             return
         if p.round > self.round:
             self._enter_round(p.round, send_round_change=False)
-        rs = self._round_state(p.round)
+        rs = self._rounds[p.round]
         if rs.proposal is not None:
             return
         rs.proposal = p
@@ -425,40 +323,39 @@ class Replica:
     def _on_prepare(self, signed: Signed, m: Prepare) -> None:
         if m.round < self.round:
             return
-        rs = self._round_state(m.round)
+        rs = self._rounds[m.round]
         rs.prepares.setdefault(signed.sender, signed)
         self._check_prepared(m.round)
 
     def _check_prepared(self, round_: int) -> None:
-        rs = self._round_state(round_)
+        rs = self._rounds[round_]
         p = rs.proposal
         if p is None or not rs.validated or rs.my_commit or round_ != self.round:
             return
         if rs.my_prepare not in (None, p.block_hash):
             return  # never commit anything but what we prepared
-        votes = _votes_for(rs.prepares, p.block_hash)
-        if len(votes) < self._q:
+        votes = self._rounds.prepared(round_, p.block_hash)
+        if votes is None:
             return
-        self.prepared = PreparedCertificate(round_, p.block, p.block_hash, tuple(votes))
+        self.prepared = PreparedCertificate(round_, p.block, p.block_hash, votes)
         rs.my_commit = True
-        seal = self.crypto.sign(seal_bytes(p.block_hash))
-        self._sign(Commit(self.height, round_, p.block_hash, seal))
+        self._sign(self.prepared)
 
     def _on_commit(self, signed: Signed, m: Commit) -> None:
-        if signed.sender != self.me and not self.crypto.verify(signed.sender, seal_bytes(m.block_hash), m.seal):
+        if signed.sender != self.me and not self._certificates.valid_seal(signed.sender, m):
             self.dropped["bad_seal"] += 1
             return
-        rs = self._round_state(m.round)
+        rs = self._rounds[m.round]
         rs.commits.setdefault(signed.sender, signed)
         self._check_committed(m.round)
 
     def _check_committed(self, round_: int) -> None:
-        rs = self._round_state(round_)
+        rs = self._rounds[round_]
         p = rs.proposal
-        block_hash = _most_voted(rs.commits)
-        votes = _votes_for(rs.commits, block_hash)
-        if len(votes) < self._q:
+        decided = self._rounds.decided(round_)
+        if decided is None:
             return
+        block_hash, seals = decided
         if p is None or p.block_hash != block_hash:
             self._emit(RequestSync(self.height))  # decided, but we do not hold that block
             return
@@ -467,23 +364,19 @@ class Replica:
             return
         if not rs.validated:
             return  # its bytes may not match the hash: BlockValidated checks again
-        order = {v: i for i, v in enumerate(self.config.validators)}
-        seals = sorted(((s.sender, _seal(s)) for s in votes), key=lambda vs: order[vs[0]])
         self._flush()
-        self._emit(CommitBlock(self.height, p.block, p.block_hash, tuple(seals)))
+        self._emit(CommitBlock(self.height, p.block, p.block_hash, seals))
         self._advance(self.height + 1)
 
     def _on_round_change(self, signed: Signed, m: RoundChange) -> None:
-        if m.prepared is not None and not self._valid_prepared(m.prepared, m.round):
+        if m.prepared is not None and not self._certificates.valid_prepared(m.prepared, self.height, m.round):
             self.dropped["invalid_round_change"] += 1
             return
-        if m.round > self._latest_round_change.get(signed.sender, -1):
-            self._latest_round_change[signed.sender] = m.round
-        if m.round >= self.round:
-            changes = self._round_state(m.round).round_changes
-            if changes.setdefault(signed.sender, signed) is signed and len(changes) == self._q:
-                self._on_round_quorum(m.round)
-        self._join_higher_round()
+        if self._rounds.add_round_change(signed, m, self.round):
+            self._on_round_quorum(m.round)
+        join = self._rounds.to_join(self.round)
+        if join is not None:
+            self._enter_round(join, send_round_change=True)  # f+1 are in later rounds: one is honest
         if m.round == self.round:
             self._maybe_propose()
 
@@ -495,64 +388,4 @@ class Replica:
         proposer, before its block is built: one round lost per round, for ever.
         """
         if round_ == self.round:
-            self._emit(ScheduleTimeout(self.height, round_, self._timeout_ms(round_)))
-
-    def _join_higher_round(self) -> None:
-        """f+1 validators are in higher rounds: at least one is honest, so follow."""
-        higher = sorted((r for r in self._latest_round_change.values() if r > self.round), reverse=True)
-        if len(higher) > self._f:
-            self._enter_round(higher[self._f], send_round_change=True)
-
-    # ---- certificates -----------------------------------------------------------
-
-    def _valid_prepared(self, pc: PreparedCertificate, round_: int) -> bool:
-        """2f+1 distinct validators' prepares for the block in a round before `round_`."""
-        if pc.round >= round_:
-            return False
-        senders = set()
-        for s in pc.prepares:
-            m = s.message
-            ok = isinstance(m, Prepare) and (m.height, m.round, m.block_hash) == (self.height, pc.round, pc.block_hash)
-            if ok and s.sender in self._members and s.sender not in senders and self._verify(s):
-                senders.add(s.sender)
-        return len(senders) >= self._q
-
-    def _justified(self, p: Proposal) -> bool:
-        """A proposal for round > 0 needs 2f+1 round changes and must carry the highest prepared block."""
-        senders = set()
-        valid: list[Signed] = []
-        for s in p.justification:
-            m = s.message
-            if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
-                continue
-            if s.sender in self._members and s.sender not in senders and self._verify(s):
-                if m.prepared is None or self._valid_prepared(m.prepared, m.round):
-                    senders.add(s.sender)
-                    valid.append(s)
-        if len(senders) < self._q:
-            return False
-        best = _highest_prepared(tuple(valid))
-        return best is None or best.block_hash == p.block_hash
-
-
-def _votes_for(votes: dict[bytes, Signed], block_hash: bytes | None) -> list[Signed]:
-    return [s for s in votes.values() if getattr(s.message, "block_hash", None) == block_hash]
-
-
-def _most_voted(votes: dict[bytes, Signed]) -> bytes | None:
-    counts = Counter(getattr(s.message, "block_hash") for s in votes.values())
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def _seal(signed: Signed) -> bytes:
-    assert isinstance(signed.message, Commit)
-    return signed.message.seal
-
-
-def _highest_prepared(round_changes: tuple[Signed, ...]) -> PreparedCertificate | None:
-    best: PreparedCertificate | None = None
-    for s in round_changes:
-        pc = s.message.prepared if isinstance(s.message, RoundChange) else None
-        if pc is not None and (best is None or pc.round > best.round):
-            best = pc
-    return best
+            self._emit(ScheduleTimeout(self.height, round_, self.config.round_timeout(round_)))

@@ -12,7 +12,9 @@ import trio
 
 from consensus.events import MessageReceived
 from consensus.messages import MessageError, decode_signed, encode_signed
-from consensus.replica import Replica, ReplicaConfig, fault_tolerance, quorum
+from consensus.quorum import fault_tolerance, quorum
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver

@@ -47,11 +47,9 @@ SDK_MUST_NOT_LOAD = (
     "consensus.replica", "trio", "hypercorn", "prometheus_client", "plyvel", "storage.leveldb", "node.server",
     "node.pipeline", "node.p2p", "node.api", "node.txpool", "node.ops", "node.disk", "node.cli", "node.bench",
 )
-# The SDK loads these today through node.chain.proof (quorum lives in the replica); remove once it does not.
-KNOWN_SDK_LOADS = {"consensus.replica"}
+KNOWN_SDK_LOADS: set[str] = set()
 MAX_LINES = 400
-# Modules over MAX_LINES that are being split; remove an entry once its module is short enough.
-KNOWN_LONG = {"consensus/replica.py"}
+KNOWN_LONG: set[str] = set()
 
 
 def imported_roots(path: Path) -> set[str]:

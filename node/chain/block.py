@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from consensus.messages import seal_bytes
-from consensus.replica import quorum
+from consensus.quorum import quorum
 from node.chain.canonical import CodecError, pack, unpack
 from node.chain.crypto import verify
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from consensus.messages import seal_bytes
-from consensus.replica import quorum
+from consensus.quorum import quorum
 from node.chain.block import BLOCK_VERSION, Header
 from node.chain.crypto import verify
 from node.chain.execution import Receipt, receipt_bytes

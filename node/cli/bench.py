@@ -29,7 +29,7 @@ import tempfile
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from consensus.replica import quorum
+from consensus.quorum import quorum
 from node.bench.consortium import check_alive, check_clean_exit, start_nodes, wait_connected
 from node.bench.measurement import measure
 from node.bench.profile import profile_paths, summarise_profiles

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from consensus.replica import fault_tolerance
+from consensus.quorum import fault_tolerance
 from node.chain.block import BlockError, decode_block, decode_certificate, verify_certificate
 from node.chain.canonical import CodecError
 from node.pipeline.driver import Driver

@@ -21,7 +21,8 @@ from consensus.actions import (
 )
 from consensus.events import BlockBuilt, BlockValidated, Event, MessageReceived
 from consensus.messages import Message, Signed, sign
-from consensus.replica import Replica, ReplicaConfig
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from consensus.safety import SafetyState
 
 CHAIN_ID = "test-chain"

@@ -8,7 +8,8 @@ import pytest
 from consensus.actions import Action, Broadcast, BuildBlock, CommitBlock, RequestSync, ValidateBlock
 from consensus.events import BlockSynced, BlockValidated, MessageReceived
 from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
-from consensus.replica import Replica, quorum
+from consensus.quorum import quorum
+from consensus.replica import Replica
 from tests.consensus.harness import (
     OUTSIDER,
     Network,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.replica import fault_tolerance, quorum
+from consensus.quorum import fault_tolerance, quorum
 
 SIZES = range(1, 11)
 

@@ -13,7 +13,9 @@ import trio
 from nacl.signing import SigningKey
 
 from consensus.messages import seal_bytes
-from consensus.replica import Replica, ReplicaConfig, quorum
+from consensus.quorum import quorum
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from node.chain.block import Block, encode_certificate
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver

@@ -13,7 +13,8 @@ from nacl.signing import SigningKey
 
 from consensus.actions import CommitBlock, ValidateBlock
 from consensus.events import BlockValidated
-from consensus.replica import Replica, ReplicaConfig
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver
 from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher

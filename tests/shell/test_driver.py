@@ -12,7 +12,8 @@ import trio
 import trio.testing
 from nacl.signing import SigningKey
 
-from consensus.replica import Replica, ReplicaConfig
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from consensus.safety import decode_safety
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver

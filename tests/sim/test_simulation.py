@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+import consensus.certificate
+import consensus.quorum
 import consensus.replica
+import consensus.safety_rules
 import tests.sim.world
 from storage.chain import ChainStore
 from tests.sim.invariants import InvariantViolated
@@ -127,15 +130,20 @@ def test_it_catches_a_safety_state_written_without_sync(monkeypatch: pytest.Monk
     assert "signed two conflicting messages" in first_failure("n4_faults", 20)
 
 
+def patch_consensus_quorum(monkeypatch: pytest.MonkeyPatch, quorum: object) -> None:
+    for module in (consensus.replica, consensus.certificate, consensus.safety_rules):  # each counts a quorum
+        monkeypatch.setattr(module, "quorum", quorum)
+
+
 def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> None:
-    too_small = lambda n: (n + consensus.replica.fault_tolerance(n)) // 2  # noqa: E731
-    monkeypatch.setattr(consensus.replica, "quorum", too_small)
+    too_small = lambda n: (n + consensus.quorum.fault_tolerance(n)) // 2  # noqa: E731
+    patch_consensus_quorum(monkeypatch, too_small)
     assert "without a quorum of valid seals" in first_failure("n4_twins", 20)
     monkeypatch.setattr(tests.sim.world, "quorum", too_small)  # certificates too: then the chains fork
     assert "fork at height" in first_failure("n4_twins", 20)
 
 
 def test_a_failure_names_its_seed_and_the_command_to_run_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consensus.replica, "quorum", lambda n: 1)
+    patch_consensus_quorum(monkeypatch, lambda n: 1)
     with pytest.raises(AssertionError, match=r"at seed 0: .*\n  replay: SIM_SCENARIO=n4_twins SIM_SEED=0 "):
         check_seed("n4_twins", 0)

@@ -46,7 +46,9 @@ from consensus.actions import (
 )
 from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.messages import RoundChange, Signed, decode_signed, encode_signed, sign
-from consensus.replica import Replica, ReplicaConfig, fault_tolerance, quorum
+from consensus.quorum import fault_tolerance, quorum
+from consensus.config import ReplicaConfig
+from consensus.replica import Replica
 from consensus.safety import decode_safety, encode_safety
 from storage.chain import BlockWrite, ChainStore
 from storage.memory import MemoryStore
