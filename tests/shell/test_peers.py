@@ -24,9 +24,9 @@ from node.p2p import peers
 from node.config import Address
 from node.ops.metrics import Metrics
 from node.p2p.peers import PeerNetwork
-from node.p2p.transport import (
-    AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL, FrameReader, Session, TransportError, frame, handshake,
-)
+from node.p2p.framing import frame
+from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
+from node.p2p.transport import FrameReader, Session, TransportError, handshake
 from node.api.web import bind
 from node.p2p.wire import CONSENSUS, Message, Status, Txs, decode, encode
 from tests.shell.chainkit import Consortium, consortium, wait_until

@@ -15,18 +15,9 @@ import trio.testing
 from nacl.signing import SigningKey
 
 from node.p2p import transport
-from node.p2p.transport import (
-    AUTH_PREFIX,
-    FRAME_BYTES_MAX,
-    HANDSHAKE_FRAME_BYTES_MAX,
-    HANDSHAKE_TIMEOUT_S,
-    PROTOCOL,
-    FrameReader,
-    Session,
-    TransportError,
-    frame,
-    handshake,
-)
+from node.p2p.framing import frame
+from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
+from node.p2p.transport import FRAME_BYTES_MAX, HANDSHAKE_TIMEOUT_S, FrameReader, Session, TransportError, handshake
 
 CHAIN = "transport-test"
 # Per direction, frames 0..2 are the handshake (hello, auth, stream header); data starts at 3.
