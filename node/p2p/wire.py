@@ -2,7 +2,10 @@
 
 Each frame is a MessagePack array whose first element is its kind
 (docs/peer-protocol.md). `decode` turns a frame into one of the messages below
-or raises FrameError; handlers then see only well-formed messages.
+or raises FrameError; handlers then see only well-formed messages. In a batch
+of transactions or hashes an entry that is not one is skipped and the others
+stand, since each is judged on its own; any other field of the wrong type or
+count makes the whole frame malformed.
 """
 
 from __future__ import annotations
