@@ -12,14 +12,15 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import trio
 from nacl.signing import SigningKey
 
+from consensus.messages import Signed
 from node.config import parse_address
 from node.chain.genesis import Member
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
-from consensus.messages import Signed
 from node.p2p.transport import Session, TransportError, handshake
 from node.p2p.wire import CONSENSUS, Consensus, FrameError, Message, decode, encode
 
@@ -72,9 +73,11 @@ class PeerNetwork:
             self.send(peer, payload)
 
     def send_consensus(self, peer: bytes, signed: Signed) -> None:
+        """Sends a consensus message (the Driver's send_to)."""
         self.send(peer, encode(Consensus(signed)))
 
     def broadcast_consensus(self, signed: Signed) -> None:
+        """Sends a consensus message to every peer (the Driver's broadcast)."""
         self.broadcast(encode(Consensus(signed)))
 
     # ---- sessions ---------------------------------------------------------------------
