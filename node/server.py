@@ -10,10 +10,8 @@ from typing import Any
 
 import trio
 
-from consensus.events import MessageReceived
-from consensus.messages import MessageError, decode_signed, encode_signed
-from consensus.quorum import fault_tolerance, quorum
 from consensus.config import ReplicaConfig
+from consensus.quorum import fault_tolerance, quorum
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
@@ -28,7 +26,8 @@ from node.txpool.admission import Admission
 from node.p2p.fetch import TxFetcher
 from node.p2p.gossip import TxGossip
 from node.ops.metrics import Metrics
-from node.p2p.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
+from node.p2p.peers import PeerNetwork
+from node.p2p.router import Router
 from node.api.rpc import RpcService
 from node.disk.safety_file import UNKNOWN
 from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
@@ -148,8 +147,8 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
 def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     """Connects the parts: consensus messages, gossip and catch-up over the peer network, events."""
     driver, network, syncer, metrics = node.driver, node.network, node.syncer, node.metrics
-    driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
-    driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
+    driver.broadcast = network.broadcast_consensus
+    driver.send_to = network.send_consensus
     driver.request_sync = lambda height: syncer.wake()
     fetcher = TxFetcher(network, driver.held_tx, node.genesis.chain_id)
     driver.inline = gossip.unsent
@@ -169,33 +168,7 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
     assert node.rpc is not None
     node.rpc.on_admitted = gossip.announce
 
-    def on_consensus(peer: bytes, fields: list[Any]) -> None:
-        try:
-            signed = decode_signed(fields[0] if fields and isinstance(fields[0], bytes) else b"")
-        except MessageError:
-            metrics.messages_dropped.labels("malformed").inc()
-            return
-        if signed.sender != peer:
-            metrics.messages_dropped.labels("sender_mismatch").inc()
-        elif syncer.syncing and signed.message.height <= syncer.best_height:
-            metrics.messages_dropped.labels("decided").inc()  # catch-up brings that height
-        else:
-            driver.feed(MessageReceived(signed))
-
-    handlers = {
-        STATUS: syncer.on_status, CONSENSUS: on_consensus, TXS: gossip.on_txs,
-        GET_BLOCKS: syncer.on_get_blocks, BLOCKS: syncer.on_blocks,
-        GET_TXS: fetcher.on_get_txs, FOUND_TXS: fetcher.on_found_txs,
-    }
-
-    def route(peer: bytes, frame: list[Any]) -> None:
-        handler = handlers.get(frame[0])
-        if handler is None:
-            metrics.p2p_frames_malformed.inc()
-        else:
-            handler(peer, frame[1:])
-
-    network.handler = route
+    network.handler = Router(syncer, gossip, fetcher, driver, metrics).route
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:

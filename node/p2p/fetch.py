@@ -17,14 +17,13 @@ from typing import Any
 
 import trio
 
-from node.p2p.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
+from node.p2p.peers import PeerNetwork
+from node.p2p.wire import GET_TXS_HASHES_MAX, FoundTxs, GetTxs, encode
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
 from node.chain.tx import Transaction, tx_hash_of
 
 log = logging.getLogger("alliance.fetch")
 
-# Hashes in one request: a block holds fewer transactions than this.
-GET_TXS_HASHES_MAX = 100_000
 FETCH_TIMEOUT_S = 0.5
 
 
@@ -57,7 +56,7 @@ class TxFetcher:
         request = _Request(set(hashes))
         self._requests.append(request)
         try:
-            self.network.broadcast(encode_frame(GET_TXS, hashes[:GET_TXS_HASHES_MAX]))
+            self.network.broadcast(encode(GetTxs(tuple(hashes[:GET_TXS_HASHES_MAX]))))
             with trio.move_on_after(timeout_s):
                 while len(request.found) < len(request.wanted):
                     await request.wake.wait()
@@ -96,12 +95,11 @@ class TxFetcher:
                 checked.append(None)
         return checked
 
-    def on_get_txs(self, peer: bytes, fields: list[Any]) -> None:
+    def on_get_txs(self, peer: bytes, request: GetTxs) -> None:
         """Answers with the asked transactions this node holds, as many as fit a block's size."""
-        hashes = fields[0] if fields and isinstance(fields[0], list) else []
         raws, size = [], 0
-        for tx_hash in hashes[:GET_TXS_HASHES_MAX]:
-            tx = self.lookup(tx_hash) if isinstance(tx_hash, bytes) else None
+        for tx_hash in request.hashes:
+            tx = self.lookup(tx_hash)
             if tx is None:
                 continue
             size += len(tx.raw)
@@ -109,14 +107,11 @@ class TxFetcher:
                 break
             raws.append(tx.raw)
         if raws:
-            self.network.send(peer, encode_frame(FOUND_TXS, raws))
+            self.network.send(peer, encode(FoundTxs(tuple(raws))))
 
-    def on_found_txs(self, peer: bytes, fields: list[Any]) -> None:
+    def on_found_txs(self, peer: bytes, found: FoundTxs) -> None:
         """Hands the answered copies that a waiting request still lacks to it, to be checked there."""
-        raws = fields[0] if fields and isinstance(fields[0], list) and self._requests else []
-        for raw in raws:
-            if not isinstance(raw, bytes):
-                continue
+        for raw in found.txs if self._requests else ():
             tx_hash = tx_hash_of(raw)
             for request in self._requests:
                 if tx_hash in request.wanted and tx_hash not in request.found:

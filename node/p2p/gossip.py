@@ -8,14 +8,15 @@ burst of transactions never holds up the consensus messages behind it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import trio
 
 from node.txpool.admission import Admission, Refused
 from node.txpool.mempool import MempoolFull
 from node.ops.metrics import Metrics
-from node.p2p.peers import TXS, PeerNetwork, encode_frame
+from node.p2p.peers import PeerNetwork
+from node.p2p.wire import Txs, encode
 from node.chain.tx import Transaction
 
 GOSSIP_INTERVAL_S = 0.02
@@ -31,7 +32,7 @@ class TxGossip:
         self._outgoing: list[Transaction] = []
         self._unsent: set[bytes] = set()
         self._wake = trio.Event()
-        self._incoming_in, self._incoming_out = trio.open_memory_channel[list[Any]](INCOMING_BATCHES_MAX)
+        self._incoming_in, self._incoming_out = trio.open_memory_channel[tuple[bytes, ...]](INCOMING_BATCHES_MAX)
 
     def announce(self, tx: Transaction) -> None:
         """Queues a transaction this node admitted from a client."""
@@ -48,7 +49,7 @@ class TxGossip:
         txlog = self.admission.txlog
         raws = txlog.pending() if txlog is not None else []
         for start in range(0, len(raws), GOSSIP_BATCH_TXS_MAX):
-            self.network.send(peer, encode_frame(TXS, raws[start:start + GOSSIP_BATCH_TXS_MAX]))
+            self.network.send(peer, encode(Txs(tuple(raws[start:start + GOSSIP_BATCH_TXS_MAX]))))
 
     def unsent(self, tx_hash: bytes) -> bool:
         """Admitted from a client and not yet sent to the peers: a proposal must carry it whole."""
@@ -66,14 +67,13 @@ class TxGossip:
             await trio.sleep(GOSSIP_INTERVAL_S)  # let a burst of submissions share one frame
             while self._outgoing:
                 batch, self._outgoing = self._outgoing[:GOSSIP_BATCH_TXS_MAX], self._outgoing[GOSSIP_BATCH_TXS_MAX:]
-                self.network.broadcast(encode_frame(TXS, [tx.raw for tx in batch]))
+                self.network.broadcast(encode(Txs(tuple(tx.raw for tx in batch))))
                 self._unsent.difference_update(tx.hash for tx in batch)
 
-    def on_txs(self, peer: bytes, fields: list[Any]) -> None:
+    def on_txs(self, peer: bytes, batch: Txs) -> None:
         """Queues a batch a peer received from its clients; drops it when the queue is full."""
-        raws = fields[0] if fields and isinstance(fields[0], list) else []
         try:
-            self._incoming_in.send_nowait(raws)
+            self._incoming_in.send_nowait(batch.txs)
         except trio.WouldBlock:
             self.metrics.p2p_frames_dropped.inc()
 
@@ -81,13 +81,13 @@ class TxGossip:
         async for raws in self._incoming_out:
             await self.admit(raws)
 
-    async def admit(self, raws: list[Any]) -> None:
+    async def admit(self, raws: Sequence[bytes]) -> None:
         """Admits a peer's batch; each signature is verified once, here."""
         checked: list[Transaction] = []
         full = False
         try:
             for raw in raws:
-                tx = self._checked(raw) if isinstance(raw, bytes) else None
+                tx = self._checked(raw)
                 if tx is not None:
                     checked.append(tx)
         except MempoolFull:

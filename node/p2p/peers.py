@@ -1,4 +1,4 @@
-"""Sessions with the other validators: dialing, accepting, and routing frames.
+"""Sessions with the other validators: dialing, accepting, and decoding frames for the handler.
 
 Every pair of validators keeps one session; the one listed first in the
 genesis dials, the other accepts, so a restarted node is reconnected by
@@ -12,33 +12,27 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import msgpack
 import trio
 from nacl.signing import SigningKey
 
+from consensus.messages import Signed
 from node.config import parse_address
 from node.chain.genesis import Member
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
 from node.p2p.transport import Session, TransportError, handshake
+from node.p2p.wire import CONSENSUS, Consensus, FrameError, Message, decode, encode
 
 log = logging.getLogger("alliance.p2p")
 refusals = RateLog(log)
 TIMED_OUT = "handshake timed out"
 
-# Frame kinds: the first element of every msgpack-encoded frame.
-STATUS, CONSENSUS, TXS, GET_BLOCKS, BLOCKS, GET_TXS, FOUND_TXS = 0, 1, 2, 3, 4, 5, 6
 SEND_QUEUE_FRAMES_MAX = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 
-Handler = Callable[[bytes, list[Any]], None]
-
-
-def encode_frame(kind: int, *fields: Any) -> bytes:
-    return msgpack.packb([kind, *fields], use_bin_type=True)  # type: ignore[no-any-return]
+Handler = Callable[[bytes, Message], None]
 
 
 @dataclass
@@ -77,6 +71,14 @@ class PeerNetwork:
     def broadcast(self, payload: bytes) -> None:
         for peer in list(self.links):
             self.send(peer, payload)
+
+    def send_consensus(self, peer: bytes, signed: Signed) -> None:
+        """Sends a consensus message (the Driver's send_to)."""
+        self.send(peer, encode(Consensus(signed)))
+
+    def broadcast_consensus(self, signed: Signed) -> None:
+        """Sends a consensus message to every peer (the Driver's broadcast)."""
+        self.broadcast(encode(Consensus(signed)))
 
     # ---- sessions ---------------------------------------------------------------------
 
@@ -175,14 +177,15 @@ class PeerNetwork:
         while True:
             payload = await session.receive()
             try:
-                message = msgpack.unpackb(payload, raw=False, use_list=True)
-            except Exception:
-                message = None
-            if not isinstance(message, list) or not message or type(message[0]) is not int:
-                self.metrics.p2p_frames_malformed.inc()
+                message = decode(payload)
+            except FrameError as exc:
+                if exc.kind == CONSENSUS:
+                    self.metrics.messages_dropped.labels("malformed").inc()
+                else:
+                    self.metrics.p2p_frames_malformed.inc()
                 continue
             try:
                 self.handler(session.peer, message)
             except Exception:  # a frame must never take the node down
                 self.metrics.p2p_frames_malformed.inc()
-                log.exception("event=frame_handler_failed peer=%s kind=%d", self.members[session.peer].name, message[0])
+                log.exception("event=frame_handler_failed peer=%s kind=%d", self.members[session.peer].name, message.KIND)

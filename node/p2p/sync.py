@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
-
 import trio
 
 from consensus.quorum import fault_tolerance
@@ -21,7 +19,8 @@ from node.chain.canonical import CodecError
 from node.pipeline.driver import Driver
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
+from node.p2p.peers import PeerNetwork
+from node.p2p.wire import Blocks, GetBlocks, Status, encode
 from node.chain.proposal import BlockInvalid, Candidate, Contents
 from node.chain.tx import TxError, decode_tx
 from storage.kv import StoreCorrupt
@@ -75,7 +74,7 @@ class Syncer:
         self._wake = trio.Event()
         self._waiting_for: bytes | None = None
         self._fetching = False
-        self._responses, self._received = trio.open_memory_channel[list[Any]](1)
+        self._responses, self._received = trio.open_memory_channel[tuple[tuple[bytes, bytes], ...]](1)
         self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
 
     @property
@@ -101,7 +100,7 @@ class Syncer:
 
     def announce(self, peer: bytes | None = None) -> None:
         """Tells one peer, or all, our height."""
-        frame = encode_frame(STATUS, self.ledger.height)
+        frame = encode(Status(self.ledger.height))
         if peer is None:
             self.network.broadcast(frame)
         else:
@@ -109,25 +108,21 @@ class Syncer:
 
     # ---- frames from peers -----------------------------------------------------------
 
-    def on_status(self, peer: bytes, fields: list[Any]) -> None:
-        if fields and type(fields[0]) is int:
-            self.peer_heights[peer] = self.reported[peer] = fields[0]
-            if fields[0] > self.ledger.height:
-                self.wake()
+    def on_status(self, peer: bytes, status: Status) -> None:
+        self.peer_heights[peer] = self.reported[peer] = status.height
+        if status.height > self.ledger.height:
+            self.wake()
 
-    def on_get_blocks(self, peer: bytes, fields: list[Any]) -> None:
-        if len(fields) != 2 or type(fields[0]) is not int or type(fields[1]) is not int:
-            return
-        start, count = fields[0], min(fields[1], BLOCKS_PER_REQUEST)
+    def on_get_blocks(self, peer: bytes, request: GetBlocks) -> None:
         try:
-            items = self._stored_blocks(start, count)
+            items = self._stored_blocks(request.start, min(request.count, BLOCKS_PER_REQUEST))
         except StoreCorrupt as exc:
             self.on_store_damaged(exc)  # a damaged store is not served
             return
-        self.network.send(peer, encode_frame(BLOCKS, items))
+        self.network.send(peer, encode(Blocks(items)))
 
-    def _stored_blocks(self, start: int, count: int) -> list[list[bytes]]:
-        items: list[list[bytes]] = []
+    def _stored_blocks(self, start: int, count: int) -> tuple[tuple[bytes, bytes], ...]:
+        items: list[tuple[bytes, bytes]] = []
         size = 0
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
@@ -137,14 +132,14 @@ class Syncer:
             size += len(block) + len(certificate) + 16  # with room for framing
             if items and size > RESPONSE_BYTES_MAX:
                 break
-            items.append([block, certificate])
-        return items
+            items.append((block, certificate))
+        return tuple(items)
 
-    def on_blocks(self, peer: bytes, fields: list[Any]) -> None:
-        if peer == self._waiting_for and fields and isinstance(fields[0], list):
+    def on_blocks(self, peer: bytes, blocks: Blocks) -> None:
+        if peer == self._waiting_for:
             self._waiting_for = None  # one answer per request: a second one is stale
             try:
-                self._responses.send_nowait(fields[0])
+                self._responses.send_nowait(blocks.blocks)
             except trio.WouldBlock:
                 pass
 
@@ -173,18 +168,16 @@ class Syncer:
     async def _fetch_from(self, peer: bytes) -> bool:
         """Fetches and applies one batch from `peer`; False when it gave nothing usable."""
         self._waiting_for = peer
-        self.network.send(peer, encode_frame(GET_BLOCKS, self.ledger.height + 1, BLOCKS_PER_REQUEST))
-        items: list[Any] = []
+        self.network.send(peer, encode(GetBlocks(self.ledger.height + 1, BLOCKS_PER_REQUEST)))
+        items: tuple[tuple[bytes, bytes], ...] = ()
         with trio.move_on_after(REQUEST_TIMEOUT_S):
             items = await self._received.receive()
         self._waiting_for = None
         applied = 0
-        for item in items:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
-                break
+        for raw_block, raw_certificate in items:
             try:
                 await self.driver.apply_synced(
-                    lambda: check_synced_block(self.ledger, item[0], item[1], self.validators)
+                    lambda: check_synced_block(self.ledger, raw_block, raw_certificate, self.validators)
                 )
             except BlockInvalid as exc:
                 log.warning("event=sync_block_refused peer=%s reason=%r", peer.hex()[:16], str(exc))

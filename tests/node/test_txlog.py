@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, TxGossip
-from node.p2p.peers import TXS
+from node.p2p.wire import TXS
 from node.txpool.admission import DUPLICATE, Admission, Refused
 from node.txpool.mempool import MempoolFull
 from node.chain.tx import Transaction, tx_hash_of

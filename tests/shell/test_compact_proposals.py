@@ -21,7 +21,7 @@ from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool
-from node.p2p.peers import FOUND_TXS, GET_TXS
+from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
 from node.ops.metrics import Metrics
 from node.chain.proposal import BlockInvalid, Candidate, build_block, check_block, proposal_body
 from node.chain.tx import Transaction, sign_tx
@@ -80,6 +80,11 @@ class Network:
         self.sent.append((None, msgpack.unpackb(payload)))
 
 
+def _from_peer(kind: int, *fields: Any) -> Message:
+    """A frame as a peer may send it, decoded as the node does."""
+    return decode(msgpack.packb([kind, *fields], use_bin_type=True))
+
+
 def _fetcher(holds: list[Transaction]) -> tuple[TxFetcher, Network]:
     network = Network()
     held = {tx.hash: tx for tx in holds}
@@ -89,10 +94,11 @@ def _fetcher(holds: list[Transaction]) -> tuple[TxFetcher, Network]:
 def test_a_peer_answers_with_the_asked_transactions_it_holds() -> None:
     txs = _txs(4)
     fetcher, network = _fetcher(txs[:3])
-    fetcher.on_get_txs(b"p" * 32, [[txs[0].hash, txs[3].hash, "junk", txs[2].hash]])
+    fetcher.on_get_txs(b"p" * 32, _from_peer(GET_TXS, [txs[0].hash, txs[3].hash, "junk", txs[2].hash]))  # type: ignore[arg-type]
     assert network.sent == [(b"p" * 32, [FOUND_TXS, [txs[0].raw, txs[2].raw]])]
-    fetcher.on_get_txs(b"p" * 32, [[txs[3].hash]])
-    fetcher.on_get_txs(b"p" * 32, ["not a list"])
+    fetcher.on_get_txs(b"p" * 32, _from_peer(GET_TXS, [txs[3].hash]))  # type: ignore[arg-type]
+    with pytest.raises(FrameError):
+        _from_peer(GET_TXS, "not a list")
     assert len(network.sent) == 1  # nothing held: no answer
 
 
@@ -102,8 +108,8 @@ async def test_fetch_asks_every_peer_and_keeps_only_what_it_asked_for(autojump_c
     async with trio.open_nursery() as nursery:
         async def answer() -> None:
             await trio.sleep(0.01)
-            fetcher.on_found_txs(b"p" * 32, [[txs[2].raw, b"junk", 7]])
-            fetcher.on_found_txs(b"q" * 32, [[txs[0].raw, txs[1].raw]])
+            fetcher.on_found_txs(b"p" * 32, _from_peer(FOUND_TXS, [txs[2].raw, b"junk", 7]))  # type: ignore[arg-type]
+            fetcher.on_found_txs(b"q" * 32, FoundTxs((txs[0].raw, txs[1].raw)))
 
         nursery.start_soon(answer)
         found = await fetcher.fetch([txs[0].hash, txs[1].hash])
@@ -159,7 +165,7 @@ async def test_copies_from_every_peer_are_checked_one_at_a_time(autojump_clock: 
 
 async def _answer_later(fetcher: TxFetcher, *raws: bytes, delay_s: float = 0.01) -> None:
     await trio.sleep(delay_s)
-    fetcher.on_found_txs(b"p" * 32, [list(raws)])
+    fetcher.on_found_txs(b"p" * 32, FoundTxs(raws))
 
 
 def _held(driver: Driver, txs: list[Transaction]) -> None:

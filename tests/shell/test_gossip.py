@@ -20,7 +20,7 @@ from nacl.signing import SigningKey
 from node.txpool.admission import Admission
 from node.pipeline.driver import Driver
 from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
-from node.p2p.peers import TXS
+from node.p2p.wire import TXS, FrameError, Txs, decode
 from node.chain.ledger import Ledger
 from node.chain.tx import Transaction, sign_tx
 from node.txpool.verifier import Verifier
@@ -67,9 +67,12 @@ class Setup:
         transaction sent after the frame is the sign that the frame was handled
         (the mempool must have room for it).
         """
-        await _call(self.gossip.on_txs, peer, fields)
+        try:
+            await _call(self.gossip.on_txs, peer, decode(msgpack.packb([TXS, *fields], use_bin_type=True)))
+        except FrameError:
+            pass  # dropped before gossip sees it
         marker = self.c.tx("marker")
-        await _call(self.gossip.on_txs, peer, [[marker.raw]])
+        await _call(self.gossip.on_txs, peer, Txs((marker.raw,)))
         await wait_until(lambda: marker.hash in self.driver.mempool)
         self.driver.mempool.remove([marker.hash])
 
@@ -177,7 +180,7 @@ async def test_fields_that_are_not_a_list_of_transactions_are_ignored(running: S
 async def test_admission_stops_at_twice_the_client_limit_and_counts_it_once() -> None:
     async with _running(mempool_txs_max=3) as s:
         txs = [s.c.tx(f"k{i}") for i in range(9)]
-        await _call(s.gossip.on_txs, PEER, [[tx.raw for tx in txs]])
+        await _call(s.gossip.on_txs, PEER, Txs(tuple(tx.raw for tx in txs)))
         await wait_until(lambda: s.mempool_full_count() > 0)
         await trio.testing.wait_all_tasks_blocked()
         assert s.mempool_hashes == [tx.hash for tx in txs[:6]]  # peers' transactions may fill 2 x txs_max

@@ -14,7 +14,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 import pytest
@@ -24,11 +23,12 @@ from nacl.signing import SigningKey
 from node.p2p import peers
 from node.config import Address
 from node.ops.metrics import Metrics
-from node.p2p.peers import STATUS, TXS, PeerNetwork, encode_frame
-from node.p2p.transport import (
-    AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL, FrameReader, Session, TransportError, frame, handshake,
-)
+from node.p2p.peers import PeerNetwork
+from node.p2p.framing import frame
+from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
+from node.p2p.transport import FrameReader, Session, TransportError, handshake
 from node.api.web import bind
+from node.p2p.wire import CONSENSUS, Message, Status, Txs, decode, encode
 from tests.shell.chainkit import Consortium, consortium, wait_until
 
 HOST = "127.0.0.1"
@@ -40,13 +40,13 @@ class Peer:
     net: PeerNetwork
     scope: trio.CancelScope
     port: int
-    got: list[tuple[bytes, list[Any]]] = field(default_factory=list)
+    got: list[tuple[bytes, Message]] = field(default_factory=list)
 
     @property
     def me(self) -> bytes:
         return self.net.me
 
-    def frames_from(self, sender: bytes) -> list[list[Any]]:
+    def frames_from(self, sender: bytes) -> list[Message]:
         return [f for s, f in self.got if s == sender]
 
     def metric(self, name: str) -> float:
@@ -124,8 +124,8 @@ async def test_validators_connect_to_each_other(nursery: trio.Nursery, n: int) -
 async def test_broadcast_reaches_every_other_node_exactly_once(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 3)
     for sender in nodes:
-        sender.net.broadcast(encode_frame(TXS, [b"tx from %d" % sender.index]))
-        sender.net.broadcast(encode_frame(STATUS, 100 + sender.index))  # frames on a link keep their order
+        sender.net.broadcast(encode(Txs((b"tx from %d" % sender.index,))))
+        sender.net.broadcast(encode(Status(100 + sender.index)))  # frames on a link keep their order
 
     def others(node: Peer) -> list[Peer]:
         return [o for o in nodes if o is not node]
@@ -133,23 +133,23 @@ async def test_broadcast_reaches_every_other_node_exactly_once(nursery: trio.Nur
     await wait_until(lambda: all(len(n.got) == 2 * len(others(n)) for n in nodes))
     for node in nodes:
         for sender in others(node):
-            assert node.frames_from(sender.me) == [[TXS, [b"tx from %d" % sender.index]], [STATUS, 100 + sender.index]]
+            assert node.frames_from(sender.me) == [Txs((b"tx from %d" % sender.index,)), Status(100 + sender.index)]
         assert node.frames_from(node.me) == []
 
 
 async def test_send_reaches_only_its_peer(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 3)
     a, b, c = nodes
-    a.net.send(c.me, encode_frame(STATUS, 7))
-    a.net.broadcast(encode_frame(STATUS, 8))  # a marker: once it arrives, the first frame would have too
-    await wait_until(lambda: [STATUS, 8] in b.frames_from(a.me) and [STATUS, 8] in c.frames_from(a.me))
-    assert c.frames_from(a.me) == [[STATUS, 7], [STATUS, 8]]
-    assert b.frames_from(a.me) == [[STATUS, 8]]
+    a.net.send(c.me, encode(Status(7)))
+    a.net.broadcast(encode(Status(8)))  # a marker: once it arrives, the first frame would have too
+    await wait_until(lambda: Status(8) in b.frames_from(a.me) and Status(8) in c.frames_from(a.me))
+    assert c.frames_from(a.me) == [Status(7), Status(8)]
+    assert b.frames_from(a.me) == [Status(8)]
 
 
 async def test_send_to_an_unconnected_peer_is_a_no_op(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 2)
-    nodes[0].net.send(b"\x09" * 32, encode_frame(STATUS, 1))
+    nodes[0].net.send(b"\x09" * 32, encode(Status(1)))
     assert nodes[0].metric("alliance_p2p_frames_dropped_total") == 0
 
 
@@ -181,10 +181,10 @@ async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> No
     assert nodes[0].metric("alliance_peers_connected") == 1
     nodes[2] = await _start(nursery, c, 2, _listen(last.port))
     await wait_until(lambda: _all_connected(nodes))
-    nodes[0].net.send(nodes[2].me, encode_frame(STATUS, 1))
-    nodes[2].net.send(nodes[1].me, encode_frame(STATUS, 2))
-    await wait_until(lambda: nodes[2].got == [(nodes[0].me, [STATUS, 1])] and len(nodes[1].got) == 1)
-    assert nodes[1].got == [(nodes[2].me, [STATUS, 2])]
+    nodes[0].net.send(nodes[2].me, encode(Status(1)))
+    nodes[2].net.send(nodes[1].me, encode(Status(2)))
+    await wait_until(lambda: nodes[2].got == [(nodes[0].me, Status(1))] and len(nodes[1].got) == 1)
+    assert nodes[1].got == [(nodes[2].me, Status(2))]
 
 
 async def test_restarted_dialing_node_reconnects_from_anywhere(nursery: trio.Nursery) -> None:
@@ -195,8 +195,8 @@ async def test_restarted_dialing_node_reconnects_from_anywhere(nursery: trio.Nur
     nodes[0] = await _start(nursery, c, 0, _listen())
     await wait_until(lambda: _all_connected(nodes))
     assert all(n.net.links[nodes[0].me].session is not old for n, old in zip(nodes[1:], old_sessions))
-    nodes[1].net.broadcast(encode_frame(STATUS, 3))
-    await wait_until(lambda: nodes[0].frames_from(nodes[1].me) == [[STATUS, 3]])
+    nodes[1].net.broadcast(encode(Status(3)))
+    await wait_until(lambda: nodes[0].frames_from(nodes[1].me) == [Status(3)])
 
 
 async def test_newest_session_with_a_peer_replaces_the_old_one(nursery: trio.Nursery) -> None:
@@ -209,8 +209,8 @@ async def test_newest_session_with_a_peer_replaces_the_old_one(nursery: trio.Nur
     first_link = node.net.links[v0]
     second = await _member_session(c, 0, node.port)
     await wait_until(lambda: node.net.links.get(v0) not in (None, first_link))
-    await second.send(encode_frame(STATUS, 4))
-    await wait_until(lambda: node.got == [(v0, [STATUS, 4])])
+    await second.send(encode(Status(4)))
+    await wait_until(lambda: node.got == [(v0, Status(4))])
     with trio.fail_after(5), pytest.raises(TransportError):
         await first.receive()  # the node closed the replaced session
     assert node.net.connected(v0) and node.metric("alliance_peers_connected") == 1
@@ -233,14 +233,27 @@ async def test_malformed_frames_from_a_member_are_counted_and_the_session_surviv
            msgpack.packb({"0": 1}), b"\x91\x00extra"]
     for payload in bad:
         await session.send(payload)
-    await session.send(encode_frame(STATUS, 9))
+    await session.send(encode(Status(9)))
     await wait_until(lambda: len(node.got) == 1)
-    assert node.got == [(c.validators[0], [STATUS, 9])]
+    assert node.got == [(c.validators[0], Status(9))]
     assert node.metric("alliance_p2p_frames_malformed_total") == len(bad)
     assert node.net.connected(c.validators[0])
-    node.net.send(c.validators[0], encode_frame(STATUS, 10))
+    node.net.send(c.validators[0], encode(Status(10)))
     with trio.fail_after(5):
-        assert msgpack.unpackb(await session.receive()) == [STATUS, 10]
+        assert decode(await session.receive()) == Status(10)
+
+
+async def test_malformed_consensus_frames_are_counted_as_dropped_consensus_messages(nursery: trio.Nursery) -> None:
+    c, socks = _after_a_raw_member(listeners=1)
+    node = await _start(nursery, c, 1, socks[0])
+    session = await _member_session(c, 0, node.port)
+    for payload in (msgpack.packb([CONSENSUS, b"junk"]), msgpack.packb([CONSENSUS, 7]), msgpack.packb([CONSENSUS])):
+        await session.send(payload)
+    await session.send(encode(Status(9)))
+    await wait_until(lambda: len(node.got) == 1)
+    dropped = node.net.metrics.registry.get_sample_value(
+        "alliance_consensus_messages_dropped_total", {"reason": "malformed"})
+    assert dropped == 3 and node.metric("alliance_p2p_frames_malformed_total") == 0
 
 
 async def test_non_member_is_refused_and_counted(nursery: trio.Nursery) -> None:
@@ -252,7 +265,7 @@ async def test_non_member_is_refused_and_counted(nursery: trio.Nursery) -> None:
     await wait_until(lambda: node.metric("alliance_p2p_sessions_refused_total") == 1)
     assert node.net.links == {}
     session = await _member_session(c, 0, node.port)  # the node still serves members
-    await session.send(encode_frame(STATUS, 1))
+    await session.send(encode(Status(1)))
     await wait_until(lambda: len(node.got) == 1)
 
 
@@ -289,8 +302,8 @@ async def test_member_with_a_low_order_kx_key_does_not_crash_the_node(nursery: t
     stream = await trio.open_tcp_stream(HOST, node.port)
     await _signed_hello_with_kx(stream, c, 0, bytes(32))
     await wait_until(lambda: node.metric("alliance_p2p_sessions_refused_total") == 1)
-    node.net.send(other.me, encode_frame(STATUS, 1))
-    await wait_until(lambda: other.got == [(node.me, [STATUS, 1])])
+    node.net.send(other.me, encode(Status(1)))
+    await wait_until(lambda: other.got == [(node.me, Status(1))])
 
 
 async def _signed_hello_with_kx(stream: trio.abc.Stream, c: Consortium, index: int, kx_public: bytes) -> None:
@@ -313,14 +326,14 @@ async def test_full_send_queue_drops_and_counts_instead_of_blocking(
     _, (a, b) = await _network(nursery, 2)
     sent = 1000
     for i in range(sent):  # no checkpoint in between: the writer cannot drain the queue
-        a.net.send(b.me, encode_frame(STATUS, i))
+        a.net.send(b.me, encode(Status(i)))
     dropped = a.metric("alliance_p2p_frames_dropped_total")
     assert sent - 3 <= dropped < sent  # one handed to the waiting writer, two queued
     await wait_until(lambda: len(b.got) == sent - dropped)
-    heights = [f[1] for _, f in b.got]
+    heights = [f.height for _, f in b.got if isinstance(f, Status)]
     assert heights == sorted(heights) and heights[0] == 0
-    a.net.send(b.me, encode_frame(STATUS, -1))  # the session still works
-    await wait_until(lambda: b.got[-1] == (a.me, [STATUS, -1]))
+    a.net.send(b.me, encode(Status(-1)))  # the session still works
+    await wait_until(lambda: b.got[-1] == (a.me, Status(-1)))
 
 
 async def test_peer_that_does_not_read_loses_frames_without_stalling_the_node(
@@ -333,11 +346,11 @@ async def test_peer_that_does_not_read_loses_frames_without_stalling_the_node(
     stuck = await _member_session(c, 0, node.port)  # authenticates, then never reads
     assert stuck.peer == node.me
     await wait_until(lambda: node.net.connected(c.validators[0]) and node.net.connected(other.me))
-    big = encode_frame(TXS, [b"\x00" * 60_000])
+    big = encode(Txs((b"\x00" * 60_000,)))
     with trio.fail_after(20):
         while node.metric("alliance_p2p_frames_dropped_total") == 0:
             node.net.send(c.validators[0], big)
             await trio.sleep(0.001)
-    node.net.send(other.me, encode_frame(STATUS, 5))
-    await wait_until(lambda: other.got == [(node.me, [STATUS, 5])], timeout_s=5)
+    node.net.send(other.me, encode(Status(5)))
+    await wait_until(lambda: other.got == [(node.me, Status(5))], timeout_s=5)
     assert node.net.connected(c.validators[0])  # a slow reader is not disconnected, only starved

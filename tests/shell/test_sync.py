@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from node.p2p import sync
 from node.chain.block import decode_block
 from node.chain.ledger import Ledger
-from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, encode_frame
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid
 from node.p2p.sync import RESPONSE_BYTES_MAX, Syncer, check_synced_block
 from node.p2p.transport import FRAME_BYTES_MAX
+from node.p2p.wire import BLOCKS, GET_BLOCKS, STATUS, Blocks, FrameError, GetBlocks, Message, Status, decode
 from node.chain.tx import Transaction, sign_tx
 from tests.shell.chainkit import (
     Consortium,
@@ -171,6 +171,11 @@ def test_undecodable_blocks_and_certificates_are_refused(
 # ---- an in-memory peer network -----------------------------------------------------------
 
 
+def encode_frame(kind: int, *fields: Any) -> bytes:
+    """A frame as a peer may send it, well-formed or not."""
+    return msgpack.packb([kind, *fields], use_bin_type=True)  # type: ignore[no-any-return]
+
+
 class Hub:
     """Delivers frames between FakeNetworks in order, asynchronously, like sessions do."""
 
@@ -181,8 +186,11 @@ class Hub:
 
     async def deliver(self) -> None:
         async for sender, receiver, payload in self._out:
-            message = msgpack.unpackb(payload, raw=False)
-            self.frames.append((sender, receiver, message))
+            self.frames.append((sender, receiver, msgpack.unpackb(payload, raw=False)))
+            try:
+                message = decode(payload)
+            except FrameError:
+                continue  # PeerNetwork drops it (counted)
             self.nets[receiver].handler(sender, message)
 
 
@@ -191,7 +199,7 @@ class FakeNetwork:
 
     def __init__(self, hub: Hub, me: bytes) -> None:
         self.hub, self.me = hub, me
-        self.handler: Callable[[bytes, list[Any]], None] = lambda peer, frame: None
+        self.handler: Callable[[bytes, Message], None] = lambda peer, message: None
         hub.nets[me] = self
 
     def connected(self, peer: bytes) -> bool:
@@ -206,28 +214,28 @@ class FakeNetwork:
             self.send(peer, payload)
 
 
-def _route(net: FakeNetwork, handlers: dict[int, Callable[[bytes, list[Any]], None]]) -> None:
-    net.handler = lambda peer, frame: handlers[frame[0]](peer, frame[1:]) if frame[0] in handlers else None
+def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]]) -> None:
+    net.handler = lambda peer, message: handlers[type(message)](peer, message) if type(message) in handlers else None
 
 
 def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> Syncer:
     """A peer that holds `ledger` and answers GET_BLOCKS from it."""
     net = FakeNetwork(hub, c.validators[index])
     syncer = Syncer(ledger, net, None, c.validators)  # type: ignore[arg-type]  # it never fetches
-    _route(net, {GET_BLOCKS: syncer.on_get_blocks})
+    _route(net, {GetBlocks: syncer.on_get_blocks})
     return syncer
 
 
-def _answering(hub: Hub, me: bytes, answer: Callable[[list[Any]], list[Any] | None]) -> FakeNetwork:
-    """A peer whose answer to GET_BLOCKS is `answer(fields)` (None: it stays silent)."""
+def _answering(hub: Hub, me: bytes, answer: Callable[[GetBlocks], list[Any] | None]) -> FakeNetwork:
+    """A peer whose answer to GET_BLOCKS is `answer(request)` (None: it stays silent)."""
     net = FakeNetwork(hub, me)
 
-    def on_get_blocks(peer: bytes, fields: list[Any]) -> None:
-        items = answer(fields)
+    def on_get_blocks(peer: bytes, request: GetBlocks) -> None:
+        items = answer(request)
         if items is not None:
             net.send(peer, encode_frame(BLOCKS, items))
 
-    _route(net, {GET_BLOCKS: on_get_blocks})
+    _route(net, {GetBlocks: on_get_blocks})
     return net
 
 
@@ -238,7 +246,7 @@ async def _fresh(nursery: trio.Nursery, hub: Hub, c: Consortium, index: int = 3)
     await nursery.start(driver.run)
     net = FakeNetwork(hub, c.validators[index])
     syncer = Syncer(ledger, net, driver, c.validators)  # type: ignore[arg-type]
-    _route(net, {STATUS: syncer.on_status, BLOCKS: syncer.on_blocks})
+    _route(net, {Status: syncer.on_status, Blocks: syncer.on_blocks})
     nursery.start_soon(syncer.run)
     return syncer
 
@@ -305,11 +313,12 @@ async def test_get_blocks_is_answered_with_blocks_and_certificates(c: Consortium
 
     server = Syncer(source, Recorder(), None, c.validators)  # type: ignore[arg-type]
     asker = c.validators[1]
-    server.on_get_blocks(asker, [2, 2])
-    server.on_get_blocks(asker, [SOURCE_BLOCKS, 10])
-    server.on_get_blocks(asker, [SOURCE_BLOCKS + 1, 10])
-    server.on_get_blocks(asker, [0, 1])
-    server.on_get_blocks(asker, ["x", 1])  # malformed: no answer
+    server.on_get_blocks(asker, GetBlocks(2, 2))
+    server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS, 10))
+    server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS + 1, 10))
+    server.on_get_blocks(asker, GetBlocks(0, 1))
+    with pytest.raises(FrameError):  # malformed: no answer
+        decode(encode_frame(GET_BLOCKS, "x", 1))
     assert [peer for peer, _ in sent] == [asker] * 4
     assert [frame[0] for _, frame in sent] == [BLOCKS] * 4
     assert sent[0][1][1] == [list(raw_block(source, 2)), list(raw_block(source, 3))]
@@ -385,8 +394,8 @@ async def test_after_dropping_a_liar_catch_up_continues_from_an_honest_peer(
     _answering(hub, c.validators[1], lambda fields: [])
     _serve_blocks(hub, c, source, 0)
     fresh = await _fresh(nursery, hub, c)
-    fresh.on_status(c.validators[0], [SOURCE_BLOCKS])  # both heights known before the syncer runs:
-    fresh.on_status(c.validators[1], [100])  # it asks the liar first, then should ask the honest peer
+    fresh.on_status(c.validators[0], Status(SOURCE_BLOCKS))  # both heights known before the syncer runs:
+    fresh.on_status(c.validators[1], Status(100))  # it asks the liar first, then should ask the honest peer
     await wait_until(lambda: c.validators[1] not in fresh.peer_heights)
     with trio.move_on_after(60):  # virtual seconds: no STATUS, no consensus traffic, so no wake
         await wait_until(lambda: fresh.ledger.height == SOURCE_BLOCKS)
@@ -430,7 +439,7 @@ def test_blocks_answer_always_fits_in_one_frame(c: Consortium) -> None:
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    Syncer(source, Recorder(), None, c.validators).on_get_blocks(c.validators[1], [1, 64])  # type: ignore[arg-type]
+    Syncer(source, Recorder(), None, c.validators).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
     assert len(sent) == 1 and msgpack.unpackb(sent[0])[1]  # it answered, with at least one block
     assert len(sent[0]) <= FRAME_BYTES_MAX  # what Session.receive accepts (sealed: + 17 bytes)
 
@@ -446,12 +455,12 @@ async def test_a_second_answer_from_one_peer_is_not_taken_as_another_peers_reply
     FakeNetwork(hub, first)  # answered by hand below
     _serve_blocks(hub, c, source, 0)
     fresh = await _fresh(nursery, hub, c)
-    fresh.on_status(first, [5])
+    fresh.on_status(first, Status(5))
     await wait_until(lambda: bool(_requests(hub, c.validators[3])))
-    fresh.on_status(honest, [6])
-    forged_3 = list(sealed(c, decode_block(raw_block(source, 3)[0]), c.keys[:1]))
-    fresh.on_blocks(first, [[list(raw_block(source, 1)), list(raw_block(source, 2))]])
-    fresh.on_blocks(first, [[forged_3]])  # read from the same TCP segment: no checkpoint in between
+    fresh.on_status(honest, Status(6))
+    forged_block, forged_certificate = sealed(c, decode_block(raw_block(source, 3)[0]), c.keys[:1])
+    fresh.on_blocks(first, Blocks((raw_block(source, 1), raw_block(source, 2))))
+    fresh.on_blocks(first, Blocks(((forged_block, forged_certificate),)))  # read from the same TCP segment: no checkpoint in between
     with trio.move_on_after(30):  # virtual seconds
         await wait_until(lambda: fresh.ledger.height == 6, timeout_s=60)
     assert honest in fresh.peer_heights
@@ -475,8 +484,15 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
             return True
 
     syncer = Syncer(ledger, Recorder(), None, c.validators)  # type: ignore[arg-type]
-    for handler in (syncer.on_status, syncer.on_get_blocks, syncer.on_blocks):
-        handler(c.validators[1], fields)
+    handlers: dict[type, Callable[[bytes, Any], None]] = {
+        Status: syncer.on_status, GetBlocks: syncer.on_get_blocks, Blocks: syncer.on_blocks,
+    }
+    for kind in (STATUS, GET_BLOCKS, BLOCKS):
+        try:
+            message = decode(encode_frame(kind, *fields))
+        except (FrameError, OverflowError):
+            continue  # no frame, or dropped before any handler sees it
+        handlers[type(message)](c.validators[1], message)
     assert all(msgpack.unpackb(payload)[0] == BLOCKS for payload in sent)
 
 
@@ -511,5 +527,5 @@ def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consorti
     found: list[Exception] = []
     server.on_store_damaged = found.append
     source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
-    server.on_get_blocks(c.validators[1], [1, 5])
+    server.on_get_blocks(c.validators[1], GetBlocks(1, 5))
     assert sent == [] and len(found) == 1 and "block 2" in str(found[0])

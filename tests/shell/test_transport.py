@@ -15,18 +15,9 @@ import trio.testing
 from nacl.signing import SigningKey
 
 from node.p2p import transport
-from node.p2p.transport import (
-    AUTH_PREFIX,
-    FRAME_BYTES_MAX,
-    HANDSHAKE_FRAME_BYTES_MAX,
-    HANDSHAKE_TIMEOUT_S,
-    PROTOCOL,
-    FrameReader,
-    Session,
-    TransportError,
-    frame,
-    handshake,
-)
+from node.p2p.framing import frame
+from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL, Handshake
+from node.p2p.transport import FRAME_BYTES_MAX, HANDSHAKE_TIMEOUT_S, FrameReader, Session, TransportError, handshake
 
 CHAIN = "transport-test"
 # Per direction, frames 0..2 are the handshake (hello, auth, stream header); data starts at 3.
@@ -419,3 +410,24 @@ async def test_frame_reader_reports_a_peer_closing_mid_frame() -> None:
     with trio.fail_after(1), pytest.raises(TransportError, match="closed"):
         await FrameReader(reading).read(100)
 
+
+
+async def test_a_data_frame_arriving_with_the_stream_header_is_not_lost() -> None:
+    """The peer's header and its first frame in one segment: the session starts with that frame."""
+    stream, raw = trio.testing.memory_stream_pair()
+    machine = Handshake(CHAIN, SigningKey.generate(), _anyone, initiator=True)
+    reader = FrameReader(raw)
+
+    async def initiator() -> None:
+        await raw.send_all(machine.start())
+        await raw.send_all(machine.receive_data(frame(await reader.read(HANDSHAKE_FRAME_BYTES_MAX))))
+        out = machine.receive_data(frame(await reader.read(HANDSHAKE_FRAME_BYTES_MAX)))
+        machine.receive_data(frame(await reader.read(HANDSHAKE_FRAME_BYTES_MAX)))
+        assert machine.established is not None
+        await raw.send_all(out + machine.established.channel.seal(b"early"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(initiator)
+        with trio.fail_after(1):
+            session = await handshake(stream, CHAIN, SigningKey.generate(), _anyone, initiator=False)
+            assert await session.receive() == b"early"
