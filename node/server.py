@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +30,10 @@ from node.txpool.admission import Admission
 from node.p2p.fetch import TxFetcher
 from node.p2p.gossip import TxGossip
 from node.ops.metrics import Metrics
-from node.p2p.peers import BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, PeerNetwork, encode_frame
+from node.p2p.outbox import PeerOutbox
+from node.p2p.peers import (
+    BLOCKS, CONSENSUS, FOUND_TXS, GET_BLOCKS, GET_TXS, STATUS, TXS, Handler, PeerNetwork, encode_frame,
+)
 from node.api.rpc import RpcService
 from node.disk.safety_file import UNKNOWN
 from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
@@ -67,11 +71,8 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     return Replica(replica_config, crypto, ledger.height + 1, guarded.safety_file.record.safety, sign_from)
 
 
-def _wire(
-    driver: Driver, network: PeerNetwork, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, hub: Hub,
-    metrics: Metrics,
-) -> None:
-    """Connects the parts: consensus messages, gossip and catch-up over the peer network, events."""
+def _wire(driver: Driver, network: PeerOutbox, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, hub: Hub) -> None:
+    """Connects the driver to the parts it sends to: consensus messages, catch-up, gossip, events."""
     driver.broadcast = lambda signed: network.broadcast(encode_frame(CONSENSUS, encode_signed(signed)))
     driver.send_to = lambda peer, signed: network.send(peer, encode_frame(CONSENSUS, encode_signed(signed)))
     driver.request_sync = lambda height: syncer.wake()
@@ -84,11 +85,19 @@ def _wire(
 
     driver.on_committed = on_committed
 
+
+def _greeter(syncer: Syncer, gossip: TxGossip) -> Callable[[bytes], None]:
+    """What a peer is told as its session opens: our height, and what we acknowledged."""
+
     def on_connect(peer: bytes) -> None:
         syncer.announce(peer)
         gossip.greet(peer)
 
-    network.on_connect = on_connect
+    return on_connect
+
+
+def _router(driver: Driver, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, metrics: Metrics) -> Handler:
+    """Hands each frame from a peer to the part that handles its kind."""
 
     def on_consensus(peer: bytes, fields: list[Any]) -> None:
         try:
@@ -116,7 +125,7 @@ def _wire(
         else:
             handler(peer, frame[1:])
 
-    network.handler = route
+    return route
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
@@ -158,13 +167,13 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         mempool = Mempool(config.mempool_txs_max)
         driver = Driver(replica, ledger, mempool, metrics, config.block_txs_max)
         driver.save_safety = guarded.safety_file.save_safety
-        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
+        outbox = PeerOutbox(metrics)
         running = trio.CancelScope()  # every task of the node: what damage found while running cancels
         watch = DamageWatch(config, len(genesis.validators), stop=running.cancel)
         validators = tuple(m.pubkey for m in genesis.validators)
-        syncer = Syncer(ledger, network, driver, validators, on_store_damaged=watch.report)
+        syncer = Syncer(ledger, outbox, driver, validators, on_store_damaged=watch.report)
         storage_closed = trio.Event()
-        status = NodeStatus(config, genesis, ledger, replica, network, syncer, storage_closed)
+        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
         metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
@@ -175,13 +184,16 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         recovered = txlog.recover()
         stack.callback(txlog.close)
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit, txlog)
-        gossip = TxGossip(network, admission, metrics)
-        fetcher = TxFetcher(network, driver.held_tx, genesis.chain_id)
+        gossip = TxGossip(outbox, admission, metrics)
+        fetcher = TxFetcher(outbox, driver.held_tx, genesis.chain_id)
         lookup = ChainLookup(ledger, mempool)
         hub = Hub(lookup.block, lookup.tx, metrics)
         rpc = RpcService(driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)
-        _wire(driver, network, syncer, gossip, fetcher, hub, metrics)
+        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics, outbox,
+                              handler=_router(driver, syncer, gossip, fetcher, metrics),
+                              on_connect=_greeter(syncer, gossip))
+        _wire(driver, outbox, syncer, gossip, fetcher, hub)
         driver.on_txs_committed = txlog.forget
         node = Node(status, driver)
         try:

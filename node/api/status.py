@@ -10,7 +10,7 @@ from consensus.replica import Replica, quorum
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
 from node.config import NodeConfig
-from node.p2p.peers import PeerNetwork
+from node.p2p.outbox import PeerOutbox
 from node.p2p.sync import Syncer
 from node.version import VERSION
 
@@ -22,7 +22,7 @@ class NodeStatus:
         genesis: Genesis,
         ledger: Ledger,
         replica: Replica,
-        network: PeerNetwork,
+        network: PeerOutbox,
         syncer: Syncer,
         storage_closed: trio.Event,
     ) -> None:

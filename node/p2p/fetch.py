@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from node.p2p.peers import FOUND_TXS, GET_TXS, PeerNetwork, encode_frame
+from node.p2p.peers import FOUND_TXS, GET_TXS, encode_frame
+from node.p2p.outbox import PeerOutbox
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
 from node.chain.tx import Transaction, tx_hash_of
 
@@ -39,7 +40,7 @@ class _Request:
 class TxFetcher:
     def __init__(
         self,
-        network: PeerNetwork,
+        network: PeerOutbox,
         lookup: Callable[[bytes], Transaction | None],
         chain_id: str,
         run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,

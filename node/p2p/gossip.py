@@ -15,7 +15,8 @@ import trio
 from node.txpool.admission import Admission, Refused
 from node.txpool.mempool import MempoolFull
 from node.ops.metrics import Metrics
-from node.p2p.peers import TXS, PeerNetwork, encode_frame
+from node.p2p.peers import TXS, encode_frame
+from node.p2p.outbox import PeerOutbox
 from node.chain.tx import Transaction
 
 GOSSIP_INTERVAL_S = 0.02
@@ -24,7 +25,7 @@ INCOMING_BATCHES_MAX = 256
 
 
 class TxGossip:
-    def __init__(self, network: PeerNetwork, admission: Admission, metrics: Metrics) -> None:
+    def __init__(self, network: PeerOutbox, admission: Admission, metrics: Metrics) -> None:
         self.network = network
         self.admission = admission
         self.metrics = metrics

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -22,6 +21,7 @@ from node.config import parse_address
 from node.chain.genesis import Member
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
+from node.p2p.outbox import Link, PeerOutbox
 from node.p2p.transport import Session, TransportError, handshake
 
 log = logging.getLogger("alliance.p2p")
@@ -41,42 +41,26 @@ def encode_frame(kind: int, *fields: Any) -> bytes:
     return msgpack.packb([kind, *fields], use_bin_type=True)  # type: ignore[no-any-return]
 
 
-@dataclass
-class Link:
-    session: Session
-    queue: trio.MemorySendChannel[bytes]
-    scope: trio.CancelScope
-
-
 class PeerNetwork:
-    def __init__(self, chain_id: str, key: SigningKey, validators: tuple[Member, ...], metrics: Metrics):
+    def __init__(
+        self,
+        chain_id: str,
+        key: SigningKey,
+        validators: tuple[Member, ...],
+        metrics: Metrics,
+        outbox: PeerOutbox,
+        handler: Handler,
+        on_connect: Callable[[bytes], None],
+    ) -> None:
         self.chain_id = chain_id
         self.key = key
         self.me = bytes(key.verify_key)
         self.metrics = metrics
         self.members = {m.pubkey: m for m in validators}
         self._order = [m.pubkey for m in validators]
-        self.links: dict[bytes, Link] = {}
-        self.handler: Handler = lambda peer, frame: None
-        self.on_connect: Callable[[bytes], None] = lambda peer: None
-
-    # ---- sending ----------------------------------------------------------------------
-
-    def connected(self, peer: bytes) -> bool:
-        return peer in self.links
-
-    def send(self, peer: bytes, payload: bytes) -> None:
-        link = self.links.get(peer)
-        if link is None:
-            return
-        try:
-            link.queue.send_nowait(payload)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.metrics.p2p_frames_dropped.inc()
-
-    def broadcast(self, payload: bytes) -> None:
-        for peer in list(self.links):
-            self.send(peer, payload)
+        self.links = outbox.links  # each session is registered there while it runs
+        self.handler = handler  # each frame received
+        self.on_connect = on_connect  # each peer as its session opens
 
     # ---- sessions ---------------------------------------------------------------------
 

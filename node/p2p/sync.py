@@ -21,7 +21,8 @@ from node.chain.canonical import CodecError
 from node.pipeline.driver import Driver
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, PeerNetwork, encode_frame
+from node.p2p.peers import BLOCKS, GET_BLOCKS, STATUS, encode_frame
+from node.p2p.outbox import PeerOutbox
 from node.chain.proposal import BlockInvalid, Candidate, Contents
 from node.chain.tx import TxError, decode_tx
 from storage.kv import StoreCorrupt
@@ -68,7 +69,7 @@ class Syncer:
     def __init__(
         self,
         ledger: Ledger,
-        network: PeerNetwork,
+        network: PeerOutbox,
         driver: Driver,
         validators: tuple[bytes, ...],
         on_store_damaged: Callable[[StoreCorrupt], object],
