@@ -1,8 +1,9 @@
-"""One node: storage, consensus driver, RPC and operations endpoints in one nursery."""
+"""The composition root: one node's parts, built bottom-up and started in one nursery."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -11,12 +12,15 @@ from typing import Any
 import trio
 
 from consensus.config import ReplicaConfig
-from consensus.quorum import fault_tolerance, quorum
+from consensus.quorum import fault_tolerance
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver
 from node.errors import AllianceError, ConfigError
+from node.api.endpoints import OpsApp, RpcApp
+from node.api.lookup import ChainLookup
+from node.api.status import NodeStatus
 from node.api.subscriptions import Hub
 from node.chain.genesis import Genesis, load_genesis
 from node.keys import load_key
@@ -26,6 +30,7 @@ from node.txpool.admission import Admission
 from node.p2p.fetch import TxFetcher
 from node.p2p.gossip import TxGossip
 from node.ops.metrics import Metrics
+from node.p2p.outbox import PeerOutbox
 from node.p2p.peers import PeerNetwork
 from node.p2p.router import Router
 from node.api.rpc import RpcService
@@ -34,10 +39,7 @@ from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, l
 from node.p2p.sync import Syncer
 from node.txpool.txlog import TxLog
 from node.txpool.verifier import Verifier
-from node.version import VERSION
-from node.api.web import (
-    RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, bind, read_body, respond, respond_json, serve_http,
-)
+from node.api.web import bind, serve_http
 from node.api.ws import EventSocket
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
@@ -46,88 +48,12 @@ from storage.leveldb import LevelDBStore
 log = logging.getLogger("alliance.node")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Node:
-    config: NodeConfig
-    genesis: Genesis
-    ledger: Ledger
+    """A started node, as `run_node` hands it out: what `alliance run`'s notify task and tests read."""
+
+    status: NodeStatus
     driver: Driver
-    metrics: Metrics
-    network: PeerNetwork
-    syncer: Syncer
-    rpc: RpcService | None = None
-    storage_open: bool = True
-
-    @property
-    def replica(self) -> Replica:
-        return self.driver.replica
-
-    def peers(self) -> list[dict[str, Any]]:
-        me = self.replica.me
-        return [
-            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": self.network.connected(m.pubkey)}
-            for m in self.genesis.validators if m.pubkey != me
-        ]
-
-    def status(self) -> dict[str, Any]:
-        replica = self.replica
-        return {
-            "chain_id": self.genesis.chain_id,
-            "node": {"name": self.config.name, "pubkey": replica.me.hex()},
-            "height": self.ledger.height,
-            "last_block_hash": self.ledger.last_hash.hex(),
-            "view": replica.round,
-            "leader": replica.proposer(replica.height, replica.round).hex(),
-            "validators": [m.pubkey.hex() for m in self.genesis.validators],
-            "peers": self.peers(),
-            "syncing": self.syncer.syncing,
-            "version": VERSION,
-        }
-
-    def readiness(self) -> list[str]:
-        """Why the node is not ready; empty when it is."""
-        connected = 1 + sum(p["connected"] for p in self.peers())
-        needed = quorum(len(self.genesis.validators))
-        reasons = []
-        if connected < needed:
-            reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
-        best = max(self.syncer.best_height, self.syncer.reported_height)  # also when their blocks are refused
-        if self.syncer.syncing or best > self.ledger.height + 1:
-            reasons.append(f"catching up: at height {self.ledger.height} of {best}")
-        if not self.storage_open:
-            reasons.append("storage is closed")
-        return reasons
-
-    # ---- HTTP endpoints --------------------------------------------------------------
-
-    async def rpc_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] != "/":
-            return await respond_json(send, 404, {"error": "not found; JSON-RPC is served at POST /"})
-        if scope["method"] != "POST":
-            return await respond_json(send, 405, {"error": "method not allowed; use POST /"})
-        try:
-            body = await read_body(scope, receive, RPC_BODY_BYTES_MAX)
-        except BodyTooLarge:
-            return await respond_json(send, 413, {"error": f"request body over {RPC_BODY_BYTES_MAX} bytes"})
-        assert self.rpc is not None
-        answer = await self.rpc.handle(body)
-        if answer is None:
-            return await respond(send, 204, b"")
-        await respond(send, 200, self.rpc.encode(answer))
-
-    async def ops_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            return await respond_json(send, 405, {"error": "method not allowed; use GET"})
-        path = scope["path"]
-        if path == "/metrics":
-            return await respond(send, 200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
-        if path == "/healthz":
-            ok = self.storage_open
-            return await respond_json(send, 200 if ok else 503, {"ok": ok})
-        if path == "/readyz":
-            reasons = self.readiness()
-            return await respond_json(send, 503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
-        await respond_json(send, 404, {"error": "not found; try /metrics, /healthz or /readyz"})
 
 
 def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger, guarded: Guarded) -> Replica:
@@ -144,13 +70,11 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     return Replica(replica_config, crypto, ledger.height + 1, guarded.safety_file.record.safety, sign_from)
 
 
-def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
-    """Connects the parts: consensus messages, gossip and catch-up over the peer network, events."""
-    driver, network, syncer, metrics = node.driver, node.network, node.syncer, node.metrics
+def _wire(driver: Driver, network: PeerOutbox, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, hub: Hub) -> None:
+    """Connects the driver to the parts it sends to: consensus messages, catch-up, gossip, events."""
     driver.broadcast = network.broadcast_consensus
     driver.send_to = network.send_consensus
     driver.request_sync = lambda height: syncer.wake()
-    fetcher = TxFetcher(network, driver.held_tx, node.genesis.chain_id)
     driver.inline = gossip.unsent
     driver.fetch_txs = fetcher.fetch
 
@@ -160,15 +84,15 @@ def _wire(node: Node, gossip: TxGossip, hub: Hub) -> None:
 
     driver.on_committed = on_committed
 
+
+def _greeter(syncer: Syncer, gossip: TxGossip) -> Callable[[bytes], None]:
+    """What a peer is told as its session opens: our height, and what we acknowledged."""
+
     def on_connect(peer: bytes) -> None:
         syncer.announce(peer)
         gossip.greet(peer)
 
-    network.on_connect = on_connect
-    assert node.rpc is not None
-    node.rpc.on_admitted = gossip.announce
-
-    network.handler = Router(syncer, gossip, fetcher, driver, metrics).route
+    return on_connect
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
@@ -210,9 +134,13 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         mempool = Mempool(config.mempool_txs_max)
         driver = Driver(replica, ledger, mempool, metrics, config.block_txs_max)
         driver.save_safety = guarded.safety_file.save_safety
-        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics)
-        syncer = Syncer(ledger, network, driver, tuple(m.pubkey for m in genesis.validators))
-        node = Node(config, genesis, ledger, driver, metrics, network, syncer)
+        outbox = PeerOutbox(metrics)
+        running = trio.CancelScope()  # every task of the node: what damage found while running cancels
+        watch = DamageWatch(config, len(genesis.validators), stop=running.cancel)
+        validators = tuple(m.pubkey for m in genesis.validators)
+        syncer = Syncer(ledger, outbox, driver, validators, on_store_damaged=watch.report)
+        storage_closed = trio.Event()
+        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
         metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
@@ -223,37 +151,42 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         recovered = txlog.recover()
         stack.callback(txlog.close)
         admission = Admission(genesis, ledger, mempool, verifier, driver.submit, txlog)
-        node.rpc = RpcService(driver, admission, metrics, node.status)
-        gossip = TxGossip(network, admission, metrics)
-        hub = Hub(node.rpc.block_result, node.rpc.tx_result, metrics)
-        _wire(node, gossip, hub)
+        gossip = TxGossip(outbox, admission, metrics)
+        fetcher = TxFetcher(outbox, driver.held_tx, genesis.chain_id)
+        lookup = ChainLookup(ledger, mempool)
+        hub = Hub(lookup.block, lookup.tx, metrics)
+        rpc = RpcService(driver, admission, lookup, metrics, status.status,
+                         on_admitted=gossip.announce, on_store_damaged=watch.report)
+        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics, outbox,
+                              handler=Router(syncer, gossip, fetcher, driver, metrics).route,
+                              on_connect=_greeter(syncer, gossip))
+        _wire(driver, outbox, syncer, gossip, fetcher, hub)
         driver.on_txs_committed = txlog.forget
-        watch = DamageWatch(config, len(genesis.validators))
-        node.rpc.on_store_damaged = syncer.on_store_damaged = watch.report
+        node = Node(status, driver)
         try:
-            async with trio.open_nursery() as nursery:
-                watch.stop = nursery.cancel_scope.cancel
-                nursery.start_soon(verifier.run)
-                # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
-                await _readmit(admission, txlog, recovered)
-                nursery.start_soon(txlog.run)
-                await nursery.start(driver.run)
-                await nursery.start(network.serve, p2p_sock)
-                nursery.start_soon(syncer.run)
-                nursery.start_soon(gossip.run)
-                if guarded.sign_from == UNKNOWN:
-                    reports = fault_tolerance(len(genesis.validators)) + 1
-                    nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)
-                await nursery.start(partial(serve_http, node.rpc_app, rpc_sock, websocket=EventSocket(hub, node.rpc)))
-                await nursery.start(serve_http, node.ops_app, metrics_sock)
-                log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
-                         config.name, ledger.height, config.rpc_listen, config.p2p_listen,
-                         config.metrics_listen, genesis.chain_id)
-                task_status.started(node)
+            with running:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(verifier.run)
+                    # Before the replica resumes (a block it sealed may hold them) and before peers' gossip.
+                    await _readmit(admission, txlog, recovered)
+                    nursery.start_soon(txlog.run)
+                    await nursery.start(driver.run)
+                    await nursery.start(network.serve, p2p_sock)
+                    nursery.start_soon(syncer.run)
+                    nursery.start_soon(gossip.run)
+                    if guarded.sign_from == UNKNOWN:
+                        reports = fault_tolerance(len(genesis.validators)) + 1
+                        nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)
+                    await nursery.start(partial(serve_http, RpcApp(rpc), rpc_sock, websocket=EventSocket(hub, rpc)))
+                    await nursery.start(serve_http, OpsApp(metrics, status), metrics_sock)
+                    log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
+                             config.name, ledger.height, config.rpc_listen, config.p2p_listen,
+                             config.metrics_listen, genesis.chain_id)
+                    task_status.started(node)
         except* StoreCorrupt as group:  # a read by the driver or the catch-up found damage
             raise watch.report(group.exceptions[0]) from None
         finally:
-            node.storage_open = False
+            storage_closed.set()
             guarded.safety_file.save_committed(ledger.height)  # a rollback while stopped is then seen
             log.info("event=node_stopped height=%d", ledger.height)
         if watch.found is not None:

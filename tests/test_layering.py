@@ -37,11 +37,7 @@ RANK = {
 SDK_USERS = {"client", "cli", "bench"}
 CLIENT_IMPORTS = {"client", "chain", "errors", "keys"}
 CHAIN_FORBIDDEN = {"trio", "hypercorn", "prometheus_client", "plyvel", "socket"}
-# Upward imports that exist today and are being taken out; remove a pair from here once it is gone.
-KNOWN_UPWARD = {
-    ("node/disk/store_guard.py", "node.p2p.sync"),
-    ("node/ops/notify.py", "node.server"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 # What a fresh interpreter must not load for `import node.client, node.client.proofs`.
 SDK_MUST_NOT_LOAD = (
     "consensus.replica", "trio", "hypercorn", "prometheus_client", "plyvel", "storage.leveldb", "node.server",

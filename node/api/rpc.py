@@ -12,6 +12,7 @@ import trio
 from node.chain.canonical import unpack
 from node.pipeline.driver import Driver
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
+from node.api.lookup import ChainLookup
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
     NOT_FOUND, OVERLOADED, TX_REFUSED, Params, RpcError, check_call, encode, expects_answer, is_text,
@@ -22,7 +23,7 @@ from node.ops.metrics import Metrics
 from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
 from node.chain.proof import build_proof
 from node.ops.ratelog import RateLog
-from node.chain.tx import TX_BYTES_MAX, Transaction, tx_hash_of, tx_json
+from node.chain.tx import TX_BYTES_MAX, Transaction
 from storage.kv import StoreCorrupt
 
 SEND_TX_TIMEOUT_S_DEFAULT = 10
@@ -86,15 +87,25 @@ def _refusal_error(refused: Refused) -> RpcError:
 
 
 class RpcService:
-    def __init__(self, driver: Driver, admission: Admission, metrics: Metrics, status: Callable[[], dict[str, Any]]):
+    def __init__(
+        self,
+        driver: Driver,
+        admission: Admission,
+        lookup: ChainLookup,
+        metrics: Metrics,
+        status: Callable[[], dict[str, Any]],
+        on_admitted: Callable[[Transaction], None],
+        on_store_damaged: Callable[[StoreCorrupt], object],
+    ) -> None:
         self.driver = driver
         self.ledger = driver.ledger
+        self.admission = admission
+        self.lookup = lookup  # the get_block and get_tx objects
         self.metrics = metrics
         self.status = status
-        self.admission = admission
+        self.on_admitted = on_admitted  # a client's transaction, to be gossiped
+        self.on_store_damaged = on_store_damaged  # stops the node
         self.faults = RateLog(log, logging.ERROR)
-        self.on_admitted: Callable[[Transaction], None] = lambda tx: None
-        self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
         self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "status": self._status,
             "get_tx": self._get_tx,
@@ -223,7 +234,7 @@ class RpcService:
         self, calls: list[Any], answers: list[dict[str, Any] | None], i: int, tx: Transaction, timeout: float
     ) -> None:
         if await self.driver.wait_committed(tx.hash, timeout):
-            answers[i] = self._answered(calls[i], "send_tx", self.tx_result(tx.hash))
+            answers[i] = self._answered(calls[i], "send_tx", self.lookup.tx(tx.hash))
         else:
             error = RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",
                              {"tx_hash": tx.hash.hex()})
@@ -252,23 +263,7 @@ class RpcService:
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))
-        return self.tx_result(_hash_param(params, "tx_hash"))
-
-    def tx_result(self, tx_hash: bytes) -> dict[str, Any]:
-        """The get_tx object of a transaction hash."""
-        result: dict[str, Any] = {
-            "tx_hash": tx_hash.hex(), "status": "unknown",
-            "height": None, "index": None, "code": None, "log": None, "tx": None,
-        }
-        entry = self.ledger.tx_entry(tx_hash)
-        if entry is not None:
-            result.update(status="committed", height=entry.height, index=entry.index,
-                          code=entry.receipt.code, log=entry.receipt.log, tx=tx_json(entry.tx))
-            return result
-        pending = self.driver.mempool.get(tx_hash)
-        if pending is not None:
-            result.update(status="pending", tx=tx_json(pending))
-        return result
+        return self.lookup.tx(_hash_param(params, "tx_hash"))
 
     async def _get_block(self, params: Params) -> Any:
         _params(params, ("height",))
@@ -277,25 +272,7 @@ class RpcService:
             height = self.ledger.height
         if type(height) is not int or not 0 <= height <= HEIGHT_MAX:  # type(): True is an int too
             raise RpcError(INVALID_PARAMS, f'height must be an integer in 0..{HEIGHT_MAX} or "latest"')
-        return self.block_result(height)
-
-    def block_result(self, height: int) -> dict[str, Any]:
-        """The get_block object of a committed height; RpcError NOT_FOUND otherwise."""
-        block = self.ledger.block(height) if height >= 1 else None
-        certificate = self.ledger.certificate(height) if block is not None else None
-        if block is None or certificate is None:
-            raise RpcError(NOT_FOUND, f"no block at height {height}")
-        h = block.header
-        block_hash = h.hash().hex()
-        return {
-            "height": h.height, "hash": block_hash, "prev_hash": h.prev_hash.hex(), "time": h.time_ms,
-            "proposer": h.proposer.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
-            "txs": [tx_hash_of(raw).hex() for raw in block.txs],
-            "commit": {
-                "height": h.height, "block_hash": block_hash,
-                "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
-            },
-        }
+        return self.lookup.block(height)
 
     async def _get_proof(self, params: Params) -> Any:
         _params(params, ("tx_hash",))

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from node.ops.metrics import Metrics
-from node.api.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.api.jsonrpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
 
 log = logging.getLogger("alliance.events")
 

@@ -25,7 +25,7 @@ async def run_until_signal(config: NodeConfig) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 node = await nursery.start(run_node, config)
-                nursery.start_soon(serve_node, notifier, node)
+                nursery.start_soon(serve_node, notifier, node.status.status, node.driver.loop_alive)
                 async for signum in signals:
                     log.info("event=shutdown signal=%s", signal.Signals(signum).name)
                     notifier.stopping()

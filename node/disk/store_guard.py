@@ -9,9 +9,10 @@ safety file is damaged or missing on a store that had one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -22,7 +23,6 @@ from node.errors import AllianceError
 from node.chain.genesis import Genesis
 from node.disk.integrity import Fault, verify_window
 from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path, write_atomic
-from node.p2p.sync import Syncer
 from storage.chain import ChainStore
 
 log = logging.getLogger("alliance.node")
@@ -67,11 +67,11 @@ def marked_damage(data_dir: Path) -> str | None:
 class DamageWatch:
     """Stops the running node the first time a read finds the store damaged, marking it so it starts no more."""
 
-    def __init__(self, config: NodeConfig, validators: int) -> None:
+    def __init__(self, config: NodeConfig, validators: int, stop: Callable[[], None]) -> None:
         self.config = config
         self.validators = validators
+        self.stop = stop  # cancels every task of the node
         self.found: StoreDamaged | None = None
-        self.stop: Callable[[], None] = lambda: None  # cancels the node's nursery
 
     def report(self, exc: Exception) -> StoreDamaged:
         if self.found is None:
@@ -143,7 +143,14 @@ def resync_record(old: SafetyFile | None) -> SafetyRecord:
     return SafetyRecord(committed=0, sign_from=max(old.record.sign_from, old.record.signed_up_to + 1))
 
 
-async def learn_sign_from(syncer: Syncer, replica: Replica, safety_file: SafetyFile, reports_needed: int) -> None:
+class PeerHeights(Protocol):
+    """What learn_sign_from reads of the catch-up (node.p2p.sync.Syncer): the heights peers told."""
+
+    @property
+    def peer_heights(self) -> Mapping[bytes, int]: ...
+
+
+async def learn_sign_from(syncer: PeerHeights, replica: Replica, safety_file: SafetyFile, reports_needed: int) -> None:
     """After a resync that found no usable safety file: sign nothing until `reports_needed` peers
     (f+1, so one is honest) told their height, then nothing up to the highest of them plus SIGN_MARGIN.
 

@@ -10,12 +10,9 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
 import trio
-
-if TYPE_CHECKING:
-    from node.server import Node
 
 log = logging.getLogger("alliance.notify")
 STATUS_INTERVAL_S = 2.0
@@ -121,19 +118,21 @@ class Notifier:
             await trio.sleep(period_s / 2)
 
 
-def node_status(node: Node) -> str:
-    """The STATUS= line: height, role (leader, validator or catching_up), view and connected peers."""
-    replica = node.replica
-    if node.syncer.syncing:
+def node_status(status: Mapping[str, Any]) -> str:
+    """The STATUS= line of a node's status object (RPC `status`): height, role (leader, validator or
+    catching_up), view and connected peers."""
+    if status["syncing"]:
         role = "catching_up"
-    elif replica.proposer(replica.height, replica.round) == replica.me:
+    elif status["leader"] == status["node"]["pubkey"]:
         role = "leader"
     else:
         role = "validator"
-    peers = sum(p["connected"] for p in node.peers())
-    return f"height={node.ledger.height} role={role} view={replica.round} peers={peers}"
+    peers = sum(p["connected"] for p in status["peers"])
+    return f"height={status['height']} role={role} view={status['view']} peers={peers}"
 
 
-async def serve_node(notifier: Notifier, node: Node) -> None:
-    """The notify task of a started node."""
-    await notifier.serve(lambda: node_status(node), node.driver.loop_alive)
+async def serve_node(
+    notifier: Notifier, status: Callable[[], Mapping[str, Any]], loop_alive: Callable[[float], bool]
+) -> None:
+    """The notify task of a started node: its status object, and its consensus loop's heartbeat."""
+    await notifier.serve(lambda: node_status(status()), loop_alive)

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from node.p2p.peers import PeerNetwork
+from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import GET_TXS_HASHES_MAX, FoundTxs, GetTxs, encode
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
 from node.chain.tx import Transaction, tx_hash_of
@@ -38,7 +38,7 @@ class _Request:
 class TxFetcher:
     def __init__(
         self,
-        network: PeerNetwork,
+        network: PeerOutbox,
         lookup: Callable[[bytes], Transaction | None],
         chain_id: str,
         run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,

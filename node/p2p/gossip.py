@@ -15,7 +15,7 @@ import trio
 from node.txpool.admission import Admission, Refused
 from node.txpool.mempool import MempoolFull
 from node.ops.metrics import Metrics
-from node.p2p.peers import PeerNetwork
+from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Txs, encode
 from node.chain.tx import Transaction
 
@@ -25,7 +25,7 @@ INCOMING_BATCHES_MAX = 256
 
 
 class TxGossip:
-    def __init__(self, network: PeerNetwork, admission: Admission, metrics: Metrics) -> None:
+    def __init__(self, network: PeerOutbox, admission: Admission, metrics: Metrics) -> None:
         self.network = network
         self.admission = admission
         self.metrics = metrics

@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 from nacl.signing import SigningKey
 
-from consensus.messages import Signed
 from node.config import parse_address
 from node.chain.genesis import Member
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
+from node.p2p.outbox import Link, PeerOutbox
 from node.p2p.transport import Session, TransportError, handshake
-from node.p2p.wire import CONSENSUS, Consensus, FrameError, Message, decode, encode
+from node.p2p.wire import CONSENSUS, FrameError, Message, decode
 
 log = logging.getLogger("alliance.p2p")
 refusals = RateLog(log)
@@ -35,50 +34,26 @@ RECONNECT_MAX_S = 2.0
 Handler = Callable[[bytes, Message], None]
 
 
-@dataclass
-class Link:
-    session: Session
-    queue: trio.MemorySendChannel[bytes]
-    scope: trio.CancelScope
-
-
 class PeerNetwork:
-    def __init__(self, chain_id: str, key: SigningKey, validators: tuple[Member, ...], metrics: Metrics):
+    def __init__(
+        self,
+        chain_id: str,
+        key: SigningKey,
+        validators: tuple[Member, ...],
+        metrics: Metrics,
+        outbox: PeerOutbox,
+        handler: Handler,
+        on_connect: Callable[[bytes], None],
+    ) -> None:
         self.chain_id = chain_id
         self.key = key
         self.me = bytes(key.verify_key)
         self.metrics = metrics
         self.members = {m.pubkey: m for m in validators}
         self._order = [m.pubkey for m in validators]
-        self.links: dict[bytes, Link] = {}
-        self.handler: Handler = lambda peer, frame: None
-        self.on_connect: Callable[[bytes], None] = lambda peer: None
-
-    # ---- sending ----------------------------------------------------------------------
-
-    def connected(self, peer: bytes) -> bool:
-        return peer in self.links
-
-    def send(self, peer: bytes, payload: bytes) -> None:
-        link = self.links.get(peer)
-        if link is None:
-            return
-        try:
-            link.queue.send_nowait(payload)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.metrics.p2p_frames_dropped.inc()
-
-    def broadcast(self, payload: bytes) -> None:
-        for peer in list(self.links):
-            self.send(peer, payload)
-
-    def send_consensus(self, peer: bytes, signed: Signed) -> None:
-        """Sends a consensus message (the Driver's send_to)."""
-        self.send(peer, encode(Consensus(signed)))
-
-    def broadcast_consensus(self, signed: Signed) -> None:
-        """Sends a consensus message to every peer (the Driver's broadcast)."""
-        self.broadcast(encode(Consensus(signed)))
+        self.links = outbox.links  # each session is registered there while it runs
+        self.handler = handler  # each frame received
+        self.on_connect = on_connect  # each peer as its session opens
 
     # ---- sessions ---------------------------------------------------------------------
 

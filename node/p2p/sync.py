@@ -19,7 +19,7 @@ from node.chain.canonical import CodecError
 from node.pipeline.driver import Driver
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.p2p.peers import PeerNetwork
+from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
 from node.chain.proposal import BlockInvalid, Candidate, Contents
 from node.chain.tx import TxError, decode_tx
@@ -64,18 +64,25 @@ def check_synced_block(
 
 
 class Syncer:
-    def __init__(self, ledger: Ledger, network: PeerNetwork, driver: Driver, validators: tuple[bytes, ...]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        network: PeerOutbox,
+        driver: Driver,
+        validators: tuple[bytes, ...],
+        on_store_damaged: Callable[[StoreCorrupt], object],
+    ) -> None:
         self.ledger = ledger
         self.network = network
         self.driver = driver
         self.validators = validators
+        self.on_store_damaged = on_store_damaged  # stops the node
         self.peer_heights: dict[bytes, int] = {}  # believed: a peer whose claim was not backed is dropped
         self.reported: dict[bytes, int] = {}  # as told, believed or not
         self._wake = trio.Event()
         self._waiting_for: bytes | None = None
         self._fetching = False
         self._responses, self._received = trio.open_memory_channel[tuple[tuple[bytes, bytes], ...]](1)
-        self.on_store_damaged: Callable[[StoreCorrupt], object] = lambda exc: None  # stops the node
 
     @property
     def best_height(self) -> int:

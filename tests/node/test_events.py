@@ -13,7 +13,7 @@ from node.api.subscriptions import (
     Notification, Outbox, Subscriber, Subscription, dropped_text,
 )
 from node.ops.metrics import Metrics
-from node.api.rpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.api.jsonrpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
 
 TX_A, TX_B = "aa" * 32, "bb" * 32
 

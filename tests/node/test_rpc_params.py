@@ -21,6 +21,7 @@ from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool
 from node.ops.ratelog import RateLog
 from node.ops.metrics import Metrics
+from node.api.lookup import ChainLookup
 from node.api.rpc import RpcService
 from node.chain.tx import Transaction, sign_tx
 from node.txpool.verifier import BAD_SIGNATURE
@@ -55,7 +56,9 @@ def _service() -> RpcService:
     driver: Any = SimpleNamespace(ledger=ledger, mempool=mempool, run_blocking=_run_here,
                                   wait_committed=_never_committed)
     admission = Admission(GENESIS, ledger, mempool, _Verifier(), lambda tx, from_peer: None)  # type: ignore[arg-type]
-    return RpcService(driver, admission, Metrics(), lambda: {"chain_id": GENESIS.chain_id})
+    lookup = ChainLookup(ledger, mempool)
+    return RpcService(driver, admission, lookup, Metrics(), lambda: {"chain_id": GENESIS.chain_id},
+                      on_admitted=lambda tx: None, on_store_damaged=lambda exc: None)
 
 
 SERVICE = _service()

@@ -241,9 +241,8 @@ def test_damage_found_while_running_is_marked_and_refused_at_the_next_start(tmp_
     c, ledger = _chain()
     config = _config(tmp_path)
     open_guarded(config, ledger.store, c.genesis)
-    watch = DamageWatch(config, len(c.genesis.validators))
     stopped: list[bool] = []
-    watch.stop = lambda: stopped.append(True)
+    watch = DamageWatch(config, len(c.genesis.validators), stop=lambda: stopped.append(True))
     first = watch.report(StoreCorrupt("block 3 is missing from the store"))
     assert watch.report(StoreCorrupt("another")) is first and stopped == [True], "reported and stopped once"
     assert "block 3 is missing" in str(first) and "alliance resync" in str(first)

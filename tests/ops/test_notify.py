@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.ops.notify import Notifier, socket_address, watchdog_s
+from node.ops.notify import Notifier, node_status, socket_address, watchdog_s
 from tests.e2e.nodeproc import alliance, make_testnet, node_process
 
 WATCHDOG_USEC = 1_000_000  # the node pings every 0.5 s
@@ -146,3 +146,12 @@ async def test_the_watchdog_is_withheld_while_the_consensus_loop_is_stalled(
         listener.read()
         assert listener.lines() == ["STOPPING=1"]
     notifier.close()
+
+
+def test_the_status_line_is_read_from_the_status_object() -> None:
+    me, other = "aa" * 32, "bb" * 32
+    status = {"height": 12, "view": 3, "node": {"pubkey": me}, "leader": me, "syncing": False,
+              "peers": [{"connected": True}, {"connected": False}, {"connected": True}]}
+    assert node_status(status) == "height=12 role=leader view=3 peers=2"
+    assert node_status({**status, "leader": other}) == "height=12 role=validator view=3 peers=2"
+    assert node_status({**status, "syncing": True}) == "height=12 role=catching_up view=3 peers=2"

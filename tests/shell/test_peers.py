@@ -13,7 +13,7 @@ import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgpack
 import pytest
@@ -23,6 +23,7 @@ from nacl.signing import SigningKey
 from node.p2p import peers
 from node.config import Address
 from node.ops.metrics import Metrics
+from node.p2p.outbox import PeerOutbox
 from node.p2p.peers import PeerNetwork
 from node.p2p.framing import frame
 from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
@@ -38,9 +39,10 @@ HOST = "127.0.0.1"
 class Peer:
     index: int
     net: PeerNetwork
+    outbox: PeerOutbox
     scope: trio.CancelScope
     port: int
-    got: list[tuple[bytes, Message]] = field(default_factory=list)
+    got: list[tuple[bytes, Message]]
 
     @property
     def me(self) -> bytes:
@@ -65,12 +67,13 @@ async def _serve(net: PeerNetwork, sock: socket.socket, *, task_status: trio.Tas
 
 
 async def _start(nursery: trio.Nursery, c: Consortium, index: int, sock: socket.socket) -> Peer:
-    net = PeerNetwork(c.chain_id, c.keys[index], c.genesis.validators, Metrics())
+    metrics, got = Metrics(), list[tuple[bytes, Message]]()
+    outbox = PeerOutbox(metrics)
+    net = PeerNetwork(c.chain_id, c.keys[index], c.genesis.validators, metrics, outbox,
+                      handler=lambda sender, message: got.append((sender, message)), on_connect=lambda peer: None)
     port = sock.getsockname()[1]
     scope = await nursery.start(_serve, net, sock)
-    peer = Peer(index, net, scope, port)
-    net.handler = lambda sender, message: peer.got.append((sender, message))
-    return peer
+    return Peer(index, net, outbox, scope, port, got)
 
 
 def _consortium_on(socks: list[socket.socket | None]) -> Consortium:
@@ -87,7 +90,7 @@ def _after_a_raw_member(listeners: int) -> tuple[Consortium, list[socket.socket]
 
 
 def _all_connected(nodes: list[Peer]) -> bool:
-    return all(a.net.connected(b.me) for a in nodes for b in nodes if a is not b)
+    return all(a.outbox.connected(b.me) for a in nodes for b in nodes if a is not b)
 
 
 @pytest.fixture
@@ -124,8 +127,8 @@ async def test_validators_connect_to_each_other(nursery: trio.Nursery, n: int) -
 async def test_broadcast_reaches_every_other_node_exactly_once(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 3)
     for sender in nodes:
-        sender.net.broadcast(encode(Txs((b"tx from %d" % sender.index,))))
-        sender.net.broadcast(encode(Status(100 + sender.index)))  # frames on a link keep their order
+        sender.outbox.broadcast(encode(Txs((b"tx from %d" % sender.index,))))
+        sender.outbox.broadcast(encode(Status(100 + sender.index)))  # frames on a link keep their order
 
     def others(node: Peer) -> list[Peer]:
         return [o for o in nodes if o is not node]
@@ -140,8 +143,8 @@ async def test_broadcast_reaches_every_other_node_exactly_once(nursery: trio.Nur
 async def test_send_reaches_only_its_peer(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 3)
     a, b, c = nodes
-    a.net.send(c.me, encode(Status(7)))
-    a.net.broadcast(encode(Status(8)))  # a marker: once it arrives, the first frame would have too
+    a.outbox.send(c.me, encode(Status(7)))
+    a.outbox.broadcast(encode(Status(8)))  # a marker: once it arrives, the first frame would have too
     await wait_until(lambda: Status(8) in b.frames_from(a.me) and Status(8) in c.frames_from(a.me))
     assert c.frames_from(a.me) == [Status(7), Status(8)]
     assert b.frames_from(a.me) == [Status(8)]
@@ -149,7 +152,7 @@ async def test_send_reaches_only_its_peer(nursery: trio.Nursery) -> None:
 
 async def test_send_to_an_unconnected_peer_is_a_no_op(nursery: trio.Nursery) -> None:
     _, nodes = await _network(nursery, 2)
-    nodes[0].net.send(b"\x09" * 32, encode(Status(1)))
+    nodes[0].outbox.send(b"\x09" * 32, encode(Status(1)))
     assert nodes[0].metric("alliance_p2p_frames_dropped_total") == 0
 
 
@@ -157,8 +160,9 @@ async def test_on_connect_is_called_for_each_peer(nursery: trio.Nursery) -> None
     socks = [_listen() for _ in range(3)]
     c = _consortium_on(list(socks))
     seen: list[bytes] = []
-    net = PeerNetwork(c.chain_id, c.keys[1], c.genesis.validators, Metrics())
-    net.on_connect = seen.append
+    metrics = Metrics()
+    net = PeerNetwork(c.chain_id, c.keys[1], c.genesis.validators, metrics, PeerOutbox(metrics),
+                      handler=lambda sender, message: None, on_connect=seen.append)
     await nursery.start(net.serve, socks[1])
     others = [await _start(nursery, c, i, socks[i]) for i in (0, 2)]
     await wait_until(lambda: len(seen) == 2)
@@ -170,7 +174,7 @@ async def test_on_connect_is_called_for_each_peer(nursery: trio.Nursery) -> None
 
 async def _stop(node: Peer, nodes: list[Peer]) -> None:
     node.scope.cancel()
-    await wait_until(lambda: not any(o.net.connected(node.me) for o in nodes if o is not node))
+    await wait_until(lambda: not any(o.outbox.connected(node.me) for o in nodes if o is not node))
 
 
 async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> None:
@@ -181,8 +185,8 @@ async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> No
     assert nodes[0].metric("alliance_peers_connected") == 1
     nodes[2] = await _start(nursery, c, 2, _listen(last.port))
     await wait_until(lambda: _all_connected(nodes))
-    nodes[0].net.send(nodes[2].me, encode(Status(1)))
-    nodes[2].net.send(nodes[1].me, encode(Status(2)))
+    nodes[0].outbox.send(nodes[2].me, encode(Status(1)))
+    nodes[2].outbox.send(nodes[1].me, encode(Status(2)))
     await wait_until(lambda: nodes[2].got == [(nodes[0].me, Status(1))] and len(nodes[1].got) == 1)
     assert nodes[1].got == [(nodes[2].me, Status(2))]
 
@@ -195,7 +199,7 @@ async def test_restarted_dialing_node_reconnects_from_anywhere(nursery: trio.Nur
     nodes[0] = await _start(nursery, c, 0, _listen())
     await wait_until(lambda: _all_connected(nodes))
     assert all(n.net.links[nodes[0].me].session is not old for n, old in zip(nodes[1:], old_sessions))
-    nodes[1].net.broadcast(encode(Status(3)))
+    nodes[1].outbox.broadcast(encode(Status(3)))
     await wait_until(lambda: nodes[0].frames_from(nodes[1].me) == [Status(3)])
 
 
@@ -205,7 +209,7 @@ async def test_newest_session_with_a_peer_replaces_the_old_one(nursery: trio.Nur
     node = await _start(nursery, c, 1, socks[0])  # v0 never listens: node 1 only accepts from it
     v0 = c.validators[0]
     first = await _member_session(c, 0, node.port)
-    await wait_until(lambda: node.net.connected(v0))
+    await wait_until(lambda: node.outbox.connected(v0))
     first_link = node.net.links[v0]
     second = await _member_session(c, 0, node.port)
     await wait_until(lambda: node.net.links.get(v0) not in (None, first_link))
@@ -213,7 +217,7 @@ async def test_newest_session_with_a_peer_replaces_the_old_one(nursery: trio.Nur
     await wait_until(lambda: node.got == [(v0, Status(4))])
     with trio.fail_after(5), pytest.raises(TransportError):
         await first.receive()  # the node closed the replaced session
-    assert node.net.connected(v0) and node.metric("alliance_peers_connected") == 1
+    assert node.outbox.connected(v0) and node.metric("alliance_peers_connected") == 1
 
 
 # ---- raw members: misbehaviour ------------------------------------------------------------------
@@ -237,8 +241,8 @@ async def test_malformed_frames_from_a_member_are_counted_and_the_session_surviv
     await wait_until(lambda: len(node.got) == 1)
     assert node.got == [(c.validators[0], Status(9))]
     assert node.metric("alliance_p2p_frames_malformed_total") == len(bad)
-    assert node.net.connected(c.validators[0])
-    node.net.send(c.validators[0], encode(Status(10)))
+    assert node.outbox.connected(c.validators[0])
+    node.outbox.send(c.validators[0], encode(Status(10)))
     with trio.fail_after(5):
         assert decode(await session.receive()) == Status(10)
 
@@ -298,11 +302,11 @@ async def test_member_with_a_low_order_kx_key_does_not_crash_the_node(nursery: t
     c, socks = _after_a_raw_member(listeners=2)
     node = await _start(nursery, c, 1, socks[0])
     other = await _start(nursery, c, 2, socks[1])
-    await wait_until(lambda: node.net.connected(other.me))
+    await wait_until(lambda: node.outbox.connected(other.me))
     stream = await trio.open_tcp_stream(HOST, node.port)
     await _signed_hello_with_kx(stream, c, 0, bytes(32))
     await wait_until(lambda: node.metric("alliance_p2p_sessions_refused_total") == 1)
-    node.net.send(other.me, encode(Status(1)))
+    node.outbox.send(other.me, encode(Status(1)))
     await wait_until(lambda: other.got == [(node.me, Status(1))])
 
 
@@ -326,13 +330,13 @@ async def test_full_send_queue_drops_and_counts_instead_of_blocking(
     _, (a, b) = await _network(nursery, 2)
     sent = 1000
     for i in range(sent):  # no checkpoint in between: the writer cannot drain the queue
-        a.net.send(b.me, encode(Status(i)))
+        a.outbox.send(b.me, encode(Status(i)))
     dropped = a.metric("alliance_p2p_frames_dropped_total")
     assert sent - 3 <= dropped < sent  # one handed to the waiting writer, two queued
     await wait_until(lambda: len(b.got) == sent - dropped)
     heights = [f.height for _, f in b.got if isinstance(f, Status)]
     assert heights == sorted(heights) and heights[0] == 0
-    a.net.send(b.me, encode(Status(-1)))  # the session still works
+    a.outbox.send(b.me, encode(Status(-1)))  # the session still works
     await wait_until(lambda: b.got[-1] == (a.me, Status(-1)))
 
 
@@ -345,12 +349,12 @@ async def test_peer_that_does_not_read_loses_frames_without_stalling_the_node(
     other = await _start(nursery, c, 2, socks[1])
     stuck = await _member_session(c, 0, node.port)  # authenticates, then never reads
     assert stuck.peer == node.me
-    await wait_until(lambda: node.net.connected(c.validators[0]) and node.net.connected(other.me))
+    await wait_until(lambda: node.outbox.connected(c.validators[0]) and node.outbox.connected(other.me))
     big = encode(Txs((b"\x00" * 60_000,)))
     with trio.fail_after(20):
         while node.metric("alliance_p2p_frames_dropped_total") == 0:
-            node.net.send(c.validators[0], big)
+            node.outbox.send(c.validators[0], big)
             await trio.sleep(0.001)
-    node.net.send(other.me, encode(Status(5)))
+    node.outbox.send(other.me, encode(Status(5)))
     await wait_until(lambda: other.got == [(node.me, Status(5))], timeout_s=5)
-    assert node.net.connected(c.validators[0])  # a slow reader is not disconnected, only starved
+    assert node.outbox.connected(c.validators[0])  # a slow reader is not disconnected, only starved

@@ -214,6 +214,10 @@ class FakeNetwork:
             self.send(peer, payload)
 
 
+def _ignore_damage(exc: Exception) -> None:
+    """The stores of these tests are whole, except where a test watches for damage itself."""
+
+
 def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]]) -> None:
     net.handler = lambda peer, message: handlers[type(message)](peer, message) if type(message) in handlers else None
 
@@ -221,7 +225,7 @@ def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]])
 def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> Syncer:
     """A peer that holds `ledger` and answers GET_BLOCKS from it."""
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, None, c.validators)  # type: ignore[arg-type]  # it never fetches
+    syncer = Syncer(ledger, net, None, c.validators, _ignore_damage)  # type: ignore[arg-type]  # it never fetches
     _route(net, {GetBlocks: syncer.on_get_blocks})
     return syncer
 
@@ -245,7 +249,7 @@ async def _fresh(nursery: trio.Nursery, hub: Hub, c: Consortium, index: int = 3)
     driver = driver_for(c, ledger, index)
     await nursery.start(driver.run)
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, driver, c.validators)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, net, driver, c.validators, _ignore_damage)  # type: ignore[arg-type]
     _route(net, {Status: syncer.on_status, Blocks: syncer.on_blocks})
     nursery.start_soon(syncer.run)
     return syncer
@@ -311,7 +315,7 @@ async def test_get_blocks_is_answered_with_blocks_and_certificates(c: Consortium
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append((peer, msgpack.unpackb(payload, raw=False)))
 
-    server = Syncer(source, Recorder(), None, c.validators)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, c.validators, _ignore_damage)  # type: ignore[arg-type]
     asker = c.validators[1]
     server.on_get_blocks(asker, GetBlocks(2, 2))
     server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS, 10))
@@ -439,7 +443,7 @@ def test_blocks_answer_always_fits_in_one_frame(c: Consortium) -> None:
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    Syncer(source, Recorder(), None, c.validators).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
+    Syncer(source, Recorder(), None, c.validators, _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
     assert len(sent) == 1 and msgpack.unpackb(sent[0])[1]  # it answered, with at least one block
     assert len(sent[0]) <= FRAME_BYTES_MAX  # what Session.receive accepts (sealed: + 17 bytes)
 
@@ -483,7 +487,7 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
         def connected(self, peer: bytes) -> bool:
             return True
 
-    syncer = Syncer(ledger, Recorder(), None, c.validators)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, Recorder(), None, c.validators, _ignore_damage)  # type: ignore[arg-type]
     handlers: dict[type, Callable[[bytes, Any], None]] = {
         Status: syncer.on_status, GetBlocks: syncer.on_get_blocks, Blocks: syncer.on_blocks,
     }
@@ -523,9 +527,8 @@ def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consorti
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    server = Syncer(source, Recorder(), None, c.validators)  # type: ignore[arg-type]
     found: list[Exception] = []
-    server.on_store_damaged = found.append
+    server = Syncer(source, Recorder(), None, c.validators, on_store_damaged=found.append)  # type: ignore[arg-type]
     source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
     server.on_get_blocks(c.validators[1], GetBlocks(1, 5))
     assert sent == [] and len(found) == 1 and "block 2" in str(found[0])
