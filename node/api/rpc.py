@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from node.chain.canonical import unpack
-from node.pipeline.driver import Driver
+from node.pipeline.driver import BlockingRunner, Driver
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
@@ -86,8 +86,12 @@ def _refusal_error(refused: Refused) -> RpcError:
 
 
 class RpcService:
-    def __init__(self, driver: Driver, admission: Admission, metrics: Metrics, status: Callable[[], dict[str, Any]]):
+    def __init__(
+        self, driver: Driver, admission: Admission, metrics: Metrics, status: Callable[[], dict[str, Any]],
+        run_blocking: BlockingRunner = trio.to_thread.run_sync,
+    ):
         self.driver = driver
+        self.run_blocking = run_blocking  # builds proofs off the event loop
         self.ledger = driver.ledger
         self.metrics = metrics
         self.status = status
@@ -265,7 +269,7 @@ class RpcService:
             result.update(status="committed", height=entry.height, index=entry.index,
                           code=entry.receipt.code, log=entry.receipt.log, tx=tx_json(entry.tx))
             return result
-        pending = self.driver.mempool.get(tx_hash)
+        pending = self.admission.pending_tx(tx_hash)
         if pending is not None:
             result.update(status="pending", tx=tx_json(pending))
         return result
@@ -301,8 +305,8 @@ class RpcService:
         _params(params, ("tx_hash",))
         tx_hash = _hash_param(params, "tx_hash")
         # Asked before the ledger: a commit writes the ledger first, then leaves the mempool.
-        pending = tx_hash in self.driver.mempool
-        proof = await self.driver.run_blocking(build_proof, self.ledger, tx_hash)
+        pending = self.admission.pending_tx(tx_hash) is not None
+        proof = await self.run_blocking(build_proof, self.ledger, tx_hash)
         if proof is not None:
             return proof
         if pending:

@@ -52,10 +52,9 @@ async def _never_committed(tx_hash: bytes, timeout: float) -> bool:
 def _service() -> RpcService:
     ledger = Ledger(ChainStore(MemoryStore()), GENESIS)
     mempool = Mempool(100)
-    driver: Any = SimpleNamespace(ledger=ledger, mempool=mempool, run_blocking=_run_here,
-                                  wait_committed=_never_committed)
-    admission = Admission(GENESIS, ledger, mempool, _Verifier(), lambda tx, from_peer: None)  # type: ignore[arg-type]
-    return RpcService(driver, admission, Metrics(), lambda: {"chain_id": GENESIS.chain_id})
+    driver: Any = SimpleNamespace(ledger=ledger, wait_committed=_never_committed, transactions_pending=lambda: None)
+    admission = Admission(GENESIS, ledger, mempool, _Verifier(), driver)  # type: ignore[arg-type]
+    return RpcService(driver, admission, Metrics(), lambda: {"chain_id": GENESIS.chain_id}, run_blocking=_run_here)
 
 
 SERVICE = _service()
