@@ -224,13 +224,15 @@ class Driver:
         fetched = await self.fetch_txs(self.pipeline.missing_for_commit(action))
         async with self._commit_lock:
             outcome = await self.run_blocking(self.pipeline.commit, action, fetched)
-            if isinstance(outcome, AlreadyStored) and outcome.forked:
-                log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
-            elif isinstance(outcome, Deferred):
+            if isinstance(outcome, AlreadyStored):
+                if outcome.forked:
+                    log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
+                return None
+            if isinstance(outcome, Deferred):
                 log.warning("event=commit_deferred height=%d reason=%r", action.height, outcome.reason)
                 self.request_sync(action.height)
-            elif isinstance(outcome, Committed):
-                self._after_commit(outcome)
+                return None
+            self._after_commit(outcome)
         return TransactionsPending() if len(self.mempool) else None
 
     async def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> None:
