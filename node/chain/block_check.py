@@ -17,10 +17,12 @@ from node.chain.canonical import CodecError
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
 from node.chain.proposal import (
-    BLOCK_TIME_AHEAD_MS_MAX, BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES, BlockInvalid, Candidate, Contents, KnownTx,
-    verified_new_tx,
+    BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES, BlockInvalid, Candidate, Contents, KnownTx, verified_new_tx,
 )
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
+
+# How far ahead of a validator's clock a proposed block's time may be.
+BLOCK_TIME_AHEAD_MS_MAX = 10_000
 
 Certificate = tuple[tuple[bytes, bytes], ...]
 _NOTHING: Mapping[bytes, Transaction] = {}

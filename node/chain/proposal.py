@@ -12,8 +12,6 @@ from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_root
 from node.chain.tx import Transaction, TxError, decode_tx
 
-# How far ahead of a validator's clock a proposed block's time may be.
-BLOCK_TIME_AHEAD_MS_MAX = 10_000
 # Encoded transactions in one block, so that a proposal fits a peer frame.
 BLOCK_TX_BYTES_MAX = 8 * 1024 * 1024
 # A proposal's item of this length is a transaction's hash: an encoded transaction is longer.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+
+import node.pipeline.commit
 
 from consensus.actions import CommitBlock, ValidateBlock
 from node.chain.block import encode_certificate
@@ -156,3 +161,10 @@ def test_a_commit_forgets_the_candidates_it_decides_and_holds_the_last_blocks_tr
     # The rival block 1 is forgotten: consensus deciding it now finds height 1 stored, not a candidate.
     assert pipeline.missing_for_commit(_commit_action(c, rival)) == []
     assert pipeline.commit(_commit_action(c, rival), {}) == AlreadyStored(forked=True)
+
+
+def test_the_pipeline_does_no_io_and_reads_no_clock() -> None:
+    tree = ast.parse(Path(node.pipeline.commit.__file__).read_text())
+    imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"trio", "time", "random", "os", "socket", "plyvel", "prometheus_client"}
