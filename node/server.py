@@ -144,16 +144,15 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
         metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
-        # The verifier asks admission (built next, around it) whether a block brought a queued tx meanwhile.
-        verifier = Verifier(committed=ledger.store.has_tx, known=lambda tx_hash: admission.seen(tx_hash))
+        verifier = Verifier(ledger, mempool)
         # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
         txlog = TxLog(config.data_dir.with_name(config.data_dir.name + ".txlog"))
         recovered = txlog.recover()
         stack.callback(txlog.close)
-        admission = Admission(genesis, ledger, mempool, verifier, driver.submit, txlog)
+        admission = Admission(genesis, ledger, mempool, verifier, driver, txlog)
         gossip = TxGossip(outbox, admission, metrics)
         fetcher = TxFetcher(outbox, driver.held_tx, genesis.chain_id)
-        lookup = ChainLookup(ledger, mempool)
+        lookup = ChainLookup(ledger, admission)
         hub = Hub(lookup.block, lookup.tx, metrics)
         rpc = RpcService(driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)

@@ -1,4 +1,4 @@
-"""The get_block and get_tx objects of the client protocol, read from the ledger and the mempool.
+"""The get_block and get_tx objects of the client protocol, read from the ledger and the pending transactions.
 
 RPC answers with them, and the WebSocket subscriptions render each committed block and watched
 transaction with them.
@@ -11,13 +11,13 @@ from typing import Any
 from node.api.jsonrpc import NOT_FOUND, RpcError
 from node.chain.ledger import Ledger
 from node.chain.tx import tx_hash_of, tx_json
-from node.txpool.mempool import Mempool
+from node.txpool.admission import Admission
 
 
 class ChainLookup:
-    def __init__(self, ledger: Ledger, mempool: Mempool) -> None:
+    def __init__(self, ledger: Ledger, admission: Admission) -> None:
         self.ledger = ledger
-        self.mempool = mempool  # what is pending
+        self.admission = admission  # what is pending
 
     def tx(self, tx_hash: bytes) -> dict[str, Any]:
         """The get_tx object of a transaction hash."""
@@ -30,7 +30,7 @@ class ChainLookup:
             result.update(status="committed", height=entry.height, index=entry.index,
                           code=entry.receipt.code, log=entry.receipt.log, tx=tx_json(entry.tx))
             return result
-        pending = self.mempool.get(tx_hash)
+        pending = self.admission.pending_tx(tx_hash)
         if pending is not None:
             result.update(status="pending", tx=tx_json(pending))
         return result

@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from node.chain.canonical import unpack
-from node.pipeline.driver import Driver
+from node.pipeline.driver import BlockingRunner, Driver
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.api.lookup import ChainLookup
 from node.api.jsonrpc import (
@@ -96,8 +96,10 @@ class RpcService:
         status: Callable[[], dict[str, Any]],
         on_admitted: Callable[[Transaction], None],
         on_store_damaged: Callable[[StoreCorrupt], object],
+        run_blocking: BlockingRunner = trio.to_thread.run_sync,
     ) -> None:
         self.driver = driver
+        self.run_blocking = run_blocking  # builds proofs off the event loop
         self.ledger = driver.ledger
         self.admission = admission
         self.lookup = lookup  # the get_block and get_tx objects
@@ -278,8 +280,8 @@ class RpcService:
         _params(params, ("tx_hash",))
         tx_hash = _hash_param(params, "tx_hash")
         # Asked before the ledger: a commit writes the ledger first, then leaves the mempool.
-        pending = tx_hash in self.driver.mempool
-        proof = await self.driver.run_blocking(build_proof, self.ledger, tx_hash)
+        pending = self.admission.pending_tx(tx_hash) is not None
+        proof = await self.run_blocking(build_proof, self.ledger, tx_hash)
         if proof is not None:
             return proof
         if pending:

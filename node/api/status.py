@@ -6,7 +6,8 @@ from typing import Any
 
 import trio
 
-from consensus.replica import Replica, quorum
+from consensus.quorum import quorum
+from consensus.replica import Replica
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
 from node.config import NodeConfig

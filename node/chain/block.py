@@ -9,6 +9,7 @@ cert    = [[validator_pubkey, seal], ...] where seal signs b"alliance-commit-v1\
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,10 +123,42 @@ def _is_seal_pair(pair: Any) -> bool:
     return isinstance(validator, bytes) and len(validator) == 32 and isinstance(seal, bytes) and len(seal) == 64
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """What a certificate's seals establish for a block hash.
+
+    `sealed` counts the distinct validators whose seal verifies; `fault` names
+    the first seal that is not a distinct validator's valid one (a stored
+    certificate may carry such seals; a proof may not).
+    """
+
+    sealed: int
+    quorum: int
+    fault: str | None
+
+    @property
+    def quorate(self) -> bool:
+        return self.sealed >= self.quorum
+
+
 def verify_certificate(
-    block_hash: bytes, certificate: tuple[tuple[bytes, bytes], ...], validators: tuple[bytes, ...]
-) -> bool:
-    """True when distinct validators holding a quorum sealed `block_hash`."""
-    members = set(validators)
-    sealed = {v for v, seal in certificate if v in members and verify(v, seal_bytes(block_hash), seal)}
-    return len(sealed) >= quorum(len(validators))
+    block_hash: bytes, certificate: Sequence[tuple[bytes, bytes]], validators: Sequence[bytes]
+) -> Sealed:
+    """Checks every seal of `certificate` over `block_hash` against the validator set."""
+    members, seen, sealed = set(validators), set(), set()
+    faults: list[str] = []
+    message = seal_bytes(block_hash)
+    for i, (validator, seal) in enumerate(certificate):
+        if validator not in members:
+            faults.append(f"signature {i} is by {validator.hex()}, not a genesis validator")
+            continue
+        if validator in seen:
+            faults.append(f"validator {validator.hex()} signs more than once")
+            if validator in sealed:
+                continue
+        seen.add(validator)
+        if verify(validator, message, seal):
+            sealed.add(validator)
+        else:
+            faults.append(f"signature {i} by {validator.hex()} does not verify")
+    return Sealed(len(sealed), quorum(len(validators)), faults[0] if faults else None)

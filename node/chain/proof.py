@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from consensus.messages import seal_bytes
-from consensus.quorum import quorum
-from node.chain.block import BLOCK_VERSION, Header
-from node.chain.crypto import verify
+from node.chain.block import BLOCK_VERSION, Header, verify_certificate
 from node.chain.execution import Receipt, receipt_bytes
 from node.chain.merkle import merkle_path, verify_path
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
@@ -157,21 +154,13 @@ def _check_certificate(block_hash: bytes, signatures: list[tuple[bytes, bytes]],
     """Every seal is a distinct member's valid seal, and there are a quorum of them; returns the quorum."""
     if not validators:
         raise ProofInvalid("certificate: the genesis lists no validators")
-    members, seen = set(validators), set()
-    message = seal_bytes(block_hash)
-    for i, (validator, seal) in enumerate(signatures):
-        if validator not in members:
-            raise ProofInvalid(f"certificate: signature {i} is by {validator.hex()}, not a genesis validator")
-        if validator in seen:
-            raise ProofInvalid(f"certificate: validator {validator.hex()} signs more than once")
-        seen.add(validator)
-        if not verify(validator, message, seal):
-            raise ProofInvalid(f"certificate: signature {i} by {validator.hex()} does not verify")
-    needed = quorum(len(validators))
-    if len(seen) < needed:
-        raise ProofInvalid(f"certificate: {len(seen)} signatures, below the quorum of {needed} "
+    sealed = verify_certificate(block_hash, signatures, validators)
+    if sealed.fault is not None:
+        raise ProofInvalid(f"certificate: {sealed.fault}")
+    if not sealed.quorate:
+        raise ProofInvalid(f"certificate: {sealed.sealed} signatures, below the quorum of {sealed.quorum} "
                            f"of {len(validators)} validators")
-    return needed
+    return sealed.quorum
 
 
 def _check_transaction(parts: _Parts, chain_id: str) -> Transaction:

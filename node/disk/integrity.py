@@ -175,7 +175,7 @@ def _check_certificate(store: ChainStore, height: int, block_hash: bytes, valida
         certificate = decode_certificate(raw)
     except (BlockError, StorageError) as exc:
         raise Fault(height, f"has an unreadable commit certificate: {exc}") from None
-    if not verify_certificate(block_hash, certificate, validators):
+    if not verify_certificate(block_hash, certificate, validators).quorate:
         raise Fault(height, "has a commit certificate that does not verify against the genesis validators")
 
 

@@ -14,15 +14,11 @@ from collections.abc import Callable
 import trio
 
 from consensus.quorum import fault_tolerance
-from node.chain.block import BlockError, decode_block, decode_certificate, verify_certificate
-from node.chain.canonical import CodecError
 from node.pipeline.driver import Driver
-from node.chain.execution import execute
 from node.chain.ledger import Ledger
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
-from node.chain.proposal import BlockInvalid, Candidate, Contents
-from node.chain.tx import TxError, decode_tx
+from node.chain.proposal import BlockInvalid
 from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")
@@ -33,34 +29,6 @@ BLOCKS_PER_REQUEST = 64
 ONE_BEHIND_GRACE_S = 0.5
 RESPONSE_BYTES_MAX = 8 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0
-
-
-def check_synced_block(
-    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...]
-) -> tuple[Candidate, tuple[tuple[bytes, bytes], ...]] | None:
-    """A committed block from a peer, checked against its certificate and re-executed.
-
-    None when the ledger already holds that height (consensus got there first).
-    """
-    try:
-        block = decode_block(raw_block)
-        certificate = decode_certificate(raw_certificate)
-        txs = [decode_tx(raw) for raw in block.txs]
-    except (BlockError, TxError, CodecError) as exc:
-        raise BlockInvalid(f"undecodable block: {exc}") from None
-    header, block_hash = block.header, block.header.hash()
-    if header.height <= ledger.height:
-        return None
-    if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
-        raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
-    if not verify_certificate(block_hash, certificate, validators):
-        raise BlockInvalid(f"block {header.height} has no valid commit certificate")
-    execution = execute(txs, header.height, header.time_ms, ledger.read_state)
-    try:
-        Contents.of(txs, execution, ledger.state_root).check(header)
-    except BlockInvalid as exc:
-        raise BlockInvalid(f"block {header.height}: {exc}") from None
-    return Candidate(block, block_hash, txs, execution), certificate
 
 
 class Syncer:
@@ -183,9 +151,7 @@ class Syncer:
         applied = 0
         for raw_block, raw_certificate in items:
             try:
-                await self.driver.apply_synced(
-                    lambda: check_synced_block(self.ledger, raw_block, raw_certificate, self.validators)
-                )
+                await self.driver.apply_synced(raw_block, raw_certificate)
             except BlockInvalid as exc:
                 log.warning("event=sync_block_refused peer=%s reason=%r", peer.hex()[:16], str(exc))
                 self.peer_heights.pop(peer, None)

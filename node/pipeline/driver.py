@@ -33,17 +33,15 @@ from consensus.events import (
 )
 from consensus.replica import Replica
 from consensus.safety import encode_safety
-from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool, MempoolFull
-from node.ops.metrics import Metrics
-from node.chain.proposal import BlockInvalid, Candidate, block_of, build_block, check_block, missing_txs, proposal_body
+from node.chain.proposal import BlockInvalid, proposal_body
 from node.chain.tx import Transaction
+from node.ops.metrics import Metrics
+from node.pipeline.commit import AlreadyStored, CommitPipeline, Committed, Deferred
+from node.txpool.mempool import Mempool
 
 log = logging.getLogger("alliance.driver")
 PEER_EVENTS_QUEUED_MAX = 4096
-# Blocks whose transactions stay at hand after their commit: a slower validator may still fetch them.
-HELD_COMMITTED_BLOCKS = 4
 
 # Runs a blocking storage call without stalling the event loop; tests over the memory store run it inline.
 BlockingRunner = Callable[..., Awaitable[Any]]
@@ -72,7 +70,7 @@ class Driver:
         self.ledger = ledger
         self.mempool = mempool
         self.metrics = metrics
-        self.block_txs_max = block_txs_max
+        self.pipeline = CommitPipeline(ledger, mempool, replica.me, block_txs_max)
         self.broadcast: Callable[[Any], None] = lambda signed: None
         self.send_to: Callable[[bytes, Any], None] = lambda peer, signed: None
         self.request_sync: Callable[[int], None] = lambda height: None
@@ -85,14 +83,10 @@ class Driver:
         self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, Transaction]]] = _fetch_nothing
         self._commit_lock = trio.Lock()
         self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
-        self._candidates: dict[bytes, Candidate] = {}
-        self._proposed_at: dict[bytes, float] = {}
         self._build_wanted: tuple[int, int] | None = None
         self._work = trio.Event()
         self._timer: trio.CancelScope | None = None
         self._committed: dict[bytes, trio.Event] = {}
-        self._held_committed: deque[list[Transaction]] = deque(maxlen=HELD_COMMITTED_BLOCKS)
-        self._held_by_hash: dict[bytes, Transaction] = {}
         self._view = (replica.height, replica.round)
         self._dropped_seen: dict[str, int] = {}
         self.last_loop_s = -math.inf  # trio time the consensus loop last took an event (the watchdog's heartbeat)
@@ -102,6 +96,10 @@ class Driver:
     def submit(self, tx: Transaction, from_peer: bool = False) -> None:
         """Adds a verified transaction to the mempool; raises MempoolFull."""
         self.mempool.add(tx, from_peer)
+        self.transactions_pending()
+
+    def transactions_pending(self) -> None:
+        """A transaction entered the mempool: a block is worth building, a round timer worth running."""
         self.metrics.mempool_txs.set(len(self.mempool))
         self._work.set()
         if len(self.mempool) == 1:
@@ -128,7 +126,7 @@ class Driver:
 
     def held_tx(self, tx_hash: bytes) -> Transaction | None:
         """A transaction this node holds: pending, or in one of the last blocks it committed (for peers' fetches)."""
-        return self.mempool.get(tx_hash) or self._held_by_hash.get(tx_hash)
+        return self.pipeline.held_tx(tx_hash)
 
     def loop_alive(self, stall_s: float) -> bool:
         """The consensus loop is waiting for events, or took the one it works on less than stall_s ago."""
@@ -202,106 +200,57 @@ class Driver:
             self._build_wanted = None
             height, round_ = wanted
             async with self._commit_lock:
-                if height != self.ledger.height + 1:
-                    continue
-                txs = self.mempool.oldest(self.block_txs_max)
-                candidate = await self.run_blocking(build_block, self.ledger, txs, self.replica.me, now_ms())
-            self._remember(candidate)
+                txs = self.pipeline.block_txs()
+                candidate = await self.run_blocking(self.pipeline.build, height, txs, now_ms())
+            if candidate is None:
+                continue  # that height is committed already
+            self.pipeline.remember(candidate, trio.current_time())
             self.feed(BlockBuilt(height, round_, proposal_body(candidate, self.inline), candidate.block_hash))
-
-    def _remember(self, candidate: Candidate) -> None:
-        self._candidates[candidate.block_hash] = candidate
-        self._proposed_at.setdefault(candidate.block_hash, trio.current_time())
 
     async def _validate(self, action: ValidateBlock) -> BlockValidated:
         proposers = frozenset(self.replica.proposer(action.height, r) for r in range(action.round + 1))
-        self._proposed_at.setdefault(action.block_hash, trio.current_time())
-        fetched = await self.fetch_txs(missing_txs(action.block, self.mempool.get))
+        self.pipeline.proposed(action.block_hash, trio.current_time())
+        fetched = await self.fetch_txs(self.pipeline.missing_txs(action.block))
         try:
             async with self._commit_lock:  # the ledger must not move while the block is checked
-                candidate = await self.run_blocking(
-                    check_block, self.ledger, action.block, action.block_hash, proposers, now_ms(), self.mempool.get,
-                    fetched,
-                )
+                candidate = await self.run_blocking(self.pipeline.validate, action, proposers, fetched, now_ms())
         except BlockInvalid as exc:
             log.warning("event=block_invalid height=%d round=%d reason=%r", action.height, action.round, str(exc))
             return BlockValidated(action.height, action.round, action.block_hash, False)
-        self._remember(candidate)
-        self._keep_verified(candidate.txs)
+        self.pipeline.validated(candidate, trio.current_time())
         return BlockValidated(action.height, action.round, action.block_hash, True)
 
-    def _keep_verified(self, txs: list[Transaction]) -> None:
-        """Transactions a block brought before their gossip: kept, so their gossip copy is not verified again."""
-        for tx in txs:
-            if tx.hash not in self.mempool:
-                try:
-                    self.mempool.add(tx, from_peer=True)
-                except MempoolFull:
-                    return
-
-    def _candidate_for_commit(self, action: CommitBlock, fetched: dict[bytes, Transaction]) -> Candidate | None:
-        candidate = self._candidates.get(action.block_hash)
-        if candidate is not None:
-            return candidate
-        # 2f+1 validators committed a block we did not validate: at least f+1 honest ones did.
-        try:
-            block, txs = block_of(action.block, self.mempool.get, fetched)
-        except BlockInvalid as exc:  # transactions nobody sent us: catch-up brings the whole block
-            log.warning("event=commit_deferred height=%d reason=%r", action.height, str(exc))
-            self.request_sync(action.height)
-            return None
-        execution = execute(txs, block.header.height, block.header.time_ms, self.ledger.read_state)
-        return Candidate(block, action.block_hash, txs, execution)
-
     async def _commit(self, action: CommitBlock) -> Event | None:
-        fetched: dict[bytes, Transaction] = {}
-        if action.block_hash not in self._candidates and action.height > self.ledger.height:
-            fetched = await self.fetch_txs(missing_txs(action.block, self.mempool.get))
+        fetched = await self.fetch_txs(self.pipeline.missing_for_commit(action))
         async with self._commit_lock:
-            if action.height <= self.ledger.height:
-                self._check_already_stored(action)
+            outcome = await self.run_blocking(self.pipeline.commit, action, fetched)
+            if isinstance(outcome, AlreadyStored):
+                if outcome.forked:
+                    log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
                 return None
-            candidate = self._candidate_for_commit(action, fetched)
-            if candidate is None:
+            if isinstance(outcome, Deferred):
+                log.warning("event=commit_deferred height=%d reason=%r", action.height, outcome.reason)
+                self.request_sync(action.height)
                 return None
-            await self.run_blocking(
-                self.ledger.commit, candidate.block, candidate.txs, candidate.execution, action.certificate
-            )
-            self._after_commit(candidate)
+            self._after_commit(outcome)
         return TransactionsPending() if len(self.mempool) else None
 
-    def _check_already_stored(self, action: CommitBlock) -> None:
-        """Catch-up stored this height first; consensus must have decided the same block."""
-        block = self.ledger.block(action.height)
-        if block is None or block.header.hash() != action.block_hash:
-            log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
-
-    async def apply_synced(
-        self, check: Callable[[], tuple[Candidate, tuple[tuple[bytes, bytes], ...]] | None]
-    ) -> None:
-        """Commits a block fetched by catch-up; `check` verifies it against the current ledger."""
+    async def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> None:
+        """Commits a block fetched by catch-up once it checks against the current ledger; raises BlockInvalid."""
         async with self._commit_lock:
-            checked = await self.run_blocking(check)
-            if checked is None:
+            committed = await self.run_blocking(self.pipeline.apply_synced, raw_block, raw_certificate)
+            if committed is None:
                 return  # consensus committed that height meanwhile
-            candidate, certificate = checked
-            await self.run_blocking(
-                self.ledger.commit, candidate.block, candidate.txs, candidate.execution, certificate
-            )
-            self._after_commit(candidate)
-        self.feed(BlockSynced(candidate.block.header.height))
+            self._after_commit(committed)
+        self.feed(BlockSynced(committed.candidate.block.header.height))
 
-    def _after_commit(self, candidate: Candidate) -> None:
+    def _after_commit(self, committed: Committed) -> None:
+        candidate, hashes = committed.candidate, committed.tx_hashes
         height = candidate.block.header.height
-        self._candidates = {h: c for h, c in self._candidates.items() if c.block.header.height > height}
-        started = self._proposed_at.pop(candidate.block_hash, None)
+        started = self.pipeline.settle(committed)
         if started is not None:
             self.metrics.block_commit_seconds.observe(trio.current_time() - started)
-        self._proposed_at = {h: t for h, t in self._proposed_at.items() if h in self._candidates}
-        hashes = [tx.hash for tx in candidate.txs]
-        self.mempool.remove(hashes)
         self.on_txs_committed(hashes)
-        self._hold_committed(candidate.txs)
         for tx_hash in hashes:
             waiter = self._committed.pop(tx_hash, None)
             if waiter is not None:
@@ -312,13 +261,6 @@ class Driver:
         self._work.set()
         self.on_committed(height)
         log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
-
-    def _hold_committed(self, txs: list[Transaction]) -> None:
-        if len(self._held_committed) == HELD_COMMITTED_BLOCKS:
-            for tx in self._held_committed[0]:
-                self._held_by_hash.pop(tx.hash, None)
-        self._held_committed.append(txs)
-        self._held_by_hash.update((tx.hash, tx) for tx in txs)
 
     def _observe_replica(self) -> None:
         view = (self.replica.height, self.replica.round)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
@@ -30,23 +31,32 @@ class Refused(Exception):
         self.reason = reason
 
 
+class PendingListener(Protocol):
+    """Told each time a transaction enters the mempool (the driver: a block is worth building)."""
+
+    def transactions_pending(self) -> None: ...
+
+
 class Admission:
     def __init__(
         self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
-        submit: Callable[[Transaction, bool], None], txlog: TxLog | None = None,
+        pending: PendingListener, txlog: TxLog | None = None,
     ) -> None:
         self.verifier = verifier
         self.txlog = txlog  # where clients' transactions are kept before they are acknowledged
-        self.submit = submit  # adds to the mempool; raises MempoolFull
+        self.pending = pending
         self.chain_id = genesis.chain_id
         self.authorised = genesis.authorised_senders()
         self.ledger = ledger
         self.mempool = mempool
-        self._entering: set[bytes] = set()  # admitted, not in the mempool yet (a client's: being logged)
 
     def seen(self, tx_hash: bytes) -> bool:
-        """Pending (or entering), or in one of the recent blocks: memory lookups (older blocks are the verifier's read)."""
-        return tx_hash in self.mempool or tx_hash in self._entering or self.ledger.committed_recently(tx_hash)
+        """Pending (or on its way), or in one of the recent blocks: memory lookups (older blocks are the verifier's read)."""
+        return self.mempool.seen(tx_hash) or self.ledger.committed_recently(tx_hash)
+
+    def pending_tx(self, tx_hash: bytes) -> Transaction | None:
+        """The transaction if it waits in the mempool for a block."""
+        return self.mempool.get(tx_hash)
 
     def check(self, raw: bytes, from_peer: bool = False) -> Transaction:
         """The decoded transaction if it passes the checks that need no worker thread.
@@ -58,7 +68,7 @@ class Admission:
         """
         if len(raw) > TX_BYTES_MAX:
             raise Refused(INVALID, "oversize", f"transaction is more than {TX_BYTES_MAX} bytes")
-        if self.mempool.full(from_peer, reserved=len(self._entering)):  # before any work: refused cheaply
+        if self.mempool.full(from_peer):  # before any work: refused cheaply
             raise MempoolFull(f"mempool holds {len(self.mempool)} transactions")
         try:
             tx = decode_tx(raw)
@@ -93,7 +103,7 @@ class Admission:
         except TxLogError as exc:  # not acknowledged: the client is told to retry later
             return [MempoolFull(str(exc)) if isinstance(tx, Transaction) else tx for tx in outcomes]
         finally:
-            self._entering.difference_update(tx.hash for tx in fresh)
+            self.mempool.release(tx.hash for tx in fresh)
         return [self._submitted(tx) if isinstance(tx, Transaction) else tx for tx in outcomes]
 
     def _outcome(self, tx: Transaction, verdict: str, from_peer: bool) -> Transaction | Refused | MempoolFull:
@@ -101,20 +111,21 @@ class Admission:
             return Refused(INVALID, "bad_signature", "the signature does not verify")
         if verdict == SEEN or self.seen(tx.hash):
             return Refused(DUPLICATE, "duplicate", "duplicate transaction")  # perhaps meanwhile
-        if self.mempool.full(from_peer, reserved=len(self._entering)):
+        if self.mempool.full(from_peer):
             return MempoolFull(f"mempool holds {len(self.mempool)} transactions")
-        self._entering.add(tx.hash)  # its room is kept; a second copy is a duplicate
+        self.mempool.reserve(tx.hash)  # a second copy is a duplicate
         return tx
 
     def _submitted(self, tx: Transaction) -> Transaction | Refused | MempoolFull:
         if tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):  # a block brought it meanwhile
             return Refused(DUPLICATE, "duplicate", "duplicate transaction")
         try:
-            self.submit(tx, True)  # its room was kept (a client's within the clients' share)
+            self.mempool.add(tx, from_peer=True)  # its room was kept (a client's within the clients' share)
         except MempoolFull as exc:
             if self.txlog is not None:
                 self.txlog.forget([tx.hash])
             return exc
+        self.pending.transactions_pending()
         return tx
 
     async def readmit(self, raws: Sequence[bytes]) -> list[Transaction]:

@@ -10,11 +10,13 @@ read that would otherwise wait for the GIL on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import trio
 
+from node.chain.ledger import Ledger
 from node.chain.tx import Transaction
+from node.txpool.mempool import Mempool
 
 BATCH_TXS_MAX = 1024
 
@@ -32,24 +34,20 @@ class _Pending:
 
 
 class Verifier:
-    def __init__(
-        self,
-        committed: Callable[[bytes], bool] = lambda tx_hash: False,
-        known: Callable[[bytes], bool] = lambda tx_hash: False,
-    ) -> None:
-        self._committed = committed
-        # Verified meanwhile: a block brought it while it waited here (it is pending, or committed already).
-        self._known = known
+    def __init__(self, ledger: Ledger, mempool: Mempool) -> None:
+        self.ledger = ledger
+        self.mempool = mempool
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
 
     def _verdict(self, tx: Transaction) -> str:
-        if self._known(tx.hash):
+        # Verified meanwhile: a block brought it while it waited here (it is pending, or committed already).
+        if self.mempool.seen(tx.hash) or self.ledger.committed_recently(tx.hash):
             return DUPLICATE
         if not tx.verify_signature():
             return BAD_SIGNATURE
-        return DUPLICATE if self._committed(tx.hash) else OK
+        return DUPLICATE if self.ledger.has_tx(tx.hash) else OK
 
     def _verify_all(self, batch: list[_Pending]) -> None:
         for pending in batch:

@@ -46,7 +46,34 @@ def test_removing_committed_transactions_makes_room_again() -> None:
 
 
 def test_room_kept_for_transactions_on_their_way_counts_as_taken() -> None:
-    pool, batch = Mempool(3), txs(1)
+    pool, batch = Mempool(3), txs(7)
     pool.add(batch[0])
-    assert not pool.full(reserved=1) and pool.full(reserved=2)
-    assert not pool.full(from_peer=True, reserved=4) and pool.full(from_peer=True, reserved=5)
+    pool.reserve(batch[1].hash)
+    assert not pool.full() and not pool.full(from_peer=True)
+    pool.reserve(batch[2].hash)
+    assert pool.full()
+    for tx in batch[3:5]:
+        pool.reserve(tx.hash)
+    assert not pool.full(from_peer=True)
+    pool.reserve(batch[5].hash)
+    assert pool.full(from_peer=True)
+    assert pool.seen(batch[5].hash) and not pool.seen(batch[6].hash) and batch[5].hash not in pool
+    pool.release(tx.hash for tx in batch[1:6])
+    assert not pool.full() and not pool.seen(batch[5].hash)
+
+
+def test_a_reserved_room_is_its_own_transactions() -> None:
+    pool, batch = Mempool(2), txs(2)
+    pool.add(batch[0])
+    pool.reserve(batch[1].hash)
+    assert pool.full()
+    pool.release([batch[1].hash])
+    pool.add(batch[1])  # its room was kept: the clients' share still takes it
+    assert len(pool) == 2
+
+
+def test_kept_transactions_fill_the_peers_share_and_no_more() -> None:
+    pool, batch = Mempool(2), txs(6)
+    pool.add(batch[0])
+    pool.keep(batch)
+    assert [tx.hash for tx in pool.oldest(10)] == [tx.hash for tx in batch[:4]]

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from node.chain.block import Sealed, verify_certificate
 from node.chain.canonical import pack
 from node.cli.client_cmds import recorded_file
 from node.chain.execution import NO_SUCH_KEY
@@ -488,3 +489,22 @@ def test_the_documented_proof_fails_against_another_chain() -> None:
     proof, _, validators = _doc_example()
     with pytest.raises(ProofInvalid, match="^chain id: "):
         verify_proof(proof, "acme-orders", validators)
+
+
+# ---- the certificate verifier that proofs and catch-up share --------------------------------
+
+
+def _seal(key: SigningKey, block_hash: bytes) -> tuple[bytes, bytes]:
+    return bytes(key.verify_key), key.sign(b"alliance-commit-v1\x00" + block_hash).signature
+
+
+def test_a_certificate_counts_distinct_valid_seals_and_names_its_first_fault() -> None:
+    block_hash = hashlib.sha256(b"block").digest()
+    members = [bytes(k.verify_key) for k in VALIDATOR_KEYS]
+    good = [_seal(k, block_hash) for k in VALIDATOR_KEYS[:3]]
+    assert verify_certificate(block_hash, good, members) == Sealed(3, 3, None)
+    stranger, forged = _seal(STRANGER, block_hash), (members[3], good[0][1])
+    sealed = verify_certificate(block_hash, [good[0], stranger, good[0], forged, *good[1:]], members)
+    assert sealed.quorate and sealed.sealed == 3  # what catch-up needs: a quorum, whatever else is there
+    assert sealed.fault == f"signature 1 is by {stranger[0].hex()}, not a genesis validator"  # a proof refuses it
+    assert not verify_certificate(block_hash, [good[0], good[0], good[1]], members).quorate

@@ -14,7 +14,8 @@ from node.chain.execution import GENESIS_STATE_ROOT, kv_key
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import GenesisMismatch, Ledger
 from node.chain.merkle import merkle_root
-from node.chain.proposal import Candidate, BlockInvalid, build_block, check_block
+from node.chain.block_check import Proposed, check_block
+from node.chain.proposal import Candidate, BlockInvalid, build_block, parse_body
 from node.chain.tx import Transaction, decode_tx, sign_tx
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
@@ -47,9 +48,15 @@ def unknown(tx_hash: bytes) -> Transaction | None:
     return None
 
 
+def check_body(ledger: Ledger, body: bytes, block_hash: bytes, proposers: frozenset[bytes],
+               known_tx: Callable[[bytes], Transaction | None] = unknown) -> Candidate:
+    header, items = parse_body(body)
+    return check_block(ledger, header, items, Proposed(block_hash, proposers, NOW), known_tx)
+
+
 def check(ledger: Ledger, candidate: Candidate, proposer: bytes = PROPOSER,
           known_tx: Callable[[bytes], Transaction | None] = unknown) -> Candidate:
-    return check_block(ledger, candidate.block.encode(), candidate.block_hash, frozenset([proposer]), NOW, known_tx)
+    return check_body(ledger, candidate.block.encode(), candidate.block_hash, frozenset([proposer]), known_tx)
 
 
 def rebuilt(candidate: Candidate, txs: list[bytes] | None = None, **header_changes: object) -> Candidate:
@@ -219,7 +226,7 @@ def test_checker_with_different_state_rejects() -> None:
 
 def test_undecodable_block() -> None:
     with pytest.raises(BlockInvalid):
-        check_block(new_ledger(), b"\x92\x01", bytes(32), frozenset([PROPOSER]), NOW, unknown)
+        check_body(new_ledger(), b"\x92\x01", bytes(32), frozenset([PROPOSER]))
 
 
 # --- commit and read back -------------------------------------------------------------------
@@ -327,11 +334,11 @@ def test_header_version_true_is_refused() -> None:
     raw = pack([[True] + header[1:], list(candidate.block.txs)])
     assert raw != candidate.block.encode()  # another encoding of "the same" block
     with pytest.raises(BlockInvalid):
-        check_block(new_ledger(), raw, candidate.block_hash, frozenset([PROPOSER]), NOW, unknown)
+        check_body(new_ledger(), raw, candidate.block_hash, frozenset([PROPOSER]))
 
 
 def test_block_reproposed_in_a_later_round_keeps_its_builder() -> None:
     candidate = build_block(new_ledger(), [put("again")], PROPOSER, NOW)
     later_round = frozenset([bytes(STRANGER.verify_key), PROPOSER])
     raw = candidate.block.encode()
-    assert check_block(new_ledger(), raw, candidate.block_hash, later_round, NOW, unknown).block_hash == candidate.block_hash
+    assert check_body(new_ledger(), raw, candidate.block_hash, later_round).block_hash == candidate.block_hash

@@ -53,12 +53,11 @@ async def _never_committed(tx_hash: bytes, timeout: float) -> bool:
 def _service() -> RpcService:
     ledger = Ledger(ChainStore(MemoryStore()), GENESIS)
     mempool = Mempool(100)
-    driver: Any = SimpleNamespace(ledger=ledger, mempool=mempool, run_blocking=_run_here,
-                                  wait_committed=_never_committed)
-    admission = Admission(GENESIS, ledger, mempool, _Verifier(), lambda tx, from_peer: None)  # type: ignore[arg-type]
-    lookup = ChainLookup(ledger, mempool)
+    driver: Any = SimpleNamespace(ledger=ledger, wait_committed=_never_committed, transactions_pending=lambda: None)
+    admission = Admission(GENESIS, ledger, mempool, _Verifier(), driver)  # type: ignore[arg-type]
+    lookup = ChainLookup(ledger, admission)
     return RpcService(driver, admission, lookup, Metrics(), lambda: {"chain_id": GENESIS.chain_id},
-                      on_admitted=lambda tx: None, on_store_damaged=lambda exc: None)
+                      on_admitted=lambda tx: None, on_store_damaged=lambda exc: None, run_blocking=_run_here)
 
 
 SERVICE = _service()

@@ -23,7 +23,8 @@ from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool
 from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
 from node.ops.metrics import Metrics
-from node.chain.proposal import BlockInvalid, Candidate, build_block, check_block, proposal_body
+from node.chain.block_check import Proposed, check_block
+from node.chain.proposal import BlockInvalid, Candidate, build_block, parse_body, proposal_body
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
@@ -219,9 +220,9 @@ async def test_a_fetched_transaction_committed_before_is_a_duplicate(driver: Dri
 
     def check(txs: list[Transaction]) -> Candidate:
         candidate = build_block(Ledger(driver.ledger.store, GENESIS), txs, proposer, 2_000)
-        body = proposal_body(candidate, inline=lambda tx_hash: False)
-        return check_block(driver.ledger, body, candidate.block_hash, frozenset([proposer]), 2_000,
-                           driver.mempool.get, fetched)
+        header, items = parse_body(proposal_body(candidate, inline=lambda tx_hash: False))
+        vouch = Proposed(candidate.block_hash, frozenset([proposer]), 2_000)
+        return check_block(driver.ledger, header, items, vouch, driver.mempool.get, fetched)
 
     with pytest.raises(BlockInvalid, match=f"tx {old.hash.hex()} is a duplicate"):
         check([old, new])
