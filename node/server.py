@@ -7,7 +7,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -16,7 +15,8 @@ from consensus.quorum import fault_tolerance
 from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver
+from node.pipeline.commit import CommitPipeline
+from node.pipeline.driver import Driver, Inbox, Wakeup
 from node.errors import AllianceError, ConfigError
 from node.api.endpoints import OpsApp, RpcApp
 from node.api.lookup import ChainLookup
@@ -36,7 +36,7 @@ from node.p2p.router import Router
 from node.api.rpc import RpcService
 from node.disk.safety_file import UNKNOWN
 from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
-from node.p2p.sync import Syncer
+from node.p2p.sync import HeightAnnouncer, Syncer
 from node.txpool.txlog import TxLog
 from node.txpool.verifier import Verifier
 from node.api.web import bind, serve_http
@@ -70,26 +70,11 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     return Replica(replica_config, crypto, ledger.height + 1, guarded.safety_file.record.safety, sign_from)
 
 
-def _wire(driver: Driver, network: PeerOutbox, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, hub: Hub) -> None:
-    """Connects the driver to the parts it sends to: consensus messages, catch-up, gossip, events."""
-    driver.broadcast = network.broadcast_consensus
-    driver.send_to = network.send_consensus
-    driver.request_sync = lambda height: syncer.wake()
-    driver.inline = gossip.unsent
-    driver.fetch_txs = fetcher.fetch
-
-    def on_committed(height: int) -> None:
-        hub.publish(height)
-        syncer.announce()
-
-    driver.on_committed = on_committed
-
-
-def _greeter(syncer: Syncer, gossip: TxGossip) -> Callable[[bytes], None]:
+def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], None]:
     """What a peer is told as its session opens: our height, and what we acknowledged."""
 
     def on_connect(peer: bytes) -> None:
-        syncer.announce(peer)
+        heights.announce(peer)
         gossip.greet(peer)
 
     return on_connect
@@ -131,36 +116,40 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
         metrics = Metrics()
         metrics.chain_height.set(ledger.height)
-        mempool = Mempool(config.mempool_txs_max)
-        driver = Driver(replica, ledger, mempool, metrics, config.block_txs_max)
-        driver.save_safety = guarded.safety_file.save_safety
+        metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
+        metrics.mempool_txs_max.set(config.mempool_txs_max)
         outbox = PeerOutbox(metrics)
         running = trio.CancelScope()  # every task of the node: what damage found while running cancels
         watch = DamageWatch(config, len(genesis.validators), stop=running.cancel)
-        validators = tuple(m.pubkey for m in genesis.validators)
-        syncer = Syncer(ledger, outbox, driver, validators, on_store_damaged=watch.report)
-        storage_closed = trio.Event()
-        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
-        metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
-        metrics.mempool_txs_max.set(config.mempool_txs_max)
-        metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
+        mempool = Mempool(config.mempool_txs_max)
         verifier = Verifier(ledger, mempool)
         # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
         txlog = TxLog(config.data_dir.with_name(config.data_dir.name + ".txlog"))
         recovered = txlog.recover()
         stack.callback(txlog.close)
-        admission = Admission(genesis, ledger, mempool, verifier, driver, txlog)
+        # Admission tells the consensus loop of pending transactions through its inbox, built before the
+        # driver: the driver is given the gossip, which needs admission.
+        inbox = Inbox(mempool, metrics)
+        admission = Admission(genesis, ledger, mempool, verifier, inbox, txlog)
         gossip = TxGossip(outbox, admission, metrics)
-        fetcher = TxFetcher(outbox, driver.held_tx, genesis.chain_id)
+        pipeline = CommitPipeline(ledger, mempool, replica.me, config.block_txs_max)
+        fetcher = TxFetcher(outbox, pipeline.held_tx, genesis.chain_id)
         lookup = ChainLookup(ledger, admission)
         hub = Hub(lookup.block, lookup.tx, metrics)
+        heights = HeightAnnouncer(ledger, outbox)
+        sync_wanted = Wakeup()  # set by the driver, waited on by the syncer built after it (it commits through it)
+        driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
+                        txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce()))
+        validators = tuple(m.pubkey for m in genesis.validators)
+        syncer = Syncer(ledger, outbox, driver, validators, sync_wanted, on_store_damaged=watch.report)
+        metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
+        storage_closed = trio.Event()
+        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
         rpc = RpcService(driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics, outbox,
-                              handler=Router(syncer, gossip, fetcher, driver, metrics).route,
-                              on_connect=_greeter(syncer, gossip))
-        _wire(driver, outbox, syncer, gossip, fetcher, hub)
-        driver.on_txs_committed = txlog.forget
+                              handler=Router(syncer, gossip, fetcher, inbox, metrics).route,
+                              on_connect=_greeter(heights, gossip))
         node = Node(status, driver)
         try:
             with running:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from consensus.quorum import fault_tolerance
-from node.pipeline.driver import Driver
+from node.pipeline.driver import Driver, Wakeup
 from node.chain.ledger import Ledger
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
@@ -31,6 +31,22 @@ RESPONSE_BYTES_MAX = 8 * 1024 * 1024
 REQUEST_TIMEOUT_S = 10.0
 
 
+class HeightAnnouncer:
+    """Tells peers this node's height: all of them after each commit, one as its session opens."""
+
+    def __init__(self, ledger: Ledger, network: PeerOutbox) -> None:
+        self.ledger = ledger
+        self.network = network
+
+    def announce(self, peer: bytes | None = None) -> None:
+        """Tells one peer, or all, our height."""
+        frame = encode(Status(self.ledger.height))
+        if peer is None:
+            self.network.broadcast(frame)
+        else:
+            self.network.send(peer, frame)
+
+
 class Syncer:
     def __init__(
         self,
@@ -38,16 +54,17 @@ class Syncer:
         network: PeerOutbox,
         driver: Driver,
         validators: tuple[bytes, ...],
+        wanted: Wakeup,
         on_store_damaged: Callable[[StoreCorrupt], object],
     ) -> None:
         self.ledger = ledger
         self.network = network
-        self.driver = driver
+        self.driver = driver  # commits what is fetched
         self.validators = validators
+        self.wanted = wanted  # set when a peer is ahead, or by the driver when consensus cannot go on without blocks
         self.on_store_damaged = on_store_damaged  # stops the node
         self.peer_heights: dict[bytes, int] = {}  # believed: a peer whose claim was not backed is dropped
         self.reported: dict[bytes, int] = {}  # as told, believed or not
-        self._wake = trio.Event()
         self._waiting_for: bytes | None = None
         self._fetching = False
         self._responses, self._received = trio.open_memory_channel[tuple[tuple[bytes, bytes], ...]](1)
@@ -70,23 +87,12 @@ class Syncer:
     def syncing(self) -> bool:
         return self._fetching or self.best_height > self.ledger.height + 1
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def announce(self, peer: bytes | None = None) -> None:
-        """Tells one peer, or all, our height."""
-        frame = encode(Status(self.ledger.height))
-        if peer is None:
-            self.network.broadcast(frame)
-        else:
-            self.network.send(peer, frame)
-
     # ---- frames from peers -----------------------------------------------------------
 
     def on_status(self, peer: bytes, status: Status) -> None:
         self.peer_heights[peer] = self.reported[peer] = status.height
         if status.height > self.ledger.height:
-            self.wake()
+            self.wanted.set()
 
     def on_get_blocks(self, peer: bytes, request: GetBlocks) -> None:
         try:
@@ -122,8 +128,7 @@ class Syncer:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
+            await self.wanted.wait()
             if self.best_height == self.ledger.height + 1:
                 await trio.sleep(ONE_BEHIND_GRACE_S)
             while self.best_height > self.ledger.height:

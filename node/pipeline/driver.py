@@ -6,8 +6,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import trio
 
@@ -31,9 +31,9 @@ from consensus.events import (
     TimeoutFired,
     TransactionsPending,
 )
+from consensus.messages import Signed
 from consensus.replica import Replica
 from consensus.safety import encode_safety
-from node.chain.ledger import Ledger
 from node.chain.proposal import BlockInvalid, proposal_body
 from node.chain.tx import Transaction
 from node.ops.metrics import Metrics
@@ -47,61 +47,41 @@ PEER_EVENTS_QUEUED_MAX = 4096
 BlockingRunner = Callable[..., Awaitable[Any]]
 
 
-async def _fetch_nothing(tx_hashes: list[bytes]) -> dict[bytes, Transaction]:
-    return {}
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Driver:
-    def __init__(
-        self,
-        replica: Replica,
-        ledger: Ledger,
-        mempool: Mempool,
-        metrics: Metrics,
-        block_txs_max: int,
-        run_blocking: BlockingRunner = trio.to_thread.run_sync,
-    ):
-        self.run_blocking = run_blocking
-        self.replica = replica
-        self.ledger = ledger
+class Wakeup:
+    """Set by one side, waited on by one task; several sets before the wait wake it once."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+class Inbox:
+    """What the consensus loop is told, queued: peers' messages, the node's own events, pending transactions.
+
+    Apart from the Driver so that admission and the router can be built before it: the gossip
+    the driver asks which transactions go inline needs admission.
+    """
+
+    def __init__(self, mempool: Mempool, metrics: Metrics) -> None:
         self.mempool = mempool
         self.metrics = metrics
-        self.pipeline = CommitPipeline(ledger, mempool, replica.me, block_txs_max)
-        self.broadcast: Callable[[Any], None] = lambda signed: None
-        self.send_to: Callable[[bytes, Any], None] = lambda peer, signed: None
-        self.request_sync: Callable[[int], None] = lambda height: None
-        self.on_committed: Callable[[int], None] = lambda height: None
-        # Where the encoded safety state goes, durably, before what it covers is sent.
-        self.save_safety: Callable[[bytes], None] = ledger.store.save_safety
-        self.on_txs_committed: Callable[[list[bytes]], None] = lambda tx_hashes: None  # the mempool log forgets them
-        # Which transactions a proposal carries whole (the rest by hash), and how missing ones are fetched.
-        self.inline: Callable[[bytes], bool] = lambda tx_hash: True
-        self.fetch_txs: Callable[[list[bytes]], Awaitable[dict[bytes, Transaction]]] = _fetch_nothing
-        self._commit_lock = trio.Lock()
-        self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
-        self._build_wanted: tuple[int, int] | None = None
-        self._work = trio.Event()
-        self._timer: trio.CancelScope | None = None
-        self._committed: dict[bytes, trio.Event] = {}
-        self._view = (replica.height, replica.round)
-        self._dropped_seen: dict[str, int] = {}
-        self.last_loop_s = -math.inf  # trio time the consensus loop last took an event (the watchdog's heartbeat)
-
-    # ---- what the rest of the node calls -----------------------------------------
-
-    def submit(self, tx: Transaction, from_peer: bool = False) -> None:
-        """Adds a verified transaction to the mempool; raises MempoolFull."""
-        self.mempool.add(tx, from_peer)
-        self.transactions_pending()
+        self._events_in, self.events = trio.open_memory_channel[Event](math.inf)
+        self.work = Wakeup()  # a block may be worth building
 
     def transactions_pending(self) -> None:
         """A transaction entered the mempool: a block is worth building, a round timer worth running."""
         self.metrics.mempool_txs.set(len(self.mempool))
-        self._work.set()
+        self.work.set()
         if len(self.mempool) == 1:
             self.feed(TransactionsPending())
 
@@ -114,6 +94,80 @@ class Driver:
             return
         self._events_in.send_nowait(event)
 
+
+class ConsensusOut(Protocol):
+    """Where the replica's signed messages go (the peers' outbox)."""
+
+    def broadcast_consensus(self, signed: Signed) -> None: ...
+
+    def send_consensus(self, peer: bytes, signed: Signed) -> None: ...
+
+
+class SafetyStore(Protocol):
+    """Keeps the encoded safety state durably before what it covers is sent."""
+
+    def save_safety(self, data: bytes) -> None: ...
+
+
+class TxSource(Protocol):
+    """Fetches from peers the transactions a proposal names by hash that this node lacks."""
+
+    async def fetch(self, hashes: list[bytes]) -> dict[bytes, Transaction]: ...
+
+
+class InlinePolicy(Protocol):
+    """Which transactions a proposal built here carries whole (the rest go by hash)."""
+
+    def unsent(self, tx_hash: bytes) -> bool: ...
+
+
+class CommittedTxs(Protocol):
+    """Told the transactions of each commit (the mempool log forgets them)."""
+
+    def forget(self, tx_hashes: list[bytes]) -> None: ...
+
+
+class Driver:
+    def __init__(
+        self,
+        replica: Replica,
+        pipeline: CommitPipeline,
+        mempool: Mempool,
+        inbox: Inbox,
+        metrics: Metrics,
+        peers: ConsensusOut,
+        safety: SafetyStore,
+        fetcher: TxSource,
+        inline: InlinePolicy,
+        txlog: CommittedTxs,
+        sync_wanted: Wakeup,
+        on_committed: Sequence[Callable[[int], None]],
+        run_blocking: BlockingRunner = trio.to_thread.run_sync,
+    ):
+        self.replica = replica
+        self.pipeline = pipeline
+        self.ledger = pipeline.ledger
+        self.mempool = mempool
+        self.inbox = inbox
+        self.metrics = metrics
+        self.peers = peers
+        self.safety = safety
+        self.fetcher = fetcher
+        self.inline = inline
+        self.txlog = txlog
+        self.sync_wanted = sync_wanted  # catch-up is asked to run
+        self.on_committed = on_committed  # told each committed height, in order (subscriptions, peers)
+        self.run_blocking = run_blocking
+        self._commit_lock = trio.Lock()
+        self._build_wanted: tuple[int, int] | None = None
+        self._timer: trio.CancelScope | None = None
+        self._committed: dict[bytes, trio.Event] = {}
+        self._view = (replica.height, replica.round)
+        self._dropped_seen: dict[str, int] = {}
+        self.last_loop_s = -math.inf  # trio time the consensus loop last took an event (the watchdog's heartbeat)
+
+    # ---- what the rest of the node calls -----------------------------------------
+
     async def wait_committed(self, tx_hash: bytes, timeout_s: float) -> bool:
         if self.ledger.has_tx(tx_hash):
             return True
@@ -124,13 +178,9 @@ class Driver:
             del self._committed[tx_hash]
         return self.ledger.has_tx(tx_hash)
 
-    def held_tx(self, tx_hash: bytes) -> Transaction | None:
-        """A transaction this node holds: pending, or in one of the last blocks it committed (for peers' fetches)."""
-        return self.pipeline.held_tx(tx_hash)
-
     def loop_alive(self, stall_s: float) -> bool:
         """The consensus loop is waiting for events, or took the one it works on less than stall_s ago."""
-        idle = self._events_out.statistics().tasks_waiting_receive > 0
+        idle = self.inbox.events.statistics().tasks_waiting_receive > 0
         return idle or trio.current_time() - self.last_loop_s < stall_s
 
     # ---- the loop -------------------------------------------------------------------
@@ -141,7 +191,7 @@ class Driver:
             nursery.start_soon(self._build_loop)
             await self._perform(self.replica.start())
             task_status.started()
-            async for event in self._events_out:
+            async for event in self.inbox.events:
                 self.last_loop_s = trio.current_time()
                 await self._perform(self.replica.handle(event))
 
@@ -156,22 +206,22 @@ class Driver:
     async def _carry_out(self, action: Action) -> Event | None:
         if isinstance(action, PersistSafetyState):
             data = encode_safety(action.state)
-            await self.run_blocking(self.save_safety, data)
+            await self.run_blocking(self.safety.save_safety, data)
         elif isinstance(action, Broadcast):
-            self.broadcast(action.signed)
+            self.peers.broadcast_consensus(action.signed)
         elif isinstance(action, SendTo):
-            self.send_to(action.peer, action.signed)
+            self.peers.send_consensus(action.peer, action.signed)
         elif isinstance(action, ScheduleTimeout):
             self._schedule_timeout(action)
         elif isinstance(action, BuildBlock):
             self._build_wanted = (action.height, action.round)
-            self._work.set()
+            self.inbox.work.set()
         elif isinstance(action, ValidateBlock):
             return await self._validate(action)
         elif isinstance(action, CommitBlock):
             return await self._commit(action)
         elif isinstance(action, RequestSync):
-            self.request_sync(action.height)
+            self.sync_wanted.set()
         return None
 
     # ---- timers -----------------------------------------------------------------------
@@ -185,15 +235,14 @@ class Driver:
     async def _fire_after(self, scope: trio.CancelScope, action: ScheduleTimeout) -> None:
         with scope:
             await trio.sleep(action.delay_ms / 1000)
-            self.feed(TimeoutFired(action.height, action.round))
+            self.inbox.feed(TimeoutFired(action.height, action.round))
 
     # ---- blocks -----------------------------------------------------------------------
 
     async def _build_loop(self) -> None:
         """Builds the block the core asked for as soon as there are transactions for it."""
         while True:
-            await self._work.wait()
-            self._work = trio.Event()
+            await self.inbox.work.wait()
             wanted = self._build_wanted
             if wanted is None or not len(self.mempool):
                 continue
@@ -205,12 +254,12 @@ class Driver:
             if candidate is None:
                 continue  # that height is committed already
             self.pipeline.remember(candidate, trio.current_time())
-            self.feed(BlockBuilt(height, round_, proposal_body(candidate, self.inline), candidate.block_hash))
+            self.inbox.feed(BlockBuilt(height, round_, proposal_body(candidate, self.inline.unsent), candidate.block_hash))
 
     async def _validate(self, action: ValidateBlock) -> BlockValidated:
         proposers = frozenset(self.replica.proposer(action.height, r) for r in range(action.round + 1))
         self.pipeline.proposed(action.block_hash, trio.current_time())
-        fetched = await self.fetch_txs(self.pipeline.missing_txs(action.block))
+        fetched = await self.fetcher.fetch(self.pipeline.missing_txs(action.block))
         try:
             async with self._commit_lock:  # the ledger must not move while the block is checked
                 candidate = await self.run_blocking(self.pipeline.validate, action, proposers, fetched, now_ms())
@@ -221,7 +270,7 @@ class Driver:
         return BlockValidated(action.height, action.round, action.block_hash, True)
 
     async def _commit(self, action: CommitBlock) -> Event | None:
-        fetched = await self.fetch_txs(self.pipeline.missing_for_commit(action))
+        fetched = await self.fetcher.fetch(self.pipeline.missing_for_commit(action))
         async with self._commit_lock:
             outcome = await self.run_blocking(self.pipeline.commit, action, fetched)
             if isinstance(outcome, AlreadyStored):
@@ -230,7 +279,7 @@ class Driver:
                 return None
             if isinstance(outcome, Deferred):
                 log.warning("event=commit_deferred height=%d reason=%r", action.height, outcome.reason)
-                self.request_sync(action.height)
+                self.sync_wanted.set()
                 return None
             self._after_commit(outcome)
         return TransactionsPending() if len(self.mempool) else None
@@ -242,7 +291,7 @@ class Driver:
             if committed is None:
                 return  # consensus committed that height meanwhile
             self._after_commit(committed)
-        self.feed(BlockSynced(committed.candidate.block.header.height))
+        self.inbox.feed(BlockSynced(committed.candidate.block.header.height))
 
     def _after_commit(self, committed: Committed) -> None:
         candidate, hashes = committed.candidate, committed.tx_hashes
@@ -250,7 +299,7 @@ class Driver:
         started = self.pipeline.settle(committed)
         if started is not None:
             self.metrics.block_commit_seconds.observe(trio.current_time() - started)
-        self.on_txs_committed(hashes)
+        self.txlog.forget(hashes)
         for tx_hash in hashes:
             waiter = self._committed.pop(tx_hash, None)
             if waiter is not None:
@@ -258,8 +307,9 @@ class Driver:
         self.metrics.chain_height.set(height)
         self.metrics.txs_committed.inc(len(hashes))
         self.metrics.mempool_txs.set(len(self.mempool))
-        self._work.set()
-        self.on_committed(height)
+        self.inbox.work.set()
+        for follower in self.on_committed:
+            follower(height)
         log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
 
     def _observe_replica(self) -> None:

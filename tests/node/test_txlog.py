@@ -188,7 +188,7 @@ async def test_restart_readmits_only_what_is_not_committed_and_starts_a_fresh_se
 
     driver = driver_for(C, ledger, 0)
     log = TxLog(directory)
-    admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+    admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(admission.verifier.run)
         raws = log.recover()
@@ -207,7 +207,7 @@ async def test_an_admitted_clients_transaction_is_in_the_log_when_admit_returns(
     ledger = C.ledger()
     driver = driver_for(C, ledger, 0)
     async with running(tmp_path / "log") as log:
-        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(admission.verifier.run)
             client, peer = txs(2, "who")
@@ -227,7 +227,7 @@ async def test_a_clients_transaction_enters_the_mempool_only_once_synced(
     driver = driver_for(C, ledger, 0)
     tx, copy = txs(2, "sync")[0], None
     async with running(tmp_path / "log") as log:
-        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(admission.verifier.run)
             nursery.start_soon(admission.admit, [tx])
@@ -249,7 +249,7 @@ async def test_a_log_that_cannot_be_written_refuses_as_overloaded(
     ledger = C.ledger()
     driver = driver_for(C, ledger, 0)
     async with running(tmp_path / "log") as log:
-        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(admission.verifier.run)
             monkeypatch.setattr(os, "fdatasync", failing)
@@ -275,7 +275,7 @@ async def test_a_peer_that_connects_is_sent_what_the_log_keeps(tmp_path: Path) -
     driver = driver_for(C, ledger, 0)
     network = SentFrames()
     async with running(tmp_path / "log") as log:
-        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
         gossip = TxGossip(network, admission, driver.metrics)  # type: ignore[arg-type]
         batch = txs(GOSSIP_BATCH_TXS_MAX + 2, "greet")
         await log.append(batch)
@@ -295,7 +295,7 @@ async def test_a_client_gone_while_its_transaction_is_logged_still_leaves_it_pen
     driver = driver_for(C, ledger, 0)
     [tx] = txs(1, "gone")
     async with running(tmp_path / "log") as log:
-        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver, log)
+        admission = Admission(C.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox, log)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(admission.verifier.run)
             with trio.CancelScope() as request:

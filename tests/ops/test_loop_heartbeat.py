@@ -13,14 +13,12 @@ from nacl.signing import SigningKey
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool
-from node.ops.metrics import Metrics
 from node.chain.tx import sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
+from tests.shell.chainkit import driver_over, submit
 
 STALL_S = 30.0
 
@@ -41,13 +39,13 @@ async def test_the_loop_is_alive_while_idle_and_not_while_stuck_on_one_event(
         return fn(*args)
 
     replica = Replica(ReplicaConfig("hb-test", (members[0].pubkey,)), NodeCrypto(validator), 1)
-    driver = Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=10, run_blocking=run_blocking)
+    driver = driver_over(replica, ledger, run_blocking=run_blocking)
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
         hang[0] = True
         await trio.sleep(STALL_S * 2)
         assert driver.loop_alive(STALL_S), "an idle loop is alive"
-        driver.submit(sign_tx(client, "hb-test", "kv", "put", {"key": "k", "value": b"v"}, secrets.randbits(64)))
+        submit(driver, sign_tx(client, "hb-test", "kv", "put", {"key": "k", "value": b"v"}, secrets.randbits(64)))
         await stuck.wait()
         await trio.sleep(STALL_S / 2)
         assert driver.loop_alive(STALL_S), "one event for less than the stall period"

@@ -12,13 +12,14 @@ from typing import Any
 import trio
 from nacl.signing import SigningKey
 
-from consensus.messages import seal_bytes
+from consensus.messages import Signed, seal_bytes
 from consensus.quorum import quorum
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from node.chain.block import Block, encode_certificate
 from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver
+from node.pipeline.commit import CommitPipeline
+from node.pipeline.driver import BlockingRunner, Driver, Inbox, Wakeup
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool
@@ -92,11 +93,76 @@ async def run_inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def driver_for(c: Consortium, ledger: Ledger, index: int, mempool_txs_max: int = 100) -> Driver:
+class Peers:
+    """Where a test driver's consensus messages go: kept, in order."""
+
+    def __init__(self) -> None:
+        self.broadcasts: list[Signed] = []
+        self.sent: list[tuple[bytes, Signed]] = []
+
+    def broadcast_consensus(self, signed: Signed) -> None:
+        self.broadcasts.append(signed)
+
+    def send_consensus(self, peer: bytes, signed: Signed) -> None:
+        self.sent.append((peer, signed))
+
+
+class Fetcher:
+    """Peers that hold `holds` (add to it as a test goes on) and record what they were asked."""
+
+    def __init__(self, holds: Sequence[Transaction] = ()) -> None:
+        self.holds = {tx.hash: tx for tx in holds}
+        self.asked: list[list[bytes]] = []
+
+    async def fetch(self, hashes: list[bytes]) -> dict[bytes, Transaction]:
+        if hashes:
+            self.asked.append(hashes)
+        return {h: self.holds[h] for h in hashes if h in self.holds}
+
+
+class AllInline:
+    """No gossip: a proposal carries every transaction whole."""
+
+    def unsent(self, tx_hash: bytes) -> bool:
+        return True
+
+
+class NoTxLog:
+    def forget(self, tx_hashes: list[bytes]) -> None:
+        pass
+
+
+def driver_over(
+    replica: Replica,
+    ledger: Ledger,
+    *,
+    mempool_txs_max: int = 100,
+    block_txs_max: int = 10,
+    peers: Peers | None = None,
+    fetcher: Fetcher | None = None,
+    sync_wanted: Wakeup | None = None,
+    run_blocking: BlockingRunner = run_inline,
+) -> Driver:
+    """A Driver over `ledger`, its safety state in the ledger's store, without peers unless given some."""
+    mempool, metrics = Mempool(mempool_txs_max), Metrics()
+    pipeline = CommitPipeline(ledger, mempool, replica.me, block_txs_max)
+    return Driver(replica, pipeline, mempool, Inbox(mempool, metrics), metrics, peers or Peers(), ledger.store,
+                  fetcher or Fetcher(), AllInline(), NoTxLog(), sync_wanted or Wakeup(), on_committed=(),
+                  run_blocking=run_blocking)
+
+
+def driver_for(c: Consortium, ledger: Ledger, index: int, mempool_txs_max: int = 100,
+               sync_wanted: Wakeup | None = None) -> Driver:
     """A Driver for validator `index` over `ledger`, running storage calls inline."""
     config = ReplicaConfig(c.chain_id, c.validators, round_timeout_ms=1000)
     replica = Replica(config, NodeCrypto(c.keys[index]), ledger.height + 1)
-    return Driver(replica, ledger, Mempool(mempool_txs_max), Metrics(), block_txs_max=10, run_blocking=run_inline)
+    return driver_over(replica, ledger, mempool_txs_max=mempool_txs_max, sync_wanted=sync_wanted)
+
+
+def submit(driver: Driver, tx: Transaction) -> None:
+    """Puts a verified transaction in the driver's mempool, as admission does; raises MempoolFull."""
+    driver.mempool.add(tx)
+    driver.inbox.transactions_pending()
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, poll_s: float = 0.01) -> None:

@@ -16,18 +16,17 @@ from consensus.events import BlockValidated
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver
+from node.pipeline.driver import Driver, Wakeup
 from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool
 from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
-from node.ops.metrics import Metrics
 from node.chain.block_check import Proposed, check_block
 from node.chain.proposal import BlockInvalid, Candidate, build_block, parse_body, proposal_body
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
+from tests.shell.chainkit import Fetcher, driver_over
 from tests.shell.test_driver import _inline
 
 KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
@@ -48,23 +47,39 @@ def _proposal(txs: list[Transaction]) -> Candidate:
     return build_block(Ledger(ChainStore(MemoryStore()), GENESIS), txs, PROPOSER, 1_000)
 
 
-class Fetcher:
-    def __init__(self, holds: list[Transaction]) -> None:
-        self.holds = {tx.hash: tx for tx in holds}
-        self.asked: list[list[bytes]] = []
+class SyncAsked(Wakeup):
+    """Counts the driver's requests for catch-up."""
 
-    async def fetch(self, hashes: list[bytes]) -> dict[bytes, Transaction]:
-        if hashes:
-            self.asked.append(hashes)
-        return {h: self.holds[h] for h in hashes if h in self.holds}
+    def __init__(self) -> None:
+        super().__init__()
+        self.times = 0
+
+    def set(self) -> None:
+        self.times += 1
+        super().set()
 
 
 @pytest.fixture
-async def driver() -> AsyncIterator[Driver]:
+def fetcher() -> Fetcher:
+    return Fetcher()
+
+
+@pytest.fixture
+def sync_asked() -> SyncAsked:
+    return SyncAsked()
+
+
+@pytest.fixture
+async def driver(fetcher: Fetcher, sync_asked: SyncAsked) -> AsyncIterator[Driver]:
     config = ReplicaConfig(GENESIS.chain_id, tuple(bytes(k.verify_key) for k in KEYS), round_timeout_ms=60_000)
     ledger = Ledger(ChainStore(MemoryStore()), GENESIS)
     replica = Replica(config, NodeCrypto(KEYS[0]), 1)
-    yield Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=100, run_blocking=_inline)
+    yield driver_over(replica, ledger, block_txs_max=100, fetcher=fetcher, sync_wanted=sync_asked, run_blocking=_inline)
+
+
+def _holding(fetcher: Fetcher, txs: list[Transaction]) -> None:
+    """The peers hold `txs` from now on."""
+    fetcher.holds.update((tx.hash, tx) for tx in txs)
 
 
 # ---- the fetcher ----------------------------------------------------------------------------
@@ -180,34 +195,33 @@ async def _validate(driver: Driver, body: bytes, candidate: Candidate) -> bool:
     return verdict.valid
 
 
-async def test_a_proposal_by_hash_is_validated_from_the_mempool_without_fetching(driver: Driver) -> None:
+async def test_a_proposal_by_hash_is_validated_from_the_mempool_without_fetching(
+    driver: Driver, fetcher: Fetcher
+) -> None:
     txs = _txs(6)
     candidate = _proposal(txs)
     body = proposal_body(candidate, inline=lambda tx_hash: tx_hash == txs[5].hash)
     assert len(body) < len(candidate.block.encode()) - 4 * 100  # five of six items are 32-byte hashes
     _held(driver, txs[:5])  # the sixth is carried whole
-    fetcher = Fetcher([])
-    driver.fetch_txs = fetcher.fetch
     assert await _validate(driver, body, candidate)
     assert fetcher.asked == []
 
 
-async def test_transactions_a_validator_lacks_are_fetched_and_checked(driver: Driver) -> None:
+async def test_transactions_a_validator_lacks_are_fetched_and_checked(driver: Driver, fetcher: Fetcher) -> None:
     txs = _txs(6)
     candidate = _proposal(txs)
     body = proposal_body(candidate, inline=lambda tx_hash: False)
     _held(driver, txs[:2])
-    fetcher = Fetcher(txs)
-    driver.fetch_txs = fetcher.fetch
+    _holding(fetcher, txs)
     assert await _validate(driver, body, candidate)
     assert fetcher.asked == [[tx.hash for tx in txs[2:]]]
 
 
-async def test_a_proposal_whose_transactions_nobody_sends_is_not_prepared(driver: Driver) -> None:
+async def test_a_proposal_whose_transactions_nobody_sends_is_not_prepared(driver: Driver, fetcher: Fetcher) -> None:
     txs = _txs(3)
     candidate = _proposal(txs)
     _held(driver, txs[:2])
-    driver.fetch_txs = Fetcher(txs[:2]).fetch
+    _holding(fetcher, txs[:2])
     assert not await _validate(driver, proposal_body(candidate, inline=lambda tx_hash: False), candidate)
 
 
@@ -229,17 +243,16 @@ async def test_a_fetched_transaction_committed_before_is_a_duplicate(driver: Dri
     assert check([new]).txs == [new]
 
 
-async def test_a_committed_block_with_missing_transactions_waits_for_catch_up(driver: Driver) -> None:
+async def test_a_committed_block_with_missing_transactions_waits_for_catch_up(
+    driver: Driver, fetcher: Fetcher, sync_asked: SyncAsked
+) -> None:
     txs = _txs(3)
     candidate = _proposal(txs)
     body = proposal_body(candidate, inline=lambda tx_hash: False)
-    sync_asked: list[int] = []
-    driver.request_sync = sync_asked.append
-    driver.fetch_txs = Fetcher([]).fetch
     assert await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ())) is None
-    assert driver.ledger.height == 0 and sync_asked == [1]
+    assert driver.ledger.height == 0 and sync_asked.times == 1
 
-    driver.fetch_txs = Fetcher(txs).fetch
+    _holding(fetcher, txs)
     await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ()))
     assert driver.ledger.height == 1 and driver.ledger.last_hash == candidate.block_hash
     assert driver.ledger.block(1) == candidate.block
@@ -251,11 +264,13 @@ async def test_a_body_with_every_transaction_inline_is_the_block_encoding(driver
     assert await _validate(driver, candidate.block.encode(), candidate)
 
 
-async def test_transactions_of_the_last_committed_blocks_stay_at_hand_for_peers(driver: Driver) -> None:
+async def test_transactions_of_the_last_committed_blocks_stay_at_hand_for_peers(
+    driver: Driver, fetcher: Fetcher
+) -> None:
     txs = _txs(3)
     candidate = _proposal(txs)
-    driver.fetch_txs = Fetcher(txs).fetch
+    _holding(fetcher, txs)
     await driver._carry_out(CommitBlock(1, candidate.block.encode(), candidate.block_hash, ()))
     assert driver.ledger.height == 1 and len(driver.mempool) == 0
-    assert [driver.held_tx(tx.hash) for tx in txs] == txs
-    assert driver.held_tx(bytes(32)) is None
+    assert [driver.pipeline.held_tx(tx.hash) for tx in txs] == txs
+    assert driver.pipeline.held_tx(bytes(32)) is None

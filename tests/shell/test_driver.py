@@ -19,11 +19,10 @@ from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import Driver
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool
-from node.ops.metrics import Metrics
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
+from tests.shell.chainkit import Peers, driver_over, submit
 
 ROUND_TIMEOUT_MS = 1000
 
@@ -31,6 +30,7 @@ ROUND_TIMEOUT_MS = 1000
 @dataclass
 class Harness:
     driver: Driver
+    peers: Peers
     ledger: Ledger
     store: MemoryStore
     client: SigningKey
@@ -57,9 +57,10 @@ async def _harness(nursery: trio.Nursery, validators: int) -> Harness:
     ledger = Ledger(ChainStore(store), genesis)
     config = ReplicaConfig("shell-test", tuple(bytes(k.verify_key) for k in keys), round_timeout_ms=ROUND_TIMEOUT_MS)
     replica = Replica(config, NodeCrypto(keys[0]), ledger.height + 1)
-    driver = Driver(replica, ledger, Mempool(100), Metrics(), block_txs_max=10, run_blocking=_inline)
+    peers = Peers()
+    driver = driver_over(replica, ledger, peers=peers, run_blocking=_inline)
     await nursery.start(driver.run)
-    return Harness(driver, ledger, store, client, "shell-test")
+    return Harness(driver, peers, ledger, store, client, "shell-test")
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ async def test_single_validator_commits_submitted_transactions(nursery: trio.Nur
     h = await _harness(nursery, validators=1)
     txs = [h.tx(f"k{i}") for i in range(25)]
     for tx in txs:
-        h.driver.submit(tx)
+        submit(h.driver, tx)
     for tx in txs:
         assert await h.driver.wait_committed(tx.hash, timeout_s=5)
     assert h.ledger.height >= 3  # 25 txs with at most 10 per block
@@ -95,7 +96,7 @@ async def test_wait_committed_times_out_without_quorum(
 ) -> None:
     h = await _harness(nursery, validators=4)
     tx = h.tx("stuck")
-    h.driver.submit(tx)
+    submit(h.driver, tx)
     assert not await h.driver.wait_committed(tx.hash, timeout_s=0.5)
     assert tx.hash in h.driver.mempool
 
@@ -104,14 +105,13 @@ async def test_lone_validator_changes_round_once_and_repeats_its_round_change(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     h = await _harness(nursery, validators=4)
-    sent: list[Any] = []
-    h.driver.broadcast = sent.append
-    h.driver.submit(h.tx("pending"))
+    submit(h.driver, h.tx("pending"))
     # Round 0 times out after 1 s; nobody else is there, so it stays in round 1 and repeats itself.
     await trio.sleep(7 * ROUND_TIMEOUT_MS / 1000 + 0.1)
     assert h.driver.replica.round == 1
     saved = h.ledger.store.load_safety()
     assert saved is not None and decode_safety(saved).round == 1
+    sent = h.peers.broadcasts
     assert len(sent) >= 3 and all(s == sent[0] for s in sent)
     metrics = h.driver.metrics.render().decode()
     assert "alliance_consensus_view_changes_total 1.0" in metrics

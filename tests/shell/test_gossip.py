@@ -84,7 +84,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def _admission(c: Consortium, ledger: Ledger, driver: Driver) -> Admission:
-    return Admission(c.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver)
+    return Admission(c.genesis, ledger, driver.mempool, Verifier(ledger, driver.mempool), driver.inbox)
 
 
 def _setup(mempool_txs_max: int = 100) -> Setup:

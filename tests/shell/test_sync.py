@@ -19,10 +19,11 @@ from node.chain.block import decode_block
 from node.chain.block_check import check_synced_block
 from node.chain.ledger import Ledger
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid
-from node.p2p.sync import RESPONSE_BYTES_MAX, Syncer
+from node.p2p.sync import RESPONSE_BYTES_MAX, HeightAnnouncer, Syncer
 from node.p2p.transport import FRAME_BYTES_MAX
 from node.p2p.wire import BLOCKS, GET_BLOCKS, STATUS, Blocks, FrameError, GetBlocks, Message, Status, decode
 from node.chain.tx import Transaction, sign_tx
+from node.pipeline.driver import Wakeup
 from tests.shell.chainkit import (
     Consortium,
     build,
@@ -223,12 +224,12 @@ def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]])
     net.handler = lambda peer, message: handlers[type(message)](peer, message) if type(message) in handlers else None
 
 
-def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> Syncer:
-    """A peer that holds `ledger` and answers GET_BLOCKS from it."""
+def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> HeightAnnouncer:
+    """A peer that holds `ledger` and answers GET_BLOCKS from it; it tells its height through what it returns."""
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, None, c.validators, _ignore_damage)  # type: ignore[arg-type]  # it never fetches
+    syncer = Syncer(ledger, net, None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # it never fetches
     _route(net, {GetBlocks: syncer.on_get_blocks})
-    return syncer
+    return HeightAnnouncer(ledger, net)  # type: ignore[arg-type]
 
 
 def _answering(hub: Hub, me: bytes, answer: Callable[[GetBlocks], list[Any] | None]) -> FakeNetwork:
@@ -247,10 +248,11 @@ def _answering(hub: Hub, me: bytes, answer: Callable[[GetBlocks], list[Any] | No
 async def _fresh(nursery: trio.Nursery, hub: Hub, c: Consortium, index: int = 3) -> Syncer:
     """A validator with an empty ledger, its Driver and Syncer running."""
     ledger = c.ledger()
-    driver = driver_for(c, ledger, index)
+    wanted = Wakeup()
+    driver = driver_for(c, ledger, index, sync_wanted=wanted)
     await nursery.start(driver.run)
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, driver, c.validators, _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, net, driver, c.validators, wanted, _ignore_damage)  # type: ignore[arg-type]
     _route(net, {Status: syncer.on_status, Blocks: syncer.on_blocks})
     nursery.start_soon(syncer.run)
     return syncer
@@ -316,7 +318,7 @@ async def test_get_blocks_is_answered_with_blocks_and_certificates(c: Consortium
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append((peer, msgpack.unpackb(payload, raw=False)))
 
-    server = Syncer(source, Recorder(), None, c.validators, _ignore_damage)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     asker = c.validators[1]
     server.on_get_blocks(asker, GetBlocks(2, 2))
     server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS, 10))
@@ -444,7 +446,7 @@ def test_blocks_answer_always_fits_in_one_frame(c: Consortium) -> None:
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    Syncer(source, Recorder(), None, c.validators, _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
+    Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
     assert len(sent) == 1 and msgpack.unpackb(sent[0])[1]  # it answered, with at least one block
     assert len(sent[0]) <= FRAME_BYTES_MAX  # what Session.receive accepts (sealed: + 17 bytes)
 
@@ -488,7 +490,7 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
         def connected(self, peer: bytes) -> bool:
             return True
 
-    syncer = Syncer(ledger, Recorder(), None, c.validators, _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     handlers: dict[type, Callable[[bytes, Any], None]] = {
         Status: syncer.on_status, GetBlocks: syncer.on_get_blocks, Blocks: syncer.on_blocks,
     }
@@ -529,7 +531,7 @@ def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consorti
             sent.append(payload)
 
     found: list[Exception] = []
-    server = Syncer(source, Recorder(), None, c.validators, on_store_damaged=found.append)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), on_store_damaged=found.append)  # type: ignore[arg-type]
     source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
     server.on_get_blocks(c.validators[1], GetBlocks(1, 5))
     assert sent == [] and len(found) == 1 and "block 2" in str(found[0])
