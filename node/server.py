@@ -80,6 +80,21 @@ def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], No
     return on_connect
 
 
+def _open_ledger(config: NodeConfig, genesis: Genesis, stack: ExitStack) -> Ledger:
+    """The ledger in the data directory, closed with `stack`."""
+    try:
+        kv = LevelDBStore.open(config.data_dir)
+    except StoreCorrupt as exc:
+        raise damaged(config, str(exc), len(genesis.validators)) from None
+    stack.callback(kv.close)
+    try:
+        return Ledger(ChainStore(kv), genesis)
+    except GenesisMismatch as exc:
+        raise AllianceError(f"{config.data_dir}: {exc}") from None
+    except StoreCorrupt as exc:
+        raise damaged(config, str(exc), len(genesis.validators)) from None
+
+
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
     """What this node acknowledged before it stopped and is not committed yet: pending again.
 
@@ -97,17 +112,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
     key = load_key(config.key_file)
     crypto = NodeCrypto(key)
     with ExitStack() as stack:
-        try:
-            kv = LevelDBStore.open(config.data_dir)
-        except StoreCorrupt as exc:
-            raise damaged(config, str(exc), len(genesis.validators)) from None
-        stack.callback(kv.close)
-        try:
-            ledger = Ledger(ChainStore(kv), genesis)
-        except GenesisMismatch as exc:
-            raise AllianceError(f"{config.data_dir}: {exc}") from None
-        except StoreCorrupt as exc:
-            raise damaged(config, str(exc), len(genesis.validators)) from None
+        ledger = _open_ledger(config, genesis, stack)
         guarded = open_guarded(config, ledger.store, genesis)
         stack.callback(guarded.safety_file.close)
         replica = _replica(config, genesis, crypto, ledger, guarded)
@@ -137,7 +142,9 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         lookup = ChainLookup(ledger, admission)
         hub = Hub(lookup.block, lookup.tx, metrics)
         heights = HeightAnnouncer(ledger, outbox)
-        sync_wanted = Wakeup()  # set by the driver, waited on by the syncer built after it (it commits through it)
+        # The driver asks for catch-up through it; the syncer, built after the driver (it commits through
+        # the driver), waits on it.
+        sync_wanted = Wakeup()
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
                         txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce()))
         validators = tuple(m.pubkey for m in genesis.validators)

@@ -13,7 +13,7 @@ from node.p2p.wire import Blocks, Consensus, FoundTxs, GetBlocks, GetTxs, Messag
 
 
 class ConsensusInbox(Protocol):
-    """Where peers' consensus messages go (the Driver)."""
+    """Where peers' consensus messages go (the consensus loop's Inbox)."""
 
     def feed(self, event: MessageReceived) -> None: ...
 

@@ -68,8 +68,8 @@ class Wakeup:
 class Inbox:
     """What the consensus loop is told, queued: peers' messages, the node's own events, pending transactions.
 
-    Apart from the Driver so that admission and the router can be built before it: the gossip
-    the driver asks which transactions go inline needs admission.
+    Kept apart from the Driver so that admission can be built before it: the gossip and the
+    subscriptions hub the driver talks to need admission, which tells this of pending transactions.
     """
 
     def __init__(self, mempool: Mempool, metrics: Metrics) -> None:
@@ -128,6 +128,8 @@ class CommittedTxs(Protocol):
 
 
 class Driver:
+    """Takes the inbox's events one at a time, hands each to the replica and carries out its actions in order."""
+
     def __init__(
         self,
         replica: Replica,
@@ -254,7 +256,8 @@ class Driver:
             if candidate is None:
                 continue  # that height is committed already
             self.pipeline.remember(candidate, trio.current_time())
-            self.inbox.feed(BlockBuilt(height, round_, proposal_body(candidate, self.inline.unsent), candidate.block_hash))
+            body = proposal_body(candidate, self.inline.unsent)
+            self.inbox.feed(BlockBuilt(height, round_, body, candidate.block_hash))
 
     async def _validate(self, action: ValidateBlock) -> BlockValidated:
         proposers = frozenset(self.replica.proposer(action.height, r) for r in range(action.round + 1))

@@ -32,7 +32,7 @@ class Refused(Exception):
 
 
 class PendingListener(Protocol):
-    """Told each time a transaction enters the mempool (the driver: a block is worth building)."""
+    """Told each time a transaction enters the mempool (the consensus loop's Inbox: a block is worth building)."""
 
     def transactions_pending(self) -> None: ...
 

@@ -227,7 +227,7 @@ def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]])
 def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> HeightAnnouncer:
     """A peer that holds `ledger` and answers GET_BLOCKS from it; it tells its height through what it returns."""
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # it never fetches
+    syncer = Syncer(ledger, net, None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # never fetches
     _route(net, {GetBlocks: syncer.on_get_blocks})
     return HeightAnnouncer(ledger, net)  # type: ignore[arg-type]
 
