@@ -13,13 +13,16 @@ import trio.testing
 from nacl.signing import SigningKey
 
 from consensus.config import ReplicaConfig
+from consensus.events import Event, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.replica import Replica
 from consensus.safety import decode_safety
 from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver
+from node.pipeline.driver import PEER_EVENTS_QUEUED_MAX, Driver, Inbox, Wakeup
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
 from node.chain.tx import Transaction, sign_tx
+from node.ops.metrics import Metrics
+from node.txpool.mempool import Mempool
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.shell.chainkit import Peers, driver_over, submit
@@ -121,3 +124,51 @@ async def test_lone_validator_changes_round_once_and_repeats_its_round_change(
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
+
+
+# ---- the inbox and its wakeups ----------------------------------------------------------------
+
+
+def _queued(inbox: Inbox) -> list[Event]:
+    events: list[Event] = []
+    while True:
+        try:
+            events.append(inbox.events.receive_nowait())
+        except trio.WouldBlock:
+            return events
+
+
+def test_the_inbox_drops_peers_messages_beyond_its_bound_and_never_the_nodes_own_events() -> None:
+    metrics = Metrics()
+    inbox = Inbox(Mempool(10), metrics)
+    from_peer = MessageReceived(None)  # type: ignore[arg-type]  # the inbox never looks inside
+    for _ in range(PEER_EVENTS_QUEUED_MAX + 3):
+        inbox.feed(from_peer)
+    inbox.feed(TimeoutFired(1, 0))
+    queued = _queued(inbox)
+    assert queued == [from_peer] * PEER_EVENTS_QUEUED_MAX + [TimeoutFired(1, 0)]
+    dropped = metrics.registry.get_sample_value("alliance_consensus_messages_dropped_total", {"reason": "queue_full"})
+    assert dropped == 3
+
+
+def test_pending_transactions_tell_the_core_once_and_count_the_mempool() -> None:
+    client = SigningKey.generate()
+    mempool, metrics = Mempool(10), Metrics()
+    inbox = Inbox(mempool, metrics)
+    for key in ("a", "b"):
+        mempool.add(sign_tx(client, "shell-test", "kv", "put", {"key": key, "value": b"v"}, secrets.randbits(64)))
+        inbox.transactions_pending()
+    assert _queued(inbox) == [TransactionsPending()]
+    assert metrics.registry.get_sample_value("alliance_mempool_txs") == 2
+
+
+async def test_a_wakeup_set_several_times_before_its_wait_wakes_it_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    wakeup = Wakeup()
+    wakeup.set()
+    wakeup.set()
+    await wakeup.wait()
+    with trio.move_on_after(1) as waiting:
+        await wakeup.wait()
+    assert waiting.cancelled_caught
