@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from node.chain.block import BLOCK_VERSION, Header, verify_certificate
 from node.chain.execution import Receipt, receipt_bytes
 from node.chain.merkle import merkle_path, verify_path
-from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
+from node.chain.tx import BAD_SIGNATURE, WRONG_CHAIN_ID, Transaction, TxError, tx_hash_of, verified_tx
 from storage.kv import StoreCorrupt
 
 if TYPE_CHECKING:
@@ -165,13 +165,13 @@ def _check_certificate(block_hash: bytes, signatures: list[tuple[bytes, bytes]],
 
 def _check_transaction(parts: _Parts, chain_id: str) -> Transaction:
     try:
-        tx = decode_tx(parts.tx)
+        tx = verified_tx(parts.tx, chain_id)
     except TxError as exc:
+        if exc.reason == WRONG_CHAIN_ID:
+            raise ProofInvalid(f"transaction: tx {exc}") from None
+        if exc.reason == BAD_SIGNATURE:
+            raise ProofInvalid("transaction: the client signature of tx does not verify") from None
         raise ProofInvalid(f"transaction: tx is not a canonical transaction ({exc.reason}: {exc})") from None
-    if tx.chain_id != chain_id:
-        raise ProofInvalid(f"transaction: tx is for chain {tx.chain_id!r}, not {chain_id!r}")
-    if not tx.verify_signature():
-        raise ProofInvalid("transaction: the client signature of tx does not verify")
     if tx.hash != parts.tx_hash:
         raise ProofInvalid(f"transaction: tx hashes to {tx.hash.hex()}, not tx_hash {parts.tx_hash.hex()}")
     return tx

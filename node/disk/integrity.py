@@ -18,7 +18,7 @@ from node.chain.canonical import CodecError, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, execute
 from node.chain.genesis import Genesis
 from node.chain.merkle import merkle_root
-from node.chain.proposal import BlockInvalid, Contents
+from node.chain.candidate import BlockInvalid, Contents
 from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
