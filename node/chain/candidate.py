@@ -48,6 +48,16 @@ class Contents:
 
     def check(self, header: Header) -> None:
         """Raises BlockInvalid naming the first header field that does not match."""
-        for name in ("tx_count", "tx_root", "receipt_root", "state_root"):
-            if getattr(header, name) != getattr(self, name):
-                raise BlockInvalid(f"{name} differs from the block's transactions and their execution")
+        _check_fields(header, {"tx_count": self.tx_count, "tx_root": self.tx_root,
+                               "receipt_root": self.receipt_root, "state_root": self.state_root})
+
+
+def check_tx_root(header: Header, tx_hashes: Sequence[bytes]) -> None:
+    """Raises BlockInvalid unless the header's tx_count and tx_root are those of `tx_hashes` (no execution needed)."""
+    _check_fields(header, {"tx_count": len(tx_hashes), "tx_root": merkle_root(tx_hashes)})
+
+
+def _check_fields(header: Header, fields: dict[str, object]) -> None:
+    for name, value in fields.items():
+        if getattr(header, name) != value:
+            raise BlockInvalid(f"{name} differs from the block's transactions and their execution")
