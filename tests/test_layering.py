@@ -40,7 +40,7 @@ CHAIN_FORBIDDEN = {"trio", "hypercorn", "prometheus_client", "plyvel", "socket"}
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 # What a fresh interpreter must not load for `import node.client, node.client.proofs`.
 SDK_MUST_NOT_LOAD = (
-    "consensus.replica", "trio", "hypercorn", "prometheus_client", "plyvel", "storage.leveldb", "node.server",
+    "consensus.replica", "trio", "hypercorn", "prometheus_client", "plyvel", "storage", "node.server",
     "node.pipeline", "node.p2p", "node.api", "node.txpool", "node.ops", "node.disk", "node.cli", "node.bench",
 )
 KNOWN_SDK_LOADS: set[str] = set()

@@ -1,16 +1,23 @@
-"""The get_block and get_tx objects of the client protocol, read from the ledger and the pending transactions.
+"""The get_block, get_tx and get_proof objects of the client protocol, read from the ledger and the pending
+transactions.
 
 RPC answers with them, and the WebSocket subscriptions render each committed block and watched
-transaction with them.
+transaction with them. Proofs are checked by node/chain/proof.py, which the SDK loads without this.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from node.api.jsonrpc import NOT_FOUND, RpcError
+from node.chain.block import BLOCK_VERSION, Header
+from node.chain.execution import Receipt, receipt_bytes
 from node.chain.ledger import Ledger
+from node.chain.merkle import merkle_path
+from node.chain.proof import PROOF_VERSION
 from node.chain.tx import tx_hash_of, tx_json
+from storage.kv import StoreCorrupt
 from node.txpool.admission import Admission
 
 
@@ -47,8 +54,54 @@ class ChainLookup:
             "height": h.height, "hash": block_hash, "prev_hash": h.prev_hash.hex(), "time": h.time_ms,
             "proposer": h.proposer.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
             "txs": [tx_hash_of(raw).hex() for raw in block.txs],
-            "commit": {
-                "height": h.height, "block_hash": block_hash,
-                "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
-            },
+            "commit": commit_json(h.height, block_hash, certificate),
         }
+
+
+def commit_json(height: int, block_hash: str, certificate: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The `commit` object of get_block and of a proof: a block's certificate."""
+    return {
+        "height": height, "block_hash": block_hash,
+        "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
+    }
+
+
+def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
+    """The proof of a committed transaction (docs/proofs.md), or None when `tx_hash` is not committed."""
+    entry = ledger.tx_entry(tx_hash)
+    if entry is None:
+        return None
+    block, certificate = ledger.block(entry.height), ledger.certificate(entry.height)
+    if block is None or certificate is None:
+        raise StoreCorrupt(f"block {entry.height} of committed transaction {tx_hash.hex()} is missing")
+    hashes = [tx_hash_of(raw) for raw in block.txs]
+    receipts = [receipt_bytes(h, _receipt(ledger, h)) for h in hashes]
+    header = block.header
+    return {
+        "version": PROOF_VERSION,
+        "tx_hash": tx_hash.hex(),
+        "tx": entry.tx.raw.hex(),
+        "receipt": {"code": entry.receipt.code, "log": entry.receipt.log},
+        "index": entry.index,
+        "tx_path": [h.hex() for h in merkle_path(hashes, entry.index)],
+        "receipt_path": [h.hex() for h in merkle_path(receipts, entry.index)],
+        "header": header_json(header),
+        "commit": commit_json(header.height, header.hash().hex(), certificate),
+    }
+
+
+def _receipt(ledger: Ledger, tx_hash: bytes) -> Receipt:
+    receipt = ledger.receipt(tx_hash)
+    if receipt is None:
+        raise StoreCorrupt(f"transaction {tx_hash.hex()} of a stored block has no entry")
+    return receipt
+
+
+def header_json(header: Header) -> dict[str, Any]:
+    """The `header` object of a proof: every field, binary ones as hex."""
+    return {
+        "version": BLOCK_VERSION, "chain_id": header.chain_id, "height": header.height,
+        "prev_hash": header.prev_hash.hex(), "time": header.time_ms, "proposer": header.proposer.hex(),
+        "tx_count": header.tx_count, "tx_root": header.tx_root.hex(), "receipt_root": header.receipt_root.hex(),
+        "state_root": header.state_root.hex(),
+    }

@@ -12,7 +12,7 @@ import trio
 from node.chain.canonical import unpack
 from node.pipeline.driver import BlockingRunner, Driver
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
-from node.api.lookup import ChainLookup
+from node.api.lookup import ChainLookup, build_proof
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
     NOT_FOUND, OVERLOADED, TX_REFUSED, Params, RpcError, check_call, encode, expects_answer, is_text,
@@ -21,7 +21,6 @@ from node.api.jsonrpc import (
 from node.txpool.mempool import MempoolFull
 from node.ops.metrics import Metrics
 from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
-from node.chain.proof import build_proof
 from node.ops.ratelog import RateLog
 from node.chain.tx import TX_BYTES_MAX, Transaction
 from storage.kv import StoreCorrupt

@@ -16,10 +16,11 @@ from node.chain.block import Block, BlockError, Header, decode_block, decode_cer
 from node.chain.canonical import CodecError
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.chain.proposal import (
-    BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES, BlockInvalid, Candidate, Contents, KnownTx, verified_new_tx,
+from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
+from node.chain.proposal import BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES
+from node.chain.tx import (
+    BAD_SIGNATURE, SIGNATURE_TAIL_BYTES, WRONG_CHAIN_ID, Transaction, TxError, decode_tx, tx_hash_of, verified_tx,
 )
-from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 
 # How far ahead of a validator's clock a proposed block's time may be.
 BLOCK_TIME_AHEAD_MS_MAX = 10_000
@@ -172,7 +173,7 @@ def _checked_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx:
             tx, known = item, (item if known_tx(item.hash) is item else None)
         else:
             known = _known(item, known_tx)
-            tx = known or verified_new_tx(item, ledger.genesis.chain_id)
+            tx = known or _verified_new_tx(item, ledger.genesis.chain_id)
         if tx.sender not in authorised:
             raise BlockInvalid(f"tx {tx.hash.hex()} has an unauthorised sender")
         # The mempool never holds a committed transaction: only new ones need the store.
@@ -184,9 +185,18 @@ def _checked_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx:
     return txs
 
 
+def _verified_new_tx(raw: bytes, chain_id: str) -> Transaction:
+    try:
+        return verified_tx(raw, chain_id)
+    except TxError as exc:
+        if exc.reason in (WRONG_CHAIN_ID, BAD_SIGNATURE):
+            raise BlockInvalid(f"tx {tx_hash_of(raw).hex()} has a bad signature or chain id") from None
+        raise BlockInvalid(f"malformed transaction: {exc}") from None
+
+
 def _known(raw: bytes, known_tx: KnownTx) -> Transaction | None:
     """The transaction as this node already verified it, if it did."""
-    if len(raw) <= 66:
+    if len(raw) <= SIGNATURE_TAIL_BYTES:
         return None
     known = known_tx(tx_hash_of(raw))
     return known if known is not None and known.raw == raw else None

@@ -1,7 +1,8 @@
-"""Transaction proofs: a committed transaction, its receipt and the certificate of its block,
+"""Verifying a transaction proof: a committed transaction, its receipt and the certificate of its block,
 checkable with nothing but the genesis (docs/proofs.md).
 
-Pure code, no I/O of its own, so that clients and verifiers can use it as well as the node.
+Pure code, no I/O of its own, so that clients and verifiers can use it; the node builds proofs in
+node/api/lookup.py.
 """
 
 from __future__ import annotations
@@ -9,16 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node.chain.block import BLOCK_VERSION, Header, verify_certificate
 from node.chain.execution import Receipt, receipt_bytes
-from node.chain.merkle import merkle_path, verify_path
-from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
-from storage.kv import StoreCorrupt
-
-if TYPE_CHECKING:
-    from node.chain.ledger import Ledger
+from node.chain.merkle import verify_path
+from node.chain.tx import BAD_SIGNATURE, WRONG_CHAIN_ID, Transaction, TxError, verified_tx
 
 PROOF_VERSION = 1
 UINT64_MAX = 2**64 - 1
@@ -54,53 +51,6 @@ class VerifiedProof:
     signatures: int  # valid seals in the certificate
     quorum: int  # seals the genesis validator set requires
     header: Header
-
-
-# ---- building (node side) ------------------------------------------------------------------
-
-
-def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
-    """The proof of a committed transaction, or None when `tx_hash` is not committed."""
-    entry = ledger.tx_entry(tx_hash)
-    if entry is None:
-        return None
-    block, certificate = ledger.block(entry.height), ledger.certificate(entry.height)
-    if block is None or certificate is None:
-        raise StoreCorrupt(f"block {entry.height} of committed transaction {tx_hash.hex()} is missing")
-    hashes = [tx_hash_of(raw) for raw in block.txs]
-    receipts = [receipt_bytes(h, _receipt(ledger, h)) for h in hashes]
-    header = block.header
-    return {
-        "version": PROOF_VERSION,
-        "tx_hash": tx_hash.hex(),
-        "tx": entry.tx.raw.hex(),
-        "receipt": {"code": entry.receipt.code, "log": entry.receipt.log},
-        "index": entry.index,
-        "tx_path": [h.hex() for h in merkle_path(hashes, entry.index)],
-        "receipt_path": [h.hex() for h in merkle_path(receipts, entry.index)],
-        "header": header_json(header),
-        "commit": {
-            "height": header.height,
-            "block_hash": header.hash().hex(),
-            "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
-        },
-    }
-
-
-def _receipt(ledger: Ledger, tx_hash: bytes) -> Receipt:
-    receipt = ledger.receipt(tx_hash)
-    if receipt is None:
-        raise StoreCorrupt(f"transaction {tx_hash.hex()} of a stored block has no entry")
-    return receipt
-
-
-def header_json(header: Header) -> dict[str, Any]:
-    return {
-        "version": BLOCK_VERSION, "chain_id": header.chain_id, "height": header.height,
-        "prev_hash": header.prev_hash.hex(), "time": header.time_ms, "proposer": header.proposer.hex(),
-        "tx_count": header.tx_count, "tx_root": header.tx_root.hex(), "receipt_root": header.receipt_root.hex(),
-        "state_root": header.state_root.hex(),
-    }
 
 
 # ---- verifying (anyone with the genesis) -----------------------------------------------------
@@ -165,13 +115,13 @@ def _check_certificate(block_hash: bytes, signatures: list[tuple[bytes, bytes]],
 
 def _check_transaction(parts: _Parts, chain_id: str) -> Transaction:
     try:
-        tx = decode_tx(parts.tx)
+        tx = verified_tx(parts.tx, chain_id)
     except TxError as exc:
+        if exc.reason == WRONG_CHAIN_ID:
+            raise ProofInvalid(f"transaction: tx {exc}") from None
+        if exc.reason == BAD_SIGNATURE:
+            raise ProofInvalid("transaction: the client signature of tx does not verify") from None
         raise ProofInvalid(f"transaction: tx is not a canonical transaction ({exc.reason}: {exc})") from None
-    if tx.chain_id != chain_id:
-        raise ProofInvalid(f"transaction: tx is for chain {tx.chain_id!r}, not {chain_id!r}")
-    if not tx.verify_signature():
-        raise ProofInvalid("transaction: the client signature of tx does not verify")
     if tx.hash != parts.tx_hash:
         raise ProofInvalid(f"transaction: tx hashes to {tx.hash.hex()}, not tx_hash {parts.tx_hash.hex()}")
     return tx

@@ -1,37 +1,20 @@
-"""What a block holds and commits to, the proposal body that carries it, and building one to propose."""
+"""The proposal body that carries a block, and building a block to propose."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from node.chain.block import Block, BlockError, Header, header_from_wire
+from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
 from node.chain.canonical import CodecError, pack_flat, unpack
-from node.chain.execution import Execution, execute, receipt_bytes
+from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.chain.merkle import merkle_root
-from node.chain.tx import Transaction, TxError, decode_tx
+from node.chain.tx import Transaction
 
 # Encoded transactions in one block, so that a proposal fits a peer frame.
 BLOCK_TX_BYTES_MAX = 8 * 1024 * 1024
 # A proposal's item of this length is a transaction's hash: an encoded transaction is longer.
 HASH_ITEM_BYTES = 32
-
-KnownTx = Callable[[bytes], Transaction | None]
-
-
-class BlockInvalid(Exception):
-    """A block that an honest validator must not prepare, commit or apply; the message says why."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A block with its decoded transactions and the outcome of executing it."""
-
-    block: Block
-    block_hash: bytes
-    txs: list[Transaction]
-    execution: Execution
 
 
 def _within_size(txs: Sequence[Transaction]) -> list[Transaction]:
@@ -42,32 +25,6 @@ def _within_size(txs: Sequence[Transaction]) -> list[Transaction]:
             break
         taken.append(tx)
     return taken
-
-
-@dataclass(frozen=True)
-class Contents:
-    """What a header commits to about its transactions and their execution."""
-
-    tx_count: int
-    tx_root: bytes
-    receipt_root: bytes
-    state_root: bytes
-
-    @staticmethod
-    def of(txs: Sequence[Transaction], execution: Execution, prev_state_root: bytes) -> Contents:
-        hashes = [tx.hash for tx in txs]
-        return Contents(
-            tx_count=len(txs),
-            tx_root=merkle_root(hashes),
-            receipt_root=merkle_root([receipt_bytes(h, r) for h, r in zip(hashes, execution.receipts)]),
-            state_root=execution.state_root(prev_state_root),
-        )
-
-    def check(self, header: Header) -> None:
-        """Raises BlockInvalid naming the first header field that does not match."""
-        for name in ("tx_count", "tx_root", "receipt_root", "state_root"):
-            if getattr(header, name) != getattr(self, name):
-                raise BlockInvalid(f"{name} differs from the block's transactions and their execution")
 
 
 def proposal_body(candidate: Candidate, inline: Callable[[bytes], bool]) -> bytes:
@@ -123,13 +80,3 @@ def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now
     block = Block(header, tuple(tx.raw for tx in txs))
     return Candidate(block, header.hash(), list(txs), execution)
 
-
-def verified_new_tx(raw: bytes, chain_id: str) -> Transaction:
-    """The transaction if it decodes, is for this chain and its signature verifies; else BlockInvalid."""
-    try:
-        tx = decode_tx(raw)
-    except TxError as exc:
-        raise BlockInvalid(f"malformed transaction: {exc}") from None
-    if tx.chain_id != chain_id or not tx.verify_signature():
-        raise BlockInvalid(f"tx {tx.hash.hex()} has a bad signature or chain id")
-    return tx

@@ -16,7 +16,9 @@ TX_BYTES_MAX = 64 * 1024
 SIGNING_PREFIX = b"alliance-tx-v1\x00"
 NONCE_MAX = 2**64 - 1
 # A canonical tx ends with its 64-byte signature encoded as bin 8: c4 40 + 64 bytes.
-_SIGNATURE_TAIL = 2 + 64
+SIGNATURE_TAIL_BYTES = 2 + 64
+# The `data.reason` of a transaction for another chain, and of one whose signature does not verify.
+WRONG_CHAIN_ID, BAD_SIGNATURE = "wrong_chain_id", "bad_signature"
 
 
 class TxError(ValueError):
@@ -42,7 +44,7 @@ class Transaction:
     @property
     def signing_bytes(self) -> bytes:
         # The body is the tx array less its last element: fixarray 7 instead of 8.
-        return SIGNING_PREFIX + b"\x97" + self.raw[1:-_SIGNATURE_TAIL]
+        return SIGNING_PREFIX + b"\x97" + self.raw[1:-SIGNATURE_TAIL_BYTES]
 
     def verify_signature(self) -> bool:
         try:
@@ -86,6 +88,22 @@ def decode_tx(raw: bytes) -> Transaction:
     return Transaction(chain_id, sender, nonce, family, op, args, signature, raw, tx_hash_of(raw))
 
 
+def decode_for_chain(raw: bytes, chain_id: str) -> Transaction:
+    """The decoded transaction if it is for `chain_id` (its signature unchecked); else TxError."""
+    tx = decode_tx(raw)
+    if tx.chain_id != chain_id:
+        raise TxError(WRONG_CHAIN_ID, f"chain id {tx.chain_id!r} is not {chain_id!r}")
+    return tx
+
+
+def verified_tx(raw: bytes, chain_id: str) -> Transaction:
+    """The transaction if it decodes, is for `chain_id` and its signature verifies; else TxError."""
+    tx = decode_for_chain(raw, chain_id)
+    if not tx.verify_signature():
+        raise TxError(BAD_SIGNATURE, "the signature does not verify")
+    return tx
+
+
 def sign_tx(
     key: SigningKey, chain_id: str, family: str, op: str, args: dict[str, Any], nonce: int
 ) -> Transaction:
@@ -120,4 +138,4 @@ def to_json(value: Any) -> Any:
 
 def tx_hash_of(raw: bytes) -> bytes:
     """The hash of a canonical encoded transaction, without decoding it."""
-    return hashlib.sha256(SIGNING_PREFIX + b"\x97" + raw[1:-_SIGNATURE_TAIL]).digest()
+    return hashlib.sha256(SIGNING_PREFIX + b"\x97" + raw[1:-SIGNATURE_TAIL_BYTES]).digest()

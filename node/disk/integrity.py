@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
+from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, execute
 from node.chain.genesis import Genesis
-from node.chain.merkle import merkle_root
-from node.chain.proposal import BlockInvalid, Contents
 from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
@@ -46,7 +45,7 @@ def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDO
     validators = tuple(m.pubkey for m in genesis.validators)
     linked_from: bytes | None = None  # the prev_hash of the block above, already checked
     for height in range(tip, max(0, tip - window), -1):
-        header, block_txs = check_block(store, genesis, height, None, validators)
+        header, block_txs = check_stored_block(store, genesis, height, None, validators)
         if linked_from is not None and header.hash() != linked_from:
             raise Fault(height + 1, "does not link to the block before it")
         linked_from, txs = header.prev_hash, txs - len(block_txs)
@@ -120,13 +119,13 @@ def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator
     prev_hash = genesis.hash() if first == 1 else _load(store, first - 1)[0].hash()
     validators = tuple(m.pubkey for m in genesis.validators)
     for height in range(first, last + 1):
-        header, txs = check_block(store, genesis, height, prev_hash, validators)
+        header, txs = check_stored_block(store, genesis, height, prev_hash, validators)
         prev_hash = header.hash()
         yield header, txs
 
 
-def check_block(store: ChainStore, genesis: Genesis, height: int, prev_hash: bytes | None,
-                validators: tuple[bytes, ...]) -> tuple[Header, tuple[bytes, ...]]:
+def check_stored_block(store: ChainStore, genesis: Genesis, height: int, prev_hash: bytes | None,
+                       validators: tuple[bytes, ...]) -> tuple[Header, tuple[bytes, ...]]:
     """Checks one block, and its link to `prev_hash` unless None."""
     header, txs = _load(store, height)
     if header.chain_id != genesis.chain_id:
@@ -138,8 +137,10 @@ def check_block(store: ChainStore, genesis: Genesis, height: int, prev_hash: byt
         raise Fault(height, "is not indexed under its hash")
     _check_certificate(store, height, block_hash, validators)
     hashes = [tx_hash_of(tx) for tx in txs]
-    if header.tx_count != len(hashes) or header.tx_root != merkle_root(hashes):
-        raise Fault(height, "has transactions that differ from its header's root")
+    try:
+        check_tx_root(header, hashes)
+    except BlockInvalid:
+        raise Fault(height, "has transactions that differ from its header's root") from None
     for index, tx_hash in enumerate(hashes):
         _check_entry(store, height, index, tx_hash)
     return header, txs

@@ -19,8 +19,8 @@ import trio
 
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import GET_TXS_HASHES_MAX, FoundTxs, GetTxs, encode
-from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid, verified_new_tx
-from node.chain.tx import Transaction, tx_hash_of
+from node.chain.proposal import BLOCK_TX_BYTES_MAX
+from node.chain.tx import Transaction, TxError, tx_hash_of, verified_tx
 
 log = logging.getLogger("alliance.fetch")
 
@@ -90,8 +90,8 @@ class TxFetcher:
         checked: list[Transaction | None] = []
         for raw in raws:
             try:
-                checked.append(verified_new_tx(raw, self.chain_id))
-            except BlockInvalid:
+                checked.append(verified_tx(raw, self.chain_id))
+            except TxError:
                 checked.append(None)
         return checked
 

@@ -18,7 +18,7 @@ from node.pipeline.driver import Driver, Wakeup
 from node.chain.ledger import Ledger
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
-from node.chain.proposal import BlockInvalid
+from node.chain.candidate import BlockInvalid
 from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")

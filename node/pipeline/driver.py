@@ -34,7 +34,8 @@ from consensus.events import (
 from consensus.messages import Signed
 from consensus.replica import Replica
 from consensus.safety import encode_safety
-from node.chain.proposal import BlockInvalid, proposal_body
+from node.chain.candidate import BlockInvalid
+from node.chain.proposal import proposal_body
 from node.chain.tx import Transaction
 from node.ops.metrics import Metrics
 from node.pipeline.commit import AlreadyStored, CommitPipeline, Committed, Deferred

@@ -10,7 +10,7 @@ import trio
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool, MempoolFull
-from node.chain.tx import TX_BYTES_MAX, Transaction, TxError, decode_tx
+from node.chain.tx import TX_BYTES_MAX, Transaction, TxError, decode_for_chain
 from node.txpool.txlog import TxLog, TxLogError
 from node.txpool.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 
@@ -71,11 +71,9 @@ class Admission:
         if self.mempool.full(from_peer):  # before any work: refused cheaply
             raise MempoolFull(f"mempool holds {len(self.mempool)} transactions")
         try:
-            tx = decode_tx(raw)
+            tx = decode_for_chain(raw, self.chain_id)
         except TxError as exc:
             raise Refused(INVALID, exc.reason, str(exc)) from None
-        if tx.chain_id != self.chain_id:
-            raise Refused(INVALID, "wrong_chain_id", f"chain id {tx.chain_id!r} is not {self.chain_id!r}")
         if self.seen(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
         if tx.sender not in self.authorised:

@@ -24,7 +24,8 @@ from node.cli.client_cmds import recorded_file
 from node.chain.execution import NO_SUCH_KEY
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.chain.proof import ProofInvalid, VerifiedProof, build_proof, verify_proof
+from node.api.lookup import build_proof
+from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore

@@ -15,7 +15,8 @@ from node.chain.genesis import Genesis, Member
 from node.chain.ledger import GenesisMismatch, Ledger
 from node.chain.merkle import merkle_root
 from node.chain.block_check import Proposed, check_block
-from node.chain.proposal import Candidate, BlockInvalid, build_block, parse_body
+from node.chain.candidate import BlockInvalid, Candidate
+from node.chain.proposal import build_block, parse_body
 from node.chain.tx import Transaction, decode_tx, sign_tx
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt

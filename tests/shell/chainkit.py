@@ -24,7 +24,8 @@ from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
 from node.txpool.mempool import Mempool
 from node.ops.metrics import Metrics
-from node.chain.proposal import Candidate, build_block
+from node.chain.candidate import Candidate
+from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore

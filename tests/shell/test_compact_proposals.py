@@ -22,7 +22,8 @@ from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
 from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
 from node.chain.block_check import Proposed, check_block
-from node.chain.proposal import BlockInvalid, Candidate, build_block, parse_body, proposal_body
+from node.chain.candidate import BlockInvalid, Candidate
+from node.chain.proposal import build_block, parse_body, proposal_body
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore

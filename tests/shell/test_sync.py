@@ -18,7 +18,8 @@ from node.p2p import sync
 from node.chain.block import decode_block
 from node.chain.block_check import check_synced_block
 from node.chain.ledger import Ledger
-from node.chain.proposal import BLOCK_TX_BYTES_MAX, BlockInvalid
+from node.chain.candidate import BlockInvalid
+from node.chain.proposal import BLOCK_TX_BYTES_MAX
 from node.p2p.sync import RESPONSE_BYTES_MAX, HeightAnnouncer, Syncer
 from node.p2p.transport import FRAME_BYTES_MAX
 from node.p2p.wire import BLOCKS, GET_BLOCKS, STATUS, Blocks, FrameError, GetBlocks, Message, Status, decode
