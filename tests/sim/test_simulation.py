@@ -24,12 +24,13 @@ import consensus.certificate
 import consensus.quorum
 import consensus.replica
 import consensus.safety_rules
+import node.chain.block
 import tests.sim.world
 from storage.chain import ChainStore
 from tests.sim.invariants import InvariantViolated
 from tests.sim.world import SCENARIOS, Simulation, run
 
-CI_SEEDS = 100  # per scenario
+CI_SEEDS = 50  # per scenario
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,10 +78,11 @@ def fingerprint(sim: Simulation) -> str:
     """Everything a run decided: the time it ended, its counters, and every node's chain."""
     digest = hashlib.sha256(repr((sim.now_ms, sorted(sim.stats.items()))).encode())
     for node in sim.nodes:
-        assert node.chain is not None
+        assert node.ledger is not None
+        store = node.ledger.store
         for height in range(1, node.height() + 1):
-            digest.update(node.chain.load_block(height) or b"")
-        digest.update(node.chain.load_safety() or b"")
+            digest.update(store.load_block(height) or b"")
+        digest.update(store.load_safety() or b"")
     return digest.hexdigest()
 
 
@@ -140,6 +142,7 @@ def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> N
     patch_consensus_quorum(monkeypatch, too_small)
     assert "without a quorum of valid seals" in first_failure("n4_twins", 20)
     monkeypatch.setattr(tests.sim.world, "quorum", too_small)  # certificates too: then the chains fork
+    monkeypatch.setattr(node.chain.block, "quorum", too_small)
     assert "fork at height" in first_failure("n4_twins", 20)
 
 
