@@ -6,6 +6,9 @@ Only honest validators are judged; the Byzantine twins are free to do anything.
 from __future__ import annotations
 
 from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
+from node.chain.block import Header
+from node.chain.execution import GENESIS_STATE_ROOT, Execution
+from node.chain.ledger import Ledger
 from tests.sim.keyring import Keyring
 
 
@@ -60,6 +63,14 @@ class Invariants:
         root = self.state_roots.setdefault(height, state_root)
         if root != state_root:
             raise InvariantViolated(f"node {node}'s state root at height {height} differs from another honest node's")
+
+    def check_state(self, node: int, header: Header, execution: Execution, ledger: Ledger) -> None:
+        """The state honest `node` wrote for a block is what the block's header commits to."""
+        prev_root = self.state_roots.get(header.height - 1, GENESIS_STATE_ROOT)
+        if execution.state_root(prev_root) != header.state_root:
+            raise InvariantViolated(f"node {node}'s execution of block {header.height} is not the state its header commits to")
+        if any(ledger.read_state(key) != value for key, value in execution.writes.items()):
+            raise InvariantViolated(f"node {node}'s store lacks the state block {header.height} wrote")
 
     def check_txs(self, node: int, height: int, tx_hashes: list[bytes]) -> None:
         """Every transaction in a block was submitted, and is in no other block."""

@@ -1,24 +1,33 @@
-"""A deterministic simulation of a validator network running the real consensus core.
+"""A deterministic simulation of a validator network running the node's real code.
 
 One seed drives everything (tigerbeetle's VOPR is the model): a `random.Random`
 picks every delay, loss, duplicate, partition, crash and block, and an event
 heap keyed by (virtual time in ms, sequence number) decides what happens next.
 Nothing reads a clock or depends on hash order, so a seed replays exactly.
 
-Each node is one `Replica` with its own `MemoryStore` under a `ChainStore`, and
-the simulator plays the node's shell: it carries out the replica's actions in
-order (PersistSafetyState is a synced write, CommitBlock a synced batch),
-answers BuildBlock and ValidateBlock after a short delay, runs one round timer
-per node, and catches a lagging node up from a random peer. A crash drops the
-replica and every unsynced write, possibly in the middle of one `handle()`
-output; a restart rebuilds the replica from what the store kept.
+Each node runs what a real node runs, over a `MemoryStore`: the consensus
+`Replica`, a `Ledger` from the chain's genesis, a `Mempool` and the sans-I/O
+`CommitPipeline`. The simulator plays only the Driver and the network: it
+carries out the replica's actions in the Driver's order (PersistSafetyState a
+synced write; BuildBlock -> `pipeline.build` -> BlockBuilt with the proposal
+body; ValidateBlock -> `pipeline.validate` -> BlockValidated; CommitBlock ->
+`pipeline.commit`, the ledger's one synced batch), answers missing-transaction
+fetches from peers' `held_tx`, and catches a lagging node up from a peer's
+stored blocks through `pipeline.apply_synced`. A client submits real signed
+kv and notary transactions (workload.py) to one node, which logs them durably,
+and gossip brings them to the others. A crash drops the node's memory and every
+unsynced write, possibly in the middle of one `handle()` output; a restart
+rebuilds replica, ledger, pool and pipeline from what the store kept.
 
 Byzantine validators are Diem's Twins: two nodes run honest code with one key,
 each linked to a different part of the honest network and each building its
-own blocks, which gives real equivocation without writing any attacker.
+own block (other transactions, another order), which gives real equivocation
+without writing any attacker. A Byzantine proposer may also send a block the
+real block check refuses (forgery.py), or forge a round change's certificate.
 
-Signatures are a keyed hash over the real signing bytes (see keyring.py), not
-Ed25519, so that hundreds of seeds fit in a CI run.
+Consensus signatures and commit seals are a keyed hash over the real signing
+bytes (keyring.py), given to the pipeline as its seal verifier, so that
+hundreds of seeds fit in a CI run; transactions are signed with Ed25519.
 """
 
 from __future__ import annotations
@@ -469,6 +478,7 @@ class Simulation:
         header = committed.candidate.block.header
         if node.honest:
             self.invariants.on_stored(node.id, header.height, header.hash(), header.state_root, committed.tx_hashes)
+            self.invariants.check_state(node.id, header, committed.candidate.execution, node.ledger)
         node.pipeline.settle(committed)
         for tx_hash in committed.tx_hashes:
             node.txlog.pop(tx_hash, None)  # the mempool log forgets what is committed
