@@ -18,7 +18,7 @@ import msgpack
 from consensus.messages import seal_bytes
 from consensus.quorum import quorum
 from node.chain.canonical import CodecError, pack, unpack
-from node.chain.crypto import verify
+from node.chain.crypto import Verify, verify
 
 BLOCK_VERSION = 2
 
@@ -142,9 +142,9 @@ class Sealed:
 
 
 def verify_certificate(
-    block_hash: bytes, certificate: Sequence[tuple[bytes, bytes]], validators: Sequence[bytes]
+    block_hash: bytes, certificate: Sequence[tuple[bytes, bytes]], validators: Sequence[bytes], check: Verify = verify
 ) -> Sealed:
-    """Checks every seal of `certificate` over `block_hash` against the validator set."""
+    """Checks every seal of `certificate` over `block_hash` against the validator set, each with `check`."""
     members, seen, sealed = set(validators), set(), set()
     faults: list[str] = []
     message = seal_bytes(block_hash)
@@ -157,7 +157,7 @@ def verify_certificate(
             if validator in sealed:
                 continue
         seen.add(validator)
-        if verify(validator, message, seal):
+        if check(validator, message, seal):
             sealed.add(validator)
         else:
             faults.append(f"signature {i} by {validator.hex()} does not verify")

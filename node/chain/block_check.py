@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from node.chain.block import Block, BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.chain.canonical import CodecError
+from node.chain.crypto import Verify, verify
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
 from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
@@ -41,10 +42,12 @@ class Proposed:
 
 @dataclass(frozen=True, slots=True)
 class Certified:
-    """A committed block from a peer, with the certificate a quorum of `validators` sealed."""
+    """A committed block from a peer, with the certificate a quorum of `validators` sealed
+    (each seal checked with `verify_seal`)."""
 
     certificate: Certificate
     validators: tuple[bytes, ...]
+    verify_seal: Verify = verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ def check_block(
 
 
 def check_synced_block(
-    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...]
+    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...], verify_seal: Verify = verify
 ) -> tuple[Candidate, Certificate] | None:
     """A committed block from a peer, checked against its certificate and re-executed.
 
@@ -98,7 +101,7 @@ def check_synced_block(
         raise BlockInvalid(f"undecodable block: {exc}") from None
     if block.header.height <= ledger.height:
         return None
-    return check_block(ledger, block.header, block.txs, Certified(certificate, validators)), certificate
+    return check_block(ledger, block.header, block.txs, Certified(certificate, validators, verify_seal)), certificate
 
 
 def _check_header(ledger: Ledger, header: Header, vouch: Vouch) -> bytes:
@@ -109,7 +112,7 @@ def _check_header(ledger: Ledger, header: Header, vouch: Vouch) -> bytes:
         if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
             raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
         block_hash = header.hash()
-        if not verify_certificate(block_hash, vouch.certificate, vouch.validators).quorate:
+        if not verify_certificate(block_hash, vouch.certificate, vouch.validators, vouch.verify_seal).quorate:
             raise BlockInvalid(f"block {header.height} has no valid commit certificate")
         return block_hash
     checks = [

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+
+# How a signature is checked: (public_key, data, signature) -> valid. `verify` below is the node's;
+# a simulation hands its own to whatever checks commit seals.
+Verify = Callable[[bytes, bytes, bytes], bool]
 
 
 @lru_cache(maxsize=4096)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from consensus.actions import CommitBlock, ValidateBlock
 from node.chain.block_check import Decided, Proposed, check_block, check_synced_block
+from node.chain.crypto import Verify, verify
 from node.chain.ledger import Ledger
 from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.proposal import build_block, missing_txs, parse_body
@@ -55,12 +56,15 @@ CommitOutcome = Committed | Deferred | AlreadyStored
 
 
 class CommitPipeline:
-    def __init__(self, ledger: Ledger, pool: Mempool, proposer: bytes, block_txs_max: int) -> None:
+    def __init__(
+        self, ledger: Ledger, pool: Mempool, proposer: bytes, block_txs_max: int, verify_seal: Verify = verify
+    ) -> None:
         self.ledger = ledger
         self.pool = pool
         self.proposer = proposer  # whose name the blocks built here carry
         self.block_txs_max = block_txs_max
         self.validators = tuple(m.pubkey for m in ledger.genesis.validators)
+        self.verify_seal = verify_seal  # how catch-up checks the seals of a block's commit certificate
         self._candidates: dict[bytes, Candidate] = {}  # built or validated here, not committed yet
         self._proposed_at: dict[bytes, float] = {}
         self._held_committed: deque[list[Transaction]] = deque(maxlen=HELD_COMMITTED_BLOCKS)
@@ -114,7 +118,7 @@ class CommitPipeline:
     def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> Committed | None:
         """Checks a block catch-up fetched against its certificate and writes it; None when the height is
         stored already. Raises BlockInvalid when the block is not this chain's next."""
-        checked = check_synced_block(self.ledger, raw_block, raw_certificate, self.validators)
+        checked = check_synced_block(self.ledger, raw_block, raw_certificate, self.validators, self.verify_seal)
         if checked is None:
             return None
         candidate, certificate = checked

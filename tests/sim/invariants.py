@@ -5,9 +5,10 @@ Only honest validators are judged; the Byzantine twins are free to do anything.
 
 from __future__ import annotations
 
-import hashlib
-
 from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
+from node.chain.block import Header
+from node.chain.execution import GENESIS_STATE_ROOT, Execution
+from node.chain.ledger import Ledger
 from tests.sim.keyring import Keyring
 
 
@@ -26,7 +27,10 @@ class Invariants:
         self.keyring = keyring
         self.quorum = quorum
         self.chain: dict[int, bytes] = {}  # height -> hash any honest replica stored there
-        self.bad_hashes: set[bytes] = set()  # hashes of blocks whose bytes do not match them
+        self.state_roots: dict[int, bytes] = {}  # height -> state root there
+        self.submitted: set[bytes] = set()  # hashes of the client's transactions
+        self.tx_height: dict[bytes, int] = {}  # committed tx hash -> its block's height
+        self.bad_hashes: set[bytes] = set()  # hashes of blocks the block check must refuse
         self._signed: dict[tuple[bytes, str, int, int], Signed] = {}
         self._stored_height: dict[int, int] = {}  # node id -> highest stored height seen
 
@@ -40,23 +44,44 @@ class Invariants:
         if first != signed:
             raise InvariantViolated(f"node {node} signed two conflicting messages:\n  {first}\n  {signed}")
         if isinstance(m, (Proposal, Prepare, Commit)) and m.block_hash in self.bad_hashes:
-            raise InvariantViolated(f"node {node} signed a block whose bytes do not match its hash: {m}")
+            raise InvariantViolated(f"node {node} signed a block the block check refuses: {m}")
 
-    # ---- safety: one chain, never shrinking ------------------------------------------
+    # ---- safety: one chain, one state, never shrinking -------------------------------
 
-    def on_stored(self, node: int, height: int, block: bytes, block_hash: bytes) -> None:
+    def on_stored(self, node: int, height: int, block_hash: bytes, state_root: bytes, tx_hashes: list[bytes]) -> None:
         """Honest `node` made block `height` durable (by commit or by catch-up)."""
-        self.check_block(node, height, block, block_hash)
+        self.check_block(node, height, block_hash, state_root)
+        self.check_txs(node, height, tx_hashes)
         self.on_height(node, height)
 
-    def check_block(self, node: int, height: int, block: bytes, block_hash: bytes) -> None:
-        """Block `height` of honest `node` matches its hash and every other honest node's block there."""
-        if hashlib.sha256(block).digest() != block_hash:
-            raise InvariantViolated(f"node {node} stored block {height} whose bytes do not match its hash")
+    def check_block(self, node: int, height: int, block_hash: bytes, state_root: bytes) -> None:
+        """Block `height` of honest `node` is every other honest node's block there, with the same state."""
         agreed = self.chain.setdefault(height, block_hash)
         if agreed != block_hash:
             raise InvariantViolated(f"fork at height {height}: node {node} stored {block_hash.hex()[:16]}, "
                                     f"another honest node {agreed.hex()[:16]}")
+        root = self.state_roots.setdefault(height, state_root)
+        if root != state_root:
+            raise InvariantViolated(f"node {node}'s state root at height {height} differs from another honest node's")
+
+    def check_state(self, node: int, header: Header, execution: Execution, ledger: Ledger) -> None:
+        """The state honest `node` wrote for a block is what the block's header commits to."""
+        prev_root = self.state_roots.get(header.height - 1, GENESIS_STATE_ROOT)
+        if execution.state_root(prev_root) != header.state_root:
+            raise InvariantViolated(f"node {node}'s execution of block {header.height} is not the state its header commits to")
+        if any(ledger.read_state(key) != value for key, value in execution.writes.items()):
+            raise InvariantViolated(f"node {node}'s store lacks the state block {header.height} wrote")
+
+    def check_txs(self, node: int, height: int, tx_hashes: list[bytes]) -> None:
+        """Every transaction in a block was submitted, and is in no other block."""
+        if len(set(tx_hashes)) != len(tx_hashes):
+            raise InvariantViolated(f"node {node}'s block {height} holds a transaction twice")
+        for tx_hash in tx_hashes:
+            if tx_hash not in self.submitted:
+                raise InvariantViolated(f"node {node}'s block {height} holds tx {tx_hash.hex()[:16]} nobody submitted")
+            first = self.tx_height.setdefault(tx_hash, height)
+            if first != height:
+                raise InvariantViolated(f"tx {tx_hash.hex()[:16]} committed at heights {first} and {height}")
 
     def on_height(self, node: int, height: int) -> None:
         """Honest `node`'s durable chain is `height` long (after a store or a restart)."""

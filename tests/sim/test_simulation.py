@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,12 +25,16 @@ import consensus.certificate
 import consensus.quorum
 import consensus.replica
 import consensus.safety_rules
+import node.chain.block
+import node.chain.execution
+import node.chain.ledger
+import node.chain.proposal
 import tests.sim.world
 from storage.chain import ChainStore
 from tests.sim.invariants import InvariantViolated
 from tests.sim.world import SCENARIOS, Simulation, run
 
-CI_SEEDS = 100  # per scenario
+CI_SEEDS = 60  # per scenario (the sweep below runs more)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,10 +82,11 @@ def fingerprint(sim: Simulation) -> str:
     """Everything a run decided: the time it ended, its counters, and every node's chain."""
     digest = hashlib.sha256(repr((sim.now_ms, sorted(sim.stats.items()))).encode())
     for node in sim.nodes:
-        assert node.chain is not None
+        assert node.ledger is not None
+        store = node.ledger.store
         for height in range(1, node.height() + 1):
-            digest.update(node.chain.load_block(height) or b"")
-        digest.update(node.chain.load_safety() or b"")
+            digest.update(store.load_block(height) or b"")
+        digest.update(store.load_safety() or b"")
     return digest.hexdigest()
 
 
@@ -140,7 +146,28 @@ def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> N
     patch_consensus_quorum(monkeypatch, too_small)
     assert "without a quorum of valid seals" in first_failure("n4_twins", 20)
     monkeypatch.setattr(tests.sim.world, "quorum", too_small)  # certificates too: then the chains fork
+    monkeypatch.setattr(node.chain.block, "quorum", too_small)
     assert "fork at height" in first_failure("n4_twins", 20)
+
+
+def test_it_catches_a_block_check_that_trusts_the_state_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real block check runs under the seeds: without its contents check, honest nodes
+    prepare a Byzantine block whose state root its transactions do not produce."""
+    monkeypatch.setattr(node.chain.proposal.Contents, "check", lambda self, header: None)
+    assert "signed a block the block check refuses" in first_failure("n4_bad_blocks", 20)
+
+
+def test_it_catches_a_commit_that_skips_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger that stores a block without the state it writes keeps one chain but not one state."""
+    original = node.chain.ledger.Ledger.commit
+
+    def stateless(self: node.chain.ledger.Ledger, block: Any, txs: Any, execution: Any, certificate: Any) -> None:
+        if block.header.height == 3:
+            execution = node.chain.execution.Execution(execution.receipts)  # as if the block changed nothing
+        original(self, block, txs, execution, certificate)
+
+    monkeypatch.setattr(node.chain.ledger.Ledger, "commit", stateless)
+    assert "state" in first_failure("n4_faults", 20)
 
 
 def test_a_failure_names_its_seed_and_the_command_to_run_it_again(monkeypatch: pytest.MonkeyPatch) -> None:

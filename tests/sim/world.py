@@ -1,37 +1,43 @@
-"""A deterministic simulation of a validator network running the real consensus core.
+"""A deterministic simulation of a validator network running the node's real code.
 
 One seed drives everything (tigerbeetle's VOPR is the model): a `random.Random`
 picks every delay, loss, duplicate, partition, crash and block, and an event
 heap keyed by (virtual time in ms, sequence number) decides what happens next.
 Nothing reads a clock or depends on hash order, so a seed replays exactly.
 
-Each node is one `Replica` with its own `MemoryStore` under a `ChainStore`, and
-the simulator plays the node's shell: it carries out the replica's actions in
-order (PersistSafetyState is a synced write, CommitBlock a synced batch),
-answers BuildBlock and ValidateBlock after a short delay, runs one round timer
-per node, and catches a lagging node up from a random peer. A crash drops the
-replica and every unsynced write, possibly in the middle of one `handle()`
-output; a restart rebuilds the replica from what the store kept.
+Each node runs what a real node runs, over a `MemoryStore`: the consensus
+`Replica`, a `Ledger` from the chain's genesis, a `Mempool` and the sans-I/O
+`CommitPipeline`. The simulator plays only the Driver and the network: it
+carries out the replica's actions in the Driver's order (PersistSafetyState a
+synced write; BuildBlock -> `pipeline.build` -> BlockBuilt with the proposal
+body; ValidateBlock -> `pipeline.validate` -> BlockValidated; CommitBlock ->
+`pipeline.commit`, the ledger's one synced batch), answers missing-transaction
+fetches from peers' `held_tx`, and catches a lagging node up from a peer's
+stored blocks through `pipeline.apply_synced`. A client submits real signed
+kv and notary transactions (workload.py) to one node, which logs them durably,
+and gossip brings them to the others. A crash drops the node's memory and every
+unsynced write, possibly in the middle of one `handle()` output; a restart
+rebuilds replica, ledger, pool and pipeline from what the store kept.
 
 Byzantine validators are Diem's Twins: two nodes run honest code with one key,
 each linked to a different part of the honest network and each building its
-own blocks, which gives real equivocation without writing any attacker.
+own block (other transactions, another order), which gives real equivocation
+without writing any attacker. A Byzantine proposer may also send a block the
+real block check refuses (forgery.py), or forge a round change's certificate.
 
-Signatures are a keyed hash over the real signing bytes (see keyring.py), not
-Ed25519, so that hundreds of seeds fit in a CI run.
+Consensus signatures and commit seals are a keyed hash over the real signing
+bytes (keyring.py), given to the pipeline as its seal verifier, so that
+hundreds of seeds fit in a CI run; transactions are signed with Ed25519.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import random
-from collections import Counter
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
-
-import msgpack
 
 from consensus.actions import (
     Action,
@@ -44,47 +50,32 @@ from consensus.actions import (
     SendTo,
     ValidateBlock,
 )
+from consensus.config import ReplicaConfig
 from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.messages import RoundChange, Signed, decode_signed, encode_signed, sign
 from consensus.quorum import fault_tolerance, quorum
-from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from consensus.safety import decode_safety, encode_safety
-from storage.chain import BlockWrite, ChainStore
-from storage.memory import MemoryStore
-from tests.sim.invariants import Invariants, InvariantViolated, certificate_ok
+from node.chain.block import decode_block, verify_certificate
+from node.chain.ledger import Ledger
+from node.chain.proposal import BlockInvalid, Candidate, proposal_body
+from node.chain.tx import Transaction, tx_hash_of
+from node.pipeline.commit import AlreadyStored, CommitPipeline, Committed, Deferred, Fetched
+from node.txpool.mempool import Mempool
+from storage.chain import ChainStore
+from tests.sim.forgery import bad_block
+from tests.sim.invariants import Invariants, InvariantViolated
 from tests.sim.keyring import Keyring
+from tests.sim.process import Node
 from tests.sim.scenario import SCENARIOS, Faults, Network, Scenario
+from tests.sim.workload import CHAIN_ID, client_txs, genesis
 
 __all__ = ["SCENARIOS", "Scenario", "Simulation", "run"]
 
-CHAIN_ID = "sim-chain"
-
-
-@dataclass
-class Node:
-    """One process: a replica (None while crashed) over a store that survives crashes."""
-
-    id: int
-    validator: int
-    honest: bool
-    store: MemoryStore = field(default_factory=MemoryStore)
-    replica: Replica | None = None
-    chain: ChainStore | None = None
-    incarnation: int = 0  # bumped by every crash; stale timers and answers are dropped
-    timer: int = 0  # the current round timer; a new ScheduleTimeout replaces it
-    syncing: int = 0  # nonzero while a catch-up request is out
-    crash_mid_output: bool = False
-    links: frozenset[int] | None = None  # for twins: the only honest nodes it talks to
-    dropped: Counter[str] = field(default_factory=Counter)  # what earlier incarnations dropped
-
-    @property
-    def up(self) -> bool:
-        return self.replica is not None
-
-    def height(self) -> int:
-        assert self.chain is not None
-        return self.chain.height()
+MEMPOOL_TXS_MAX = 200
+BLOCK_TXS_MAX = 16
+BY_HASH = 0.3  # chance a proposal carries a transaction by its hash (the proposer expects gossip brought it)
+CLIENT_GAP_MS = (150, 450)  # between two client submissions
 
 
 class Simulation:
@@ -105,7 +96,9 @@ class Simulation:
         self.f = fault_tolerance(scenario.validators)
         self.quorum = quorum(scenario.validators)
         assert scenario.byzantine <= self.f, "more Byzantine validators than the network tolerates"
+        self.genesis = genesis(self.keyring.public_keys)
         self.invariants = Invariants(self.keyring, self.quorum)
+        self._next_tx = 0
         self.nodes = self._make_nodes()
         self.faults = Faults.draw(self.rng, scenario, len(self.nodes))
         self.net = replace(self.faults.network)
@@ -170,6 +163,7 @@ class Simulation:
         self._split_twins()
         for node in self.nodes:
             self._boot(node)
+        self.after(0, self._client_tick)
         fault_end_ms = self.rng.randint(*self.scenario.fault_phase_ms)
         self.after(0, self._fault_tick, fault_end_ms)
         self.run_until(fault_end_ms)
@@ -209,11 +203,17 @@ class Simulation:
     def _check_chains(self) -> None:
         """Every honest store holds a prefix of one chain, re-read from the stores themselves."""
         for node in self.honest:
-            assert node.chain is not None
+            assert node.ledger is not None
+            store = node.ledger.store
             for height in range(1, node.height() + 1):
-                block = node.chain.load_block(height)
-                assert block is not None
-                self.invariants.check_block(node.id, height, block, hashlib.sha256(block).digest())
+                raw, cert = store.load_block(height), node.ledger.certificate(height)
+                assert raw is not None and cert is not None
+                block = decode_block(raw)
+                header = block.header
+                if not verify_certificate(header.hash(), cert, self.keyring.public_keys, self.keyring.verify).quorate:
+                    raise InvariantViolated(f"node {node.id} stored block {height} without a quorate certificate")
+                self.invariants.check_block(node.id, height, header.hash(), header.state_root)
+                self.invariants.check_txs(node.id, height, [tx_hash_of(tx) for tx in block.txs])
 
     # ---- faults -----------------------------------------------------------------------
 
@@ -252,13 +252,7 @@ class Simulation:
 
     def _crash(self, node: Node) -> None:
         self.stats["crashes"] += 1
-        assert node.replica is not None
-        node.dropped.update(node.replica.dropped)
-        node.replica = node.chain = None
-        node.incarnation += 1
-        node.crash_mid_output = False
-        node.syncing = 0
-        node.store.crash()
+        node.lose_memory()
         self.after(self.rng.randint(300, 8000), self._restart, node, node.incarnation)
 
     def _restart(self, node: Node, incarnation: int) -> None:
@@ -275,15 +269,20 @@ class Simulation:
     # ---- a node's life ----------------------------------------------------------------
 
     def _boot(self, node: Node) -> None:
-        """Starts or restarts `node` from what its store holds."""
-        node.chain = ChainStore(node.store)
+        """Starts or restarts `node` from what its store holds, as the node's composition root does."""
+        node.ledger = Ledger(ChainStore(node.store), self.genesis)
+        me = self.keyring.public_keys[node.validator]
+        node.pipeline = CommitPipeline(node.ledger, Mempool(MEMPOOL_TXS_MAX), me, BLOCK_TXS_MAX, self.keyring.verify)
         if node.honest:
             self.invariants.on_height(node.id, node.height())
-        saved = node.chain.load_safety()
+        for tx in node.txlog.values():  # the mempool log brings back what clients submitted here
+            node.pipeline.pool.add(tx)
+        saved = node.ledger.store.load_safety()
         safety = decode_safety(saved) if saved is not None else None
         node.replica = Replica(self.config, self.keyring.keys[node.validator], node.height() + 1, safety)
         self._perform(node, node.replica.start())
-        self._feed_later(node, 0, TransactionsPending())
+        if len(node.pipeline.pool):
+            self._feed_later(node, 0, TransactionsPending())
 
     def _feed_later(self, node: Node, delay_ms: int, event: Event) -> None:
         self.after(delay_ms, self._feed, node, node.incarnation, event)
@@ -297,23 +296,34 @@ class Simulation:
             self._feed(node, incarnation, event)
 
     def _perform(self, node: Node, actions: list[Action]) -> None:
-        """Carries out `actions` in order, as the node's driver does; a crash may cut them short."""
-        cut = len(actions)
-        if node.crash_mid_output and len(actions) >= 2:
-            cut = self.rng.randrange(1, len(actions))
-            self.stats["crashes_mid_output"] = self.stats.get("crashes_mid_output", 0) + 1
-        for action in actions[:cut]:
-            self._carry_out(node, action)
-        if cut < len(actions):
-            self._crash(node)
-        elif node.replica is not None and node.replica.height != node.height() + 1:
-            raise InvariantViolated(f"node {node.id}'s replica is at height {node.replica.height} "
-                                    f"with {node.height()} blocks stored")
+        """Carries out `actions` in order, each follow-up event's actions after them, as the Driver
+        does; a crash may cut them short."""
+        queue = deque(actions)
+        cut = self.rng.randrange(1, len(actions)) if node.crash_mid_output and len(actions) >= 2 else -1
+        done = 0
+        while queue and node.replica is not None:
+            if done == cut:
+                self.stats["crashes_mid_output"] = self.stats.get("crashes_mid_output", 0) + 1
+                self._crash(node)
+                return
+            follow_up = self._carry_out(node, queue.popleft())
+            done += 1
+            if follow_up is not None and node.replica is not None:
+                queue.extend(node.replica.handle(follow_up))
+        self._check_heights(node)
 
-    def _carry_out(self, node: Node, action: Action) -> None:
-        assert node.chain is not None
+    def _check_heights(self, node: Node) -> None:
+        """The replica works on the height after the ledger's, unless a commit waits for catch-up."""
+        if node.replica is None:
+            return
+        replica, stored = node.replica.height, node.height()
+        if replica != stored + 1 and not (node.deferred > stored and replica > stored):
+            raise InvariantViolated(f"node {node.id}'s replica is at height {replica} with {stored} blocks stored")
+
+    def _carry_out(self, node: Node, action: Action) -> Event | None:
+        assert node.ledger is not None
         if isinstance(action, PersistSafetyState):
-            node.chain.save_safety(encode_safety(action.state))
+            node.ledger.store.save_safety(encode_safety(action.state))
         elif isinstance(action, Broadcast):
             self._broadcast(node, action.signed)
         elif isinstance(action, SendTo):
@@ -323,62 +333,157 @@ class Simulation:
             event = TimeoutFired(action.height, action.round)
             self.after(action.delay_ms, self._fire_timer, node, node.incarnation, node.timer, event)
         elif isinstance(action, BuildBlock):
-            self._build(node, action)
+            node.build_wanted = (action.height, action.round)
+            self.after(self.rng.randint(*self.scenario.build_delay_ms), self._try_build, node, node.incarnation)
         elif isinstance(action, ValidateBlock):
-            self._validate(node, action)
+            return self._validate(node, action)
         elif isinstance(action, CommitBlock):
-            self._commit(node, action)
+            return self._commit(node, action)
         elif isinstance(action, RequestSync):
             self._request_sync(node)
+        return None
+
+    # ---- transactions -----------------------------------------------------------------
+
+    def _client_tick(self) -> None:
+        """The client submits its next transaction to an honest node that is up, which logs it durably;
+        gossip brings it to each other node, or loses it."""
+        txs, up = client_txs(), [node for node in self.honest if node.up]
+        if self._next_tx < len(txs) and up:
+            tx = txs[self._next_tx]
+            self._next_tx += 1
+            self.invariants.submitted.add(tx.hash)
+            entry = self.rng.choice(up)
+            if self._admit(entry, entry.incarnation, tx):
+                entry.txlog[tx.hash] = tx
+            for node in self.nodes:
+                if node is not entry and not self._lost():
+                    self.after(self._hop_ms(), self._admit, node, node.incarnation, tx)
+        self.after(self.rng.randint(*CLIENT_GAP_MS), self._client_tick)
+
+    def _admit(self, node: Node, incarnation: int, tx: Transaction) -> bool:
+        """What admission does with a verified transaction: into the pool unless held, committed or full."""
+        pipeline = node.pipeline
+        if node.incarnation != incarnation or pipeline is None or node.ledger is None:
+            return False
+        pool = pipeline.pool
+        if tx.hash in pool or node.ledger.has_tx(tx.hash) or pool.full():
+            return False
+        pool.add(tx)
+        if node.build_wanted is not None:
+            self.after(0, self._try_build, node, incarnation)
+        if len(pool) == 1:
+            self._feed(node, incarnation, TransactionsPending())
+        return True
+
+    def _fetch(self, node: Node, tx_hashes: list[bytes]) -> dict[bytes, Transaction]:
+        """What a fetch brings: the transactions linked peers hold, each peer's answer possibly lost."""
+        self.stats["fetches"] = self.stats.get("fetches", 0) + 1
+        fetched: dict[bytes, Transaction] = {}
+        for peer in self.nodes:
+            if peer.pipeline is None or peer is node or not self.linked(node, peer) or self._lost():
+                continue
+            for tx_hash in tx_hashes:
+                tx = peer.pipeline.held_tx(tx_hash)
+                if tx is not None:
+                    fetched[tx_hash] = tx
+        return fetched
 
     # ---- blocks -----------------------------------------------------------------------
 
-    def _build(self, node: Node, action: BuildBlock) -> None:
-        nonce = self.rng.getrandbits(32)
-        block = b"block:%d:%d:%d:%d" % (action.height, action.round, node.validator, nonce)
-        block_hash = hashlib.sha256(block).digest()
+    def _try_build(self, node: Node, incarnation: int) -> None:
+        """Builds the block asked for once the pool has transactions, as the Driver's build loop does."""
+        pipeline = node.pipeline
+        if node.incarnation != incarnation or pipeline is None or node.build_wanted is None or not len(pipeline.pool):
+            return
+        (height, round_), node.build_wanted = node.build_wanted, None
+        txs = pipeline.block_txs()
+        if not node.honest:  # a twin builds its own block: other transactions, in another order
+            txs = self.rng.sample(txs, self.rng.randint(1, len(txs)))
+        candidate = pipeline.build(height, txs, self.now_ms)
+        if candidate is None:
+            return
+        pipeline.remember(candidate, self.now_ms / 1000)
+        body = proposal_body(candidate, lambda tx_hash: self.rng.random() >= BY_HASH)
+        block_hash = candidate.block_hash
         if not node.honest and self.rng.random() < self.scenario.bad_blocks:
-            block_hash = self._forged_hash(node, action, block)
+            body, block_hash = self._bad_block(node, height, round_, candidate)
         else:
-            self._built.setdefault((node.validator, action.height, action.round), block_hash)
-        built = BlockBuilt(action.height, action.round, block, block_hash)
-        self._feed_later(node, self.rng.randint(*self.scenario.build_delay_ms), built)
+            self._built.setdefault((node.validator, height, round_), block_hash)
+        self._feed(node, incarnation, BlockBuilt(height, round_, body, block_hash))
 
-    def _forged_hash(self, node: Node, action: BuildBlock, block: bytes) -> bytes:
-        """A hash the block's bytes do not match: its twin's block's hash if it built one."""
-        twin_hash = self._built.get((node.validator, action.height, action.round))
+    def _bad_block(self, node: Node, height: int, round_: int, candidate: Candidate) -> tuple[bytes, bytes]:
+        """Its twin's hash over this block's bytes if it built one, else a block the check refuses."""
+        twin_hash = self._built.get((node.validator, height, round_))
+        body = proposal_body(candidate, lambda tx_hash: True)
         if twin_hash is not None:
-            return twin_hash  # half the network gets the block, the other half other bytes under its hash
-        forged = hashlib.sha256(block + b":forged").digest()
-        self.invariants.bad_hashes.add(forged)
-        return forged
+            return body, twin_hash  # half the network gets the block, the other half other bytes under its hash
+        body, block_hash = bad_block(self.rng, candidate)
+        self.invariants.bad_hashes.add(block_hash)
+        return body, block_hash
 
-    def _validate(self, node: Node, action: ValidateBlock) -> None:
-        valid = block_ok(action.height, action.block, action.block_hash)
-        if valid and node.honest and self.rng.random() < self.scenario.flaky_validation:
-            valid = False  # e.g. a transaction this node has not seen yet
-        verdict = BlockValidated(action.height, action.round, action.block_hash, valid)
-        self._feed_later(node, self.rng.randint(0, 30), verdict)
+    def _validate(self, node: Node, action: ValidateBlock) -> BlockValidated | None:
+        assert node.pipeline is not None
+        node.pipeline.proposed(action.block_hash, self.now_ms / 1000)
+        missing = node.pipeline.missing_txs(action.block)
+        if not missing:
+            return self._verdict(node, action, {})
+        fetched = self._fetch(node, missing)  # the answer comes back a hop later
+        self.after(2 * self._hop_ms(), self._validate_fetched, node, node.incarnation, action, fetched)
+        return None
 
-    def _commit(self, node: Node, action: CommitBlock) -> None:
+    def _validate_fetched(self, node: Node, incarnation: int, action: ValidateBlock, fetched: Fetched) -> None:
+        if node.replica is not None and node.incarnation == incarnation:
+            self._perform(node, node.replica.handle(self._verdict(node, action, fetched)))
+
+    def _verdict(self, node: Node, action: ValidateBlock, fetched: Fetched) -> BlockValidated:
+        """The real block check, then (rarely, for honest nodes) a wrong refusal."""
+        assert node.pipeline is not None and node.replica is not None
+        proposers = frozenset(node.replica.proposer(action.height, r) for r in range(action.round + 1))
+        try:
+            candidate = node.pipeline.validate(action, proposers, fetched, self.now_ms)
+        except BlockInvalid:
+            self.stats["blocks_invalid"] = self.stats.get("blocks_invalid", 0) + 1
+            return BlockValidated(action.height, action.round, action.block_hash, False)
+        if node.honest and self.rng.random() < self.scenario.flaky_validation:
+            return BlockValidated(action.height, action.round, action.block_hash, False)
+        node.pipeline.validated(candidate, self.now_ms / 1000)
+        return BlockValidated(action.height, action.round, action.block_hash, True)
+
+    def _commit(self, node: Node, action: CommitBlock) -> Event | None:
+        pipeline = node.pipeline
+        assert pipeline is not None
         if node.honest:
             self.invariants.on_commit_certificate(node.id, action.height, action.block_hash, list(action.certificate))
-        stored = node.height()
-        if action.height <= stored:  # catch-up stored it first
-            if node.honest and self.invariants.chain.get(action.height) != action.block_hash:
+        if action.height > node.height() + 1:  # an earlier decided block waits for catch-up: so does this one
+            return None
+        missing = pipeline.missing_for_commit(action)
+        outcome = pipeline.commit(action, self._fetch(node, missing) if missing else {})
+        if isinstance(outcome, AlreadyStored):
+            if outcome.forked and node.honest:
                 raise InvariantViolated(f"node {node.id} committed a block other than the one it stored at {action.height}")
-            return
-        if action.height != stored + 1:
-            raise InvariantViolated(f"node {node.id} committed height {action.height} with only {stored} stored")
-        self._store(node, action.height, action.block, action.block_hash, action.certificate)
-        self._feed_later(node, 0, TransactionsPending())
+            return None
+        if isinstance(outcome, Deferred):
+            self.stats["commits_deferred"] = self.stats.get("commits_deferred", 0) + 1
+            node.deferred = action.height
+            self._request_sync(node)
+            return None
+        if node.honest and outcome.candidate.block_hash != action.block_hash:
+            raise InvariantViolated(f"node {node.id} stored other bytes than consensus decided at {action.height}")
+        self._committed(node, outcome)
+        return TransactionsPending() if len(pipeline.pool) else None
 
-    def _store(self, node: Node, height: int, block: bytes, block_hash: bytes, certificate: Any) -> None:
-        assert node.chain is not None
-        cert = msgpack.packb([list(pair) for pair in certificate], use_bin_type=True)
-        node.chain.write_block(BlockWrite(height, block_hash, block, cert, [], {}))
+    def _committed(self, node: Node, committed: Committed) -> None:
+        assert node.pipeline is not None
+        header = committed.candidate.block.header
         if node.honest:
-            self.invariants.on_stored(node.id, height, block, block_hash)
+            self.invariants.on_stored(node.id, header.height, header.hash(), header.state_root, committed.tx_hashes)
+            self.invariants.check_state(node.id, header, committed.candidate.execution, node.ledger)
+        node.pipeline.settle(committed)
+        for tx_hash in committed.tx_hashes:
+            node.txlog.pop(tx_hash, None)  # the mempool log forgets what is committed
+        if node.build_wanted is not None:
+            self.after(0, self._try_build, node, node.incarnation)
 
     # ---- the network ------------------------------------------------------------------
 
@@ -458,45 +563,43 @@ class Simulation:
             node.syncing = 0
 
     def _serve_sync(self, peer: Node, node: Node, incarnation: int, first: int) -> None:
-        if peer.chain is None or not self.linked(peer, node) or self._lost():
+        """What a peer's sync server sends: stored blocks with their certificates, as they are on disk."""
+        if peer.ledger is None or not self.linked(peer, node) or self._lost():
             return
-        blocks = []
+        store, blocks = peer.ledger.store, []
         for height in range(first, min(peer.height(), first + 63) + 1):
-            block, cert = peer.chain.load_block(height), peer.chain.load_certificate(height)
+            block, cert = store.load_block(height), store.load_certificate(height)
             assert block is not None and cert is not None
-            blocks.append((height, block, cert))
+            blocks.append((block, cert))
         self.after(self._hop_ms(), self._receive_sync, node, incarnation, blocks)
 
     def _lost(self) -> bool:
         return bool(self.net.loss) and self.rng.random() < self.net.loss
 
-    def _receive_sync(self, node: Node, incarnation: int, blocks: list[tuple[int, bytes, bytes]]) -> None:
+    def _receive_sync(self, node: Node, incarnation: int, blocks: list[tuple[bytes, bytes]]) -> None:
+        """Applies each block through the pipeline (certificate and execution checked), then tells the replica."""
         if node.incarnation != incarnation or node.replica is None:
             return
         node.syncing = 0
-        stored = node.height()
-        for height, block, cert in blocks:
-            if height != node.height() + 1:
-                continue
-            block_hash = hashlib.sha256(block).digest()
-            certificate = [(bytes(v), bytes(s)) for v, s in msgpack.unpackb(cert)]
-            if not certificate_ok(self.keyring, self.quorum, block_hash, certificate):
+        for block, cert in blocks:
+            if node.pipeline is None or node.replica is None:
+                return  # crashed while telling the replica
+            try:
+                committed = node.pipeline.apply_synced(block, cert)
+            except BlockInvalid:
                 self.stats["bad_blocks_served"] = self.stats.get("bad_blocks_served", 0) + 1
                 break  # e.g. a twin that committed its own forged bytes: keep what checked out
-            self._store(node, height, block, block_hash, certificate)
-        if node.height() > stored:
-            self._perform(node, node.replica.handle(BlockSynced(node.height())))
-            self._feed_later(node, 0, TransactionsPending())
+            if committed is None:
+                continue  # consensus stored that height meanwhile
+            self._committed(node, committed)
+            self._perform(node, node.replica.handle(BlockSynced(committed.candidate.block.header.height)))
+        if node.pipeline is not None and len(node.pipeline.pool):
+            self._feed(node, incarnation, TransactionsPending())
 
 
 UNEXPECTED_DROPS = (
     "non_member", "bad_signature", "bad_seal", "unjustified_proposal", "invalid_round_change", "sender_over_limit"
 )
-
-
-def block_ok(height: int, block: bytes, block_hash: bytes) -> bool:
-    """What ValidateBlock checks here: the bytes match the hash and belong to this height."""
-    return hashlib.sha256(block).digest() == block_hash and block.startswith(b"block:%d:" % height)
 
 
 def run(scenario: Scenario, seed: int) -> Simulation:
