@@ -106,15 +106,20 @@ def check_synced_block(
 
 def _check_header(ledger: Ledger, header: Header, vouch: Vouch) -> bytes:
     """The block's hash, once the header is one `vouch` allows as the ledger's next."""
+    if isinstance(vouch, Proposed):
+        return _check_proposed_header(ledger, header, vouch)
+    if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
+        raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
+    block_hash = header.hash()
     if isinstance(vouch, Decided):
-        return vouch.block_hash
-    if isinstance(vouch, Certified):
-        if header.height != ledger.height + 1 or header.prev_hash != ledger.last_hash:
-            raise BlockInvalid(f"block {header.height} does not extend our chain at {ledger.height}")
-        block_hash = header.hash()
-        if not verify_certificate(block_hash, vouch.certificate, vouch.validators, vouch.verify_seal).quorate:
-            raise BlockInvalid(f"block {header.height} has no valid commit certificate")
-        return block_hash
+        if block_hash != vouch.block_hash:  # the bytes held under that hash: a faulty proposer's other block
+            raise BlockInvalid("block hash does not match the header")
+    elif not verify_certificate(block_hash, vouch.certificate, vouch.validators, vouch.verify_seal).quorate:
+        raise BlockInvalid(f"block {header.height} has no valid commit certificate")
+    return block_hash
+
+
+def _check_proposed_header(ledger: Ledger, header: Header, vouch: Proposed) -> bytes:
     checks = [
         (header.hash() == vouch.block_hash, "block hash does not match the header"),
         (header.chain_id == ledger.genesis.chain_id, "wrong chain id"),

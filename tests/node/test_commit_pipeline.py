@@ -112,6 +112,22 @@ def test_a_block_committed_without_validation_is_executed_from_held_and_fetched_
     assert pipeline.ledger.block(1) == candidate.block and len(pipeline.pool) == 0
 
 
+def test_a_decided_block_that_is_not_the_next_or_not_its_hash_is_deferred_to_catch_up(c: Consortium) -> None:
+    source = c.ledger()
+    first = build(c, source, [c.tx("d1")])
+    source.commit(first.block, first.txs, first.execution, c.seal(first.block_hash))
+    second = build(c, source, [c.tx("d2")])
+    pipeline = _pipeline(c, 2)
+    ahead = pipeline.commit(_commit_action(c, second), {})  # height 2 on a ledger at 0
+    assert isinstance(ahead, Deferred) and "does not extend our chain" in ahead.reason
+    other = build(c, c.ledger(), [c.tx("d3")])  # a faulty proposer's other block, under the decided hash
+    swapped = CommitBlock(1, other.block.encode(), first.block_hash, c.seal(first.block_hash))
+    deferred = pipeline.commit(swapped, {})
+    assert isinstance(deferred, Deferred) and "hash does not match" in deferred.reason
+    assert pipeline.ledger.height == 0
+    assert isinstance(pipeline.commit(_commit_action(c, first), {}), Committed)
+
+
 def test_a_synced_block_is_checked_against_its_certificate_and_committed(c: Consortium) -> None:
     source = c.ledger()
     grow(c, source, 2)
