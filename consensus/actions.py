@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from consensus.messages import Signed
-from consensus.safety import SafetyState
+from consensus.safety_state import SafetyState
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,16 @@ from collections import Counter
 from consensus.actions import (
     Action, Broadcast, BuildBlock, CommitBlock, PersistSafetyState, RequestSync, ScheduleTimeout, ValidateBlock,
 )
-from consensus.certificate import Certificates, carried_block, highest_prepared
+from consensus.justification import Certificates, carried_block, highest_prepared
 from consensus.config import ReplicaConfig
 from consensus.events import (
     BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending,
 )
-from consensus.future import FutureMessages
+from consensus.future_messages import FutureMessages
 from consensus.messages import Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed
 from consensus.quorum import fault_tolerance, quorum
 from consensus.round_state import Rounds, RoundState
-from consensus.safety import SafetyState
+from consensus.safety_state import SafetyState
 from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
 
 
@@ -67,9 +67,9 @@ class Replica:
         rebuilt it cannot know what it signed there before."""
         return self._rules.sign_from
 
-    @sign_from.setter
-    def sign_from(self, height: int) -> None:
-        self._rules.sign_from = height
+    def learn_sign_floor(self, height: int) -> None:
+        """The floor the shell learnt from its peers, replacing the sign-nothing one it started with."""
+        self._rules.learn_sign_floor(height)
 
     def proposer(self, height: int, round_: int) -> bytes:
         return self.config.validators[(height + round_) % self._n]

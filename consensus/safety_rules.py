@@ -29,7 +29,7 @@ from consensus.messages import (
     sign,
 )
 from consensus.quorum import quorum
-from consensus.safety import SafetyState
+from consensus.safety_state import SafetyState
 
 Unsealed = Union[Proposal, Prepare, RoundChange]  # what `sign` takes; COMMIT goes through `commit`
 
@@ -109,7 +109,16 @@ class SafetyRules:
         self._state = state
         # Below this height nothing is signed: after its store was rebuilt the node
         # cannot know what it signed there before. The shell lowers it once learnt.
-        self.sign_from = sign_from
+        self._sign_from = sign_from
+
+    @property
+    def sign_from(self) -> int:
+        return self._sign_from
+
+    def learn_sign_floor(self, height: int) -> None:
+        """Lowers the floor from "sign nothing" to what the peers' heights allow; never below what was signed."""
+        assert not self._state.sent or height > self._state.height, "a learnt floor lies above all that was signed"
+        self._sign_from = height
 
     @property
     def state(self) -> SafetyState:

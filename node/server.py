@@ -16,6 +16,7 @@ from consensus.replica import Replica
 from node.config import NodeConfig
 from node.chain.crypto import NodeCrypto
 from node.pipeline.commit import CommitPipeline
+from node.pipeline.sign_floor import SIGN_NOTHING, learn_sign_from
 from node.pipeline.driver import Driver, Inbox, Wakeup
 from node.errors import AllianceError, ConfigError
 from node.api.endpoints import OpsApp, RpcApp
@@ -35,11 +36,11 @@ from node.p2p.peers import PeerNetwork
 from node.p2p.router import Router
 from node.api.rpc import RpcService
 from node.disk.safety_file import UNKNOWN
-from node.disk.store_guard import SIGN_NOTHING, DamageWatch, Guarded, damaged, learn_sign_from, open_guarded
+from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
 from node.p2p.sync import HeightAnnouncer, Syncer
 from node.txpool.txlog import TxLog
 from node.txpool.verifier import Verifier
-from node.api.web import bind, serve_http
+from node.api.http_server import bind, serve_http
 from node.api.ws import EventSocket
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
@@ -57,7 +58,7 @@ class Node:
 
 
 def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger, guarded: Guarded) -> Replica:
-    validators = tuple(m.pubkey for m in genesis.validators)
+    validators = genesis.validator_keys
     if crypto.public_key not in validators:
         raise ConfigError(f"this node's key {crypto.public_key.hex()} is not a validator in {config.genesis_file}")
     replica_config = ReplicaConfig(
@@ -147,12 +148,11 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         sync_wanted = Wakeup()
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
                         txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce()))
-        validators = tuple(m.pubkey for m in genesis.validators)
-        syncer = Syncer(ledger, outbox, driver, validators, sync_wanted, on_store_damaged=watch.report)
-        metrics.peers_best_height.set_function(lambda: max(syncer.best_height, syncer.reported_height))
+        syncer = Syncer(ledger, outbox, driver, genesis.validator_keys, sync_wanted, on_store_damaged=watch.report)
+        metrics.peers_best_height.set_function(lambda: syncer.peers_height)
         storage_closed = trio.Event()
         status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
-        rpc = RpcService(driver, admission, lookup, metrics, status.status,
+        rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)
         network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics, outbox,
                               handler=Router(syncer, gossip, fetcher, inbox, metrics).route,

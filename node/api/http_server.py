@@ -1,4 +1,5 @@
-"""Minimal ASGI apps for the RPC and operations endpoints, served by Hypercorn on trio (its public API)."""
+"""The HTTP server: binding listeners, the limits on what one client may hold, reading bodies, and serving
+ASGI apps with Hypercorn on trio (its public API)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hypercorn.config import Config
 from node.config import Address
 from node.errors import AllianceError
 from node.ops.ratelog import RateLog
-from node.api.tcpconn import reset_all, reset_connection
+from node.api.tcp_reset import reset_all, reset_connection
 
 RPC_BODY_BYTES_MAX = 1024 * 1024
 HEAD_BYTES_MAX = 16 * 1024  # an unfinished request head over this is answered 431 (by h11)

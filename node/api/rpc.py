@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import trio
 
 from node.chain.canonical import unpack
-from node.pipeline.driver import BlockingRunner, Driver
+from node.chain.ledger import Ledger
+from node.pipeline.driver import BlockingRunner
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.api.lookup import ChainLookup, build_proof
 from node.api.jsonrpc import (
@@ -33,6 +35,9 @@ _HASH_HEX = re.compile("[0-9a-fA-F]{64}")  # written lowercase; read in either c
 _BYTES_HEX = re.compile("(?:[0-9a-fA-F]{2})*")
 
 log = logging.getLogger("alliance.rpc")
+
+Method = Callable[[Params], Awaitable[Any]]
+NO_METHODS: Mapping[str, Method] = MappingProxyType({})
 
 
 def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -85,10 +90,17 @@ def _refusal_error(refused: Refused) -> RpcError:
     return _refused(refused.reason, str(refused))
 
 
+class CommitWaiter(Protocol):
+    """Waits until a transaction is committed (the driver)."""
+
+    async def wait_committed(self, tx_hash: bytes, timeout_s: float) -> bool: ...
+
+
 class RpcService:
     def __init__(
         self,
-        driver: Driver,
+        ledger: Ledger,
+        commits: CommitWaiter,
         admission: Admission,
         lookup: ChainLookup,
         metrics: Metrics,
@@ -97,9 +109,9 @@ class RpcService:
         on_store_damaged: Callable[[StoreCorrupt], object],
         run_blocking: BlockingRunner = trio.to_thread.run_sync,
     ) -> None:
-        self.driver = driver
+        self.ledger = ledger
+        self.commits = commits  # send_tx with wait=true
         self.run_blocking = run_blocking  # builds proofs off the event loop
-        self.ledger = driver.ledger
         self.admission = admission
         self.lookup = lookup  # the get_block and get_tx objects
         self.metrics = metrics
@@ -107,7 +119,7 @@ class RpcService:
         self.on_admitted = on_admitted  # a client's transaction, to be gossiped
         self.on_store_damaged = on_store_damaged  # stops the node
         self.faults = RateLog(log, logging.ERROR)
-        self.methods: dict[str, Callable[[Params], Awaitable[Any]]] = {
+        self.methods: dict[str, Method] = {
             "status": self._status,
             "get_tx": self._get_tx,
             "get_block": self._get_block,
@@ -117,34 +129,38 @@ class RpcService:
 
     # ---- envelope ---------------------------------------------------------------------
 
-    async def handle(self, body: bytes) -> Any:
-        """The JSON response for a request body, or None when nothing is to be answered."""
+    async def handle(self, body: bytes, extra: Mapping[str, Method] = NO_METHODS) -> Any:
+        """The JSON response for a request body, or None when nothing is to be answered.
+
+        `extra` are methods of the caller's connection (a WebSocket's subscribe and unsubscribe),
+        answered with the same envelope, errors and metrics.
+        """
         try:
             request = parse(body)
         except RpcError as exc:
             return response(None, error=exc)
         if not isinstance(request, list):
-            [answer] = await self._answer([request])
+            [answer] = await self._answer([request], extra)
             return answer
         if not request:
             return response(None, error=RpcError(INVALID_REQUEST, "invalid request: empty batch"))
         if len(request) > BATCH_CALLS_MAX:
             detail = f"a batch of {len(request)} calls; at most {BATCH_CALLS_MAX}"
             return response(None, error=RpcError(INVALID_REQUEST, f"invalid request: {detail}"))
-        answered = [answer for answer in await self._answer(request) if answer is not None]
+        answered = [answer for answer in await self._answer(request, extra) if answer is not None]
         return answered or None
 
     def encode(self, answer: Any) -> bytes:
         """The body of an answer: strict JSON, whatever it holds."""
         return encode(answer, self.faults)
 
-    async def _answer(self, calls: list[Any]) -> list[dict[str, Any] | None]:
+    async def _answer(self, calls: list[Any], extra: Mapping[str, Method]) -> list[dict[str, Any] | None]:
         """The answers to `calls`, in order: send_tx calls together, so that one worker call checks their signatures."""
         answers: list[dict[str, Any] | None] = [None] * len(calls)
         sends = [i for i, call in enumerate(calls) if _awaits(call)]
         for i, call in enumerate(calls):
             if not _awaits(call):
-                answers[i] = await self._call(call)
+                answers[i] = await self._call(call, extra)
         if sends:
             try:
                 sent = await self._send_txs([calls[i] for i in sends])
@@ -160,11 +176,11 @@ class RpcService:
                 answers[i] = answer
         return answers
 
-    async def _call(self, call: Any) -> dict[str, Any] | None:
+    async def _call(self, call: Any, extra: Mapping[str, Method]) -> dict[str, Any] | None:
         method = "invalid"
         try:
             method, params = check_call(call)
-            handler = self.methods.get(method)
+            handler = extra.get(method) or self.methods.get(method)
             if handler is None:
                 method = "unknown"
                 raise RpcError(METHOD_NOT_FOUND, "method not found")
@@ -234,7 +250,7 @@ class RpcService:
     async def _answer_when_committed(
         self, calls: list[Any], answers: list[dict[str, Any] | None], i: int, tx: Transaction, timeout: float
     ) -> None:
-        if await self.driver.wait_committed(tx.hash, timeout):
+        if await self.commits.wait_committed(tx.hash, timeout):
             answers[i] = self._answered(calls[i], "send_tx", self.lookup.tx(tx.hash))
         else:
             error = RpcError(COMMIT_TIMEOUT, "timed out waiting for commit; the transaction may still commit",

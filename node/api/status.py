@@ -23,7 +23,7 @@ class NodeStatus:
         genesis: Genesis,
         ledger: Ledger,
         replica: Replica,
-        network: PeerOutbox,
+        outbox: PeerOutbox,
         syncer: Syncer,
         storage_closed: trio.Event,
     ) -> None:
@@ -31,7 +31,7 @@ class NodeStatus:
         self.genesis = genesis
         self.ledger = ledger
         self.replica = replica
-        self.network = network  # who is connected
+        self.outbox = outbox  # who is connected
         self.syncer = syncer  # what the peers have reached
         self.storage_closed = storage_closed  # set once the node stopped
 
@@ -42,7 +42,7 @@ class NodeStatus:
     def peers(self) -> list[dict[str, Any]]:
         me = self.replica.me
         return [
-            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": self.network.connected(m.pubkey)}
+            {"name": m.name, "pubkey": m.pubkey.hex(), "connected": self.outbox.connected(m.pubkey)}
             for m in self.genesis.validators if m.pubkey != me
         ]
 
@@ -68,7 +68,7 @@ class NodeStatus:
         reasons = []
         if connected < needed:
             reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")
-        best = max(self.syncer.best_height, self.syncer.reported_height)  # also when their blocks are refused
+        best = self.syncer.peers_height
         if self.syncer.syncing or best > self.ledger.height + 1:
             reasons.append(f"catching up: at height {self.ledger.height} of {best}")
         if not self.storage_open:

@@ -7,16 +7,15 @@ connection is reset instead: when one write takes over WRITE_TIMEOUT_S, and
 CLOSE_GRACE_S after it ends (dropped, idle or disconnected) if it is still open.
 A connection with no subscription, no request under way and no frame either way
 for IDLE_TIMEOUT_S is closed (code 1000); one whose client answers no ping is
-closed by Hypercorn (node/api/web.py Limits).
+closed by Hypercorn (node/api/http_server.py Limits).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -25,7 +24,7 @@ import trio
 from node.api.subscriptions import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
 from node.api.rpc import RpcService
 from node.ops.ratelog import RateLog
-from node.api.web import RESET, YIELD, Receive, Scope, Send, refuse_websocket
+from node.api.http_server import RESET, YIELD, Receive, Scope, Send, refuse_websocket
 
 log = logging.getLogger("alliance.ws")
 resets = RateLog(log, logging.INFO)
@@ -86,7 +85,8 @@ class _Session:
     def __init__(self, hub: Hub, rpc: RpcService, subscriber: Subscriber, receive: Receive, send: Send,
                  reset: Callable[[], None]) -> None:
         self.hub = hub
-        self.service = _with_methods(rpc, {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe})
+        self.rpc = rpc
+        self.methods = {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe}  # this connection's own
         self.subscriber = subscriber
         self.receive = receive
         self.send = send
@@ -133,7 +133,7 @@ class _Session:
         created: list[Subscription] = []
         _created.set(created)
         request = _without_socket_notifications(body)
-        answer = None if request is None else await self.service.handle(request)
+        answer = None if request is None else await self.rpc.handle(request, self.methods)
         self.requests -= 1
         if answer is None:
             self.slots.release()
@@ -210,16 +210,6 @@ class _Session:
     def _reset(self, reason: str) -> None:
         resets.log(f"event=ws_connection_reset reason={reason}")
         self.reset()
-
-
-Method = Callable[[dict[str, Any]], Awaitable[Any]]
-
-
-def _with_methods(rpc: RpcService, methods: dict[str, Method]) -> RpcService:
-    """The node's RPC service with a connection's extra methods: the same envelope, errors and metrics."""
-    service = copy.copy(rpc)
-    service.methods = {**rpc.methods, **methods}
-    return service
 
 
 def _without_socket_notifications(body: bytes) -> bytes | None:

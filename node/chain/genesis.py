@@ -34,6 +34,10 @@ class Genesis:
         """SHA-256 of the canonical encoding; equal genesis files give equal hashes."""
         return hashlib.sha256(pack(self.to_dict())).digest()
 
+    @property
+    def validator_keys(self) -> tuple[bytes, ...]:
+        return tuple(m.pubkey for m in self.validators)
+
     def authorised_senders(self) -> frozenset[bytes]:
         return frozenset(m.pubkey for m in self.clients + self.admins)
 

@@ -102,6 +102,13 @@ class Ledger:
             return None
         return decode_certificate(raw)
 
+    def stored_block(self, height: int) -> tuple[bytes, bytes]:
+        """A block at or below the tip and its certificate, as stored (what catch-up serves)."""
+        block, certificate = self.store.load_block(height), self.store.load_certificate(height)
+        if block is None or certificate is None:
+            raise StoreCorrupt(f"block {height} or its certificate is missing from the store below its tip {self.height}")
+        return block, certificate
+
     def _check_above_tip(self, height: int, what: str) -> None:
         # The node refuses a store with holes at start; one found later is damage, not "not found".
         if 1 <= height <= self.height:

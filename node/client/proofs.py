@@ -1,4 +1,4 @@
-"""Checking transaction proofs against a genesis file or a validator set (node.proof does the checking)."""
+"""Checking transaction proofs against a genesis file or a validator set (node.chain.proof does the checking)."""
 
 from __future__ import annotations
 

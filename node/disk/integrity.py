@@ -42,7 +42,7 @@ def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDO
     tip = store.height()
     if store.load_block(tip + 1) is not None:
         raise Fault(tip + 1, f"is stored above the height pointer ({tip})")
-    validators = tuple(m.pubkey for m in genesis.validators)
+    validators = genesis.validator_keys
     linked_from: bytes | None = None  # the prev_hash of the block above, already checked
     for height in range(tip, max(0, tip - window), -1):
         header, block_txs = check_stored_block(store, genesis, height, None, validators)
@@ -117,7 +117,7 @@ class _Replay:
 def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator[tuple[Header, tuple[bytes, ...]]]:
     """Checks blocks first..last in order, yielding each header and its transactions once it passed."""
     prev_hash = genesis.hash() if first == 1 else _load(store, first - 1)[0].hash()
-    validators = tuple(m.pubkey for m in genesis.validators)
+    validators = genesis.validator_keys
     for height in range(first, last + 1):
         header, txs = check_stored_block(store, genesis, height, prev_hash, validators)
         prev_hash = header.hash()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from consensus.messages import MessageError
-from consensus.safety import SafetyState, decode_safety
+from consensus.safety_state import SafetyState, decode_safety
 from node.chain.canonical import CodecError, pack_flat, unpack
 from node.errors import AllianceError
 from node.disk.filesync import sync_directory, write_all

@@ -9,15 +9,11 @@ safety file is damaged or missing on a store that had one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import trio
 
 from consensus.messages import MessageError
-from consensus.replica import Replica
 from node.config import NodeConfig
 from node.errors import AllianceError
 from node.chain.genesis import Genesis
@@ -28,9 +24,6 @@ from storage.chain import ChainStore
 log = logging.getLogger("alliance.node")
 
 # Heights above the highest a peer reports that a resynced node without safety state still sits out.
-SIGN_MARGIN = 2
-SIGN_NOTHING = 2**62  # the replica's sign_from until the peers have told their heights
-PEER_POLL_S = 0.2
 # Set in the chain store once the safety file exists: a store with it and no file lost the file.
 SAFETY_FILE_META = "safety_file"
 
@@ -141,25 +134,3 @@ def resync_record(old: SafetyFile | None) -> SafetyRecord:
     if old is None or old.record.sign_from == UNKNOWN:
         return SafetyRecord(committed=0, sign_from=UNKNOWN)
     return SafetyRecord(committed=0, sign_from=max(old.record.sign_from, old.record.signed_up_to + 1))
-
-
-class PeerHeights(Protocol):
-    """What learn_sign_from reads of the catch-up (node.p2p.sync.Syncer): the heights peers told."""
-
-    @property
-    def peer_heights(self) -> Mapping[bytes, int]: ...
-
-
-async def learn_sign_from(syncer: PeerHeights, replica: Replica, safety_file: SafetyFile, reports_needed: int) -> None:
-    """After a resync that found no usable safety file: sign nothing until `reports_needed` peers
-    (f+1, so one is honest) told their height, then nothing up to the highest of them plus SIGN_MARGIN.
-
-    The node cannot have signed above the height the others had reached plus one;
-    the learnt floor is saved, so a restart does not learn a lower one.
-    """
-    while len(syncer.peer_heights) < reports_needed:
-        await trio.sleep(PEER_POLL_S)
-    sign_from = max(syncer.peer_heights.values()) + SIGN_MARGIN
-    safety_file.write(replace(safety_file.record, sign_from=sign_from))
-    replica.sign_from = sign_from
-    log.info("event=sign_floor_learnt sign_from=%d peers=%d", sign_from, len(syncer.peer_heights))

@@ -38,12 +38,12 @@ class _Request:
 class TxFetcher:
     def __init__(
         self,
-        network: PeerOutbox,
+        outbox: PeerOutbox,
         lookup: Callable[[bytes], Transaction | None],
         chain_id: str,
         run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
     ) -> None:
-        self.network = network
+        self.outbox = outbox
         self.lookup = lookup  # what this node holds, to answer peers
         self.chain_id = chain_id
         self.run_blocking = run_blocking  # signature checks off the event loop
@@ -56,7 +56,7 @@ class TxFetcher:
         request = _Request(set(hashes))
         self._requests.append(request)
         try:
-            self.network.broadcast(encode(GetTxs(tuple(hashes[:GET_TXS_HASHES_MAX]))))
+            self.outbox.broadcast(encode(GetTxs(tuple(hashes[:GET_TXS_HASHES_MAX]))))
             with trio.move_on_after(timeout_s):
                 while len(request.found) < len(request.wanted):
                     await request.wake.wait()
@@ -107,7 +107,7 @@ class TxFetcher:
                 break
             raws.append(tx.raw)
         if raws:
-            self.network.send(peer, encode(FoundTxs(tuple(raws))))
+            self.outbox.send(peer, encode(FoundTxs(tuple(raws))))
 
     def on_found_txs(self, peer: bytes, found: FoundTxs) -> None:
         """Hands the answered copies that a waiting request still lacks to it, to be checked there."""

@@ -25,8 +25,8 @@ INCOMING_BATCHES_MAX = 256
 
 
 class TxGossip:
-    def __init__(self, network: PeerOutbox, admission: Admission, metrics: Metrics) -> None:
-        self.network = network
+    def __init__(self, outbox: PeerOutbox, admission: Admission, metrics: Metrics) -> None:
+        self.outbox = outbox
         self.admission = admission
         self.metrics = metrics
         self._outgoing: list[Transaction] = []
@@ -49,7 +49,7 @@ class TxGossip:
         txlog = self.admission.txlog
         raws = txlog.pending() if txlog is not None else []
         for start in range(0, len(raws), GOSSIP_BATCH_TXS_MAX):
-            self.network.send(peer, encode(Txs(tuple(raws[start:start + GOSSIP_BATCH_TXS_MAX]))))
+            self.outbox.send(peer, encode(Txs(tuple(raws[start:start + GOSSIP_BATCH_TXS_MAX]))))
 
     def unsent(self, tx_hash: bytes) -> bool:
         """Admitted from a client and not yet sent to the peers: a proposal must carry it whole."""
@@ -67,7 +67,7 @@ class TxGossip:
             await trio.sleep(GOSSIP_INTERVAL_S)  # let a burst of submissions share one frame
             while self._outgoing:
                 batch, self._outgoing = self._outgoing[:GOSSIP_BATCH_TXS_MAX], self._outgoing[GOSSIP_BATCH_TXS_MAX:]
-                self.network.broadcast(encode(Txs(tuple(tx.raw for tx in batch))))
+                self.outbox.broadcast(encode(Txs(tuple(tx.raw for tx in batch))))
                 self._unsent.difference_update(tx.hash for tx in batch)
 
     def on_txs(self, peer: bytes, batch: Txs) -> None:
@@ -82,7 +82,7 @@ class TxGossip:
             await self.admit(raws)
 
     async def admit(self, raws: Sequence[bytes]) -> None:
-        """Admits a peer's batch; each signature is verified once, here."""
+        """Admits a peer's batch through admission, whose verifier checks each signature once."""
         checked: list[Transaction] = []
         full = False
         try:

@@ -7,6 +7,7 @@ the handlers of what it receives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -27,13 +28,31 @@ class Link:
 class PeerOutbox:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics  # frames dropped
-        self.links: dict[bytes, Link] = {}  # written by PeerNetwork only
+        self._links: dict[bytes, Link] = {}
+
+    @property
+    def links(self) -> Mapping[bytes, Link]:
+        return self._links
+
+    def link(self, peer: bytes) -> Link | None:
+        return self._links.get(peer)
+
+    def attach(self, peer: bytes, link: Link) -> None:
+        """The newest session with a peer is the one sent through."""
+        self._links[peer] = link
+
+    def detach(self, peer: bytes, link: Link) -> bool:
+        """Forgets `link` if it is still the peer's; whether it was."""
+        if self._links.get(peer) is not link:
+            return False
+        del self._links[peer]
+        return True
 
     def connected(self, peer: bytes) -> bool:
-        return peer in self.links
+        return peer in self._links
 
     def send(self, peer: bytes, payload: bytes) -> None:
-        link = self.links.get(peer)
+        link = self._links.get(peer)
         if link is None:
             return
         try:
@@ -42,7 +61,7 @@ class PeerOutbox:
             self.metrics.p2p_frames_dropped.inc()
 
     def broadcast(self, payload: bytes) -> None:
-        for peer in list(self.links):
+        for peer in list(self._links):
             self.send(peer, payload)
 
     def send_consensus(self, peer: bytes, signed: Signed) -> None:

@@ -51,7 +51,7 @@ class PeerNetwork:
         self.metrics = metrics
         self.members = {m.pubkey: m for m in validators}
         self._order = [m.pubkey for m in validators]
-        self.links = outbox.links  # each session is registered there while it runs
+        self.outbox = outbox  # each session is attached there while it runs
         self.handler = handler  # each frame received
         self.on_connect = on_connect  # each peer as its session opens
 
@@ -116,14 +116,14 @@ class PeerNetwork:
     async def _run(self, session: Session) -> None:
         """Serves a session until it breaks; the newest session with a peer replaces older ones."""
         peer = session.peer
-        old = self.links.get(peer)
+        old = self.outbox.link(peer)
         if old is not None:
             old.scope.cancel()
         send, receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES_MAX)
         reason = "session closed"
         with trio.CancelScope() as scope:
             link = Link(session, send, scope)
-            self.links[peer] = link
+            self.outbox.attach(peer, link)
             self._connections_changed(peer, "peer_connected")
             try:
                 async with trio.open_nursery() as nursery:
@@ -132,15 +132,15 @@ class PeerNetwork:
             except* TransportError as group:
                 reason = str(group.exceptions[0])
             finally:
-                if self.links.get(peer) is link:
-                    del self.links[peer]
+                if self.outbox.detach(peer, link):
                     self._connections_changed(peer, "peer_disconnected", reason)
                 send.close()
                 await session.aclose()
 
     def _connections_changed(self, peer: bytes, event: str, reason: str = "") -> None:
-        self.metrics.peers_connected.set(len(self.links))
-        log.info("event=%s peer=%s connected=%d reason=%r", event, self.members[peer].name, len(self.links), reason)
+        connected = len(self.outbox.links)
+        self.metrics.peers_connected.set(connected)
+        log.info("event=%s peer=%s connected=%d reason=%r", event, self.members[peer].name, connected, reason)
         if event == "peer_connected":
             self.on_connect(peer)
 

@@ -1,10 +1,10 @@
 """Catch-up: a node that is behind fetches committed blocks with their certificates from peers.
 
 Peers announce their height after every commit. A node below the highest
-announced height asks one peer at a time for the next blocks, checks each
-certificate against the genesis validators, re-executes the block to the
-header's state root, and commits it. It does not take part in consensus for
-heights its peers have already decided.
+announced height asks one peer at a time for the next blocks and hands each
+to the driver, whose pipeline checks its certificate, re-executes it to the
+header's state root and commits it (node/chain/block_check.py). It does not
+take part in consensus for heights its peers have already decided.
 """
 
 from __future__ import annotations
@@ -34,31 +34,31 @@ REQUEST_TIMEOUT_S = 10.0
 class HeightAnnouncer:
     """Tells peers this node's height: all of them after each commit, one as its session opens."""
 
-    def __init__(self, ledger: Ledger, network: PeerOutbox) -> None:
+    def __init__(self, ledger: Ledger, outbox: PeerOutbox) -> None:
         self.ledger = ledger
-        self.network = network
+        self.outbox = outbox
 
     def announce(self, peer: bytes | None = None) -> None:
         """Tells one peer, or all, our height."""
         frame = encode(Status(self.ledger.height))
         if peer is None:
-            self.network.broadcast(frame)
+            self.outbox.broadcast(frame)
         else:
-            self.network.send(peer, frame)
+            self.outbox.send(peer, frame)
 
 
 class Syncer:
     def __init__(
         self,
         ledger: Ledger,
-        network: PeerOutbox,
+        outbox: PeerOutbox,
         driver: Driver,
         validators: tuple[bytes, ...],
         wanted: Wakeup,
         on_store_damaged: Callable[[StoreCorrupt], object],
     ) -> None:
         self.ledger = ledger
-        self.network = network
+        self.outbox = outbox
         self.driver = driver  # commits what is fetched
         self.validators = validators
         self.wanted = wanted  # set when a peer is ahead, or by the driver when consensus cannot go on without blocks
@@ -72,16 +72,21 @@ class Syncer:
     @property
     def best_height(self) -> int:
         """The highest height a connected peer has announced."""
-        heights = [h for p, h in self.peer_heights.items() if self.network.connected(p)]
+        heights = [h for p, h in self.peer_heights.items() if self.outbox.connected(p)]
         return max(heights, default=0)
 
     @property
     def reported_height(self) -> int:
         """The highest height f+1 connected peers each report (so an honest one did), whether or not
         this node could apply their blocks: the gap it shows when it cannot."""
-        heights = sorted((h for p, h in self.reported.items() if self.network.connected(p)), reverse=True)
+        heights = sorted((h for p, h in self.reported.items() if self.outbox.connected(p)), reverse=True)
         needed = fault_tolerance(len(self.validators)) + 1
         return heights[needed - 1] if len(heights) >= needed else 0
+
+    @property
+    def peers_height(self) -> int:
+        """The height the peers are at, as far as this node can tell: also when it refuses their blocks."""
+        return max(self.best_height, self.reported_height)
 
     @property
     def syncing(self) -> bool:
@@ -100,16 +105,13 @@ class Syncer:
         except StoreCorrupt as exc:
             self.on_store_damaged(exc)  # a damaged store is not served
             return
-        self.network.send(peer, encode(Blocks(items)))
+        self.outbox.send(peer, encode(Blocks(items)))
 
     def _stored_blocks(self, start: int, count: int) -> tuple[tuple[bytes, bytes], ...]:
         items: list[tuple[bytes, bytes]] = []
         size = 0
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
-            block, certificate = self.ledger.store.load_block(height), self.ledger.store.load_certificate(height)
-            if block is None or certificate is None:
-                raise StoreCorrupt(f"block {height} or its certificate is missing from the store below its tip "
-                                   f"{self.ledger.height}")
+            block, certificate = self.ledger.stored_block(height)
             size += len(block) + len(certificate) + 16  # with room for framing
             if items and size > RESPONSE_BYTES_MAX:
                 break
@@ -143,12 +145,12 @@ class Syncer:
                     break
 
     def _best_peer(self) -> bytes:
-        return max((p for p in self.peer_heights if self.network.connected(p)), key=self.peer_heights.__getitem__)
+        return max((p for p in self.peer_heights if self.outbox.connected(p)), key=self.peer_heights.__getitem__)
 
     async def _fetch_from(self, peer: bytes) -> bool:
         """Fetches and applies one batch from `peer`; False when it gave nothing usable."""
         self._waiting_for = peer
-        self.network.send(peer, encode(GetBlocks(self.ledger.height + 1, BLOCKS_PER_REQUEST)))
+        self.outbox.send(peer, encode(GetBlocks(self.ledger.height + 1, BLOCKS_PER_REQUEST)))
         items: tuple[tuple[bytes, bytes], ...] = ()
         with trio.move_on_after(REQUEST_TIMEOUT_S):
             items = await self._received.receive()

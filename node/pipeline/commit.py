@@ -63,7 +63,7 @@ class CommitPipeline:
         self.pool = pool
         self.proposer = proposer  # whose name the blocks built here carry
         self.block_txs_max = block_txs_max
-        self.validators = tuple(m.pubkey for m in ledger.genesis.validators)
+        self.validators = ledger.genesis.validator_keys
         self.verify_seal = verify_seal  # how catch-up checks the seals of a block's commit certificate
         self._candidates: dict[bytes, Candidate] = {}  # built or validated here, not committed yet
         self._proposed_at: dict[bytes, float] = {}

@@ -33,7 +33,7 @@ from consensus.events import (
 )
 from consensus.messages import Signed
 from consensus.replica import Replica
-from consensus.safety import encode_safety
+from consensus.safety_state import encode_safety
 from node.chain.candidate import BlockInvalid
 from node.chain.proposal import proposal_body
 from node.chain.tx import Transaction

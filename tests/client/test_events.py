@@ -18,7 +18,7 @@ from node.client import (
     load_key,
 )
 from node.api.subscriptions import CONNECTIONS_MAX
-from node.api.web import Limits
+from node.api.http_server import Limits
 from tests.client.conftest import Chain
 from tests.e2e.nodeproc import free_base_port
 

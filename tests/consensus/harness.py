@@ -23,7 +23,7 @@ from consensus.events import BlockBuilt, BlockValidated, Event, MessageReceived
 from consensus.messages import Message, Signed, sign
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
-from consensus.safety import SafetyState
+from consensus.safety_state import SafetyState
 
 CHAIN_ID = "test-chain"
 

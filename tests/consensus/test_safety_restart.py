@@ -26,7 +26,7 @@ from consensus.messages import (
     seal_bytes,
 )
 from consensus.replica import Replica
-from consensus.safety import SafetyState, decode_safety, encode_safety
+from consensus.safety_state import SafetyState, decode_safety, encode_safety
 from tests.consensus.harness import (
     Network,
     block_for,

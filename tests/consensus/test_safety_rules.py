@@ -11,7 +11,7 @@ from consensus.actions import Broadcast, PersistSafetyState
 from consensus.events import BlockBuilt
 from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes
 from consensus.replica import Replica
-from consensus.safety import SafetyState, decode_safety, encode_safety
+from consensus.safety_state import SafetyState, decode_safety, encode_safety
 from consensus.safety_rules import (
     AlreadySigned,
     BelowSignFloor,
@@ -91,7 +91,7 @@ def test_below_the_sign_floor_nothing_is_signed_until_the_floor_is_lowered() -> 
     kernel = rules(sign_from=3, crypto=crypto)
     assert refusal(kernel, Prepare(1, 0, A)) == BelowSignFloor(1, 0, sign_from=3)
     assert crypto.signed == 0
-    kernel.sign_from = 1
+    kernel.learn_sign_floor(1)
     assert kernel.sign(Prepare(1, 0, A)).message == Prepare(1, 0, A)
 
 
@@ -242,7 +242,7 @@ def test_the_replica_signs_nothing_the_kept_later_state_forbids() -> None:
 def test_lowering_the_replicas_floor_lowers_the_kernels() -> None:
     replica = Replica(make_config(4), KEYS[1], 1, sign_from=5)
     replica.start()
-    replica.sign_from = 1
+    replica.learn_sign_floor(1)
     block = block_for(1, 0)
     actions = replica.handle(BlockBuilt(1, 0, block, hash_of(block)))
     assert [type(a.signed.message) for a in actions if isinstance(a, Broadcast)] == [Proposal, Prepare]

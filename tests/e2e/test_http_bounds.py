@@ -1,4 +1,4 @@
-"""What one client can hold on a listener: node/api/web.py's Limits, on real Hypercorn and a real node, real sockets."""
+"""What one client can hold on a listener: node/api/http_server.py's Limits, on real Hypercorn and a real node, real sockets."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from node.client import NodeUnreachable
 from node.config import Address
-from node.api.web import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
+from node.api.http_server import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
 from node.api.ws import ROOM_REASON
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 

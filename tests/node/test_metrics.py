@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,7 +52,7 @@ def test_every_labelled_counter_is_at_zero_from_the_start() -> None:
 
 
 def test_every_rpc_method_is_listed() -> None:
-    service: Any = RpcService(SimpleNamespace(ledger=None), None, None, Metrics(), dict, None, None)  # type: ignore[arg-type]
+    service: Any = RpcService(None, None, None, None, Metrics(), dict, None, None)  # type: ignore[arg-type]
     assert set(service.methods) | {"send_tx", "subscribe", "unsubscribe"} == set(RPC_METHODS)
 
 

@@ -56,7 +56,7 @@ def _service() -> RpcService:
     driver: Any = SimpleNamespace(ledger=ledger, wait_committed=_never_committed, transactions_pending=lambda: None)
     admission = Admission(GENESIS, ledger, mempool, _Verifier(), driver)  # type: ignore[arg-type]
     lookup = ChainLookup(ledger, admission)
-    return RpcService(driver, admission, lookup, Metrics(), lambda: {"chain_id": GENESIS.chain_id},
+    return RpcService(ledger, driver, admission, lookup, Metrics(), lambda: {"chain_id": GENESIS.chain_id},
                       on_admitted=lambda tx: None, on_store_damaged=lambda exc: None, run_blocking=_run_here)
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from consensus.safety import SafetyState, encode_safety
+from consensus.safety_state import SafetyState, encode_safety
 from node.config import NodeConfig
 from node.chain.block import Block, encode_certificate
 from node.disk.integrity import Fault, check_store, verify_window

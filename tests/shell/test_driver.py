@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from consensus.config import ReplicaConfig
 from consensus.events import Event, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.replica import Replica
-from consensus.safety import decode_safety
+from consensus.safety_state import decode_safety
 from node.chain.crypto import NodeCrypto
 from node.pipeline.driver import PEER_EVENTS_QUEUED_MAX, Driver, Inbox, Wakeup
 from node.chain.genesis import Genesis, Member

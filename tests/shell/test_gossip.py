@@ -50,7 +50,7 @@ class Setup:
     c: Consortium
     driver: Driver
     gossip: TxGossip
-    network: RecordingNetwork
+    outbox: RecordingNetwork
 
     @property
     def mempool_hashes(self) -> list[bytes]:
@@ -191,7 +191,7 @@ async def test_transactions_from_peers_are_not_relayed(running: Setup) -> None:
     await running.receive([[running.c.tx("a").raw]])
     assert len(running.mempool_hashes) == 1
     assert running.gossip._outgoing == [] and not running.gossip._wake.is_set()  # nothing queued to send
-    assert running.network.broadcasts == [] and running.network.sent == []
+    assert running.outbox.broadcasts == [] and running.outbox.sent == []
 
 
 def _receive_in_fresh_node(fields: list[Any]) -> list[bytes]:
@@ -230,8 +230,8 @@ def test_on_txs_never_raises_on_transaction_shaped_garbage(fields: list[Any]) ->
 
 
 def _frames(s: Setup) -> list[list[bytes]]:
-    assert all(frame[0] == TXS and len(frame) == 2 for frame in s.network.broadcasts)
-    return [frame[1] for frame in s.network.broadcasts]
+    assert all(frame[0] == TXS and len(frame) == 2 for frame in s.outbox.broadcasts)
+    return [frame[1] for frame in s.outbox.broadcasts]
 
 
 async def _settle() -> None:
@@ -242,7 +242,7 @@ async def _settle() -> None:
 
 async def test_nothing_is_sent_without_announcements(running: Setup, autojump_clock: Autojump) -> None:
     await trio.sleep(60)
-    assert running.network.broadcasts == []
+    assert running.outbox.broadcasts == []
 
 
 async def test_a_burst_of_announcements_makes_one_frame(running: Setup, autojump_clock: Autojump) -> None:
@@ -276,7 +276,7 @@ async def test_frame_is_sent_one_interval_after_the_first_announcement(
 ) -> None:
     running.gossip.announce(running.c.tx("t"))
     started = trio.current_time()
-    while not running.network.broadcasts:
+    while not running.outbox.broadcasts:
         await trio.sleep(GOSSIP_INTERVAL_S / 100)
     assert trio.current_time() - started == pytest.approx(GOSSIP_INTERVAL_S, abs=GOSSIP_INTERVAL_S / 50)
 

@@ -2,7 +2,7 @@
 
 Addresses: each node's listening socket is bound on port 0 first and the port it got
 goes into the genesis, so the dialers find the listeners. A restarted node binds
-a new socket on the same port (SO_REUSEADDR, as node.web.bind sets): that is what a
+a new socket on the same port (SO_REUSEADDR, as node.api.http_server.bind sets): that is what a
 restarted `alliance run` does, and it is the only way the dialer (which dials the
 genesis address) can find the accepting side again.
 """
@@ -28,7 +28,7 @@ from node.p2p.peers import PeerNetwork
 from node.p2p.framing import frame
 from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
 from node.p2p.transport import FrameReader, Session, TransportError, handshake
-from node.api.web import bind
+from node.api.http_server import bind
 from node.p2p.wire import CONSENSUS, Message, Status, Txs, decode, encode
 from tests.shell.chainkit import Consortium, consortium, wait_until
 
@@ -121,7 +121,7 @@ async def test_validators_connect_to_each_other(nursery: trio.Nursery, n: int) -
     _, nodes = await _network(nursery, n)
     for node in nodes:
         assert node.metric("alliance_peers_connected") == n - 1
-        assert set(node.net.links) == {other.me for other in nodes if other is not node}
+        assert set(node.outbox.links) == {other.me for other in nodes if other is not node}
 
 
 async def test_broadcast_reaches_every_other_node_exactly_once(nursery: trio.Nursery) -> None:
@@ -194,11 +194,11 @@ async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> No
 async def test_restarted_dialing_node_reconnects_from_anywhere(nursery: trio.Nursery) -> None:
     """The first validator only dials; its own listening port does not matter to the others."""
     c, nodes = await _network(nursery, 3)
-    old_sessions = [n.net.links[nodes[0].me].session for n in nodes[1:]]
+    old_sessions = [n.outbox.links[nodes[0].me].session for n in nodes[1:]]
     await _stop(nodes[0], nodes)
     nodes[0] = await _start(nursery, c, 0, _listen())
     await wait_until(lambda: _all_connected(nodes))
-    assert all(n.net.links[nodes[0].me].session is not old for n, old in zip(nodes[1:], old_sessions))
+    assert all(n.outbox.links[nodes[0].me].session is not old for n, old in zip(nodes[1:], old_sessions))
     nodes[1].outbox.broadcast(encode(Status(3)))
     await wait_until(lambda: nodes[0].frames_from(nodes[1].me) == [Status(3)])
 
@@ -210,9 +210,9 @@ async def test_newest_session_with_a_peer_replaces_the_old_one(nursery: trio.Nur
     v0 = c.validators[0]
     first = await _member_session(c, 0, node.port)
     await wait_until(lambda: node.outbox.connected(v0))
-    first_link = node.net.links[v0]
+    first_link = node.outbox.links[v0]
     second = await _member_session(c, 0, node.port)
-    await wait_until(lambda: node.net.links.get(v0) not in (None, first_link))
+    await wait_until(lambda: node.outbox.links.get(v0) not in (None, first_link))
     await second.send(encode(Status(4)))
     await wait_until(lambda: node.got == [(v0, Status(4))])
     with trio.fail_after(5), pytest.raises(TransportError):
@@ -267,7 +267,7 @@ async def test_non_member_is_refused_and_counted(nursery: trio.Nursery) -> None:
     with trio.fail_after(5), pytest.raises(TransportError):
         await handshake(stream, c.chain_id, SigningKey.generate(), lambda peer: True, initiator=True)
     await wait_until(lambda: node.metric("alliance_p2p_sessions_refused_total") == 1)
-    assert node.net.links == {}
+    assert node.outbox.links == {}
     session = await _member_session(c, 0, node.port)  # the node still serves members
     await session.send(encode(Status(1)))
     await wait_until(lambda: len(node.got) == 1)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import consensus.certificate
+import consensus.justification
 import consensus.quorum
 import consensus.replica
 import consensus.safety_rules
@@ -137,7 +137,7 @@ def test_it_catches_a_safety_state_written_without_sync(monkeypatch: pytest.Monk
 
 
 def patch_consensus_quorum(monkeypatch: pytest.MonkeyPatch, quorum: object) -> None:
-    for module in (consensus.replica, consensus.certificate, consensus.safety_rules):  # each counts a quorum
+    for module in (consensus.replica, consensus.justification, consensus.safety_rules):  # each counts a quorum
         monkeypatch.setattr(module, "quorum", quorum)
 
 

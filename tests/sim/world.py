@@ -55,7 +55,7 @@ from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, Mes
 from consensus.messages import RoundChange, Signed, decode_signed, encode_signed, sign
 from consensus.quorum import fault_tolerance, quorum
 from consensus.replica import Replica
-from consensus.safety import decode_safety, encode_safety
+from consensus.safety_state import decode_safety, encode_safety
 from node.chain.block import decode_block, verify_certificate
 from node.chain.ledger import Ledger
 from node.chain.proposal import BlockInvalid, Candidate, proposal_body
