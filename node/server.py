@@ -13,35 +13,35 @@ import trio
 from consensus.config import ReplicaConfig
 from consensus.quorum import fault_tolerance
 from consensus.replica import Replica
-from node.config import NodeConfig
-from node.chain.crypto import NodeCrypto
-from node.pipeline.commit import CommitPipeline
-from node.pipeline.sign_floor import SIGN_NOTHING, learn_sign_from
-from node.pipeline.driver import Driver, Inbox, Wakeup
-from node.errors import AllianceError, ConfigError
 from node.api.endpoints import OpsApp, RpcApp
+from node.api.http_server import bind, serve_http
 from node.api.lookup import ChainLookup
+from node.api.rpc import RpcService
 from node.api.status import NodeStatus
 from node.api.subscriptions import Hub
+from node.api.ws import EventSocket
+from node.chain.crypto import NodeCrypto
 from node.chain.genesis import Genesis, load_genesis
-from node.keys import load_key
 from node.chain.ledger import GenesisMismatch, Ledger
-from node.txpool.mempool import Mempool
-from node.txpool.admission import Admission
+from node.config import NodeConfig
+from node.disk.safety_file import UNKNOWN
+from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
+from node.errors import AllianceError, ConfigError
+from node.keys import load_key
+from node.ops.metrics import Metrics
 from node.p2p.fetch import TxFetcher
 from node.p2p.gossip import TxGossip
-from node.ops.metrics import Metrics
 from node.p2p.outbox import PeerOutbox
 from node.p2p.peers import PeerNetwork
 from node.p2p.router import Router
-from node.api.rpc import RpcService
-from node.disk.safety_file import UNKNOWN
-from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
 from node.p2p.sync import HeightAnnouncer, Syncer
+from node.pipeline.commit import CommitPipeline
+from node.pipeline.driver import Driver, Inbox, Wakeup
+from node.pipeline.sign_floor import SIGN_NOTHING, learn_sign_from
+from node.txpool.admission import Admission
+from node.txpool.mempool import Mempool
 from node.txpool.txlog import TxLog
 from node.txpool.verifier import Verifier
-from node.api.http_server import bind, serve_http
-from node.api.ws import EventSocket
 from storage.chain import ChainStore
 from storage.kv import StoreCorrupt
 from storage.leveldb import LevelDBStore

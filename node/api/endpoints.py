@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from node.api.http_server import RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
-from node.api.http_server import RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from node.ops.metrics import Metrics
 
 

@@ -18,10 +18,10 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config
 
+from node.api.tcp_reset import reset_all, reset_connection
 from node.config import Address
 from node.errors import AllianceError
 from node.ops.ratelog import RateLog
-from node.api.tcp_reset import reset_all, reset_connection
 
 RPC_BODY_BYTES_MAX = 1024 * 1024
 HEAD_BYTES_MAX = 16 * 1024  # an unfinished request head over this is answered 431 (by h11)

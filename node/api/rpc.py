@@ -10,21 +10,21 @@ from typing import Any, Protocol
 
 import trio
 
+from node.api.lookup import ChainLookup, build_proof
 from node.chain.canonical import unpack
+from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.chain.ledger import Ledger
 from node.pipeline.driver import BlockingRunner
-from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
-from node.api.lookup import ChainLookup, build_proof
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
     NOT_FOUND, OVERLOADED, TX_REFUSED, Params, RpcError, check_call, encode, expects_answer, is_text,
     fault_event, parse, response,
 )
-from node.txpool.mempool import MempoolFull
-from node.ops.metrics import Metrics
-from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
-from node.ops.ratelog import RateLog
 from node.chain.tx import TX_BYTES_MAX, Transaction
+from node.ops.metrics import Metrics
+from node.ops.ratelog import RateLog
+from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
+from node.txpool.mempool import MempoolFull
 from storage.kv import StoreCorrupt
 
 SEND_TX_TIMEOUT_S_DEFAULT = 10

@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from node.ops.metrics import Metrics
 from node.api.jsonrpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.ops.metrics import Metrics
 
 log = logging.getLogger("alliance.events")
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from node.api.subscriptions import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
-from node.api.rpc import RpcService
-from node.ops.ratelog import RateLog
 from node.api.http_server import RESET, YIELD, Receive, Scope, Send, refuse_websocket
+from node.api.rpc import RpcService
+from node.api.subscriptions import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
+from node.ops.ratelog import RateLog
 
 log = logging.getLogger("alliance.ws")
 resets = RateLog(log, logging.INFO)

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from node.chain.block import Block, BlockError, Header, decode_block, decode_certificate, verify_certificate
+from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
 from node.chain.canonical import CodecError
 from node.chain.crypto import Verify, verify
 from node.chain.execution import execute
 from node.chain.ledger import Ledger
-from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES
 from node.chain.tx import (
     BAD_SIGNATURE, SIGNATURE_TAIL_BYTES, WRONG_CHAIN_ID, Transaction, TxError, decode_tx, tx_hash_of, verified_tx,

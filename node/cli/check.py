@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig, load_config
-from node.errors import AllianceError, VerificationFailed
 from node.chain.genesis import Genesis, load_genesis
+from node.config import NodeConfig, load_config
 from node.disk.integrity import check_store
 from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
 from node.disk.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
+from node.errors import AllianceError, VerificationFailed
 from storage.chain import ChainStore
 from storage.kv import StorageError, StoreLocked
 from storage.leveldb import LevelDBStore

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from node.chain.genesis import load_genesis
+from node.chain.proof import VerifiedProof, verify_proof
+from node.chain.tx import to_json
 from node.client import Client, RpcError, file_digest
 from node.client.sync import split_url
 from node.errors import AllianceError, ExitCode, VerificationFailed
-from node.chain.genesis import load_genesis
 from node.keys import load_key
-from node.chain.proof import VerifiedProof, verify_proof
-from node.chain.tx import to_json
 
 
 DEFAULT_TIMEOUT_S = 10.0

@@ -13,9 +13,9 @@ import dataclasses
 import time
 from pathlib import Path
 
+from node.chain.genesis import Genesis, Member, check_genesis, load_genesis, write_genesis
 from node.config import parse_address
 from node.errors import AllianceError
-from node.chain.genesis import Genesis, Member, check_genesis, load_genesis, write_genesis
 from node.keys import parse_pubkey
 
 

@@ -20,12 +20,12 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from node.chain.tx import sign_tx
 from node.cli.live_view import LiveView
 from node.cli.setup import DEFAULT_CHAIN_ID, check_ports_free, node_ports, write_testnet
 from node.client import Client, NodeUnreachable, RpcError
 from node.errors import AllianceError
 from node.keys import load_key
-from node.chain.tx import sign_tx
 
 STARTUP_TIMEOUT_S = 30.0
 ERROR_LINE = re.compile(r"alliance: error:|\blevel=(error|critical)\b")  # a refusal to start, an error logged

@@ -9,11 +9,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+from node.chain.proof import ProofInvalid
 from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
 from node.ops.logs import stderr_is_journal
-from node.chain.proof import ProofInvalid
 from node.version import VERSION
 from storage.kv import StorageError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import tomli_w
 from nacl.signing import SigningKey
 
-from node.errors import AllianceError
 from node.chain.genesis import Genesis, Member, write_genesis
+from node.errors import AllianceError
 from node.keys import pubkey_hex, write_key
 
 DEFAULT_BASE_PORT = 26600

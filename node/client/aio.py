@@ -12,12 +12,12 @@ import httpx
 import trio
 from nacl.signing import SigningKey
 
+from node.chain.tx import Transaction
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
-from node.chain.tx import Transaction
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.client.errors import InvalidInput
 from node.chain.genesis import load_genesis
-from node.keys import parse_pubkey
 from node.chain.proof import ProofInvalid, VerifiedProof
 from node.chain.proof import verify_proof as _verify
+from node.client.errors import InvalidInput
+from node.keys import parse_pubkey
 
 __all__ = ["ProofInvalid", "VerifiedProof", "trust_anchor", "verify_proof"]
 

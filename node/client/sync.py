@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 from nacl.signing import SigningKey
 
+from node.chain.tx import Transaction
 from node.client import core
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
 from node.errors import AllianceError
-from node.chain.tx import Transaction
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof

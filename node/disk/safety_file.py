@@ -29,8 +29,8 @@ from pathlib import Path
 from consensus.messages import MessageError
 from consensus.safety_state import SafetyState, decode_safety
 from node.chain.canonical import CodecError, pack_flat, unpack
-from node.errors import AllianceError
 from node.disk.filesync import sync_directory, write_all
+from node.errors import AllianceError
 
 MAGIC = b"alliance-safety-v1\n"
 FILE_BYTES_MAX = 1024 * 1024  # then the file is rewritten with the newest record only

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consensus.messages import MessageError
-from node.config import NodeConfig
-from node.errors import AllianceError
 from node.chain.genesis import Genesis
+from node.config import NodeConfig
 from node.disk.integrity import Fault, verify_window
 from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, safety_path, write_atomic
+from node.errors import AllianceError
 from storage.chain import ChainStore
 
 log = logging.getLogger("alliance.node")

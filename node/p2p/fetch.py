@@ -17,10 +17,10 @@ from typing import Any
 
 import trio
 
-from node.p2p.outbox import PeerOutbox
-from node.p2p.wire import GET_TXS_HASHES_MAX, FoundTxs, GetTxs, encode
 from node.chain.proposal import BLOCK_TX_BYTES_MAX
 from node.chain.tx import Transaction, TxError, tx_hash_of, verified_tx
+from node.p2p.outbox import PeerOutbox
+from node.p2p.wire import GET_TXS_HASHES_MAX, FoundTxs, GetTxs, encode
 
 log = logging.getLogger("alliance.fetch")
 

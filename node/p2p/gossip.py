@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import trio
 
-from node.txpool.admission import Admission, Refused
-from node.txpool.mempool import MempoolFull
+from node.chain.tx import Transaction
 from node.ops.metrics import Metrics
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Txs, encode
-from node.chain.tx import Transaction
+from node.txpool.admission import Admission, Refused
+from node.txpool.mempool import MempoolFull
 
 GOSSIP_INTERVAL_S = 0.02
 GOSSIP_BATCH_TXS_MAX = 512

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import trio
 from nacl.signing import SigningKey
 
-from node.config import parse_address
 from node.chain.genesis import Member
+from node.config import parse_address
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
 from node.p2p.outbox import Link, PeerOutbox

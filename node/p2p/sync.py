@@ -14,11 +14,11 @@ from collections.abc import Callable
 import trio
 
 from consensus.quorum import fault_tolerance
-from node.pipeline.driver import Driver, Wakeup
+from node.chain.candidate import BlockInvalid
 from node.chain.ledger import Ledger
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
-from node.chain.candidate import BlockInvalid
+from node.pipeline.driver import Driver, Wakeup
 from storage.kv import StoreCorrupt
 
 log = logging.getLogger("alliance.sync")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from consensus.actions import CommitBlock, ValidateBlock
 from node.chain.block_check import Decided, Proposed, check_block, check_synced_block
+from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.crypto import Verify, verify
 from node.chain.ledger import Ledger
-from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.proposal import build_block, missing_txs, parse_body
 from node.chain.tx import Transaction
 from node.txpool.mempool import Mempool

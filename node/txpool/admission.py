@@ -9,8 +9,8 @@ import trio
 
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool, MempoolFull
 from node.chain.tx import TX_BYTES_MAX, Transaction, TxError, decode_for_chain
+from node.txpool.mempool import Mempool, MempoolFull
 from node.txpool.txlog import TxLog, TxLogError
 from node.txpool.verifier import BAD_SIGNATURE, DUPLICATE as SEEN, Verifier
 

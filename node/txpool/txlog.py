@@ -30,9 +30,9 @@ from pathlib import Path
 
 import trio
 
-from node.errors import AllianceError
-from node.disk.filesync import sync_directory, write_all
 from node.chain.tx import TX_BYTES_MAX, Transaction
+from node.disk.filesync import sync_directory, write_all
+from node.errors import AllianceError
 
 log = logging.getLogger("alliance.txlog")
 SEGMENT_BYTES = 4 * 1024 * 1024

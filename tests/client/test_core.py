@@ -13,9 +13,9 @@ from node.client import (
     BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NotAuthorised, NotFound, Overloaded, RpcError,
     SubscriptionDropped, TxRefused, build_tx, generate_key,
 )
+from node.chain.tx import decode_tx
 from node.client.core import Core, Op, run
 from node.client.events import blocks_subscription, tx_subscription, ws_url
-from node.chain.tx import decode_tx
 
 STATUS = {
     "chain_id": "test-chain", "node": {"name": "n0", "pubkey": "aa" * 32}, "height": 3,

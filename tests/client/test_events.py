@@ -17,8 +17,8 @@ from node.client import (
     AsyncClient, Block, Client, CommitTimeout, InvalidInput, NodeUnreachable, Overloaded, SubscriptionDropped,
     load_key,
 )
-from node.api.subscriptions import CONNECTIONS_MAX
 from node.api.http_server import Limits
+from node.api.subscriptions import CONNECTIONS_MAX
 from tests.client.conftest import Chain
 from tests.e2e.nodeproc import free_base_port
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from node.client import AsyncClient, Client, InvalidInput, NotFound, ProofInvalid, load_key, verify_proof
 from node.chain.genesis import load_genesis
+from node.client import AsyncClient, Client, InvalidInput, NotFound, ProofInvalid, load_key, verify_proof
 from tests.client.conftest import Chain
 
 

@@ -17,10 +17,10 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
+from node.chain.tx import Transaction, sign_tx
 from node.client import Client, NodeUnreachable, RpcError
 from node.keys import load_key
 from node.p2p.transport import TransportError, handshake
-from node.chain.tx import Transaction, sign_tx
 from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process, wait_for
 
 pytestmark = pytest.mark.slow

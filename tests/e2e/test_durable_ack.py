@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from node.keys import load_key
 from node.chain.tx import Transaction, sign_tx
+from node.keys import load_key
 from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process, wait_for
 
 ROUNDS = 10

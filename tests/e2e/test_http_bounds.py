@@ -19,10 +19,10 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from node.client import NodeUnreachable
-from node.config import Address
 from node.api.http_server import Limits, Receive, Scope, Send, bind, read_body, respond, serve_http
 from node.api.ws import ROOM_REASON
+from node.client import NodeUnreachable
+from node.config import Address
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 SHORT = Limits(connections_max=6, per_address_max=3, body_timeout_s=1.0, keep_alive_timeout_s=1.0,

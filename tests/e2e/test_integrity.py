@@ -18,9 +18,9 @@ import pytest
 
 from node.client import Client, NoAnswer, NodeUnreachable, RpcError
 from node.config import load_config
+from node.disk.safety_file import UNKNOWN, SafetyFile, safety_path
 from node.errors import ExitCode
 from node.keys import load_key
-from node.disk.safety_file import UNKNOWN, SafetyFile, safety_path
 from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, make_testnet, node_process, wait_for
 
 BLOCKS = 270  # more than the start-up window of 256: a hole at DEEP is found only when read

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from node.chain.tx import sign_tx
 from node.client import RpcError
 from node.keys import load_key
-from node.chain.tx import sign_tx
 from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process
 
 

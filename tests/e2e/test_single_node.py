@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from node.client import Client, RpcError
-from node.keys import load_key
 from node.api.rpc import BATCH_CALLS_MAX
 from node.chain.tx import Transaction, sign_tx
+from node.client import Client, RpcError
+from node.keys import load_key
 from tests.e2e.nodeproc import make_testnet, node_process, wait_for
 
 TXS_TOTAL = 1000

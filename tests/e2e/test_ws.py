@@ -22,11 +22,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from node.api.subscriptions import CONNECTIONS_MAX, DROP_REASON, SUBSCRIPTIONS_PER_CONNECTION_MAX
-from node.keys import load_key
-from node.chain.tx import Transaction, sign_tx
 from node.api.http_server import Limits
+from node.api.subscriptions import CONNECTIONS_MAX, DROP_REASON, SUBSCRIPTIONS_PER_CONNECTION_MAX
 from node.api.ws import CLOSE_GRACE_S, IDLE_REASON, IDLE_TIMEOUT_S, REQUESTS_IN_FLIGHT_MAX, WRITE_TIMEOUT_S
+from node.chain.tx import Transaction, sign_tx
+from node.keys import load_key
 from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import node.pipeline.commit
 
 from consensus.actions import CommitBlock, ValidateBlock
 from node.chain.block import encode_certificate
-from node.chain.ledger import Ledger
 from node.chain.candidate import BlockInvalid, Candidate
+from node.chain.ledger import Ledger
 from node.chain.proposal import proposal_body
 from node.chain.tx import Transaction
 from node.pipeline.commit import HELD_COMMITTED_BLOCKS, AlreadyStored, CommitPipeline, Committed, Deferred

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from node.chain.genesis import Genesis, Member, load_genesis, write_genesis
 from node.config import Address, load_config
 from node.errors import ConfigError
-from node.chain.genesis import Genesis, Member, load_genesis, write_genesis
 
 
 def config_in(tmp_path: Path, text: str) -> Path:

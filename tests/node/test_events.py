@@ -12,8 +12,8 @@ from node.api.subscriptions import (
     BLOCKS, CONNECTIONS_MAX, DROP_REASON, NOTIFICATIONS_QUEUED_MAX, SUBSCRIPTIONS_PER_CONNECTION_MAX, TX, Hub,
     Notification, Outbox, Subscriber, Subscription, dropped_text,
 )
-from node.ops.metrics import Metrics
 from node.api.jsonrpc import INVALID_PARAMS, NOT_FOUND, OVERLOADED, RpcError
+from node.ops.metrics import Metrics
 
 TX_A, TX_B = "aa" * 32, "bb" * 32
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from nacl.signing import SigningKey
 
-from node.txpool.mempool import Mempool, MempoolFull
 from node.chain.tx import Transaction, sign_tx
+from node.txpool.mempool import Mempool, MempoolFull
 
 CLIENT = SigningKey(b"m" * 32)
 

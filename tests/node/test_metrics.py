@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.ops.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, RPC_NON_METHODS, TX_REJECTION_REASONS, Metrics
 from node.api.rpc import RpcService
+from node.ops.metrics import MESSAGE_DROP_REASONS, RPC_METHODS, RPC_NON_METHODS, TX_REJECTION_REASONS, Metrics
 from node.version import VERSION
 
 ROOT = Path(__file__).resolve().parents[2]

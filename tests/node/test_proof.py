@@ -18,16 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from node.api.lookup import build_proof
 from node.chain.block import Sealed, verify_certificate
 from node.chain.canonical import pack
-from node.cli.client_cmds import recorded_file
 from node.chain.execution import NO_SUCH_KEY
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.api.lookup import build_proof
 from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
+from node.cli.client_cmds import recorded_file
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 

@@ -9,13 +9,13 @@ import pytest
 from nacl.signing import SigningKey
 
 from node.chain.block import Block, BlockError, decode_certificate
+from node.chain.block_check import Proposed, check_block
+from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.canonical import pack, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, kv_key
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import GenesisMismatch, Ledger
 from node.chain.merkle import merkle_root
-from node.chain.block_check import Proposed, check_block
-from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.proposal import build_block, parse_body
 from node.chain.tx import Transaction, decode_tx, sign_tx
 from storage.chain import ChainStore

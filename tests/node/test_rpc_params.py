@@ -14,16 +14,16 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from nacl.signing import SigningKey
 
-from node.txpool.admission import Admission
-from node.chain.genesis import Genesis, Member
 from node.api.jsonrpc import INTERNAL_ERROR, encode
-from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool
-from node.ops.ratelog import RateLog
-from node.ops.metrics import Metrics
 from node.api.lookup import ChainLookup
 from node.api.rpc import RpcService
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
 from node.chain.tx import Transaction, sign_tx
+from node.ops.metrics import Metrics
+from node.ops.ratelog import RateLog
+from node.txpool.admission import Admission
+from node.txpool.mempool import Mempool
 from node.txpool.verifier import BAD_SIGNATURE
 from storage.chain import ChainStore
 from storage.memory import MemoryStore

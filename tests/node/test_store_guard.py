@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from consensus.safety_state import SafetyState, encode_safety
-from node.config import NodeConfig
 from node.chain.block import Block, encode_certificate
-from node.disk.integrity import Fault, check_store, verify_window
-from node.disk.safety_file import MAGIC, UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, encode_record, safety_path
 from node.chain.ledger import Ledger
 from node.chain.tx import tx_hash_of
+from node.config import NodeConfig
+from node.disk.integrity import Fault, check_store, verify_window
+from node.disk.safety_file import MAGIC, UNKNOWN, SafetyFile, SafetyFileError, SafetyRecord, encode_record, safety_path
 from node.disk.store_guard import (
     SAFETY_FILE_META, DamageWatch, StoreDamaged, damaged, marked_damage, open_guarded, resync_record,
 )

@@ -14,11 +14,11 @@ import msgpack
 import pytest
 import trio
 
+from node.chain.tx import Transaction, tx_hash_of
 from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, TxGossip
 from node.p2p.wire import TXS
 from node.txpool.admission import DUPLICATE, Admission, Refused
 from node.txpool.mempool import MempoolFull
-from node.chain.tx import Transaction, tx_hash_of
 from node.txpool.txlog import TxLog, TxLogDamaged, read_segment, record
 from node.txpool.verifier import Verifier
 from tests.shell.chainkit import build, consortium, driver_for, wait_until

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from node.chain.tx import sign_tx
 from node.client import NodeUnreachable, RpcError
 from node.keys import load_key
-from node.chain.tx import sign_tx
 from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process, wait_for
 from tests.ops.test_prometheus_rules import ALERTS, PROMETHEUS_DIR, dashboard_exprs
 

@@ -17,16 +17,16 @@ from consensus.quorum import quorum
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from node.chain.block import Block, encode_certificate
+from node.chain.candidate import Candidate
 from node.chain.crypto import NodeCrypto
-from node.pipeline.commit import CommitPipeline
-from node.pipeline.driver import BlockingRunner, Driver, Inbox, Wakeup
 from node.chain.genesis import Genesis, Member
 from node.chain.ledger import Ledger
-from node.txpool.mempool import Mempool
-from node.ops.metrics import Metrics
-from node.chain.candidate import Candidate
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
+from node.ops.metrics import Metrics
+from node.pipeline.commit import CommitPipeline
+from node.pipeline.driver import BlockingRunner, Driver, Inbox, Wakeup
+from node.txpool.mempool import Mempool
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 

@@ -15,16 +15,16 @@ from consensus.actions import CommitBlock, ValidateBlock
 from consensus.events import BlockValidated
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
-from node.chain.crypto import NodeCrypto
-from node.pipeline.driver import Driver, Wakeup
-from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher
-from node.chain.genesis import Genesis, Member
-from node.chain.ledger import Ledger
-from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
 from node.chain.block_check import Proposed, check_block
 from node.chain.candidate import BlockInvalid, Candidate
+from node.chain.crypto import NodeCrypto
+from node.chain.genesis import Genesis, Member
+from node.chain.ledger import Ledger
 from node.chain.proposal import build_block, parse_body, proposal_body
 from node.chain.tx import Transaction, sign_tx
+from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher
+from node.p2p.wire import FOUND_TXS, GET_TXS, FoundTxs, FrameError, Message, decode
+from node.pipeline.driver import Driver, Wakeup
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.shell.chainkit import Fetcher, driver_over

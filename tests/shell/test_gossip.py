@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from node.txpool.admission import Admission
-from node.pipeline.driver import Driver
-from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
-from node.p2p.wire import TXS, FrameError, Txs, decode
 from node.chain.ledger import Ledger
 from node.chain.tx import Transaction, sign_tx
+from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, GOSSIP_INTERVAL_S, TxGossip
+from node.p2p.wire import TXS, FrameError, Txs, decode
+from node.pipeline.driver import Driver
+from node.txpool.admission import Admission
 from node.txpool.verifier import Verifier
 from tests.shell.chainkit import Consortium, build, consortium, driver_for, wait_until
 

@@ -20,15 +20,15 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from node.p2p import peers
+from node.api.http_server import bind
 from node.config import Address
 from node.ops.metrics import Metrics
-from node.p2p.outbox import PeerOutbox
-from node.p2p.peers import PeerNetwork
+from node.p2p import peers
 from node.p2p.framing import frame
 from node.p2p.handshake import AUTH_PREFIX, HANDSHAKE_FRAME_BYTES_MAX, PROTOCOL
+from node.p2p.outbox import PeerOutbox
+from node.p2p.peers import PeerNetwork
 from node.p2p.transport import FrameReader, Session, TransportError, handshake
-from node.api.http_server import bind
 from node.p2p.wire import CONSENSUS, Message, Status, Txs, decode, encode
 from tests.shell.chainkit import Consortium, consortium, wait_until
 

@@ -14,16 +14,16 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.p2p import sync
 from node.chain.block import decode_block
 from node.chain.block_check import check_synced_block
-from node.chain.ledger import Ledger
 from node.chain.candidate import BlockInvalid
+from node.chain.ledger import Ledger
 from node.chain.proposal import BLOCK_TX_BYTES_MAX
+from node.chain.tx import Transaction, sign_tx
+from node.p2p import sync
 from node.p2p.sync import RESPONSE_BYTES_MAX, HeightAnnouncer, Syncer
 from node.p2p.transport import FRAME_BYTES_MAX
 from node.p2p.wire import BLOCKS, GET_BLOCKS, STATUS, Blocks, FrameError, GetBlocks, Message, Status, decode
-from node.chain.tx import Transaction, sign_tx
 from node.pipeline.driver import Wakeup
 from tests.shell.chainkit import (
     Consortium,

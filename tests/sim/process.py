@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from consensus.replica import Replica
 from node.chain.ledger import Ledger
-from node.pipeline.commit import CommitPipeline
 from node.chain.tx import Transaction
+from node.pipeline.commit import CommitPipeline
 from storage.memory import MemoryStore
 
 
