@@ -1,6 +1,7 @@
 """Blocks, their headers and commit certificates, and their canonical encodings.
 
-header  = [2, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root]
+header  = [3, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root,
+           validators_hash, next_validators_hash]   (the validators of this height and of the next)
 block   = [header, [tx, ...]]            (each tx is its encoded bytes)
 hash    = SHA-256(canonical encoding of header)
 cert    = [[validator_pubkey, seal], ...] where seal signs b"alliance-commit-v1\\x00" + hash
@@ -20,7 +21,7 @@ from consensus.quorum import quorum
 from node.chain.canonical import CodecError, pack, unpack
 from node.chain.crypto import Verify, verify
 
-BLOCK_VERSION = 2
+BLOCK_VERSION = 3
 
 
 class BlockError(ValueError):
@@ -38,11 +39,14 @@ class Header:
     tx_root: bytes
     receipt_root: bytes
     state_root: bytes
+    validators_hash: bytes
+    next_validators_hash: bytes
 
     def wire(self) -> list[Any]:
         return [
             BLOCK_VERSION, self.chain_id, self.height, self.prev_hash,
             self.time_ms, self.proposer, self.tx_count, self.tx_root, self.receipt_root, self.state_root,
+            self.validators_hash, self.next_validators_hash,
         ]
 
     def encode(self) -> bytes:
@@ -62,16 +66,15 @@ class Block:
 
 
 def header_from_wire(obj: Any) -> Header:
-    if not isinstance(obj, list) or len(obj) != 10 or type(obj[0]) is not int or obj[0] != BLOCK_VERSION:
+    if not isinstance(obj, list) or len(obj) != 12 or type(obj[0]) is not int or obj[0] != BLOCK_VERSION:
         raise BlockError(f"header must be [{BLOCK_VERSION}, chain_id, height, prev_hash, time, proposer, "
-                         "tx_count, tx_root, receipt_root, state_root]")
-    _, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root = obj
+                         "tx_count, tx_root, receipt_root, state_root, validators_hash, next_validators_hash]")
+    chain_id, height, time_ms, tx_count = obj[1], obj[2], obj[4], obj[6]
     ints_ok = all(type(i) is int and i >= 0 for i in (height, time_ms, tx_count)) and height > 0
-    hashes = (prev_hash, proposer, tx_root, receipt_root, state_root)
-    hashes_ok = all(isinstance(h, bytes) and len(h) == 32 for h in hashes)
+    hashes_ok = all(isinstance(obj[i], bytes) and len(obj[i]) == 32 for i in (3, 5, 7, 8, 9, 10, 11))
     if not (isinstance(chain_id, str) and ints_ok and hashes_ok):
         raise BlockError("header fields have the wrong types")
-    return Header(chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root)
+    return Header(*obj[1:])
 
 
 def decode_block(data: bytes) -> Block:
@@ -150,7 +153,7 @@ def verify_certificate(
     message = seal_bytes(block_hash)
     for i, (validator, seal) in enumerate(certificate):
         if validator not in members:
-            faults.append(f"signature {i} is by {validator.hex()}, not a genesis validator")
+            faults.append(f"signature {i} is by {validator.hex()}, not a validator of that height")
             continue
         if validator in seen:
             faults.append(f"validator {validator.hex()} signs more than once")

@@ -16,7 +16,7 @@ from node.chain.block import Block, BlockError, Header, decode_block, decode_cer
 from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
 from node.chain.canonical import CodecError
 from node.chain.crypto import Verify, verify
-from node.chain.execution import execute
+from node.chain.execution import execute, validators_hashes
 from node.chain.ledger import Ledger
 from node.chain.proposal import BLOCK_TX_BYTES_MAX, HASH_ITEM_BYTES
 from node.chain.tx import (
@@ -81,16 +81,19 @@ def check_block(
     """
     block_hash = _check_header(ledger, header, vouch)
     txs = _txs(ledger, items, vouch, known_tx, fetched)
-    execution = execute(txs, header.height, header.time_ms, ledger.read_state)
+    genesis = ledger.genesis.members
+    execution = execute(txs, header.height, header.time_ms, ledger.read_state, genesis)
     if not isinstance(vouch, Decided):
-        _check_contents(Contents.of(txs, execution, ledger.state_root), header, vouch)
+        validators = validators_hashes(execution, ledger.read_state, genesis, header.height)
+        _check_contents(Contents.of(txs, execution, ledger.state_root, validators), header, vouch)
     return Candidate(Block(header, tuple(tx.raw for tx in txs)), block_hash, txs, execution)
 
 
 def check_synced_block(
-    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, validators: tuple[bytes, ...], verify_seal: Verify = verify
+    ledger: Ledger, raw_block: bytes, raw_certificate: bytes, verify_seal: Verify = verify
 ) -> tuple[Candidate, Certificate] | None:
-    """A committed block from a peer, checked against its certificate and re-executed.
+    """A committed block from a peer, checked against its certificate (by the validators of its
+    height) and re-executed.
 
     None when the ledger already holds that height (consensus got there first).
     """
@@ -101,6 +104,9 @@ def check_synced_block(
         raise BlockInvalid(f"undecodable block: {exc}") from None
     if block.header.height <= ledger.height:
         return None
+    if block.header.height != ledger.height + 1:
+        raise BlockInvalid(f"block {block.header.height} does not extend our chain at {ledger.height}")
+    validators = ledger.members(block.header.height).validator_keys
     return check_block(ledger, block.header, block.txs, Certified(certificate, validators, verify_seal)), certificate
 
 
@@ -173,7 +179,7 @@ def _decoded(items: Sequence[Transaction | bytes], what: str) -> list[Transactio
 
 
 def _checked_txs(ledger: Ledger, items: Sequence[Transaction | bytes], known_tx: KnownTx) -> list[Transaction]:
-    authorised = ledger.genesis.authorised_senders()
+    authorised = ledger.members(ledger.height + 1).authorised_senders
     txs: list[Transaction] = []
     seen: set[bytes] = set()
     for item in items:

@@ -35,21 +35,31 @@ class Contents:
     tx_root: bytes
     receipt_root: bytes
     state_root: bytes
+    validators_hash: bytes
+    next_validators_hash: bytes
 
     @staticmethod
-    def of(txs: Sequence[Transaction], execution: Execution, prev_state_root: bytes) -> Contents:
+    def of(
+        txs: Sequence[Transaction], execution: Execution, prev_state_root: bytes, validators: tuple[bytes, bytes]
+    ) -> Contents:
+        """`validators`: the validators hashes of the block's height and of the next, after its execution."""
         hashes = [tx.hash for tx in txs]
         return Contents(
             tx_count=len(txs),
             tx_root=merkle_root(hashes),
             receipt_root=merkle_root([receipt_bytes(h, r) for h, r in zip(hashes, execution.receipts)]),
             state_root=execution.state_root(prev_state_root),
+            validators_hash=validators[0],
+            next_validators_hash=validators[1],
         )
 
     def check(self, header: Header) -> None:
         """Raises BlockInvalid naming the first header field that does not match."""
-        _check_fields(header, {"tx_count": self.tx_count, "tx_root": self.tx_root,
-                               "receipt_root": self.receipt_root, "state_root": self.state_root})
+        _check_fields(header, {
+            "tx_count": self.tx_count, "tx_root": self.tx_root, "receipt_root": self.receipt_root,
+            "state_root": self.state_root, "validators_hash": self.validators_hash,
+            "next_validators_hash": self.next_validators_hash,
+        })
 
 
 def check_tx_root(header: Header, tx_hashes: Sequence[bytes]) -> None:

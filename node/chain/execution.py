@@ -1,7 +1,8 @@
 """Transaction families and the deterministic executor.
 
 State keys: b"kv/" + key (UTF-8) -> [value, owner, height];
-b"nt/" + digest -> [recorder, height, time_ms, tx_hash, meta].
+b"nt/" + digest -> [recorder, height, time_ms, tx_hash, meta]; b"gv/..." the membership
+and its proposals (node/chain/governance.py).
 state_root(h) = SHA-256(state_root(h-1) || SHA-256(canonical [[key, value-or-nil], ...] sorted by key)),
 with state_root(0) = 32 zero bytes: a commitment to the whole state history.
 """
@@ -13,7 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.chain import governance
 from node.chain.canonical import pack_flat, unpack
+from node.chain.membership import Membership
 from node.chain.tx import Transaction
 
 OK, BAD_ARGS, NOT_OWNER, NO_SUCH_KEY, ALREADY_RECORDED = 0, 1, 2, 3, 4
@@ -49,16 +52,26 @@ class Execution:
 
 
 @dataclass
-class _Context:
+class _StateView:
+    """The state a step of execution sees: its own writes over what `read` gives."""
+
     read: Reader
     writes: dict[bytes, bytes | None]
-    height: int
-    time_ms: int
-    tx: Transaction
 
     def get(self, key: bytes) -> Any:
         raw = self.writes[key] if key in self.writes else self.read(key)
         return None if raw is None else unpack(raw)
+
+    def put(self, key: bytes, value: Any) -> None:
+        self.writes[key] = pack_flat(value)
+
+
+@dataclass
+class _Context(_StateView):
+    height: int
+    time_ms: int
+    tx: Transaction
+    genesis: Membership
 
 
 def kv_key(key: str) -> bytes:
@@ -114,25 +127,48 @@ def _notary_record(ctx: _Context) -> Receipt:
     return Receipt(OK, "")
 
 
+def _gov_propose(ctx: _Context) -> Receipt:
+    return Receipt(*governance.propose(ctx, ctx.genesis, ctx.tx, ctx.height))
+
+
+def _gov_approve(ctx: _Context) -> Receipt:
+    return Receipt(*governance.approve(ctx, ctx.genesis, ctx.tx, ctx.height))
+
+
 OPERATIONS: dict[tuple[str, str], Callable[[_Context], Receipt]] = {
     ("kv", "put"): _kv_put,
     ("kv", "delete"): _kv_delete,
     ("notary", "record"): _notary_record,
+    ("gov", "propose"): _gov_propose,
+    ("gov", "approve"): _gov_approve,
 }
 
 
-def execute(txs: Sequence[Transaction], height: int, time_ms: int, read: Reader) -> Execution:
-    """Runs `txs` in order over the state `read` gives; a failed tx writes nothing."""
+def execute(txs: Sequence[Transaction], height: int, time_ms: int, read: Reader, genesis: Membership) -> Execution:
+    """Runs block `height`: puts in force the membership changes due at it, then `txs` in order over
+    the state `read` gives; a failed tx writes nothing. `genesis` is the chain's first membership."""
     result = Execution()
+
+    def overlay(key: bytes) -> bytes | None:
+        return result.writes[key] if key in result.writes else read(key)
+
+    governance.activate(_StateView(overlay, result.writes), genesis, height)
     for tx in txs:
         operation = OPERATIONS.get((tx.family, tx.op))
         if operation is None:
             result.receipts.append(Receipt(BAD_ARGS, f"unknown operation {tx.family}.{tx.op}"))
             continue
         writes: dict[bytes, bytes | None] = {}
-        ctx = _Context(lambda k: result.writes[k] if k in result.writes else read(k), writes, height, time_ms, tx)
-        receipt = operation(ctx)
+        receipt = operation(_Context(overlay, writes, height, time_ms, tx, genesis))
         if receipt.code == OK:
             result.writes.update(writes)
         result.receipts.append(receipt)
     return result
+
+
+def validators_hashes(execution: Execution, read: Reader, genesis: Membership, height: int) -> tuple[bytes, bytes]:
+    """What the header of block `height` commits to once `execution` is written: the validators hash
+    of its own height and of the next."""
+    view = _StateView(lambda k: execution.writes[k] if k in execution.writes else read(k), {})
+    own, following = (governance.upcoming_members(view, genesis, h).validators_hash() for h in (height, height + 1))
+    return own, following

@@ -1,4 +1,4 @@
-"""The genesis: chain id, the member validators and the authorised clients and admins."""
+"""The genesis: chain id and the first membership (validators, observers, clients, admins, threshold)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ from typing import Any
 import tomli_w
 
 from node.chain.canonical import pack
+from node.chain.membership import Member, Membership, default_threshold
 from node.config import parse_address, read_toml
 from node.errors import AllianceError, ConfigError
 from node.keys import parse_pubkey
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str
-    pubkey: bytes
-    address: str = ""  # host:port of the peer listener; validators only
 
 
 @dataclass(frozen=True)
@@ -29,6 +23,13 @@ class Genesis:
     validators: tuple[Member, ...]
     clients: tuple[Member, ...]
     admins: tuple[Member, ...]
+    observers: tuple[Member, ...] = ()
+    admin_threshold: int | None = None  # None: a majority of the admins (0 when there is none)
+
+    def __post_init__(self) -> None:
+        if self.admin_threshold is None:
+            default = default_threshold(len(self.admins)) if self.admins else 0
+            object.__setattr__(self, "admin_threshold", default)
 
     def hash(self) -> bytes:
         """SHA-256 of the canonical encoding; equal genesis files give equal hashes."""
@@ -38,16 +39,25 @@ class Genesis:
     def validator_keys(self) -> tuple[bytes, ...]:
         return tuple(m.pubkey for m in self.validators)
 
-    def authorised_senders(self) -> frozenset[bytes]:
-        return frozenset(m.pubkey for m in self.clients + self.admins)
+    @property
+    def threshold(self) -> int:
+        assert self.admin_threshold is not None  # set by __post_init__
+        return self.admin_threshold
+
+    @property
+    def members(self) -> Membership:
+        """The membership in force from block 1 until governance changes it."""
+        return Membership(self.validators, self.observers, self.clients, self.admins, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "validators": [_member_dict(m, with_address=True) for m in self.validators],
+            "observers": [_member_dict(m, with_address=True) for m in self.observers],
             "clients": [_member_dict(m) for m in self.clients],
             "admins": [_member_dict(m) for m in self.admins],
+            "admin_threshold": self.threshold,
         }
 
 
@@ -76,7 +86,7 @@ def load_genesis(path: Path, complete: bool = True) -> Genesis:
         raise ConfigError(f"genesis file {path}: {exc}") from None
 
 
-GENESIS_FIELDS = ("chain_id", "genesis_time_ms", "validators", "clients", "admins")
+GENESIS_FIELDS = ("chain_id", "genesis_time_ms", "validators", "observers", "clients", "admins", "admin_threshold")
 MEMBER_FIELDS = ("name", "pubkey", "address")
 
 
@@ -93,10 +103,22 @@ def _parse(data: dict[str, Any], complete: bool) -> Genesis:
     validators = _members(data, "validators", with_address=True)
     if complete and not validators:
         raise ConfigError("at least one validator is required")
-    genesis = Genesis(chain_id, time_ms, validators, _members(data, "clients"), _members(data, "admins"))
-    _check_unique(genesis.validators)
+    admins = _members(data, "admins")
+    threshold = data.get("admin_threshold")
+    if threshold is not None and (type(threshold) is not int or not (1 if admins else 0) <= threshold <= len(admins)):
+        raise ConfigError(f"admin_threshold must be an integer from 1 to the number of admins ({len(admins)})")
+    genesis = Genesis(chain_id, time_ms, validators, _members(data, "clients"), admins,
+                      _members(data, "observers", with_address=True), threshold)
+    _check_unique(genesis.validators + genesis.observers, "validator or observer")
     _check_unique(genesis.clients + genesis.admins, "client or admin")
+    _check_one_role(genesis)
     return genesis
+
+
+def _check_one_role(genesis: Genesis) -> None:
+    peers = {m.pubkey for m in genesis.validators + genesis.observers}
+    if any(m.pubkey in peers for m in genesis.clients + genesis.admins):
+        raise ConfigError("a public key is both a validator or observer and a client or admin; a key holds one role")
 
 
 def _members(data: dict[str, Any], field: str, with_address: bool = False) -> tuple[Member, ...]:

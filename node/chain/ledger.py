@@ -12,6 +12,8 @@ from node.chain.block import (
 from node.chain.canonical import CodecError, pack_flat, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.chain.genesis import Genesis
+from node.chain.governance import ACTIVATION_DELAY, ReadState, past_members, upcoming_members
+from node.chain.membership import Membership
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
@@ -20,6 +22,8 @@ GENESIS_META = "genesis_hash"
 # Blocks whose tx hashes are kept in memory, so that refusing a just-committed
 # transaction needs no LevelDB read (and closes the race with a late gossip copy).
 RECENT_BLOCKS = 64
+# Memberships kept at hand: admission and the peers ask for the next height's at every turn.
+MEMBERSHIPS_CACHED = 16
 # Committed blocks kept decoded: a transaction entry points into its block, and
 # clients that waited for a commit ask for the transactions of the newest ones.
 DECODED_BLOCKS = 8
@@ -48,6 +52,7 @@ class Ledger:
         self._recent: deque[list[bytes]] = deque(maxlen=RECENT_BLOCKS)
         self._recent_hashes: set[bytes] = set()
         self._decoded: dict[int, Block] = {}  # written only by commit; read with .get from any thread
+        self._members: dict[tuple[int, int], Membership] = {}  # (tip, height) -> membership at height
         if store.height() > 0:
             self.last_header = self._require_block(store.height()).header
 
@@ -173,6 +178,23 @@ class Ledger:
 
     def read_state(self, key: bytes) -> bytes | None:
         return self.store.load_state(key)
+
+    def members(self, height: int) -> Membership:
+        """The membership in force at `height`: known from the genesis up to ACTIVATION_DELAY past the tip.
+
+        Raises governance.GovernanceCorrupt if the state holding it is damaged."""
+        tip = self.height
+        if not 1 <= height <= tip + ACTIVATION_DELAY:
+            raise ValueError(f"the membership at height {height} is not known at tip {tip}")
+        key = (tip if height > tip else 0, height)  # past heights never change
+        found = self._members.get(key)
+        if found is None:
+            state, genesis = ReadState(self.read_state), self.genesis.members
+            found = upcoming_members(state, genesis, height) if height > tip else past_members(state, genesis, height)
+            if len(self._members) >= MEMBERSHIPS_CACHED:
+                self._members = {}
+            self._members[key] = found
+        return found
 
     def commit(
         self,

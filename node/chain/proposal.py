@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from node.chain.block import Block, BlockError, Header, header_from_wire
 from node.chain.candidate import BlockInvalid, Candidate, Contents, KnownTx
 from node.chain.canonical import CodecError, pack_flat, unpack
-from node.chain.execution import execute
+from node.chain.execution import execute, validators_hashes
 from node.chain.ledger import Ledger
 from node.chain.tx import Transaction
 
@@ -64,8 +64,9 @@ def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now
     txs = _within_size(txs)
     height = ledger.height + 1
     time_ms = max(now_ms, ledger.last_time_ms)
-    execution = execute(txs, height, time_ms, ledger.read_state)
-    contents = Contents.of(txs, execution, ledger.state_root)
+    execution = execute(txs, height, time_ms, ledger.read_state, ledger.genesis.members)
+    validators = validators_hashes(execution, ledger.read_state, ledger.genesis.members, height)
+    contents = Contents.of(txs, execution, ledger.state_root, validators)
     header = Header(
         chain_id=ledger.genesis.chain_id,
         height=height,
@@ -76,6 +77,8 @@ def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now
         tx_root=contents.tx_root,
         receipt_root=contents.receipt_root,
         state_root=contents.state_root,
+        validators_hash=contents.validators_hash,
+        next_validators_hash=contents.next_validators_hash,
     )
     block = Block(header, tuple(tx.raw for tx in txs))
     return Candidate(block, header.hash(), list(txs), execution)

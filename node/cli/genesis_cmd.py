@@ -13,7 +13,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from node.chain.genesis import Genesis, Member, check_genesis, load_genesis, write_genesis
+from node.chain.genesis import Genesis, check_genesis, load_genesis, write_genesis
+from node.chain.membership import Member
 from node.config import parse_address
 from node.errors import AllianceError
 from node.keys import parse_pubkey

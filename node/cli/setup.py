@@ -10,7 +10,8 @@ from pathlib import Path
 import tomli_w
 from nacl.signing import SigningKey
 
-from node.chain.genesis import Genesis, Member, write_genesis
+from node.chain.genesis import Genesis, write_genesis
+from node.chain.membership import Member
 from node.errors import AllianceError
 from node.keys import pubkey_hex, write_key
 

@@ -2,8 +2,8 @@
 
 Each block is checked for what the node relies on when serving it: it is
 there and decodes, it is at its height, links to the previous block, is
-indexed by its hash, carries a certificate (verified against the genesis
-validators), its header's transaction count and root match its
+indexed by its hash, carries a certificate (verified against the validators
+of its height, which the stored membership history gives), its header's transaction count and root match its
 transactions, and each transaction's entry points back to it. The height
 pointer must agree with the blocks present. A fault raises `Fault` naming
 the first bad height.
@@ -11,13 +11,15 @@ the first bad height.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
-from node.chain.execution import GENESIS_STATE_ROOT, execute
+from node.chain.execution import GENESIS_STATE_ROOT, execute, validators_hashes
 from node.chain.genesis import Genesis
+from node.chain.governance import GovernanceCorrupt, ReadState, past_members
+from node.chain.membership import validators_hash
 from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
@@ -26,6 +28,22 @@ from storage.kv import StorageError
 # many transactions if fewer; about a quarter of a second either way.
 START_WINDOW_BLOCKS = 256
 START_WINDOW_TXS = 20_000
+
+
+Validators = Callable[[int], tuple[bytes, ...]]
+
+
+def stored_validators(store: ChainStore, genesis: Genesis) -> Validators:
+    """The validators of each stored height, from the membership history in the stored state."""
+    state = ReadState(store.load_state)
+
+    def at(height: int) -> tuple[bytes, ...]:
+        try:
+            return past_members(state, genesis.members, height).validator_keys
+        except GovernanceCorrupt as exc:
+            raise Fault(height, f"cannot be checked: {exc}") from None
+
+    return at
 
 
 class Fault(Exception):
@@ -42,7 +60,7 @@ def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDO
     tip = store.height()
     if store.load_block(tip + 1) is not None:
         raise Fault(tip + 1, f"is stored above the height pointer ({tip})")
-    validators = genesis.validator_keys
+    validators = stored_validators(store, genesis)
     linked_from: bytes | None = None  # the prev_hash of the block above, already checked
     for height in range(tip, max(0, tip - window), -1):
         header, block_txs = check_stored_block(store, genesis, height, None, validators)
@@ -58,7 +76,7 @@ def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDO
 def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int, Fault | None]:
     """Checks every block (and with `replay` re-executes them all): blocks that passed, and the first fault."""
     tip, checked = store.height(), 0
-    state = _Replay() if replay else None
+    state = _Replay(genesis) if replay else None
     try:
         for header, txs in walk(store, genesis, 1, tip):
             if state is not None:
@@ -77,7 +95,8 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
 class _Replay:
     """The state re-built from the genesis, block by block, against each header's state root."""
 
-    def __init__(self) -> None:
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis.members
         self.state: dict[bytes, bytes] = {}
         self.written_at: dict[bytes, int] = {}  # the height that last wrote each key
         self.root = GENESIS_STATE_ROOT
@@ -87,9 +106,10 @@ class _Replay:
             txs = [decode_tx(raw) for raw in raw_txs]
         except TxError as exc:
             raise Fault(header.height, f"holds a transaction that does not decode: {exc}") from None
-        execution = execute(txs, header.height, header.time_ms, self.state.get)
+        execution = execute(txs, header.height, header.time_ms, self.state.get, self.genesis)
+        validators = validators_hashes(execution, self.state.get, self.genesis, header.height)
         try:
-            Contents.of(txs, execution, self.root).check(header)
+            Contents.of(txs, execution, self.root, validators).check(header)
         except BlockInvalid as exc:
             raise Fault(header.height, f"does not replay: {exc}") from None
         for key, value in execution.writes.items():
@@ -117,7 +137,7 @@ class _Replay:
 def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator[tuple[Header, tuple[bytes, ...]]]:
     """Checks blocks first..last in order, yielding each header and its transactions once it passed."""
     prev_hash = genesis.hash() if first == 1 else _load(store, first - 1)[0].hash()
-    validators = genesis.validator_keys
+    validators = stored_validators(store, genesis)
     for height in range(first, last + 1):
         header, txs = check_stored_block(store, genesis, height, prev_hash, validators)
         prev_hash = header.hash()
@@ -125,7 +145,7 @@ def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator
 
 
 def check_stored_block(store: ChainStore, genesis: Genesis, height: int, prev_hash: bytes | None,
-                       validators: tuple[bytes, ...]) -> tuple[Header, tuple[bytes, ...]]:
+                       validators: Validators) -> tuple[Header, tuple[bytes, ...]]:
     """Checks one block, and its link to `prev_hash` unless None."""
     header, txs = _load(store, height)
     if header.chain_id != genesis.chain_id:
@@ -135,7 +155,10 @@ def check_stored_block(store: ChainStore, genesis: Genesis, height: int, prev_ha
     block_hash = header.hash()
     if _height_of(store, block_hash, height) != height:
         raise Fault(height, "is not indexed under its hash")
-    _check_certificate(store, height, block_hash, validators)
+    keys = validators(height)
+    if header.validators_hash != validators_hash(keys):
+        raise Fault(height, "names other validators than the chain's membership at its height")
+    _check_certificate(store, height, block_hash, keys)
     hashes = [tx_hash_of(tx) for tx in txs]
     try:
         check_tx_root(header, hashes)
@@ -177,7 +200,7 @@ def _check_certificate(store: ChainStore, height: int, block_hash: bytes, valida
     except (BlockError, StorageError) as exc:
         raise Fault(height, f"has an unreadable commit certificate: {exc}") from None
     if not verify_certificate(block_hash, certificate, validators).quorate:
-        raise Fault(height, "has a commit certificate that does not verify against the genesis validators")
+        raise Fault(height, "has a commit certificate that does not verify against the validators of its height")
 
 
 def _check_entry(store: ChainStore, height: int, index: int, tx_hash: bytes) -> None:

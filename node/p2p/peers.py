@@ -15,7 +15,7 @@ from collections.abc import Callable
 import trio
 from nacl.signing import SigningKey
 
-from node.chain.genesis import Member
+from node.chain.membership import Member
 from node.config import parse_address
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog

@@ -37,6 +37,10 @@ class Committed:
     candidate: Candidate
     tx_hashes: list[bytes]
 
+    @property
+    def height(self) -> int:
+        return self.candidate.block.header.height
+
 
 @dataclass(frozen=True, slots=True)
 class Deferred:
@@ -63,7 +67,6 @@ class CommitPipeline:
         self.pool = pool
         self.proposer = proposer  # whose name the blocks built here carry
         self.block_txs_max = block_txs_max
-        self.validators = ledger.genesis.validator_keys
         self.verify_seal = verify_seal  # how catch-up checks the seals of a block's commit certificate
         self._candidates: dict[bytes, Candidate] = {}  # built or validated here, not committed yet
         self._proposed_at: dict[bytes, float] = {}
@@ -118,7 +121,7 @@ class CommitPipeline:
     def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> Committed | None:
         """Checks a block catch-up fetched against its certificate and writes it; None when the height is
         stored already. Raises BlockInvalid when the block is not this chain's next."""
-        checked = check_synced_block(self.ledger, raw_block, raw_certificate, self.validators, self.verify_seal)
+        checked = check_synced_block(self.ledger, raw_block, raw_certificate, self.verify_seal)
         if checked is None:
             return None
         candidate, certificate = checked
@@ -130,6 +133,10 @@ class CommitPipeline:
     def block_txs(self) -> list[Transaction]:
         """The transactions the next block built here takes: the pool's oldest."""
         return self.pool.oldest(self.block_txs_max)
+
+    def drop_unauthorised(self) -> list[bytes]:
+        """After a commit that changed who may send: empties the pool of what the next block may not carry."""
+        return self.pool.drop_senders_outside(self.ledger.members(self.ledger.height + 1).authorised_senders)
 
     def proposed(self, block_hash: bytes, at_s: float) -> None:
         """The block was first proposed (or built) at `at_s`: its commit latency counts from then."""

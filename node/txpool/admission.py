@@ -46,7 +46,6 @@ class Admission:
         self.txlog = txlog  # where clients' transactions are kept before they are acknowledged
         self.pending = pending
         self.chain_id = genesis.chain_id
-        self.authorised = genesis.authorised_senders()
         self.ledger = ledger
         self.mempool = mempool
 
@@ -76,7 +75,7 @@ class Admission:
             raise Refused(INVALID, exc.reason, str(exc)) from None
         if self.seen(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
-        if tx.sender not in self.authorised:
+        if tx.sender not in self.ledger.members(self.ledger.height + 1).authorised_senders:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
         return tx
 

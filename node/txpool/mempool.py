@@ -68,6 +68,12 @@ class Mempool:
     def oldest(self, limit: int) -> list[Transaction]:
         return list(itertools.islice(self._txs.values(), limit))
 
+    def drop_senders_outside(self, authorised: frozenset[bytes]) -> list[bytes]:
+        """Removes the transactions of senders no longer authorised; returns their hashes."""
+        dropped = [h for h, tx in self._txs.items() if tx.sender not in authorised]
+        self.remove(dropped)
+        return dropped
+
     def remove(self, tx_hashes: Iterable[bytes]) -> None:
         for tx_hash in tx_hashes:
             self._txs.pop(tx_hash, None)

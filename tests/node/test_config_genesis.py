@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node.chain.genesis import Genesis, Member, load_genesis, write_genesis
+from node.chain.genesis import Genesis, load_genesis, write_genesis
+from node.chain.membership import Member
 from node.config import Address, load_config
 from node.errors import ConfigError
 
@@ -212,7 +213,7 @@ def test_genesis_round_trip(tmp_path: Path) -> None:
     loaded = load_genesis(path)
     assert loaded == GENESIS
     assert loaded.hash() == GENESIS.hash()
-    assert loaded.authorised_senders() == {pubkey(3), pubkey(4)}
+    assert loaded.members.authorised_senders == {pubkey(3), pubkey(4)}
 
 
 def test_genesis_hash_is_stable_across_a_rewrite(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from nacl.signing import SigningKey
 
 from node.chain.canonical import pack, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, Execution, execute, kv_key, notary_key
+from node.chain.membership import Member, Membership
 from node.chain.merkle import merkle_path, merkle_root, verify_path
 from node.chain.tx import Transaction, sign_tx
 
@@ -18,6 +19,8 @@ BOB = SigningKey(b"b" * 32)
 HEIGHT, TIME = 5, 1_700_000_123_456
 DIGEST = hashlib.sha256(b"document").digest()
 _nonce = iter(range(10**9))
+MEMBERS = Membership((Member("v", b"v" * 32, "127.0.0.1:1"),), (), (Member("alice", bytes(ALICE.verify_key)),),
+                     (Member("bob", bytes(BOB.verify_key)),), 1)
 
 
 def tx(signer: SigningKey, family: str, op: str, /, **args: Any) -> Transaction:
@@ -37,7 +40,7 @@ def record(key: SigningKey, digest: Any = DIGEST, **meta: Any) -> Transaction:
 
 
 def run(*txs: Transaction, state: dict[bytes, bytes] | None = None) -> Execution:
-    return execute(list(txs), HEIGHT, TIME, (state or {}).get)
+    return execute(list(txs), HEIGHT, TIME, (state or {}).get, MEMBERS)
 
 
 def codes(*txs: Transaction, state: dict[bytes, bytes] | None = None) -> list[int]:

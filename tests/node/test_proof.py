@@ -22,8 +22,9 @@ from node.api.lookup import build_proof
 from node.chain.block import Sealed, verify_certificate
 from node.chain.canonical import pack
 from node.chain.execution import NO_SUCH_KEY
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx

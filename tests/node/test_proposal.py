@@ -13,8 +13,9 @@ from node.chain.block_check import Proposed, check_block
 from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.canonical import pack, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, kv_key
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import GenesisMismatch, Ledger
+from node.chain.membership import Member
 from node.chain.merkle import merkle_root
 from node.chain.proposal import build_block, parse_body
 from node.chain.tx import Transaction, decode_tx, sign_tx

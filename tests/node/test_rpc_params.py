@@ -17,8 +17,9 @@ from nacl.signing import SigningKey
 from node.api.jsonrpc import INTERNAL_ERROR, encode
 from node.api.lookup import ChainLookup
 from node.api.rpc import RpcService
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.tx import Transaction, sign_tx
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog

@@ -13,8 +13,9 @@ from nacl.signing import SigningKey
 from consensus.config import ReplicaConfig
 from consensus.replica import Replica
 from node.chain.crypto import NodeCrypto
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.tx import sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore

@@ -19,8 +19,9 @@ from consensus.replica import Replica
 from node.chain.block import Block, encode_certificate
 from node.chain.candidate import Candidate
 from node.chain.crypto import NodeCrypto
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from node.ops.metrics import Metrics

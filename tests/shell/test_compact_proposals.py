@@ -18,8 +18,9 @@ from consensus.replica import Replica
 from node.chain.block_check import Proposed, check_block
 from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.crypto import NodeCrypto
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.proposal import build_block, parse_body, proposal_body
 from node.chain.tx import Transaction, sign_tx
 from node.p2p.fetch import FETCH_TIMEOUT_S, TxFetcher

@@ -17,8 +17,9 @@ from consensus.events import Event, MessageReceived, TimeoutFired, TransactionsP
 from consensus.replica import Replica
 from consensus.safety_state import decode_safety
 from node.chain.crypto import NodeCrypto
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Member
 from node.chain.tx import Transaction, sign_tx
 from node.ops.metrics import Metrics
 from node.pipeline.driver import PEER_EVENTS_QUEUED_MAX, Driver, Inbox, Wakeup

@@ -54,7 +54,7 @@ def source(c: Consortium) -> Ledger:
 
 
 def _apply(c: Consortium, ledger: Ledger, block: bytes, certificate: bytes) -> None:
-    checked = check_synced_block(ledger, block, certificate, c.validators)
+    checked = check_synced_block(ledger, block, certificate)
     assert checked is not None
     candidate, seals = checked
     ledger.commit(candidate.block, candidate.txs, candidate.execution, seals)
@@ -63,7 +63,7 @@ def _apply(c: Consortium, ledger: Ledger, block: bytes, certificate: bytes) -> N
 def _refused(c: Consortium, ledger: Ledger, block: bytes, certificate: bytes, words: str) -> None:
     height = ledger.height
     with pytest.raises(BlockInvalid, match=words):
-        check_synced_block(ledger, block, certificate, c.validators)
+        check_synced_block(ledger, block, certificate)
     assert ledger.height == height
 
 
@@ -122,7 +122,7 @@ def test_a_block_already_held_is_not_applied_again(c: Consortium, source: Ledger
     fresh = c.ledger()
     _apply(c, fresh, *raw_block(source, 1))
     try:  # refused, or None: "consensus got there first"
-        assert check_synced_block(fresh, *raw_block(source, 1), c.validators) is None
+        assert check_synced_block(fresh, *raw_block(source, 1)) is None
     except BlockInvalid as exc:
         assert "does not extend" in str(exc)
     assert fresh.height == 1

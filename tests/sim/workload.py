@@ -13,7 +13,8 @@ from functools import lru_cache
 
 from nacl.signing import SigningKey
 
-from node.chain.genesis import Genesis, Member
+from node.chain.genesis import Genesis
+from node.chain.membership import Member
 from node.chain.tx import Transaction, sign_tx
 
 CHAIN_ID = "sim-chain"
