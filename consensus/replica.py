@@ -1,4 +1,4 @@
-"""One validator's PBFT state machine, run the way IBFT 2.0 and QBFT run it.
+"""One replica's PBFT state machine, run the way IBFT 2.0 and QBFT run it.
 
 One instance per height, rounds inside it. PRE-PREPARE (Proposal) from the
 round's proposer, PREPARE once the block is validated, COMMIT with a seal once
@@ -10,10 +10,9 @@ Everything this replica signs is signed by its SafetyRules, which may refuse,
 and persisted (PersistSafetyState) before it is broadcast (`Signer`); `handle` emits
 actions in the order they must be carried out.
 
-Each height is decided by its own validator set (`ValidatorSets`). A replica
-never enters a height whose set it was not told (`ValidatorSetKnown`): it parks
-there, keeping what arrives, until it is. At a height where its key is not a
-validator it follows (validates, tallies, commits, asks for sync) and signs nothing.
+Each height is decided by its own validator set. A replica never enters a height
+whose set it was not told (`ValidatorSetKnown`): it parks there until it is
+(`Heights`). Where its key is not a validator it follows and signs nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from consensus.actions import (
-    Action, Broadcast, BuildBlock, CommitBlock, PersistSafetyState, RequestSync, ScheduleTimeout, ValidateBlock,
-)
+from consensus.actions import Action, Broadcast, BuildBlock, CommitBlock, RequestSync, ScheduleTimeout, ValidateBlock
 from consensus.justification import Certificates, carried_block, highest_prepared
 from consensus.config import ReplicaConfig
 from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired
@@ -112,8 +109,8 @@ class Replica:
             self._on_message(event.signed)
         elif isinstance(event, ValidatorSetKnown):
             self._on_validator_set(event)
-        elif isinstance(event, BlockSynced):
-            self._on_synced(event.height)
+        elif isinstance(event, BlockSynced) and event.height >= self.height:
+            self._advance(event.height + 1)  # catch-up stored what we had not decided
         elif self._heights.current is None:
             pass  # parked: no round runs, no timer, until the height's validators are known
         elif isinstance(event, TransactionsPending):
@@ -134,11 +131,6 @@ class Replica:
         self.prepared: PreparedCertificate | None = None
         self._rounds = Rounds(self._heights.current)
         self._active = False
-
-    @property
-    def _sent(self) -> tuple[Signed, ...]:
-        """What this replica signed in its current round."""
-        return self._signer.sent(self.height, self.round)
 
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
@@ -271,7 +263,7 @@ class Replica:
 
     def _send_again(self) -> None:
         """Repeats what this replica signed in its round (already persisted) and waits another timeout."""
-        self._actions.extend(Broadcast(s) for s in self._sent)
+        self._actions.extend(Broadcast(s) for s in self._signer.sent(self.height, self.round))
         self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     def _sync_if_behind(self) -> None:
@@ -279,10 +271,6 @@ class Replica:
         ahead = self._heights.highest_ahead()
         if ahead is not None:
             self._emit(RequestSync(ahead))
-
-    def _on_synced(self, height: int) -> None:
-        if height >= self.height:
-            self._advance(height + 1)
 
     # ---- messages ---------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from consensus.actions import ScheduleTimeout, ValidateBlock
 from consensus.config import ReplicaConfig
 from consensus.events import BlockBuilt, BlockValidated, MessageReceived, TimeoutFired, TransactionsPending
 from consensus.events import ValidatorSetKnown
-from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, Signed, seal_bytes
+from consensus.messages import Commit, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes
 from consensus.replica import Replica
 from consensus.safety_rules import NotAValidator, SafetyRules, ShortCertificate
 from consensus.safety_state import SafetyState
@@ -164,6 +164,19 @@ def test_a_removed_validators_messages_are_dropped_from_the_height_it_leaves() -
     assert at_3.dropped["non_member"] == 2
 
 
+def test_a_round_change_justification_needs_a_quorum_of_its_heights_set() -> None:
+    def round_one(changes: int) -> Replica:
+        r = replica(KEYS[0], 3, FIVE, h4=FIVE)
+        justification = tuple(signed_by(k, RoundChange(3, 1, None)) for k in KEYS[:changes])
+        block = block_for(3, 1)
+        received(r, signed_by(KEYS[4], Proposal(3, 1, block, hash_of(block), justification)))  # FIVE[(3 + 1) % 5]
+        return r
+
+    assert round_one(3).dropped["unjustified_proposal"] == 1  # a quorum of four, not of five
+    accepted = round_one(4)
+    assert accepted.round == 1 and not accepted.dropped
+
+
 def test_a_replaced_key_is_refused_and_the_new_one_accepted() -> None:
     replaced = keys_of(0, 1, 2, 5)
     r = replica(KEYS[0], 3, replaced, h4=replaced)
@@ -277,6 +290,7 @@ def test_a_follower_signs_nothing_and_commits_on_a_quorum_of_seals() -> None:
     [c] = of_type(decided, CommitBlock)
     assert (c.height, len(c.certificate), r.height) == (1, 3, 2)
     assert signs_nothing(actions + decided)
+    assert not [reason for reason in r.dropped if reason.startswith("refused")]  # it did not even try
 
 
 def test_a_follower_whose_round_times_out_asks_for_sync_and_moves_on_without_signing() -> None:
