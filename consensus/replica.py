@@ -195,7 +195,7 @@ class Replica:
     def _advance(self, height: int) -> None:
         """Goes on to `height`, or parks there until its validator set is known."""
         self._flush()
-        self.round = 0
+        self.round, self.prepared = 0, None
         self._enter_height(self._heights.advance(height))
 
     def _enter_height(self, ready: list[Signed] | None) -> None:

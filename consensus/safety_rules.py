@@ -6,8 +6,9 @@ Everything the replica signs, its commit seals included, goes through
 signs two messages of one phase for one height and round, nothing for a height
 or round it has left, nothing below the sign floor, nothing at a height whose
 validators it is not among (or does not know), no PREPARE for a block other
-than the one it proposed, no COMMIT without its own PREPARE and a quorum of that
-height's validators' for that block, and no ROUND-CHANGE that hides the certificate it committed under.
+than the one it proposed, no COMMIT without its own PREPARE and a quorum of
+that height's validators' for that block, and no ROUND-CHANGE that hides the
+certificate it committed under.
 A refusal raises a `SigningRefused` variant that says what was refused and why.
 """
 
