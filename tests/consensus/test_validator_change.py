@@ -232,6 +232,15 @@ def test_messages_kept_before_their_heights_set_was_known_are_checked_against_it
     ]
 
 
+def test_each_sender_shares_the_room_for_later_heights_among_that_heights_validators() -> None:
+    config = ReplicaConfig(CHAIN_ID, FOUR, future_messages_max=8)
+    r = Replica(config, KEYS[0], 1, known_validators={2: FIVE, 3: FOUR})
+    received(r, prepare(KEYS[1], 2, 0), prepare(KEYS[1], 2, 1))  # 8 // 5: one each
+    assert r.dropped["sender_over_limit"] == 1
+    received(r, prepare(KEYS[2], 3, 0), prepare(KEYS[2], 3, 1))  # 8 // 4: two each
+    assert r.dropped["sender_over_limit"] == 1
+
+
 def test_a_different_set_for_a_known_height_is_refused() -> None:
     r = replica(KEYS[0], 1, FOUR, h2=FOUR)
     assert r.handle(ValidatorSetKnown(2, FIVE)) == [] and r.handle(ValidatorSetKnown(3, ())) == []
