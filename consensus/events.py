@@ -53,4 +53,18 @@ class BlockSynced:
     height: int
 
 
-Event = Union[MessageReceived, TransactionsPending, BlockBuilt, BlockValidated, TimeoutFired, BlockSynced]
+@dataclass(frozen=True)
+class ValidatorSetKnown:
+    """The validators that decide `height` are these, in proposer order.
+
+    Sent once per height, in increasing order, as soon as the shell knows it
+    (a change decided in block p takes effect at p + 2).
+    """
+
+    height: int
+    validators: tuple[bytes, ...]
+
+
+Event = Union[
+    MessageReceived, TransactionsPending, BlockBuilt, BlockValidated, TimeoutFired, BlockSynced, ValidatorSetKnown
+]

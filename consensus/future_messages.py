@@ -1,4 +1,9 @@
-"""Verified messages for heights this replica has not reached, kept for later within bounds."""
+"""Verified messages for heights this replica has not entered, kept for later within bounds.
+
+A message for a height whose validator set is not yet known is kept on its
+signature alone; the replica checks its sender against that height's set when
+it takes it.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,26 @@ from consensus.messages import Signed
 
 
 class FutureMessages:
-    def __init__(self, validators: int, heights_max: int, messages_max: int):
+    def __init__(self, heights_max: int, messages_max: int):
         self._heights_max = heights_max  # heights ahead whose messages are kept
         self._messages_max = messages_max  # messages kept, in all
-        self._per_sender_max = max(1, messages_max // validators)
         self._kept: dict[int, list[Signed]] = {}
         self._senders: Counter[bytes] = Counter()  # messages each sender has in _kept
         self._ahead: dict[bytes, int] = {}  # validator -> highest later height it signed for
 
-    def keep(self, signed: Signed, height: int) -> str | None:
-        """Keeps `signed`, for a height after `height`, or says why not (a drop reason)."""
+    def keep(self, signed: Signed, height: int, validators: int) -> str | None:
+        """Keeps `signed`, for `height` (not yet entered) or later, or says why not (a drop reason).
+
+        Each sender gets its share of the room among the `validators` of the
+        message's height (or, when that set is unknown, of the latest known).
+        """
         later = signed.message.height
-        assert later > height, (later, height)
+        assert later >= height, (later, height)
         if later > self._ahead.get(signed.sender, 0):
             self._ahead[signed.sender] = later
         if later > height + self._heights_max or sum(self._senders.values()) >= self._messages_max:
             return "far_height"
-        if self._senders[signed.sender] >= self._per_sender_max:
+        if self._senders[signed.sender] >= max(1, self._messages_max // validators):
             return "sender_over_limit"
         self._kept.setdefault(later, []).append(signed)
         self._senders[signed.sender] += 1

@@ -9,16 +9,15 @@ from collections import Counter
 from consensus.messages import (
     Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed, seal_bytes, signing_bytes,
 )
-from consensus.quorum import quorum
+from consensus.validator_sets import ValidatorSets
 
 
 class Certificates:
-    """Signature and certificate checks against one chain's validator set."""
+    """Signature and certificate checks, each against the validator set of the height concerned."""
 
-    def __init__(self, chain_id: str, validators: tuple[bytes, ...], crypto: Crypto):
+    def __init__(self, chain_id: str, sets: ValidatorSets, crypto: Crypto):
         self._chain_id = chain_id
-        self._members = frozenset(validators)
-        self._q = quorum(len(validators))
+        self._sets = sets
         self._crypto = crypto
 
     def verify(self, signed: Signed) -> bool:
@@ -29,30 +28,34 @@ class Certificates:
         return self._crypto.verify(sender, seal_bytes(m.block_hash), m.seal)
 
     def valid_prepared(self, pc: PreparedCertificate, height: int, round_: int) -> bool:
-        """2f+1 distinct validators' prepares for the block in a round before `round_`."""
-        if pc.round >= round_:
+        """A quorum of `height`'s validators' prepares for the block in a round before `round_`."""
+        vs = self._sets.at(height)
+        if vs is None or pc.round >= round_:
             return False
         senders = set()
         for s in pc.prepares:
             m = s.message
             ok = isinstance(m, Prepare) and (m.height, m.round, m.block_hash) == (height, pc.round, pc.block_hash)
-            if ok and s.sender in self._members and s.sender not in senders and self.verify(s):
+            if ok and s.sender in vs.members and s.sender not in senders and self.verify(s):
                 senders.add(s.sender)
-        return len(senders) >= self._q
+        return len(senders) >= vs.q
 
     def justified(self, p: Proposal) -> bool:
-        """A proposal for round > 0 needs 2f+1 round changes and must carry the highest prepared block."""
+        """A proposal for round > 0 needs a quorum's round changes and must carry the highest prepared block."""
+        vs = self._sets.at(p.height)
+        if vs is None:
+            return False
         senders = set()
         valid: list[Signed] = []
         for s in p.justification:
             m = s.message
             if not isinstance(m, RoundChange) or (m.height, m.round) != (p.height, p.round):
                 continue
-            if s.sender in self._members and s.sender not in senders and self.verify(s):
+            if s.sender in vs.members and s.sender not in senders and self.verify(s):
                 if m.prepared is None or self.valid_prepared(m.prepared, p.height, m.round):
                     senders.add(s.sender)
                     valid.append(s)
-        if len(senders) < self._q:
+        if len(senders) < vs.q:
             return False
         best = highest_prepared(tuple(valid))
         return best is None or best.block_hash == p.block_hash

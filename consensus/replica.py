@@ -1,4 +1,4 @@
-"""One validator's PBFT state machine, run the way IBFT 2.0 and QBFT run it.
+"""One replica's PBFT state machine, run the way IBFT 2.0 and QBFT run it.
 
 One instance per height, rounds inside it. PRE-PREPARE (Proposal) from the
 round's proposer, PREPARE once the block is validated, COMMIT with a seal once
@@ -7,55 +7,59 @@ out moves on by ROUND-CHANGE messages carrying the highest prepared
 certificate, so a block that may have been committed is proposed again.
 
 Everything this replica signs is signed by its SafetyRules, which may refuse,
-and persisted (PersistSafetyState) before it is broadcast; `handle` emits
+and persisted (PersistSafetyState) before it is broadcast (`Signer`); `handle` emits
 actions in the order they must be carried out.
+
+Each height is decided by its own validator set. A replica never enters a height
+whose set it was not told (`ValidatorSetKnown`): it parks there until it is
+(`Heights`). Where its key is not a validator it follows and signs nothing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
-from consensus.actions import (
-    Action, Broadcast, BuildBlock, CommitBlock, PersistSafetyState, RequestSync, ScheduleTimeout, ValidateBlock,
-)
+from consensus.actions import Action, Broadcast, BuildBlock, CommitBlock, RequestSync, ScheduleTimeout, ValidateBlock
 from consensus.justification import Certificates, carried_block, highest_prepared
 from consensus.config import ReplicaConfig
-from consensus.events import (
-    BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired, TransactionsPending,
-)
-from consensus.future_messages import FutureMessages
+from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, MessageReceived, TimeoutFired
+from consensus.events import TransactionsPending, ValidatorSetKnown
+from consensus.heights import DELIVER, KEPT, Heights
 from consensus.messages import Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed
-from consensus.quorum import fault_tolerance, quorum
 from consensus.round_state import Rounds, RoundState
 from consensus.safety_state import SafetyState
 from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
+from consensus.signer import Signer
+from consensus.validator_sets import ValidatorSets
 
 
 class Replica:
     def __init__(
-        self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None, sign_from: int = 0
+        self, config: ReplicaConfig, crypto: Crypto, height: int, safety: SafetyState | None = None,
+        sign_from: int = 0, known_validators: Mapping[int, tuple[bytes, ...]] | None = None,
     ):
-        if crypto.public_key not in config.validators:
-            raise ValueError("this replica's key is not a validator")
+        """`config.validators` decide `height`; `known_validators` the later heights whose sets are known
+        (None: a static chain, whose set never changes)."""
         self.config = config
         self.crypto = crypto
-        self.height = height
         self.round = 0
         self.dropped: Counter[str] = Counter()  # reason -> messages dropped (or refused signatures)
-        self._n = len(config.validators)
-        self._f = fault_tolerance(self._n)
-        self._q = quorum(self._n)
-        self._members = frozenset(config.validators)
+        sets = ValidatorSets(height, config.validators, known_validators)
         self._safety = safety if safety is not None and safety.height == height else None
         # A state from a later height is kept, so nothing signed there is signed again.
         kept = safety if safety is not None and safety.height >= height else SafetyState(height, 0, None, ())
-        self._rules = SafetyRules(crypto, config.chain_id, config.validators, kept, sign_from)
-        self._certificates = Certificates(config.chain_id, config.validators, crypto)
-        self._future = FutureMessages(self._n, config.future_heights_max, config.future_messages_max)
+        self._signer = Signer(SafetyRules(crypto, config.chain_id, sets, kept, sign_from))
+        self._certificates = Certificates(config.chain_id, sets, crypto)
+        self._heights = Heights(config, sets, self._certificates, height)
         self._actions: list[Action] = []
         self._reset_height()
 
     # ---- public API -------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self._heights.height
 
     @property
     def me(self) -> bytes:
@@ -65,14 +69,30 @@ class Replica:
     def sign_from(self) -> int:
         """Below this height the replica follows but signs nothing: after its store was
         rebuilt it cannot know what it signed there before."""
-        return self._rules.sign_from
+        return self._signer.sign_from
 
     def learn_sign_floor(self, height: int) -> None:
         """The floor the shell learnt from its peers, replacing the sign-nothing one it started with."""
-        self._rules.learn_sign_floor(height)
+        self._signer.learn_sign_floor(height)
+
+    @property
+    def validators(self) -> tuple[bytes, ...]:
+        """The validators of the current height; none while parked at a height whose set is unknown."""
+        return self._heights.current.validators if self._heights.current is not None else ()
+
+    @property
+    def is_validator(self) -> bool:
+        """Whether this replica's key is among the current height's validators (else it follows)."""
+        return self.me in self.validators
+
+    @property
+    def parked(self) -> bool:
+        """Waiting at `height` for its validator set (ValidatorSetKnown) before running any round."""
+        return self._heights.current is None
 
     def proposer(self, height: int, round_: int) -> bytes:
-        return self.config.validators[(height + round_) % self._n]
+        """The proposer of `round_` at `height` (LookupError if that height's set is not known)."""
+        return self._heights.proposer(height, round_)
 
     def start(self) -> list[Action]:
         """First actions after construction: resume from the safety state or start round 0."""
@@ -87,6 +107,12 @@ class Replica:
         self._actions.clear()
         if isinstance(event, MessageReceived):
             self._on_message(event.signed)
+        elif isinstance(event, ValidatorSetKnown):
+            self._on_validator_set(event)
+        elif isinstance(event, BlockSynced) and event.height >= self.height:
+            self._advance(event.height + 1)  # catch-up stored what we had not decided
+        elif self._heights.current is None:
+            pass  # parked: no round runs, no timer, until the height's validators are known
         elif isinstance(event, TransactionsPending):
             self._activate()
         elif isinstance(event, BlockBuilt):
@@ -95,35 +121,22 @@ class Replica:
             self._on_block_validated(event)
         elif isinstance(event, TimeoutFired):
             self._on_timeout(event)
-        elif isinstance(event, BlockSynced):
-            self._on_synced(event.height)
         return self._finish()
 
     # ---- bookkeeping ------------------------------------------------------------
 
     def _reset_height(self) -> None:
+        assert self._heights.current is not None, "no round runs at a height whose validators are unknown"
         self.round = 0
         self.prepared: PreparedCertificate | None = None
-        self._rounds = Rounds(self.config.validators, self._f, self._q)
-        self._outbox: list[Signed] = []
+        self._rounds = Rounds(self._heights.current)
         self._active = False
-
-    @property
-    def _sent(self) -> tuple[Signed, ...]:
-        """What this replica signed in its current round."""
-        s = self._rules.state
-        return s.sent if (s.height, s.round) == (self.height, self.round) else ()
 
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
 
     def _flush(self) -> None:
-        """Persist what was signed, then let it leave: the order safety needs."""
-        if not self._outbox:
-            return
-        self._emit(PersistSafetyState(self._rules.state))
-        self._actions.extend(Broadcast(s) for s in self._outbox)
-        self._outbox = []
+        self._actions.extend(self._signer.flush())
 
     def _finish(self) -> list[Action]:
         self._flush()
@@ -131,20 +144,15 @@ class Replica:
         return actions
 
     def _sign(self, message: Unsealed | PreparedCertificate) -> None:
-        """Has the safety rules sign `message` (a COMMIT for a prepared certificate), queues
-        it to be persisted and sent, and delivers it to ourselves."""
-        if self.height < self.sign_from:
+        """Signs `message` (a COMMIT for a prepared certificate) to be persisted and sent, and
+        delivers it to ourselves. A follower signs nothing."""
+        if self.height < self.sign_from or not self.is_validator:
             return
         try:
-            if isinstance(message, PreparedCertificate):
-                signed = self._rules.commit(self.height, message)
-            else:
-                signed = self._rules.sign(message)
+            signed = self._signer.sign(self.height, message)
         except SigningRefused as refusal:
             self.dropped[refusal.reason] += 1
             return
-        assert signed.sender == self.me and self._rules.state.sent[-1] is signed  # in the next PersistSafetyState
-        self._outbox.append(signed)
         self._dispatch(signed)
 
     def _activate(self) -> None:
@@ -173,7 +181,7 @@ class Replica:
             rs.build_requested = True
             self._emit(BuildBlock(self.height, 0))
             return
-        if len(rs.round_changes) < self._q:
+        if not self._rounds.changed_to(self.round):
             return
         rs.justification = tuple(rs.round_changes.values())
         best = highest_prepared(rs.justification)
@@ -181,20 +189,31 @@ class Replica:
             rs.build_requested = True
             self._emit(BuildBlock(self.height, self.round))
         else:
-            self._propose(carried_block(self.prepared, best, rs.justification), best.block_hash, rs.justification)
-
-    def _propose(self, block: bytes, block_hash: bytes, justification: tuple[Signed, ...]) -> None:
-        self._sign(Proposal(self.height, self.round, block, block_hash, justification))
+            block = carried_block(self.prepared, best, rs.justification)
+            self._sign(Proposal(self.height, self.round, block, best.block_hash, rs.justification))
 
     def _advance(self, height: int) -> None:
-        assert height > self.height, (height, self.height)
+        """Goes on to `height`, or parks there until its validator set is known."""
         self._flush()
-        self.height = height
+        self.round, self.prepared = 0, None
+        self._enter_height(self._heights.advance(height))
+
+    def _enter_height(self, ready: list[Signed] | None) -> None:
+        """Round 0 of the current height, then what was kept for it (None: parked, nothing runs)."""
+        if ready is None:
+            return
         self._reset_height()
-        ready = self._future.take(height)
         self._enter_round(0, send_round_change=False)
         for signed in ready:
-            self._on_message(signed, verified=True)
+            self._on_message(signed, verified=True)  # checked again, against this height's set
+
+    def _on_validator_set(self, e: ValidatorSetKnown) -> None:
+        try:
+            ready = self._heights.learn(e.height, e.validators)
+        except ValueError:
+            self.dropped["invalid_validator_set"] += 1
+            return
+        self._enter_height(ready)
 
     def _resume(self, s: SafetyState) -> None:
         """After a restart: take up the round we were in and re-send what we signed there."""
@@ -215,7 +234,7 @@ class Replica:
         rs = self._rounds[self.round]
         if (e.height, e.round) != (self.height, self.round) or rs.proposal is not None:
             return
-        self._propose(e.block, e.block_hash, rs.justification)
+        self._sign(Proposal(self.height, self.round, e.block, e.block_hash, rs.justification))
 
     def _on_block_validated(self, e: BlockValidated) -> None:
         rs = self._rounds.get(e.round)
@@ -244,43 +263,26 @@ class Replica:
 
     def _send_again(self) -> None:
         """Repeats what this replica signed in its round (already persisted) and waits another timeout."""
-        self._actions.extend(Broadcast(s) for s in self._sent)
+        self._actions.extend(Broadcast(s) for s in self._signer.sent(self.height, self.round))
         self._emit(ScheduleTimeout(self.height, self.round, self.config.round_timeout(self.round)))
 
     def _sync_if_behind(self) -> None:
         """Stuck for a round while a validator signed for a later height: fetch what was decided."""
-        ahead = self._future.highest_ahead(self.height)
+        ahead = self._heights.highest_ahead()
         if ahead is not None:
             self._emit(RequestSync(ahead))
-
-    def _on_synced(self, height: int) -> None:
-        if height >= self.height:
-            self._advance(height + 1)
 
     # ---- messages ---------------------------------------------------------------
 
     def _on_message(self, signed: Signed, verified: bool = False) -> None:
-        m = signed.message
-        if signed.sender not in self._members:
-            self.dropped["non_member"] += 1
-        elif m.height < self.height:
-            self.dropped["old"] += 1
-        elif m.height == self.height and m.round > self.round + self.config.future_rounds_max:
-            self.dropped["far_round"] += 1
-        elif not verified and not self._certificates.verify(signed):
-            self.dropped["bad_signature"] += 1
-        elif m.height > self.height:
-            self._keep_for_later(signed)
-        else:
+        verdict = self._heights.admit(signed, self.round, verified)
+        if verdict == DELIVER:
             self._activate()
             self._dispatch(signed)
-
-    def _keep_for_later(self, signed: Signed) -> None:
-        dropped = self._future.keep(signed, self.height)
-        if dropped is not None:
-            self.dropped[dropped] += 1
-        if dropped == "far_height":
-            self._emit(RequestSync(signed.message.height))
+        elif verdict != KEPT:
+            self.dropped[verdict] += 1
+            if verdict == "far_height":
+                self._emit(RequestSync(signed.message.height))
 
     def _dispatch(self, signed: Signed) -> None:
         m = signed.message
@@ -342,9 +344,6 @@ class Replica:
         self._sign(self.prepared)
 
     def _on_commit(self, signed: Signed, m: Commit) -> None:
-        if signed.sender != self.me and not self._certificates.valid_seal(signed.sender, m):
-            self.dropped["bad_seal"] += 1
-            return
         rs = self._rounds[m.round]
         rs.commits.setdefault(signed.sender, signed)
         self._check_committed(m.round)
@@ -356,11 +355,8 @@ class Replica:
         if decided is None:
             return
         block_hash, seals = decided
-        if p is None or p.block_hash != block_hash:
-            self._emit(RequestSync(self.height))  # decided, but we do not hold that block
-            return
-        if rs.invalid:
-            self._emit(RequestSync(self.height))  # decided, but our copy failed validation: fetch theirs
+        if p is None or p.block_hash != block_hash or rs.invalid:
+            self._emit(RequestSync(self.height))  # decided a block we do not hold or found invalid: fetch theirs
             return
         if not rs.validated:
             return  # its bytes may not match the hash: BlockValidated checks again

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from consensus.messages import Commit, Prepare, Proposal, RoundChange, Signed
+from consensus.validator_sets import ValidatorSet
 
 
 @dataclass
@@ -35,12 +36,12 @@ class RoundState:
 
 
 class Rounds:
-    """The rounds of one height, tallied with quorum `q` of validators that tolerate `f` faults."""
+    """The rounds of one height, tallied against the validator set of that height."""
 
-    def __init__(self, validators: tuple[bytes, ...], f: int, q: int):
-        self._order = {v: i for i, v in enumerate(validators)}
-        self._f = f
-        self._q = q
+    def __init__(self, validators: ValidatorSet):
+        self._order = {v: i for i, v in enumerate(validators.validators)}
+        self._f = validators.f
+        self._q = validators.q
         self._states: dict[int, RoundState] = {}
         self._latest_round_change: dict[bytes, int] = {}  # validator -> highest round it asked for
 
@@ -61,6 +62,10 @@ class Rounds:
             return False
         changes = self[m.round].round_changes
         return changes.setdefault(signed.sender, signed) is signed and len(changes) == self._q
+
+    def changed_to(self, round_: int) -> bool:
+        """Whether a quorum's round changes for `round_` are in: its proposer may propose."""
+        return len(self[round_].round_changes) >= self._q
 
     def reached(self, round_: int) -> bool:
         """Whether anyone else got to `round_` or beyond, so moving past it is no solo run.

@@ -4,9 +4,11 @@ Everything the replica signs, its commit seals included, goes through
 `SafetyRules`, which holds the signing key and the state of what was signed
 (`SafetyState`, persisted before anything signed leaves the node). It never
 signs two messages of one phase for one height and round, nothing for a height
-or round it has left, nothing below the sign floor, no PREPARE for a block other
-than the one it proposed, no COMMIT without its own PREPARE and a quorum's for
-that block, and no ROUND-CHANGE that hides the certificate it committed under.
+or round it has left, nothing below the sign floor, nothing at a height whose
+validators it is not among (or does not know), no PREPARE for a block other
+than the one it proposed, no COMMIT without its own PREPARE and a quorum of
+that height's validators' for that block, and no ROUND-CHANGE that hides the
+certificate it committed under.
 A refusal raises a `SigningRefused` variant that says what was refused and why.
 """
 
@@ -28,8 +30,8 @@ from consensus.messages import (
     seal_bytes,
     sign,
 )
-from consensus.quorum import quorum
 from consensus.safety_state import SafetyState
+from consensus.validator_sets import ValidatorSets
 
 Unsealed = Union[Proposal, Prepare, RoundChange]  # what `sign` takes; COMMIT goes through `commit`
 
@@ -53,6 +55,11 @@ class SigningRefused(Exception):
 @dataclass
 class BelowSignFloor(SigningRefused):
     sign_from: int
+
+
+@dataclass
+class NotAValidator(SigningRefused):
+    key: bytes  # this kernel's key, not among the validators of the height (or their set is unknown)
 
 
 @dataclass
@@ -100,12 +107,11 @@ def phase(message: Message) -> str:
 
 class SafetyRules:
     def __init__(
-        self, crypto: Crypto, chain_id: str, validators: tuple[bytes, ...], state: SafetyState, sign_from: int = 0
+        self, crypto: Crypto, chain_id: str, sets: ValidatorSets, state: SafetyState, sign_from: int = 0
     ):
         self._crypto = crypto
         self._chain_id = chain_id
-        self._members = frozenset(validators)
-        self._quorum = quorum(len(validators))
+        self._sets = sets
         self._state = state
         # Below this height nothing is signed: after its store was rebuilt the node
         # cannot know what it signed there before. The shell lowers it once learnt.
@@ -147,6 +153,9 @@ class SafetyRules:
         s = self._state
         if m.height < self.sign_from:
             raise BelowSignFloor(m.height, m.round, self.sign_from)
+        vs = self._sets.at(m.height)
+        if vs is None or self._crypto.public_key not in vs.members:
+            raise NotAValidator(m.height, m.round, self._crypto.public_key)
         if m.height < s.height:
             raise HeightPassed(m.height, m.round, s.height)
         if m.height == s.height and m.round < s.round:
@@ -169,9 +178,11 @@ class SafetyRules:
         mine = Prepare(height, pc.round, pc.block_hash)
         if not any(signed.message == mine for signed in self._sent_in(mine)):
             raise NotPrepared(height, pc.round, pc.block_hash)
-        senders = {s.sender for s in pc.prepares if s.message == mine and s.sender in self._members}
-        if len(senders) < self._quorum:
-            raise ShortCertificate(height, pc.round, pc.block_hash, len(senders), self._quorum)
+        vs = self._sets.at(height)
+        assert vs is not None, "_check refused heights of unknown validators"
+        senders = {s.sender for s in pc.prepares if s.message == mine and s.sender in vs.members}
+        if len(senders) < vs.q:
+            raise ShortCertificate(height, pc.round, pc.block_hash, len(senders), vs.q)
 
     # ---- state ------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from nacl.exceptions import CryptoError
@@ -95,12 +96,23 @@ DropRule = Callable[[int, int, Signed], bool]  # (sender index, receiver index, 
 class Network:
     """Delivers Broadcasts to the other replicas through one FIFO queue and answers
     BuildBlock / ValidateBlock at once. Crashed replicas neither run nor send.
-    BuildBlock is answered only up to `build_heights_max`, so a run ends by itself."""
+    BuildBlock is answered only up to `build_heights_max`, so a run ends by itself.
 
-    def __init__(self, n: int, *, crashed: Iterable[int] = (), build_heights_max: int = 1, **config: Any):
+    `sets` maps heights to the indices of the validators from that height on
+    (1 among them), every replica told them all; None: all n, a static chain."""
+
+    def __init__(
+        self, n: int, *, crashed: Iterable[int] = (), build_heights_max: int = 1,
+        sets: Mapping[int, Sequence[int]] | None = None, **config: Any,
+    ):
         self.keys = make_keys(n)
-        self.config = ReplicaConfig(CHAIN_ID, tuple(k.public_key for k in self.keys), **config)
-        self.replicas = [Replica(self.config, k, 1) for k in self.keys]
+        self.known = None if sets is None else {
+            h: tuple(self.keys[i].public_key for i in sets[max(s for s in sets if s <= h)])
+            for h in range(1, build_heights_max + 2)
+        }
+        validators = tuple(k.public_key for k in self.keys) if self.known is None else self.known[1]
+        self.config = ReplicaConfig(CHAIN_ID, validators, **config)
+        self.replicas = [Replica(self.config, k, 1, known_validators=self.known) for k in self.keys]
         self.crashed = set(crashed)
         self.build_heights_max = build_heights_max
         self.drop: DropRule = lambda sender, receiver, signed: False
@@ -136,7 +148,9 @@ class Network:
     def restart(self, i: int) -> list[Action]:
         """Replaces replica i by a new one resumed from its last persisted safety state."""
         safety = self.persisted[i][-1] if self.persisted[i] else None
-        self.replicas[i] = Replica(self.config, self.keys[i], len(self.commits[i]) + 1, safety)
+        height = len(self.commits[i]) + 1
+        config = self.config if self.known is None else replace(self.config, validators=self.known[height])
+        self.replicas[i] = Replica(config, self.keys[i], height, safety, known_validators=self.known)
         actions = self.replicas[i].start()
         self.route(i, actions)
         return actions

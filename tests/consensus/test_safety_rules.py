@@ -26,6 +26,7 @@ from consensus.safety_rules import (
     Unsealed,
     phase,
 )
+from consensus.validator_sets import ValidatorSets
 from tests.consensus.harness import CHAIN_ID, OUTSIDER, Ed25519, block_for, hash_of, make_config, make_keys, signed_by
 
 KEYS = make_keys(4)
@@ -52,7 +53,7 @@ class CountingCrypto:
 
 def rules(state: SafetyState | None = None, sign_from: int = 0, crypto: CountingCrypto | None = None) -> SafetyRules:
     crypto = crypto or CountingCrypto(ME)
-    return SafetyRules(crypto, CHAIN_ID, VALIDATORS, state or SafetyState(1, 0, None, ()), sign_from)
+    return SafetyRules(crypto, CHAIN_ID, ValidatorSets(1, VALIDATORS, None), state or SafetyState(1, 0, None, ()), sign_from)
 
 
 def certificate(height: int, round_: int, block_hash: bytes, keys: list[Ed25519] = KEYS[:3]) -> PreparedCertificate:

@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-import consensus.justification
 import consensus.quorum
 import consensus.replica
-import consensus.safety_rules
+import consensus.validator_sets
 import node.chain.block
 import node.chain.execution
 import node.chain.ledger
@@ -137,8 +136,7 @@ def test_it_catches_a_safety_state_written_without_sync(monkeypatch: pytest.Monk
 
 
 def patch_consensus_quorum(monkeypatch: pytest.MonkeyPatch, quorum: object) -> None:
-    for module in (consensus.replica, consensus.justification, consensus.safety_rules):  # each counts a quorum
-        monkeypatch.setattr(module, "quorum", quorum)
+    monkeypatch.setattr(consensus.validator_sets, "quorum", quorum)  # where each height's quorum is counted
 
 
 def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> None:
