@@ -58,17 +58,28 @@ class Node:
 
 
 def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: Ledger, guarded: Guarded) -> Replica:
-    validators = genesis.validator_keys
-    if crypto.public_key not in validators:
-        raise ConfigError(f"this node's key {crypto.public_key.hex()} is not a validator in {config.genesis_file}")
+    """The replica at the ledger's next height, told the validators of that height and the one after
+    (the driver tells it of each later height as blocks commit)."""
+    height = ledger.height + 1
     replica_config = ReplicaConfig(
         chain_id=genesis.chain_id,
-        validators=validators,
+        validators=ledger.members(height).validator_keys,
         round_timeout_ms=config.round_timeout_ms,
         round_timeout_max_ms=config.round_timeout_max_ms,
     )
     sign_from = SIGN_NOTHING if guarded.sign_from == UNKNOWN else guarded.sign_from
-    return Replica(replica_config, crypto, ledger.height + 1, guarded.safety_file.record.safety, sign_from)
+    known = {height + 1: ledger.members(height + 1).validator_keys}
+    replica = Replica(replica_config, crypto, height, guarded.safety_file.record.safety, sign_from, known)
+    _log_role(ledger.members(height).role_of(crypto.public_key), crypto.public_key, height)
+    return replica
+
+
+def _log_role(role: str | None, key: bytes, height: int) -> None:
+    if role == "validators":
+        return
+    what = "an observer" if role == "observers" else "not a member yet"
+    log.info("event=node_follows key=%s height=%d role=%r: this node is %s at this height; it follows the chain "
+             "and signs from the height governance makes it a validator", key.hex(), height, what, what)
 
 
 def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], None]:

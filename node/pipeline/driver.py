@@ -30,11 +30,13 @@ from consensus.events import (
     MessageReceived,
     TimeoutFired,
     TransactionsPending,
+    ValidatorSetKnown,
 )
 from consensus.messages import Signed
 from consensus.replica import Replica
 from consensus.safety_state import encode_safety
 from node.chain.candidate import BlockInvalid
+from node.chain.governance import ACTIVATION_DELAY
 from node.chain.proposal import proposal_body
 from node.chain.tx import Transaction
 from node.ops.metrics import Metrics
@@ -201,12 +203,12 @@ class Driver:
     async def _perform(self, actions: list[Action]) -> None:
         queue = deque(actions)
         while queue:
-            follow_up = await self._carry_out(queue.popleft())
-            if follow_up is not None:
+            for follow_up in await self._carry_out(queue.popleft()):
                 queue.extend(self.replica.handle(follow_up))
         self._observe_replica()
 
-    async def _carry_out(self, action: Action) -> Event | None:
+    async def _carry_out(self, action: Action) -> list[Event]:
+        """Does what `action` says; returns the events it leads to, for the replica at once."""
         if isinstance(action, PersistSafetyState):
             data = encode_safety(action.state)
             await self.run_blocking(self.safety.save_safety, data)
@@ -220,12 +222,12 @@ class Driver:
             self._build_wanted = (action.height, action.round)
             self.inbox.work.set()
         elif isinstance(action, ValidateBlock):
-            return await self._validate(action)
+            return [await self._validate(action)]
         elif isinstance(action, CommitBlock):
             return await self._commit(action)
         elif isinstance(action, RequestSync):
             self.sync_wanted.set()
-        return None
+        return []
 
     # ---- timers -----------------------------------------------------------------------
 
@@ -273,20 +275,20 @@ class Driver:
         self.pipeline.validated(candidate, trio.current_time())
         return BlockValidated(action.height, action.round, action.block_hash, True)
 
-    async def _commit(self, action: CommitBlock) -> Event | None:
+    async def _commit(self, action: CommitBlock) -> list[Event]:
         fetched = await self.fetcher.fetch(self.pipeline.missing_for_commit(action))
         async with self._commit_lock:
             outcome = await self.run_blocking(self.pipeline.commit, action, fetched)
             if isinstance(outcome, AlreadyStored):
                 if outcome.forked:
                     log.critical("event=fork_detected height=%d consensus=%s", action.height, action.block_hash.hex())
-                return None
+                return []
             if isinstance(outcome, Deferred):
                 log.warning("event=commit_deferred height=%d reason=%r", action.height, outcome.reason)
                 self.sync_wanted.set()
-                return None
-            self._after_commit(outcome)
-        return TransactionsPending() if len(self.mempool) else None
+                return []
+            known = self._after_commit(outcome)
+        return [known, TransactionsPending()] if len(self.mempool) else [known]
 
     async def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> None:
         """Commits a block fetched by catch-up once it checks against the current ledger; raises BlockInvalid."""
@@ -294,13 +296,17 @@ class Driver:
             committed = await self.run_blocking(self.pipeline.apply_synced, raw_block, raw_certificate)
             if committed is None:
                 return  # consensus committed that height meanwhile
-            self._after_commit(committed)
-        self.inbox.feed(BlockSynced(committed.candidate.block.header.height))
+            known = self._after_commit(committed)
+        self.inbox.feed(known)
+        self.inbox.feed(BlockSynced(committed.height))
 
-    def _after_commit(self, committed: Committed) -> None:
+    def _after_commit(self, committed: Committed) -> ValidatorSetKnown:
+        """Tells everyone who follows commits of this one; returns what the replica learns from it:
+        the validators of the height two above, fixed by this block (governance.ACTIVATION_DELAY)."""
         candidate, hashes = committed.candidate, committed.tx_hashes
-        height = candidate.block.header.height
+        height = committed.height
         started = self.pipeline.settle(committed)
+        self._follow_membership(height)
         if started is not None:
             self.metrics.block_commit_seconds.observe(trio.current_time() - started)
         self.txlog.forget(hashes)
@@ -315,10 +321,20 @@ class Driver:
         for follower in self.on_committed:
             follower(height)
         log.info("event=block_committed height=%d txs=%d hash=%s", height, len(hashes), candidate.block_hash.hex())
+        return ValidatorSetKnown(height + ACTIVATION_DELAY, self.ledger.members(height + ACTIVATION_DELAY).validator_keys)
+
+    def _follow_membership(self, height: int) -> None:
+        """From the next height on, senders that governance removed may send nothing: their pending txs go."""
+        if self.ledger.members(height + 1).authorised_senders == self.ledger.members(height).authorised_senders:
+            return
+        dropped = self.pipeline.drop_unauthorised()
+        self.txlog.forget(dropped)
+        if dropped:
+            log.info("event=txs_dropped_unauthorised height=%d txs=%d", height + 1, len(dropped))
 
     def _observe_replica(self) -> None:
         view = (self.replica.height, self.replica.round)
-        if view[0] == self._view[0] and view[1] > self._view[1]:
+        if view[0] == self._view[0] and view[1] > self._view[1] and not self.replica.parked:
             self.metrics.view_changes.inc(view[1] - self._view[1])
             log.info("event=view_change height=%d round=%d leader=%s", view[0], view[1],
                      self.replica.proposer(*view).hex()[:16])

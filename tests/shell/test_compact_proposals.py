@@ -192,7 +192,7 @@ def _held(driver: Driver, txs: list[Transaction]) -> None:
 
 
 async def _validate(driver: Driver, body: bytes, candidate: Candidate) -> bool:
-    verdict = await driver._carry_out(ValidateBlock(1, 0, body, candidate.block_hash))
+    [verdict] = await driver._carry_out(ValidateBlock(1, 0, body, candidate.block_hash))
     assert isinstance(verdict, BlockValidated)
     return verdict.valid
 
@@ -251,7 +251,7 @@ async def test_a_committed_block_with_missing_transactions_waits_for_catch_up(
     txs = _txs(3)
     candidate = _proposal(txs)
     body = proposal_body(candidate, inline=lambda tx_hash: False)
-    assert await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ())) is None
+    assert await driver._carry_out(CommitBlock(1, body, candidate.block_hash, ())) == []
     assert driver.ledger.height == 0 and sync_asked.times == 1
 
     _holding(fetcher, txs)
