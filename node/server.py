@@ -69,7 +69,12 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     )
     sign_from = SIGN_NOTHING if guarded.sign_from == UNKNOWN else guarded.sign_from
     known = {height + 1: ledger.members(height + 1).validator_keys}
-    replica = Replica(replica_config, crypto, height, guarded.safety_file.record.safety, sign_from, known)
+    safety = guarded.safety_file.record.safety
+    if safety is not None and any(signed.sender != crypto.public_key for signed in safety.sent):
+        # Governance replaced this node's key: what the old key signed binds the old key only.
+        log.info("event=safety_state_of_another_key height=%d: the node starts with a new key", safety.height)
+        safety = None
+    replica = Replica(replica_config, crypto, height, safety, sign_from, known)
     _log_role(ledger.members(height).role_of(crypto.public_key), crypto.public_key, height)
     return replica
 
