@@ -142,7 +142,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics.mempool_txs_max.set(config.mempool_txs_max)
         outbox = PeerOutbox(metrics)
         running = trio.CancelScope()  # every task of the node: what damage found while running cancels
-        watch = DamageWatch(config, len(genesis.validators), stop=running.cancel)
+        watch = DamageWatch(config, len(ledger.members(ledger.height + 1).validators), stop=running.cancel)
         mempool = Mempool(config.mempool_txs_max)
         verifier = Verifier(ledger, mempool)
         # Next to the data directory, not in it: LevelDB's directory holds LevelDB's files only.
@@ -186,7 +186,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                     nursery.start_soon(syncer.run)
                     nursery.start_soon(gossip.run)
                     if guarded.sign_from == UNKNOWN:
-                        reports = fault_tolerance(len(genesis.validators)) + 1
+                        reports = fault_tolerance(len(ledger.members(ledger.height + 1).validators)) + 1
                         nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)
                     await nursery.start(partial(serve_http, RpcApp(rpc), rpc_sock, websocket=EventSocket(hub, rpc)))
                     await nursery.start(serve_http, OpsApp(metrics, status), metrics_sock)
