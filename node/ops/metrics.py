@@ -25,7 +25,8 @@ RPC_NON_METHODS = ("invalid", "unknown")
 MESSAGE_DROP_REASONS = (
     "malformed", "sender_mismatch", "decided", "queue_full",
     "bad_seal", "bad_signature", "far_height", "far_round", "invalid_block", "invalid_proposal",
-    "invalid_round_change", "non_member", "old", "sender_over_limit", "unjustified_proposal",
+    "invalid_round_change", "invalid_validator_set", "non_member", "old", "sender_over_limit",
+    "unjustified_proposal",
 )
 
 
