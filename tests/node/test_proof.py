@@ -24,7 +24,7 @@ from node.chain.canonical import pack
 from node.chain.execution import NO_SUCH_KEY
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
-from node.chain.membership import Member
+from node.chain.membership import Member, validators_hash
 from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
@@ -546,6 +546,18 @@ def test_the_documented_proof_fails_against_a_genesis_of_the_five() -> None:
     proof, chain_id, validators = _doc_example()
     five = validators + [bytes.fromhex(proof["validator_changes"][0]["validators"][4])]
     assert _doc_failure(lambda p: None, five).startswith(STEP + "header.validators_hash is not the hash")
+
+
+def test_the_validators_hash_vectors_of_encoding_md_are_those_of_the_example() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "encoding.md").read_text()
+    proof, _, validators = _doc_example()
+    five = validators + [bytes.fromhex(proof["validator_changes"][0]["validators"][4])]
+    for keys in (validators, five):
+        encoded = pack(keys)
+        assert f"({len(encoded)} bytes)" in page and f"validators_hash         = {validators_hash(tuple(keys)).hex()}" in page
+        assert all(k.hex() in page for k in keys)
+    for block_hash in (proof["commit"]["block_hash"], proof["validator_changes"][0]["commit"]["block_hash"]):
+        assert f"hashes to `{block_hash}`" in page
 
 
 # ---- the certificate verifier that proofs and catch-up share --------------------------------
