@@ -299,6 +299,16 @@ def test_a_step_from_after_the_block_is_refused() -> None:
         verify(proof)
 
 
+def test_a_block_that_changes_nothing_is_no_step() -> None:
+    proof = proof_of(4)
+    unchanged = {"header": proof_of(1)["header"], "commit": proof_of(1)["commit"],
+                 "validators": [v.hex() for v in VALIDATORS_AT[1]]}
+    proof["validator_changes"].insert(0, unchanged)
+    with pytest.raises(ProofInvalid, match=STEP_REASON.format(i=0, h=1) + "the validators do not change after "
+                       "this block$"):
+        verify(proof)
+
+
 def test_a_proof_without_its_steps_fails_at_the_validators() -> None:
     proof = proof_of(3)
     proof["validator_changes"] = []
