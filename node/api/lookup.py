@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from node.api.jsonrpc import NOT_FOUND, RpcError
-from node.chain.block import BLOCK_VERSION, Header
+from node.chain.block import BLOCK_VERSION, Block, Header
 from node.chain.execution import Receipt, receipt_bytes
+from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_path
 from node.chain.proof import PROOF_VERSION
@@ -71,9 +72,7 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
     entry = ledger.tx_entry(tx_hash)
     if entry is None:
         return None
-    block, certificate = ledger.block(entry.height), ledger.certificate(entry.height)
-    if block is None or certificate is None:
-        raise StoreCorrupt(f"block {entry.height} of committed transaction {tx_hash.hex()} is missing")
+    block, certificate = _certified_block(ledger, entry.height)
     hashes = [tx_hash_of(raw) for raw in block.txs]
     receipts = [receipt_bytes(h, _receipt(ledger, h)) for h in hashes]
     header = block.header
@@ -87,7 +86,37 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
         "receipt_path": [h.hex() for h in merkle_path(receipts, entry.index)],
         "header": header_json(header),
         "commit": commit_json(header.height, header.hash().hex(), certificate),
+        "validator_changes": validator_changes(ledger, entry.height),
     }
+
+
+def validator_changes(ledger: Ledger, height: int) -> list[dict[str, Any]]:
+    """The steps that lead a verifier from the genesis validators to those of `height`: for each
+    activation up to it that changes the validator list, the certified last block of the old set
+    and the new list (an activation that changes only clients, admins or observers has no step)."""
+    activations = ReadState(ledger.read_state).get(ACTIVATIONS_KEY) or []
+    steps = []
+    for activation in activations:
+        if activation > height:
+            break
+        new = ledger.members(activation).validator_keys
+        if new == ledger.members(activation - 1).validator_keys:
+            continue
+        block, certificate = _certified_block(ledger, activation - 1)
+        last = block.header
+        steps.append({
+            "header": header_json(last),
+            "commit": commit_json(last.height, last.hash().hex(), certificate),
+            "validators": [key.hex() for key in new],
+        })
+    return steps
+
+
+def _certified_block(ledger: Ledger, height: int) -> tuple[Block, tuple[tuple[bytes, bytes], ...]]:
+    block, certificate = ledger.block(height), ledger.certificate(height)
+    if block is None or certificate is None:
+        raise StoreCorrupt(f"block {height} or its certificate is missing from the store")
+    return block, certificate
 
 
 def _receipt(ledger: Ledger, tx_hash: bytes) -> Receipt:
@@ -103,5 +132,6 @@ def header_json(header: Header) -> dict[str, Any]:
         "version": BLOCK_VERSION, "chain_id": header.chain_id, "height": header.height,
         "prev_hash": header.prev_hash.hex(), "time": header.time_ms, "proposer": header.proposer.hex(),
         "tx_count": header.tx_count, "tx_root": header.tx_root.hex(), "receipt_root": header.receipt_root.hex(),
-        "state_root": header.state_root.hex(),
+        "state_root": header.state_root.hex(), "validators_hash": header.validators_hash.hex(),
+        "next_validators_hash": header.next_validators_hash.hex(),
     }

@@ -1,6 +1,11 @@
 """Verifying a transaction proof: a committed transaction, its receipt and the certificate of its block,
 checkable with nothing but the genesis (docs/proofs.md).
 
+The validators of a block may not be the genesis ones: governance changes them. A proof carries each
+change up to its block as a step, the header of the last block of the old set (which commits to the
+new set in `next_validators_hash`) certified by the old set, and the new set's keys; the verifier
+walks them from the genesis validators, light-client style.
+
 Pure code, no I/O of its own, so that clients and verifiers can use it; the node builds proofs in
 node/api/lookup.py.
 """
@@ -14,19 +19,22 @@ from typing import Any
 
 from node.chain.block import BLOCK_VERSION, Header, verify_certificate
 from node.chain.execution import Receipt, receipt_bytes
+from node.chain.membership import validators_hash
 from node.chain.merkle import verify_path
 from node.chain.tx import BAD_SIGNATURE, WRONG_CHAIN_ID, Transaction, TxError, verified_tx
 
-PROOF_VERSION = 1
+PROOF_VERSION = 2
 UINT64_MAX = 2**64 - 1
 _LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 
-PROOF_KEYS = ("version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header", "commit")
+PROOF_KEYS = ("version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header", "commit",
+              "validator_changes")
 RECEIPT_KEYS = ("code", "log")
 HEADER_KEYS = ("version", "chain_id", "height", "prev_hash", "time", "proposer", "tx_count", "tx_root",
-               "receipt_root", "state_root")
+               "receipt_root", "state_root", "validators_hash", "next_validators_hash")
 COMMIT_KEYS = ("height", "block_hash", "signatures")
 SIGNATURE_KEYS = ("validator", "signature")
+CHANGE_KEYS = ("header", "commit", "validators")
 
 
 class ProofInvalid(ValueError):
@@ -49,11 +57,31 @@ class VerifiedProof:
     block_hash: bytes
     time_ms: int
     signatures: int  # valid seals in the certificate
-    quorum: int  # seals the genesis validator set requires
+    quorum: int  # seals the validator set of the block requires
     header: Header
+    validators: tuple[bytes, ...]  # the validator set of the block, reached from the genesis one
+    validator_changes: int  # the steps walked to reach it
 
 
 # ---- verifying (anyone with the genesis) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Certified:
+    """A header with the commit certificate that came with it."""
+
+    header: Header
+    commit_height: int
+    block_hash: bytes
+    signatures: list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A step of validator_changes: the last block of the old set, and the new set."""
+
+    block: _Certified
+    validators: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,49 +94,78 @@ class _Parts:
     index: int
     tx_path: list[bytes]
     receipt_path: list[bytes]
-    header: Header
-    commit_height: int
-    block_hash: bytes
-    signatures: list[tuple[bytes, bytes]]
+    block: _Certified
+    changes: list[_Change]
 
 
 def verify_proof(proof: Any, chain_id: str, validators: Sequence[bytes]) -> VerifiedProof:
     """Checks `proof` (decoded JSON) against a genesis' chain id and validator keys, in the order
     of docs/proofs.md; raises ProofInvalid naming the first check that fails."""
     parts = _parse(proof)
-    header = parts.header
+    header = parts.block.header
     if header.chain_id != chain_id:
         raise ProofInvalid(f"chain id: the proof is for chain {header.chain_id!r}, the genesis is {chain_id!r}")
-    _check_block_hash(parts)
-    needed = _check_certificate(parts.block_hash, parts.signatures, validators)
+    _check_block_hash(parts.block, "")
+    if not validators:
+        raise ProofInvalid("certificate: the genesis lists no validators")
+    in_force = _walk_changes(parts.changes, chain_id, tuple(validators), header.height)
+    if header.validators_hash != validators_hash(in_force):
+        raise ProofInvalid(f"validators: header.validators_hash is not the hash of the {len(in_force)} validators "
+                           f"in force after {len(parts.changes)} validator changes (is a change missing?)")
+    needed = _check_certificate(parts.block, in_force, "certificate: ")
     tx = _check_transaction(parts, chain_id)
     _check_paths(parts)
     return VerifiedProof(
         tx=tx, code=parts.receipt.code, log=parts.receipt.log, height=header.height, index=parts.index,
-        block_hash=parts.block_hash, time_ms=header.time_ms, signatures=len(parts.signatures), quorum=needed,
-        header=header,
+        block_hash=parts.block.block_hash, time_ms=header.time_ms, signatures=len(parts.block.signatures),
+        quorum=needed, header=header, validators=in_force, validator_changes=len(parts.changes),
     )
 
 
-def _check_block_hash(parts: _Parts) -> None:
-    computed = parts.header.hash()
-    if computed != parts.block_hash:
-        raise ProofInvalid(f"block hash: the header hashes to {computed.hex()}, "
-                           f"not commit.block_hash {parts.block_hash.hex()}")
-    if parts.commit_height != parts.header.height:
-        raise ProofInvalid(f"commit height: commit.height {parts.commit_height} "
-                           f"is not header.height {parts.header.height}")
+def _walk_changes(changes: list[_Change], chain_id: str, genesis: tuple[bytes, ...], height: int) -> tuple[bytes, ...]:
+    """The validator set of block `height`: the genesis one, changed by each step in turn."""
+    in_force, previous = genesis, 0
+    for i, change in enumerate(changes):
+        header = change.block.header
+        where = f"validator change: validator_changes[{i}] (block {header.height}): "
+        if header.chain_id != chain_id:
+            raise ProofInvalid(f"{where}header.chain_id is {header.chain_id!r}, not the genesis chain id {chain_id!r}")
+        if not previous < header.height < height:
+            raise ProofInvalid(f"{where}its height must be above {previous} (the previous step's) "
+                               f"and below {height} (the proof's block)")
+        _check_block_hash(change.block, where)
+        if header.validators_hash != validators_hash(in_force):
+            raise ProofInvalid(f"{where}header.validators_hash is not the hash of the validators in force, "
+                               "the genesis ones changed by the steps before it (is a step missing or out of order?)")
+        _check_certificate(change.block, in_force, f"{where}certificate: ")
+        new = tuple(change.validators)
+        if not new or len(set(new)) != len(new):
+            raise ProofInvalid(f"{where}validators must list at least one key, none twice")
+        if header.next_validators_hash != validators_hash(new):
+            raise ProofInvalid(f"{where}header.next_validators_hash is not the hash of its validators")
+        if header.next_validators_hash == header.validators_hash:
+            raise ProofInvalid(f"{where}the validators do not change after this block")
+        in_force, previous = new, header.height
+    return in_force
 
 
-def _check_certificate(block_hash: bytes, signatures: list[tuple[bytes, bytes]], validators: Sequence[bytes]) -> int:
+def _check_block_hash(block: _Certified, where: str) -> None:
+    computed = block.header.hash()
+    if computed != block.block_hash:
+        raise ProofInvalid(f"{where or 'block hash: '}the header hashes to {computed.hex()}, "
+                           f"not commit.block_hash {block.block_hash.hex()}")
+    if block.commit_height != block.header.height:
+        raise ProofInvalid(f"{where or 'commit height: '}commit.height {block.commit_height} "
+                           f"is not header.height {block.header.height}")
+
+
+def _check_certificate(block: _Certified, validators: tuple[bytes, ...], where: str) -> int:
     """Every seal is a distinct member's valid seal, and there are a quorum of them; returns the quorum."""
-    if not validators:
-        raise ProofInvalid("certificate: the genesis lists no validators")
-    sealed = verify_certificate(block_hash, signatures, validators)
+    sealed = verify_certificate(block.block_hash, block.signatures, validators)
     if sealed.fault is not None:
-        raise ProofInvalid(f"certificate: {sealed.fault}")
+        raise ProofInvalid(f"{where}{sealed.fault}")
     if not sealed.quorate:
-        raise ProofInvalid(f"certificate: {sealed.sealed} signatures, below the quorum of {sealed.quorum} "
+        raise ProofInvalid(f"{where}{sealed.sealed} signatures, below the quorum of {sealed.quorum} "
                            f"of {len(validators)} validators")
     return sealed.quorum
 
@@ -128,7 +185,7 @@ def _check_transaction(parts: _Parts, chain_id: str) -> Transaction:
 
 
 def _check_paths(parts: _Parts) -> None:
-    header, index = parts.header, parts.index
+    header, index = parts.block.header, parts.index
     if index >= header.tx_count:
         raise ProofInvalid(f"index: index {index} is not below header.tx_count {header.tx_count}")
     if not verify_path(parts.tx_hash, index, header.tx_count, parts.tx_path, header.tx_root):
@@ -146,7 +203,6 @@ def _parse(proof: Any) -> _Parts:
     top = _object(proof, PROOF_KEYS, "proof")
     _version(top["version"], PROOF_VERSION, "version")
     receipt = _object(top["receipt"], RECEIPT_KEYS, "receipt")
-    commit = _object(top["commit"], COMMIT_KEYS, "commit")
     return _Parts(
         tx_hash=_hex(top["tx_hash"], "tx_hash", 32),
         tx=_hex(top["tx"], "tx"),
@@ -154,36 +210,51 @@ def _parse(proof: Any) -> _Parts:
         index=_uint(top["index"], "index"),
         tx_path=_hashes(top["tx_path"], "tx_path"),
         receipt_path=_hashes(top["receipt_path"], "receipt_path"),
-        header=_header(top["header"]),
-        commit_height=_uint(commit["height"], "commit.height"),
-        block_hash=_hex(commit["block_hash"], "commit.block_hash", 32),
-        signatures=_signatures(commit["signatures"]),
+        block=_certified(top, ""),
+        changes=[_change(item, f"validator_changes[{i}]")
+                 for i, item in enumerate(_list(top["validator_changes"], "validator_changes"))],
     )
 
 
-def _header(value: Any) -> Header:
-    h = _object(value, HEADER_KEYS, "header")
-    _version(h["version"], BLOCK_VERSION, "header.version")
+def _change(value: Any, where: str) -> _Change:
+    step = _object(value, CHANGE_KEYS, where)
+    return _Change(_certified(step, f"{where}."), _hashes(step["validators"], f"{where}.validators"))
+
+
+def _certified(obj: dict[str, Any], where: str) -> _Certified:
+    commit = _object(obj["commit"], COMMIT_KEYS, f"{where}commit")
+    return _Certified(
+        header=_header(obj["header"], f"{where}header"),
+        commit_height=_uint(commit["height"], f"{where}commit.height"),
+        block_hash=_hex(commit["block_hash"], f"{where}commit.block_hash", 32),
+        signatures=_signatures(commit["signatures"], f"{where}commit.signatures"),
+    )
+
+
+def _header(value: Any, where: str) -> Header:
+    h = _object(value, HEADER_KEYS, where)
+    _version(h["version"], BLOCK_VERSION, f"{where}.version")
     return Header(
-        chain_id=_str(h["chain_id"], "header.chain_id"),
-        height=_uint(h["height"], "header.height"),
-        prev_hash=_hex(h["prev_hash"], "header.prev_hash", 32),
-        time_ms=_uint(h["time"], "header.time"),
-        proposer=_hex(h["proposer"], "header.proposer", 32),
-        tx_count=_uint(h["tx_count"], "header.tx_count"),
-        tx_root=_hex(h["tx_root"], "header.tx_root", 32),
-        receipt_root=_hex(h["receipt_root"], "header.receipt_root", 32),
-        state_root=_hex(h["state_root"], "header.state_root", 32),
+        chain_id=_str(h["chain_id"], f"{where}.chain_id"),
+        height=_uint(h["height"], f"{where}.height"),
+        prev_hash=_hex(h["prev_hash"], f"{where}.prev_hash", 32),
+        time_ms=_uint(h["time"], f"{where}.time"),
+        proposer=_hex(h["proposer"], f"{where}.proposer", 32),
+        tx_count=_uint(h["tx_count"], f"{where}.tx_count"),
+        tx_root=_hex(h["tx_root"], f"{where}.tx_root", 32),
+        receipt_root=_hex(h["receipt_root"], f"{where}.receipt_root", 32),
+        state_root=_hex(h["state_root"], f"{where}.state_root", 32),
+        validators_hash=_hex(h["validators_hash"], f"{where}.validators_hash", 32),
+        next_validators_hash=_hex(h["next_validators_hash"], f"{where}.next_validators_hash", 32),
     )
 
 
-def _signatures(value: Any) -> list[tuple[bytes, bytes]]:
+def _signatures(value: Any, where: str) -> list[tuple[bytes, bytes]]:
     out = []
-    for i, item in enumerate(_list(value, "commit.signatures")):
-        where = f"commit.signatures[{i}]"
-        entry = _object(item, SIGNATURE_KEYS, where)
-        out.append((_hex(entry["validator"], f"{where}.validator", 32),
-                    _hex(entry["signature"], f"{where}.signature", 64)))
+    for i, item in enumerate(_list(value, where)):
+        entry = _object(item, SIGNATURE_KEYS, f"{where}[{i}]")
+        out.append((_hex(entry["validator"], f"{where}[{i}].validator", 32),
+                    _hex(entry["signature"], f"{where}[{i}].signature", 64)))
     return out
 
 

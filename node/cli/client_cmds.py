@@ -218,6 +218,7 @@ def proof_summary(verified: VerifiedProof) -> dict[str, Any]:
         "sender": tx.sender.hex(), "family": tx.family, "op": tx.op, "args": to_json(tx.args),
         "code": verified.code, "log": verified.log,
         "signatures": verified.signatures, "quorum": verified.quorum,
+        "validators": len(verified.validators), "validator_changes": verified.validator_changes,
     }
 
 

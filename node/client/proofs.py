@@ -24,8 +24,10 @@ def verify_proof(
     chain_id: str | None = None,
     validators: Sequence[str | bytes] | None = None,
 ) -> VerifiedProof:
-    """Checks a `get_proof` object against a genesis file, or against `chain_id` and the validators'
-    public keys (hex or bytes). Raises ProofInvalid, with its `reason`, if the proof does not hold."""
+    """Checks a `get_proof` object against a genesis file, or against `chain_id` and the genesis
+    validators' public keys (hex or bytes, in the genesis order: the headers commit to the ordered
+    list). Proofs from after validator-set changes carry the certified steps from the genesis set to
+    their block's. Raises ProofInvalid, with its `reason`, if the proof does not hold."""
     return _verify(proof, *trust_anchor(genesis, chain_id, validators))
 
 

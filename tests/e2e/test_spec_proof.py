@@ -2,7 +2,7 @@
 
 The verifier below (`verify_proof`) and everything the tests do with it come
 from the project's documentation only: docs/proofs.md (the `get_proof` method,
-the proof format and the seven checks), docs/encoding.md (header, certificate,
+the proof format and the nine checks), docs/encoding.md (header, certificate,
 RFC 6962 trees, receipt items) and docs/client-protocol.md (keys, canonical
 MessagePack, transactions, JSON-RPC). It uses the standard library, PyNaCl and
 msgpack; it imports nothing of the node (node.*, consensus.*, storage.*; the
@@ -21,7 +21,8 @@ The tests check that
   traceback, while equally valid variants (signatures reordered or gathered
   from several nodes) are accepted by both;
 * `alliance lookup --proof` and `verify-proof` behave as proofs.md section 5 says;
-* the worked example of proofs.md section 4 (and its failing variants) holds.
+* the worked example of proofs.md section 4, a proof across a validator-set change (and its failing
+  variants, in the steps of `validator_changes` too), holds.
 """
 
 from __future__ import annotations
@@ -66,17 +67,21 @@ TX_MAX_BYTES = 64 * 1024
 COMMIT_SEAL_PREFIX = b"alliance-commit-v1\x00"  # 18 ASCII characters and one zero byte
 TX_SIGNING_PREFIX = b"alliance-tx-v1\x00"  # 14 ASCII characters and one zero byte
 
-PROOF_KEYS = {"version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header", "commit"}
+PROOF_KEYS = {"version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header", "commit",
+              "validator_changes"}
 RECEIPT_KEYS = {"code", "log"}
 HEADER_KEYS = {
     "version", "chain_id", "height", "prev_hash", "time", "proposer",
-    "tx_count", "tx_root", "receipt_root", "state_root",
+    "tx_count", "tx_root", "receipt_root", "state_root", "validators_hash", "next_validators_hash",
 }  # fmt: skip
+HEADER_HASHES = ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root", "validators_hash",
+                 "next_validators_hash")
 COMMIT_KEYS = {"height", "block_hash", "signatures"}
 SIGNATURE_KEYS = {"validator", "signature"}
+STEP_KEYS = {"header", "commit", "validators"}
 
-CHECKS = ("shape", "chain id", "block hash", "commit height", "certificate", "transaction", "index", "tx path",
-          "receipt path")  # fmt: skip
+CHECKS = ("shape", "chain id", "block hash", "commit height", "validator change", "validators", "certificate",
+          "transaction", "index", "tx path", "receipt path")  # fmt: skip
 
 
 class ProofInvalid(Exception):
@@ -140,7 +145,7 @@ def _field(obj: dict[str, Any], key: str, ok: bool, what: str, where: str) -> No
 
 def _check_shape(p: Any) -> None:
     _closed(p, PROOF_KEYS, "proof")
-    _field(p, "version", _is_int(p["version"]) and p["version"] == 1, "1", "proof")
+    _field(p, "version", _is_int(p["version"]) and p["version"] == 2, "2", "proof")
     _field(p, "tx_hash", _is_hex(p["tx_hash"], 32), "hex 32", "proof")
     _field(p, "tx", _is_hex(p["tx"], None), "non-empty hex", "proof")
     _closed(p["receipt"], RECEIPT_KEYS, "receipt")
@@ -150,23 +155,37 @@ def _check_shape(p: Any) -> None:
     for key in ("tx_path", "receipt_path"):
         path = p[key]
         _field(p, key, type(path) is list and all(_is_hex(h, 32) for h in path), "a list of hex 32", "proof")
-    h = p["header"]
-    _closed(h, HEADER_KEYS, "header")
-    _field(h, "version", _is_int(h["version"]) and h["version"] == 2, "2", "header")
-    _field(h, "chain_id", type(h["chain_id"]) is str, "a str", "header")
+    _check_header_shape(p["header"], "header")
+    _check_commit_shape(p["commit"], "commit")
+    _field(p, "validator_changes", type(p["validator_changes"]) is list, "a list", "proof")
+    for i, step in enumerate(p["validator_changes"]):
+        where = f"validator_changes[{i}]"
+        _closed(step, STEP_KEYS, where)
+        _check_header_shape(step["header"], f"{where}.header")
+        _check_commit_shape(step["commit"], f"{where}.commit")
+        keys = step["validators"]
+        _field(step, "validators", type(keys) is list and all(_is_hex(k, 32) for k in keys), "a list of hex 32", where)
+
+
+def _check_header_shape(h: Any, where: str) -> None:
+    _closed(h, HEADER_KEYS, where)
+    _field(h, "version", _is_int(h["version"]) and h["version"] == 3, "3", where)
+    _field(h, "chain_id", type(h["chain_id"]) is str, "a str", where)
     for key in ("height", "time", "tx_count"):
-        _field(h, key, _is_int(h[key]), "an int", "header")
-    for key in ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root"):
-        _field(h, key, _is_hex(h[key], 32), "hex 32", "header")
-    c = p["commit"]
-    _closed(c, COMMIT_KEYS, "commit")
-    _field(c, "height", _is_int(c["height"]), "an int", "commit")
-    _field(c, "block_hash", _is_hex(c["block_hash"], 32), "hex 32", "commit")
-    _field(c, "signatures", type(c["signatures"]) is list, "a list", "commit")
+        _field(h, key, _is_int(h[key]), "an int", where)
+    for key in HEADER_HASHES:
+        _field(h, key, _is_hex(h[key], 32), "hex 32", where)
+
+
+def _check_commit_shape(c: Any, where: str) -> None:
+    _closed(c, COMMIT_KEYS, where)
+    _field(c, "height", _is_int(c["height"]), "an int", where)
+    _field(c, "block_hash", _is_hex(c["block_hash"], 32), "hex 32", where)
+    _field(c, "signatures", type(c["signatures"]) is list, "a list", where)
     for i, s in enumerate(c["signatures"]):
-        _closed(s, SIGNATURE_KEYS, f"commit.signatures[{i}]")
-        _field(s, "validator", _is_hex(s["validator"], 32), "hex 32", f"commit.signatures[{i}]")
-        _field(s, "signature", _is_hex(s["signature"], 64), "hex 64", f"commit.signatures[{i}]")
+        _closed(s, SIGNATURE_KEYS, f"{where}.signatures[{i}]")
+        _field(s, "validator", _is_hex(s["validator"], 32), "hex 32", f"{where}.signatures[{i}]")
+        _field(s, "signature", _is_hex(s["signature"], 64), "hex 64", f"{where}.signatures[{i}]")
 
 
 # Canonical MessagePack (client protocol section 2; encoding.md).
@@ -241,7 +260,7 @@ def _check_transaction(p: dict[str, Any], chain_id: str) -> None:
         raise ProofInvalid("transaction", "tx_hash is not SHA-256 of the signing bytes")
 
 
-# RFC 6962 inclusion paths (steps 6 and 7).
+# RFC 6962 inclusion paths (steps 8 and 9).
 
 
 def leaf(x: bytes) -> bytes:
@@ -272,6 +291,71 @@ def receipt_item(tx_hash: bytes, code: int, log: str) -> bytes:
     return bytes(msgpack.packb([tx_hash, code, log], use_bin_type=True))
 
 
+def header_hash(h: dict[str, Any]) -> bytes:
+    """Step 3: SHA-256 of the canonical array of the twelve header fields."""
+    header = [
+        3, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
+        h["tx_count"], *(bytes.fromhex(h[k]) for k in HEADER_HASHES[2:]),
+    ]  # fmt: skip
+    return hashlib.sha256(msgpack.packb(header, use_bin_type=True)).digest()
+
+
+def keys_hash(keys: list[bytes]) -> bytes:
+    """hash(V): SHA-256 of packb of the list of validator keys as bin."""
+    return hashlib.sha256(msgpack.packb(keys, use_bin_type=True)).digest()
+
+
+def _certificate_fault(c: dict[str, Any], block_hash: bytes, validators: list[bytes]) -> str | None:
+    """Step 6 for a commit and a validator set: None if it holds, else what is wrong."""
+    seal_bytes = COMMIT_SEAL_PREFIX + block_hash
+    assert len(seal_bytes) == 51
+    members = set(validators)
+    seen: set[bytes] = set()
+    for i, s in enumerate(c["signatures"]):
+        validator = bytes.fromhex(s["validator"])
+        if validator not in members:
+            return f"signature {i}: {s['validator']} is not a validator in force"
+        if validator in seen:
+            return f"signature {i}: {s['validator']} signs twice"
+        seen.add(validator)
+        if not _ed25519_ok(validator, seal_bytes, bytes.fromhex(s["signature"])):
+            return f"signature {i}: invalid seal by {s['validator']}"
+    q = quorum(len(validators))
+    if len(c["signatures"]) < q:
+        return f"{len(c['signatures'])} signatures, quorum is {q}"
+    return None
+
+
+def _walk_changes(p: dict[str, Any], chain_id: str, validators: list[bytes]) -> list[bytes]:
+    """Step 4: the validators of the proof's block, from the genesis ones through every step."""
+    in_force, previous = validators, 0
+    for i, step in enumerate(p["validator_changes"]):
+        h, c = step["header"], step["commit"]
+        new = [bytes.fromhex(k) for k in step["validators"]]
+
+        def fail(detail: str) -> ProofInvalid:
+            return ProofInvalid("validator change", f"step {i}: {detail}")  # noqa: B023
+
+        if h["chain_id"] != chain_id:
+            raise fail("another chain id")
+        if not previous < h["height"] < p["header"]["height"]:
+            raise fail(f"height {h['height']} not above {previous} and below the proof's block")
+        block_hash = header_hash(h)
+        if block_hash.hex() != c["block_hash"] or c["height"] != h["height"]:
+            raise fail("the header is not the one the commit is of")
+        if h["validators_hash"] != keys_hash(in_force).hex():
+            raise fail("validators_hash is not hash(V)")
+        fault = _certificate_fault(c, block_hash, in_force)
+        if fault is not None:
+            raise fail(f"certificate: {fault}")
+        if not new or len(set(new)) != len(new):
+            raise fail("validators empty or with a key twice")
+        if h["next_validators_hash"] != keys_hash(new).hex() or h["next_validators_hash"] == h["validators_hash"]:
+            raise fail("next_validators_hash is not hash(validators), or no change")
+        in_force, previous = new, h["height"]
+    return in_force
+
+
 def _verify(p: Any, chain_id: str, validators: list[bytes]) -> None:
     # 1. Shape.
     _check_shape(p)
@@ -280,42 +364,30 @@ def _verify(p: Any, chain_id: str, validators: list[bytes]) -> None:
     if h["chain_id"] != chain_id:
         raise ProofInvalid("chain id", f"{h['chain_id']!r:.80} is not the genesis chain id {chain_id!r}")
     # 3. Block hash, then commit height.
-    header = [
-        2, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
-        h["tx_count"], bytes.fromhex(h["tx_root"]), bytes.fromhex(h["receipt_root"]), bytes.fromhex(h["state_root"]),
-    ]  # fmt: skip
-    block_hash = hashlib.sha256(msgpack.packb(header, use_bin_type=True)).digest()
+    block_hash = header_hash(h)
     if block_hash.hex() != c["block_hash"]:
         raise ProofInvalid("block hash", "SHA-256 of the header is not commit.block_hash")
     if c["height"] != h["height"]:
         raise ProofInvalid("commit height", f"{c['height']} is not the header height {h['height']}")
-    # 4. Certificate.
-    seal_bytes = COMMIT_SEAL_PREFIX + block_hash
-    assert len(seal_bytes) == 51
-    genesis_keys = set(validators)
-    seen: set[bytes] = set()
-    for i, s in enumerate(c["signatures"]):
-        validator = bytes.fromhex(s["validator"])
-        if validator not in genesis_keys:
-            raise ProofInvalid("certificate", f"signature {i}: {s['validator']} is not a genesis validator")
-        if validator in seen:
-            raise ProofInvalid("certificate", f"signature {i}: {s['validator']} signs twice")
-        seen.add(validator)
-        if not _ed25519_ok(validator, seal_bytes, bytes.fromhex(s["signature"])):
-            raise ProofInvalid("certificate", f"signature {i}: invalid seal by {s['validator']}")
-    q = quorum(len(validators))
-    if len(c["signatures"]) < q:
-        raise ProofInvalid("certificate", f"{len(c['signatures'])} signatures, quorum is {q}")
-    # 5. Transaction.
+    # 4. Validator changes.
+    in_force = _walk_changes(p, chain_id, validators)
+    # 5. Validators.
+    if h["validators_hash"] != keys_hash(in_force).hex():
+        raise ProofInvalid("validators", "header.validators_hash is not hash(V)")
+    # 6. Certificate.
+    fault = _certificate_fault(c, block_hash, in_force)
+    if fault is not None:
+        raise ProofInvalid("certificate", fault)
+    # 7. Transaction.
     _check_transaction(p, chain_id)
-    # 6. Transaction path.
+    # 8. Transaction path.
     index, size = p["index"], h["tx_count"]
     if not index < size:
         raise ProofInvalid("index", f"{index} is not below tx_count {size}")
     tx_hash = bytes.fromhex(p["tx_hash"])
     if not path_ok(tx_hash, index, size, p["tx_path"], bytes.fromhex(h["tx_root"])):
         raise ProofInvalid("tx path", "tx_path does not prove tx_hash at index under tx_root")
-    # 7. Receipt path.
+    # 9. Receipt path.
     try:
         item = receipt_item(tx_hash, p["receipt"]["code"], p["receipt"]["log"])
     except UnicodeEncodeError:  # a log JSON can hold (a lone surrogate) but no MessagePack str can
@@ -714,6 +786,13 @@ def _foreign_validator(p: Proof) -> None:
     }
 
 
+def _block_as_a_step(p: Proof) -> None:
+    """The proof's own certified header as a step to a new set: its height is not below the proof's block."""
+    keys = [s["validator"] for s in p["commit"]["signatures"]]
+    p["validator_changes"] = [{"header": copy.deepcopy(p["header"]), "commit": copy.deepcopy(p["commit"]),
+                               "validators": keys}]
+
+
 def _extra_foreign_signature(p: Proof) -> None:
     """A quorum of good seals plus one by a foreign key: every byte of a proof is bound."""
     seal = COMMIT_SEAL_PREFIX + bytes.fromhex(p["commit"]["block_hash"])
@@ -737,8 +816,11 @@ TAMPERINGS: list[tuple[str, Callable[[Proof], None] | Resign | None, str]] = [
     ("missing commit.signatures", _del("commit.signatures"), "shape"),
     ("missing signature.signature", _del("commit.signatures.0.signature"), "shape"),
     ("missing receipt.log", _del("receipt.log"), "shape"),
-    ("version 2", _set("version", 2), "shape"),
-    ("header.version 3", _set("header.version", 3), "shape"),
+    ("version 1", _set("version", 1), "shape"),
+    ("header.version 2", _set("header.version", 2), "shape"),
+    ("missing validator_changes", _del("validator_changes"), "shape"),
+    ("validator_changes not a list", _set("validator_changes", {}), "shape"),
+    ("a step that is not an object", _set("validator_changes", [[]]), "shape"),
     ("index true", _set("index", True), "shape"),
     ("index as 1.0", _set("index", lambda i: float(i)), "shape"),
     ("index negative", _set("index", -1), "shape"),
@@ -764,8 +846,13 @@ TAMPERINGS: list[tuple[str, Callable[[Proof], None] | Resign | None, str]] = [
     ("header.tx_root", _set("header.tx_root", _flip_hex), "block hash"),
     ("header.receipt_root", _set("header.receipt_root", _flip_hex), "block hash"),
     ("header.state_root", _set("header.state_root", _flip_hex), "block hash"),
+    ("header.validators_hash", _set("header.validators_hash", _flip_hex), "block hash"),
+    ("header.next_validators_hash", _set("header.next_validators_hash", _flip_hex), "block hash"),
     ("commit.block_hash", _set("commit.block_hash", _flip_hex), "block hash"),
     ("commit.height + 1", _set("commit.height", lambda v: v + 1), "commit height"),
+    # Validator changes: none happened on this chain, so any step is out of place.
+    ("the block itself as a step", _block_as_a_step, "validator change"),
+    ("genesis: a signer replaced", None, "validators"),
     # Certificate.
     ("signature 0", _set("commit.signatures.0.signature", _flip_hex), "certificate"),
     ("signature 1", _set("commit.signatures.1.signature", _flip_hex), "certificate"),
@@ -779,7 +866,6 @@ TAMPERINGS: list[tuple[str, Callable[[Proof], None] | Resign | None, str]] = [
     ("no signatures", _set("commit.signatures", []), "certificate"),
     ("first signature in place of second", _duplicate_first_in_place_of_second, "certificate"),
     ("first signature appended again", _append_duplicate, "certificate"),
-    ("genesis: a signer replaced", None, "certificate"),
     # Transaction.
     ("tx last byte (signature)", _set("tx", _flip_hex), "transaction"),
     ("tx nonce byte", _nonce_byte, "transaction"),
@@ -827,7 +913,8 @@ TAMPER_IDS = [name for name, _, _ in TAMPERINGS]
 # the tx bytes, tx_hash, receipt code and log, index, each path element, keys added and missing); these
 # further variants of the same checks are put to this verifier only.
 VERIFIER_ONLY = {
-    "extra key in commit", "missing tx_path", "missing receipt_path", "missing commit.signatures", "version 2",
+    "extra key in commit", "missing tx_path", "missing receipt_path", "missing commit.signatures", "version 1",
+    "validator_changes not a list", "a step that is not an object",
     "index negative", "receipt.code 2^64", "receipt.code as string", "header.time null", "block_hash with 0x",
     "tx odd length", "tx empty", "signature 63 bytes", "tx_path not a list", "header not an object",
     "signature last, first digit", "validator keys 0 and 1 swapped", "extra foreign signature", "no signatures",
@@ -1051,8 +1138,9 @@ def example() -> Example:
     proof_block, more_block = _code_blocks(section, "json")
     proof = json.loads(proof_block)
     proofs = {proof["index"]: proof}
-    for fields in json.loads(more_block):  # the same version, header and commit as index 2
-        more = {"version": proof["version"], **fields, "header": proof["header"], "commit": proof["commit"]}
+    for fields in json.loads(more_block):  # the same version, header, commit and validator_changes as index 2
+        shared = {k: proof[k] for k in ("version", "header", "commit", "validator_changes")}
+        more = {**shared, **fields}
         proofs[more["index"]] = more
     return Example(read_genesis(genesis_text), genesis_text, proofs)
 
@@ -1063,31 +1151,45 @@ def test_worked_example_verifies(example: Example) -> None:
     assert sorted(example.proofs) == [2, 3, 4]
     for index, proof in example.proofs.items():
         assert verify_proof(proof, g.chain_id, g.validators) == "ok", index
+        assert len(proof["validator_changes"]) == 1 and len(proof["validator_changes"][0]["validators"]) == 5
     assert example.proofs[3]["receipt"]["code"] == 3 and len(example.proofs[4]["tx_path"]) == 1
 
 
 def test_worked_example_intermediate_values(example: Example) -> None:
     """The byte counts and digests the walk-through of section 4 states."""
     p = example.proofs[2]
-    h = p["header"]
+    h, step = p["header"], p["validator_changes"][0]
     header = msgpack.packb(
-        [2, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
-         h["tx_count"], bytes.fromhex(h["tx_root"]), bytes.fromhex(h["receipt_root"]), bytes.fromhex(h["state_root"])],
+        [3, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
+         h["tx_count"], *(bytes.fromhex(h[k]) for k in HEADER_HASHES[2:])],
         use_bin_type=True,
     )  # fmt: skip
-    assert len(header) == 197 and header[:1] == b"\x9a"
-    assert header.hex().startswith("9a02ad61636d652d696e766f6963657301c4201782b978")
-    assert "cf000001a20ab46c09" in header.hex()
-    assert hashlib.sha256(header).hexdigest() == p["commit"]["block_hash"]
+    assert len(header) == 265 and header[:1] == b"\x9c"
+    assert header.hex().startswith("9c03ad61636d652d696e766f6963657304c4202c77bd0b")
+    assert "cf000001a20ab49dda" in header.hex()
+    assert hashlib.sha256(header).hexdigest() == p["commit"]["block_hash"] == header_hash(h).hex()
+    assert p["commit"]["block_hash"] == "b1a41597ee522beff7ab5b059ead4f90a09ff7a5cb85395f1132aa13c46f8fb9"
+    # The step: block 3, the last of the four genesis validators, announcing the five.
+    assert step["header"]["height"] == 3 and header_hash(step["header"]).hex() == step["commit"]["block_hash"]
+    assert step["commit"]["block_hash"] == "2c77bd0bf537dde4685b21516e160024f3988cef38fdb7c9d40323c06e6b1216"
+    genesis_keys = [bytes.fromhex(v) for v in example.genesis.validators]
+    new_keys = [bytes.fromhex(v) for v in step["validators"]]
+    assert len(msgpack.packb(genesis_keys, use_bin_type=True)) == 137 and new_keys[:4] == genesis_keys
+    assert len(msgpack.packb(new_keys, use_bin_type=True)) == 171
+    assert keys_hash(genesis_keys).hex() == step["header"]["validators_hash"] == (
+        "4f28da73acde6e7da9a43dbceb932198d3739ec93240ab44190c10b2de9aea15")
+    assert keys_hash(new_keys).hex() == step["header"]["next_validators_hash"] == h["validators_hash"] == (
+        "b42bd21420a941fec81d86153e53817721275e495f398d8941b0c82a8465ea52")
+    assert [s["validator"] for s in p["commit"]["signatures"]][-1] == step["validators"][4]  # node4 signs
     tx = bytes.fromhex(p["tx"])
     signing_bytes = TX_SIGNING_PREFIX + b"\x97" + tx[1:-66]
     assert len(signing_bytes) == 145 and hashlib.sha256(signing_bytes).hexdigest() == p["tx_hash"]
     assert msgpack.unpackb(tx, raw=False)[3:6] == [13, "notary", "record"]
-    assert leaf(bytes.fromhex(p["tx_hash"])).hex() == "7dda772f4abcd264026a664424b4fff097c73862970aa960631e8bde1fabcb89"
+    assert leaf(bytes.fromhex(p["tx_hash"])).hex() == "994affd144d5294ca334ff6669558e637c3e2fc476e7e37565164d6f0596437a"
     item = receipt_item(bytes.fromhex(p["tx_hash"]), 0, "")
     assert len(item) == 37
-    assert item.hex() == "93c420f44c3569b3bd0d35aa615c0f327b3d186b422c85c0a7b8b81755bfe0ed45287700a0"
-    assert leaf(item).hex() == "0ae7bd5f8ae3df844a9555326cd41f4be888f0b3794b74197e8276ef83f40b83"
+    assert item.hex() == "93c420e653ada355477b9e689f08840a5d052cbd59638eb6ef7bbc35b8a557d3e060a700a0"
+    assert leaf(item).hex() == "e7402d63475532f812c141eb56d92c587fb0c64f346c684b37fb09669e175ba2"
     # The file's SHA-256 is the recorded digest.
     document = b"%PDF-1.7 invoice 2026-0001 ACME to Globex, EUR 1200.00"
     assert len(document) == 54
@@ -1095,11 +1197,23 @@ def test_worked_example_intermediate_values(example: Example) -> None:
 
 
 def _example_variant(p: dict[str, Any], change: str, other: dict[int, dict[str, Any]]) -> None:
-    sigs = p["commit"]["signatures"]
+    sigs, step = p["commit"]["signatures"], p["validator_changes"][0]
     if change == "time + 1":
         p["header"]["time"] += 1
-    elif change == "commit.height = 2":
-        p["commit"]["height"] = 2
+    elif change == "commit.height = 3":
+        p["commit"]["height"] = 3
+    elif change == "validator_changes = []":
+        p["validator_changes"] = []
+    elif change == "the step repeated":
+        p["validator_changes"].append(copy.deepcopy(step))
+    elif change == "the step's header.time + 1":
+        step["header"]["time"] += 1
+    elif change == "the step's validators without node4":
+        step["validators"] = step["validators"][:4]
+    elif change == "node3 and node4 swapped in the step":
+        step["validators"][3], step["validators"][4] = step["validators"][4], step["validators"][3]
+    elif change == "the step's last signature dropped":
+        step["commit"]["signatures"].pop()
     elif change == "drop the last signature":
         sigs.pop()
     elif change == "first signature in place of the second":
@@ -1116,15 +1230,21 @@ def _example_variant(p: dict[str, Any], change: str, other: dict[int, dict[str, 
         p["index"] = 5
     elif change == "a key added":
         p["commit"]["signatures"][0]["note"] = ""
-    elif change == "version = 2":
-        p["version"] = 2
-    elif change != "genesis chain id acme-orders":
+    elif change == "version = 1":
+        p["version"] = 1
+    elif not change.startswith("genesis"):
         raise AssertionError(change)
 
 
 EXAMPLE_FAILURES = [
     ("time + 1", "block hash"),
-    ("commit.height = 2", "commit height"),
+    ("commit.height = 3", "commit height"),
+    ("validator_changes = []", "validators"),
+    ("the step repeated", "validator change"),
+    ("the step's header.time + 1", "validator change"),
+    ("the step's validators without node4", "validator change"),
+    ("node3 and node4 swapped in the step", "validator change"),
+    ("the step's last signature dropped", "validator change"),
     ("drop the last signature", "certificate"),
     ("first signature in place of the second", "certificate"),
     ("last hex digit of the last signature", "certificate"),
@@ -1133,8 +1253,9 @@ EXAMPLE_FAILURES = [
     ("index = 3", "tx path"),
     ("index = 5", "index"),
     ("a key added", "shape"),
-    ("version = 2", "shape"),
+    ("version = 1", "shape"),
     ("genesis chain id acme-orders", "chain id"),
+    ("genesis listing node4 as a fifth validator", "validator change"),
 ]
 
 
@@ -1143,8 +1264,11 @@ def test_worked_example_failures(example: Example, change: str, expected: str) -
     """The table "some that must fail" of section 4, each against the index 2 proof."""
     p = copy.deepcopy(example.proofs[2])
     _example_variant(p, change, example.proofs)
-    chain_id = "acme-orders" if change.startswith("genesis") else example.genesis.chain_id
-    assert failed_check(verify_proof(p, chain_id, example.genesis.validators)) == expected
+    chain_id = "acme-orders" if change == "genesis chain id acme-orders" else example.genesis.chain_id
+    validators = example.genesis.validators
+    if change == "genesis listing node4 as a fifth validator":
+        validators = [*validators, p["validator_changes"][0]["validators"][4]]
+    assert failed_check(verify_proof(p, chain_id, validators)) == expected
 
 
 def test_worked_example_accepted_by_cli(example: Example, tmp_path: Path) -> None:
@@ -1156,5 +1280,11 @@ def test_worked_example_accepted_by_cli(example: Example, tmp_path: Path) -> Non
     run = verify_proof_cli(proof_file, genesis_file)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     shown = json.loads(run.stdout)
-    assert shown["block_hash"] == "b0abdc15401001f13e53937def28bac4e9a022e14268f91e6d502e582e9ef341"
-    assert shown["height"] == 1 and shown["index"] == 2 and shown["quorum"] == 3 and shown["signatures"] == 3
+    assert shown["block_hash"] == "b1a41597ee522beff7ab5b059ead4f90a09ff7a5cb85395f1132aa13c46f8fb9"
+    assert shown["height"] == 4 and shown["index"] == 2 and shown["quorum"] == 4 and shown["signatures"] == 4
+    assert shown["validators"] == 5 and shown["validator_changes"] == 1
+    dropped = copy.deepcopy(example.proofs[2])
+    dropped["validator_changes"] = []
+    proof_file.write_text(json.dumps(dropped))
+    run = verify_proof_cli(proof_file, genesis_file)
+    assert run.returncode == 6 and run.stderr.startswith("alliance: proof invalid: validators: "), run.stderr

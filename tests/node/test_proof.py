@@ -24,13 +24,14 @@ from node.chain.canonical import pack
 from node.chain.execution import NO_SUCH_KEY
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
-from node.chain.membership import Member
+from node.chain.membership import Member, validators_hash
 from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from node.cli.client_cmds import recorded_file
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
+from tests.node import proof_example
 
 VALIDATOR_KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
 VALIDATORS = [bytes(k.verify_key) for k in VALIDATOR_KEYS]
@@ -259,10 +260,11 @@ def _tx_path_of_another_index(case: Case) -> None:
     case.proof["tx_path"] = proof_of(5, 2)["tx_path"]
 
 
-_HEADER_HEX = ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root")
+_HEADER_HEX = ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root", "validators_hash",
+               "next_validators_hash")
 TAMPERINGS: list[tuple[str, Tamper, str]] = [
     # the header: every field is bound by the block hash
-    ("header.version", _set("header.version", 3), r"^shape: header.version must be 2$"),
+    ("header.version", _set("header.version", 2), r"^shape: header.version must be 3$"),
     ("header.chain_id", _set("header.chain_id", "another-chain"), r"^chain id: the proof is for chain 'another-chain'"),
     ("header.height", _set("header.height", lambda h: h + 1), r"^block hash: "),
     ("header.time", _set("header.time", lambda t: t + 1), r"^block hash: "),
@@ -274,8 +276,8 @@ TAMPERINGS: list[tuple[str, Tamper, str]] = [
     ("signature byte", _set("commit.signatures.1.signature", lambda s: _flip(s, 70)),
      r"^certificate: signature 1 by [0-9a-f]{64} does not verify$"),
     ("validator of a signature", _set("commit.signatures.0.validator", _flip), r"^certificate: signature 0 is by .*, "
-     r"not a genesis validator$"),
-    ("signature by a non-member", _foreign_signature, r"^certificate: signature 1 is by [0-9a-f]{64}, not a genesis "),
+     r"not a validator of that height$"),
+    ("signature by a non-member", _foreign_signature, r"^certificate: signature 1 is by [0-9a-f]{64}, not a validator "),
     ("duplicated signature", _signature_twice, r"^certificate: validator [0-9a-f]{64} signs more than once$"),
     ("duplicated extra signature", _signature_added_twice, r"^certificate: validator .* signs more than once$"),
     ("removed signature", _signature_removed, r"^certificate: 2 signatures, below the quorum of 3 of 4 validators$"),
@@ -284,14 +286,18 @@ TAMPERINGS: list[tuple[str, Tamper, str]] = [
     *[(f"extra key in {where}", _set(path, 0), rf"^shape: {re.escape(where)} has the unknown key 'extra'$")
       for path, where in [("extra", "proof"), ("receipt.extra", "receipt"), ("header.extra", "header"),
                           ("commit.extra", "commit"), ("commit.signatures.0.extra", "commit.signatures[0]")]],
+    ("a step in validator_changes where none is", _set("validator_changes", [0]),
+     r"^shape: validator_changes\[0\] must be an object$"),
     *[(f"missing {path}", _delete(path), rf"^shape: {where} lacks the key '{key}'$")
       for path, where, key in [("tx_path", "proof", "tx_path"), ("receipt.log", "receipt", "log"),
                                ("header.state_root", "header", "state_root"), ("commit.height", "commit", "height"),
-                               ("commit.signatures.0.signature", r"commit.signatures\[0\]", "signature")]],
+                               ("commit.signatures.0.signature", r"commit.signatures\[0\]", "signature"),
+                               ("validator_changes", "proof", "validator_changes"),
+                               ("header.next_validators_hash", "header", "next_validators_hash")]],
     # types and encodings
     ("proof is a list", _wrapped_in_a_list, r"^shape: proof must be an object$"),
-    ("version as a string", _set("version", "1"), r"^shape: version must be 1$"),
-    ("version 2", _set("version", 2), r"^shape: version must be 1$"),
+    ("version as a string", _set("version", "2"), r"^shape: version must be 2$"),
+    ("version 1", _set("version", 1), r"^shape: version must be 2$"),
     ("index as a string", _set("index", "3"), r"^shape: index must be an integer in 0..2\*\*64-1$"),
     ("negative index", _set("index", -1), r"^shape: index must be an integer"),
     ("height as a float", _set("header.height", 4.0), r"^shape: header.height must be an integer"),
@@ -336,8 +342,9 @@ TAMPERINGS: list[tuple[str, Tamper, str]] = [
     # the genesis it is checked against
     ("genesis of another chain", _other_chain, r"^chain id: the proof is for chain 'proof-test', the genesis is "
      r"'another-chain'$"),
-    ("another validator set", _other_validators, r"^certificate: signature 0 is by .*, not a genesis validator$"),
-    ("a larger validator set", _larger_validator_set, r"^certificate: 3 signatures, below the quorum of 5 of 7 "),
+    ("another validator set", _other_validators, r"^validators: header.validators_hash is not the hash of the 4 "
+     r"validators in force after 0 validator changes"),
+    ("a larger validator set", _larger_validator_set, r"^validators: .* of the 7 validators in force "),
 ]
 
 
@@ -377,9 +384,10 @@ SAMPLE_PROOFS = [proof_of(1, 0), proof_of(*FAILED_AT), proof_of(*BASE), proof_of
 
 
 def test_hex_locations_cover_every_binary_field() -> None:
-    # tx_hash, tx, 5 header hashes, block_hash, 3 signatures x 2, and the paths
+    # tx_hash, tx, 7 header hashes, block_hash, 3 signatures x 2, and the paths
     proof = proof_of(*BASE)
-    assert len(list(_hex_locations(proof))) == 2 + 5 + 1 + 6 + 3 + 3
+    assert proof["validator_changes"] == []
+    assert len(list(_hex_locations(proof))) == 2 + 7 + 1 + 6 + 3 + 3
 
 
 @settings(max_examples=300, deadline=None)
@@ -413,24 +421,49 @@ def _doc_example() -> tuple[dict[str, Any], str, list[bytes]]:
     return proof, genesis["chain_id"], [bytes.fromhex(v["pubkey"]) for v in genesis["validators"]]
 
 
+def test_the_documented_example_is_what_the_node_builds() -> None:
+    """The page's genesis and proofs are those its chain, rebuilt from its seeds, gives today."""
+    assert _fenced("toml")[0] == proof_example.genesis_toml()
+    built = [json.loads(json.dumps(p)) for p in proof_example.proofs()]
+    assert json.loads(_fenced("json")[0]) == built[0]
+    fields = ("tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path")
+    assert json.loads(_fenced("json")[1]) == [{k: p[k] for k in fields} for p in built[1:]]
+    assert all({**p, **{k: built[0][k] for k in fields}} == built[0] for p in built[1:])
+
+
 def test_the_documented_proof_and_its_vectors_verify() -> None:
     proof, chain_id, validators = _doc_example()
     verified = verify_proof(proof, chain_id, validators)
-    document = b"%PDF-1.7 invoice 2026-0001 ACME to Globex, EUR 1200.00"
-    assert recorded_file(verified, hashlib.sha256(document).digest(), "invoice") == json.loads(_fenced("json")[2])
+    assert (verified.validator_changes, len(verified.validators), verified.quorum) == (1, 5, 4)
+    assert recorded_file(verified, hashlib.sha256(proof_example.DOCUMENT).digest(), "invoice") == json.loads(
+        _fenced("json")[2])
     vectors = json.loads(_fenced("json")[1])
     codes = [verify_proof({**proof, **vector}, chain_id, validators).code for vector in vectors]
     assert codes == [3, 0]
 
 
+def _header_bytes(header: dict[str, Any]) -> bytes:
+    return pack([3, header["chain_id"], header["height"], bytes.fromhex(header["prev_hash"]), header["time"],
+                 bytes.fromhex(header["proposer"]), header["tx_count"],
+                 *(bytes.fromhex(header[k]) for k in ("tx_root", "receipt_root", "state_root", "validators_hash",
+                                                      "next_validators_hash"))])
+
+
 def test_the_documented_intermediate_values_are_those_of_the_proof() -> None:
-    proof, _, _ = _doc_example()
-    header = proof["header"]
-    encoded = pack([2, header["chain_id"], header["height"], bytes.fromhex(header["prev_hash"]), header["time"],
-                    bytes.fromhex(header["proposer"]), header["tx_count"], *(bytes.fromhex(header[k]) for k in
-                    ("tx_root", "receipt_root", "state_root"))])
-    assert f"these {len(encoded)} bytes" in DOC
-    assert "the 51 seal bytes" in DOC and f"7631 00 {proof['commit']['block_hash']}" in DOC
+    proof, _, validators = _doc_example()
+    step = proof["validator_changes"][0]
+    for header, block_hash in ((proof["header"], proof["commit"]["block_hash"]),
+                               (step["header"], step["commit"]["block_hash"])):
+        encoded = _header_bytes(header)
+        assert f"these {len(encoded)} bytes" in DOC and hashlib.sha256(encoded).hexdigest() == block_hash
+        assert f"SHA-256 is `{block_hash}`" in DOC and f"7631 00 {block_hash}" in DOC
+    for keys, field in ((validators, "validators_hash"), ([bytes.fromhex(k) for k in step["validators"]],
+                                                           "next_validators_hash")):
+        encoded = pack(keys)
+        assert f"these {len(encoded)} bytes" in DOC and f"{encoded[:1].hex()}  " in DOC
+        assert hashlib.sha256(encoded).hexdigest() == step["header"][field]
+        assert f"SHA-256 is `{step['header'][field]}`" in DOC
+    assert proof["header"]["validators_hash"] == step["header"]["next_validators_hash"]
     tx_hash = bytes.fromhex(proof["tx_hash"])
     item = pack([tx_hash, 0, ""])
     assert f"the {len(item)} bytes\n`{item.hex()}`" in DOC
@@ -450,11 +483,11 @@ def _walk(item: bytes, index: int, path: list[bytes]) -> Iterator[bytes]:
         yield digest
 
 
-def _doc_failure(change: Callable[[dict[str, Any]], None]) -> str:
-    proof, chain_id, validators = _doc_example()
+def _doc_failure(change: Callable[[dict[str, Any]], None], validators: list[bytes] | None = None) -> str:
+    proof, chain_id, genesis_validators = _doc_example()
     change(proof)
     with pytest.raises(ProofInvalid) as caught:
-        verify_proof(proof, chain_id, validators)
+        verify_proof(proof, chain_id, genesis_validators if validators is None else validators)
     return caught.value.reason
 
 
@@ -462,23 +495,39 @@ def _set_in(proof: dict[str, Any], path: str, value: Any) -> None:
     _set(path, value)(Case(proof))
 
 
+def _swap_last_two(keys: list[str]) -> list[str]:
+    return [*keys[:-2], keys[-1], keys[-2]]
+
+
+STEP = "validator change: validator_changes[0] (block 3): "
 DOC_FAILURES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("header.time + 1", lambda p: _set_in(p, "header.time", lambda t: t + 1), "block hash:"),
-    ("commit.height = 2", lambda p: _set_in(p, "commit.height", 2), "commit height:"),
-    ("drop the last signature", lambda p: _set_in(p, "commit.signatures", p["commit"]["signatures"][:2]),
-     "certificate: 2 signatures"),
+    ("commit.height = 3", lambda p: _set_in(p, "commit.height", 3), "commit height:"),
+    ("validator_changes = []", lambda p: _set_in(p, "validator_changes", []), "validators:"),
+    ("the step repeated", lambda p: _set_in(p, "validator_changes", p["validator_changes"] * 2),
+     "validator change: validator_changes[1] (block 3): its height must be above 3"),
+    ("the step's header.time + 1", lambda p: _set_in(p, "validator_changes.0.header.time", lambda t: t + 1),
+     "validator change: validator_changes[0] (block 3): the header hashes to"),
+    ("the step's validators without node4", lambda p: _set_in(p, "validator_changes.0.validators",
+                                                               lambda v: v[:4]), STEP + "header.next_validators_hash"),
+    ("node3 and node4 swapped", lambda p: _set_in(p, "validator_changes.0.validators", _swap_last_two),
+     STEP + "header.next_validators_hash"),
+    ("the step's last signature dropped", lambda p: _set_in(p, "validator_changes.0.commit.signatures",
+                                                             lambda s: s[:2]), STEP + "certificate: 2 signatures"),
+    ("drop the last signature", lambda p: _set_in(p, "commit.signatures", p["commit"]["signatures"][:3]),
+     "certificate: 3 signatures, below the quorum of 4 of 5"),
     ("first signature repeated", lambda p: _set_in(p, "commit.signatures.1", p["commit"]["signatures"][0]),
      "certificate: validator"),
-    ("last hex digit of the last signature", lambda p: _set_in(p, "commit.signatures.2.signature",
+    ("last hex digit of the last signature", lambda p: _set_in(p, "commit.signatures.3.signature",
                                                                lambda s: s[:-1] + ("0" if s[-1] != "0" else "1")),
-     "certificate: signature 2"),
+     "certificate: signature 3"),
     ("tx_hash of index 3", lambda p: _set_in(p, "tx_hash", json.loads(_fenced("json")[1])[0]["tx_hash"]),
      "transaction:"),
     ("receipt.code = 4", lambda p: _set_in(p, "receipt.code", 4), "receipt path:"),
     ("index = 3", lambda p: _set_in(p, "index", 3), "tx path:"),
     ("index = 5", lambda p: _set_in(p, "index", 5), "index:"),
-    ("a key added", lambda p: _set_in(p, "commit.signatures.0.extra", 1), "shape:"),
-    ("version = 2", lambda p: _set_in(p, "version", 2), "shape:"),
+    ("a key added", lambda p: _set_in(p, "validator_changes.0.commit.signatures.0.extra", 1), "shape:"),
+    ("version = 1", lambda p: _set_in(p, "version", 1), "shape:"),
 ]
 
 
@@ -493,11 +542,25 @@ def test_the_documented_proof_fails_against_another_chain() -> None:
         verify_proof(proof, "acme-orders", validators)
 
 
+def test_the_documented_proof_fails_against_a_genesis_of_the_five() -> None:
+    proof, chain_id, validators = _doc_example()
+    five = validators + [bytes.fromhex(proof["validator_changes"][0]["validators"][4])]
+    assert _doc_failure(lambda p: None, five).startswith(STEP + "header.validators_hash is not the hash")
+
+
+def test_the_validators_hash_vectors_of_encoding_md_are_those_of_the_example() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "encoding.md").read_text()
+    proof, _, validators = _doc_example()
+    five = validators + [bytes.fromhex(proof["validator_changes"][0]["validators"][4])]
+    for keys in (validators, five):
+        encoded = pack(keys)
+        assert f"({len(encoded)} bytes)" in page and f"validators_hash         = {validators_hash(tuple(keys)).hex()}" in page
+        assert all(k.hex() in page for k in keys)
+    for block_hash in (proof["commit"]["block_hash"], proof["validator_changes"][0]["commit"]["block_hash"]):
+        assert f"hashes to `{block_hash}`" in page
+
+
 # ---- the certificate verifier that proofs and catch-up share --------------------------------
-
-
-def _seal(key: SigningKey, block_hash: bytes) -> tuple[bytes, bytes]:
-    return bytes(key.verify_key), key.sign(b"alliance-commit-v1\x00" + block_hash).signature
 
 
 def test_a_certificate_counts_distinct_valid_seals_and_names_its_first_fault() -> None:
@@ -508,5 +571,5 @@ def test_a_certificate_counts_distinct_valid_seals_and_names_its_first_fault() -
     stranger, forged = _seal(STRANGER, block_hash), (members[3], good[0][1])
     sealed = verify_certificate(block_hash, [good[0], stranger, good[0], forged, *good[1:]], members)
     assert sealed.quorate and sealed.sealed == 3  # what catch-up needs: a quorum, whatever else is there
-    assert sealed.fault == f"signature 1 is by {stranger[0].hex()}, not a genesis validator"  # a proof refuses it
+    assert sealed.fault == f"signature 1 is by {stranger[0].hex()}, not a validator of that height"  # a proof refuses it
     assert not verify_certificate(block_hash, [good[0], good[0], good[1]], members).quorate
