@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from node.chain.canonical import pack
@@ -13,7 +15,7 @@ from node.chain.governance import (
     OPEN_PROPOSALS_PER_ADMIN, GovernanceCorrupt, Proposal, ReadState, load_proposal, open_proposals, past_members,
     proposal_key, scheduled_proposals, upcoming_members,
 )
-from node.chain.membership import Member, Membership
+from node.chain.membership import CHANGE_FIELDS, Member, Membership
 from node.chain.tx import Transaction, sign_tx
 
 CHAIN, TIME = "gov-test", 1_700_000_000_000
@@ -375,3 +377,53 @@ def test_a_damaged_proposal_in_the_state_is_governance_corruption() -> None:
         open_proposals(ReadState(chain.state.get))
     with pytest.raises(TypeError):
         ReadState(chain.state.get).put(b"k", 1)
+
+
+# --- a property: no sequence of gov transactions breaks the membership ------------------------------------
+
+POOL = [SigningKey(bytes([0x70 + i]) * 32) for i in range(6)]
+KINDS = ["add_validator", "add_observer", "add_client", "add_admin", "remove_validator", "remove_observer",
+         "remove_client", "remove_admin", "replace_key", "set_address", "set_admin_threshold"]
+
+
+@st.composite
+def gov_blocks(draw: st.DrawFn) -> list[list[tuple[str, int, Any]]]:
+    """Blocks of actions: ("propose", signer, change) or ("approve", signer, which earlier proposal)."""
+    pick = st.integers(0, len(POOL) - 1)
+
+    def action() -> tuple[str, int, Any]:
+        if draw(st.booleans()):
+            return "approve", draw(pick), draw(st.integers(0, 100))
+        kind = draw(st.sampled_from(KINDS))
+        fields: dict[str, Any] = {"name": draw(st.sampled_from("abc")), "pubkey": key(POOL[draw(pick)]),
+                                  "address": "h:1", "old": key(POOL[draw(pick)]), "new": key(POOL[draw(pick)]),
+                                  "threshold": draw(st.integers(0, 4))}
+        return "propose", draw(pick), {"kind": kind, **{f: fields[f] for f in CHANGE_FIELDS[kind] if f != "kind"}}
+
+    return [[action() for _ in range(draw(st.integers(0, 4)))] for _ in range(draw(st.integers(1, 10)))]
+
+
+def assert_sound(m: Membership) -> None:
+    keys = [x.pubkey for x in m.validators + m.observers + m.clients + m.admins]
+    assert len(keys) == len(set(keys)) and m.validators and m.admins
+    assert 1 <= m.admin_threshold <= len(m.admins)
+
+
+@settings(max_examples=150, deadline=None)
+@given(gov_blocks(), st.integers(1, 2))
+def test_no_sequence_of_gov_txs_leaves_a_broken_membership(blocks: list[list[tuple[str, int, Any]]],
+                                                         threshold: int) -> None:
+    genesis = Membership((Member("v", key(POOL[0]), "h:1"),), (), (),
+                         (Member("a", key(POOL[1])), Member("b", key(POOL[2]))), threshold)
+    chain, proposals = Chain(genesis), []
+    for actions in blocks + [[], []]:  # two empty blocks: what passed last takes effect
+        txs = []
+        for op, signer, what in actions:
+            if op == "propose":
+                txs.append(propose(POOL[signer], what["kind"], **{k: v for k, v in what.items() if k != "kind"}))
+                proposals.append(txs[-1])
+            elif proposals:
+                txs.append(approve(POOL[signer], proposals[what % len(proposals)]))
+        chain.block(*txs)
+        for height in (chain.height, chain.height + 1, chain.height + 2):
+            assert_sound(chain.members(height))
