@@ -120,7 +120,7 @@ def _check_threshold(threshold: Any, admins: int, complete: bool) -> None:
     if type(threshold) is not int or threshold < 1:
         raise ConfigError(f"admin_threshold must be a positive integer, got {threshold!r}")
     if complete and threshold > admins:
-        there = f"there are only {admins} admins" if admins else "there are no admins"
+        there = {0: "there are no admins", 1: "there is 1 admin"}.get(admins, f"there are {admins} admins")
         raise ConfigError(f"admin_threshold = {threshold} can never be met: {there}")
 
 
