@@ -27,7 +27,9 @@ from node.chain.membership import (
 from node.chain.tx import Transaction
 
 ACTIVATION_DELAY = 2
-OPEN_PROPOSALS_MAX = 64
+# Open proposals an admin may have at once: no admin can crowd out the others' proposals,
+# and what a propose reads stays bounded.
+OPEN_PROPOSALS_PER_ADMIN = 16
 BAD_ARGS, NOT_ADMIN, NOT_OPEN, NOT_ALLOWED, ALREADY_APPROVED = 1, 5, 6, 7, 8
 
 MEMBERS_KEY = b"gv/members"
@@ -186,11 +188,11 @@ def propose(state: GovState, genesis: Membership, tx: Transaction, height: int) 
         return BAD_ARGS, str(exc)
     except ChangeRefused as exc:
         return NOT_ALLOWED, str(exc)
-    still_open = [p.id for p in open_proposals(state) if p.status(height) == "open"]
-    if len(still_open) >= OPEN_PROPOSALS_MAX:
-        return NOT_ALLOWED, f"{OPEN_PROPOSALS_MAX} proposals are open already"
+    still_open = [p for p in open_proposals(state) if p.status(height) == "open"]
+    if sum(p.proposer == tx.sender for p in still_open) >= OPEN_PROPOSALS_PER_ADMIN:
+        return NOT_ALLOWED, f"this admin has {OPEN_PROPOSALS_PER_ADMIN} open proposals already"
     proposal = Proposal(tx.hash, tx.sender, change, (tx.sender,), height, expires, None)
-    state.put(OPEN_KEY, still_open + [tx.hash])
+    state.put(OPEN_KEY, [p.id for p in still_open] + [tx.hash])
     return _record_approval(state, genesis, proposal, members, height)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from node.chain.canonical import pack, pack_flat
 
@@ -191,7 +191,7 @@ def _is_address(value: Any) -> bool:
     if not isinstance(value, str) or not 3 <= len(value.encode()) <= ADDRESS_BYTES_MAX:
         return False
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+    return bool(sep and host and port.isascii() and port.isdigit() and 0 < int(port) <= 65535)
 
 
 def apply_change(m: Membership, c: Change) -> Membership:
@@ -234,15 +234,14 @@ def _add(m: Membership, c: Change) -> Membership:
         m = replace(m, observers=tuple(x for x in m.observers if x.pubkey != c.pubkey))  # a promotion
     elif current is not None:
         raise ChangeRefused(f"key {c.pubkey.hex()} is already a member ({current[:-1]})")
-    member = Member(c.name, c.pubkey, c.address)
-    return replace(m, **{role: getattr(m, role) + (member,)})
+    return _with_role(m, role, getattr(m, role) + (Member(c.name, c.pubkey, c.address),))
 
 
 def _remove(m: Membership, role: str, pubkey: bytes) -> Membership:
     members = getattr(m, role)
     if not any(x.pubkey == pubkey for x in members):
         raise ChangeRefused(f"key {pubkey.hex()} is not one of the {role}")
-    return replace(m, **{role: tuple(x for x in members if x.pubkey != pubkey)})
+    return _with_role(m, role, tuple(x for x in members if x.pubkey != pubkey))
 
 
 def _replace_key(m: Membership, old: bytes, new: bytes) -> Membership:
@@ -251,13 +250,16 @@ def _replace_key(m: Membership, old: bytes, new: bytes) -> Membership:
         raise ChangeRefused(f"key {old.hex()} is not a member")
     if m.role_of(new) is not None:
         raise ChangeRefused(f"key {new.hex()} is already a member")
-    members = tuple(replace(x, pubkey=new) if x.pubkey == old else x for x in getattr(m, role))
-    return replace(m, **{role: members})
+    return _with_role(m, role, tuple(replace(x, pubkey=new) if x.pubkey == old else x for x in getattr(m, role)))
 
 
 def _set_address(m: Membership, pubkey: bytes, address: str) -> Membership:
     role = m.role_of(pubkey)
     if role not in ("validators", "observers"):
         raise ChangeRefused(f"key {pubkey.hex()} is not a validator or observer")
-    members = tuple(replace(x, address=address) if x.pubkey == pubkey else x for x in getattr(m, role))
-    return replace(m, **{role: members})
+    return _with_role(m, role, tuple(replace(x, address=address) if x.pubkey == pubkey else x for x in getattr(m, role)))
+
+
+def _with_role(m: Membership, role: str, members: tuple[Member, ...]) -> Membership:
+    """`m` with the members of `role` (one of ROLES) replaced."""
+    return replace(m, **cast(dict[str, Any], {role: members}))

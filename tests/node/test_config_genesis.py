@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,99 @@ def test_genesis_invalid_toml(tmp_path: Path) -> None:
 )
 def test_genesis_errors(tmp_path: Path, text: str, message: str) -> None:
     assert message in genesis_error(tmp_path, text)
+
+
+# --- observers, admins and their threshold --------------------------------------------------------------
+
+
+def observer(n: int, name: str | None = None) -> str:
+    return f"[[observers]]\nname = '{name or f'o{n}'}'\npubkey = '{pubkey(n).hex()}'\naddress = '127.0.0.1:{27600 + n}'\n"
+
+
+def sender(role: str, n: int, name: str | None = None) -> str:
+    return f"[[{role}]]\nname = '{name or f'{role[0]}{n}'}'\npubkey = '{pubkey(n).hex()}'\n"
+
+
+def test_observers_and_an_admin_threshold_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    admins = sender("admins", 5) + sender("admins", 6) + sender("admins", 7)
+    path.write_text("chain_id = 'c'\nadmin_threshold = 3\n" + validator(1) + observer(2) + sender("clients", 4) + admins)
+    genesis = load_genesis(path)
+    assert genesis.observers == (Member("o2", pubkey(2), "127.0.0.1:27602"),)
+    members = genesis.members
+    assert members.admin_threshold == 3 and members.peer_keys == {pubkey(1), pubkey(2)}
+    assert members.validator_keys == (pubkey(1),) and members.authorised_senders == {pubkey(n) for n in (4, 5, 6, 7)}
+    write_genesis(tmp_path / "again.toml", genesis)
+    assert load_genesis(tmp_path / "again.toml") == genesis
+
+
+@pytest.mark.parametrize(("admins", "threshold"), [(0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3)])
+def test_the_threshold_defaults_to_a_majority_of_the_admins(tmp_path: Path, admins: int, threshold: int) -> None:
+    path = tmp_path / "genesis.toml"
+    path.write_text("chain_id = 'c'\n" + validator(1) + "".join(sender("admins", 10 + i) for i in range(admins)))
+    genesis = load_genesis(path)
+    assert genesis.admin_threshold is None and genesis.threshold == genesis.members.admin_threshold == threshold
+
+
+def test_an_unstated_threshold_follows_the_admins_as_the_genesis_is_assembled(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    write_genesis(path, Genesis("c", 0, GENESIS.validators, (), ()))
+    assert "admin_threshold" not in path.read_text()
+    for n, threshold in enumerate([1, 2, 2]):  # as `alliance genesis add-client --admin` grows it
+        grown = load_genesis(path, complete=False)
+        write_genesis(path, dataclasses.replace(grown, admins=grown.admins + (Member(f"a{n}", pubkey(10 + n)),)))
+        assert load_genesis(path).threshold == threshold
+
+
+def test_stating_the_default_threshold_leaves_the_hash_unchanged() -> None:
+    stated = Genesis(GENESIS.chain_id, GENESIS.genesis_time_ms, GENESIS.validators, GENESIS.clients, GENESIS.admins,
+                     admin_threshold=1)
+    assert stated.hash() == GENESIS.hash()
+    assert stated.to_dict()["admin_threshold"] == 1 and "admin_threshold" not in GENESIS.to_dict()
+    with_observer = Genesis(GENESIS.chain_id, GENESIS.genesis_time_ms, GENESIS.validators, GENESIS.clients,
+                            GENESIS.admins, observers=(Member("o", pubkey(9), "h:1"),))
+    assert with_observer.hash() != GENESIS.hash()
+
+
+ONE_ADMIN = "chain_id = 'c'\n" + validator(1) + sender("admins", 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("admin_threshold = 2\n" + ONE_ADMIN, "admin_threshold = 2 can never be met: there is 1 admin",
+                     id="threshold-above-admins"),
+        pytest.param("chain_id = 'c'\nadmin_threshold = 1\n" + validator(1), "there are no admins",
+                     id="threshold-without-admins"),
+        pytest.param("admin_threshold = 0\n" + ONE_ADMIN, "admin_threshold must be a positive integer, got 0",
+                     id="threshold-0"),
+        pytest.param("admin_threshold = true\n" + ONE_ADMIN, "admin_threshold must be a positive integer, got True",
+                     id="threshold-bool"),
+        pytest.param("admin_threshold = '1'\n" + ONE_ADMIN, "admin_threshold must be a positive integer",
+                     id="threshold-str"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + observer(1), "listed twice, as validators[0] and observers[0]",
+                     id="validator-and-observer"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + sender("admins", 1), "as validators[0] and admins[0]",
+                     id="validator-and-admin"),
+        pytest.param(ONE_ADMIN + sender("clients", 5), "as clients[0] and admins[0]", id="client-and-admin"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + observer(2, "v1"), "name is listed twice, as validators[0] "
+                     "and observers[0]", id="observer-named-as-a-validator"),
+        pytest.param(ONE_ADMIN + sender("clients", 4, "a5"), "name is listed twice", id="client-named-as-an-admin"),
+        pytest.param("chain_id = 'c'\n" + validator(1, "x" * 65), "validators[0].name must be 1..64 bytes",
+                     id="long-name"),
+        pytest.param("chain_id = 'c'\n" + validator(1).replace("'v1'", "''"), "validators[0].name must be 1..64 bytes",
+                     id="empty-name"),
+        pytest.param("chain_id = 'c'\n" + validator(1) + observer(2).replace("127.0.0.1:27602", "nowhere"),
+                     "observers[0].address", id="observer-address"),
+        pytest.param("chain_id = 'c'\nobservers = 3\n" + validator(1), "observers must be an array of tables",
+                     id="observers-int"),
+    ],
+)
+def test_genesis_membership_errors(tmp_path: Path, text: str, message: str) -> None:
+    assert message in genesis_error(tmp_path, text)
+
+
+def test_a_name_may_be_both_a_nodes_and_a_senders(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    path.write_text("chain_id = 'c'\n" + validator(1, "org1") + sender("clients", 2, "org1"))
+    assert load_genesis(path).clients[0].name == "org1"
