@@ -1,8 +1,9 @@
 """`alliance gov`: membership changes through RPC, signed with an admin's key.
 
 `propose` and `approve` wait for their transaction to commit; a gov transaction the chain refused
-(a non-zero receipt code) ends with the refused exit status and the receipt's log. With --wait they
-then wait, if the proposal passed, for the block at its activation height, and print its status.
+(a non-zero receipt code) ends with the refused exit status and the receipt's log. `propose` prints
+the proposal id, `approve` the proposal's status; with --wait, propose prints the status too, and
+if the proposal passed both wait for the block at its activation height and print "active".
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def _committed(info: TxInfo, op: str) -> TxInfo:
     return info
 
 
-def _status_after(client: Client, proposal: str, args: argparse.Namespace, started: float) -> str:
-    """The proposal's status; with --wait, once a passed proposal is in force (or --timeout is over)."""
+def _print_status(client: Client, proposal: str, args: argparse.Namespace, started: float) -> None:
+    """Prints the proposal's status; with --wait and a passed proposal, once more when it is in force."""
     found = client.get_proposal(proposal)
+    print(found.status, flush=True)
     if not args.wait or found.status != "passed":
-        return found.status
+        return
     assert found.activation is not None
     deadline = started + args.timeout
     while client.get_status().height < found.activation:
@@ -77,7 +79,7 @@ def _status_after(client: Client, proposal: str, args: argparse.Namespace, start
             raise WaitTimedOut(f"proposal {proposal} passed, but block {found.activation}, from which it is in "
                                f"force, was not committed within {args.timeout:g} s")
         time.sleep(POLL_S)
-    return client.get_proposal(proposal).status
+    print(client.get_proposal(proposal).status)
 
 
 def cmd_propose(args: argparse.Namespace) -> None:
@@ -87,7 +89,7 @@ def cmd_propose(args: argparse.Namespace) -> None:
         info = client.propose(change, args.expires, wait=True, timeout_s=min(args.timeout, COMMIT_WAIT_MAX_S))
         print(_committed(info, "propose").tx_hash, flush=True)
         if args.wait:
-            print(_status_after(client, info.tx_hash, args, started))
+            _print_status(client, info.tx_hash, args, started)
 
 
 def cmd_approve(args: argparse.Namespace) -> None:
@@ -95,7 +97,7 @@ def cmd_approve(args: argparse.Namespace) -> None:
     with _client(args) as client:
         info = client.approve(args.proposal, wait=True, timeout_s=min(args.timeout, COMMIT_WAIT_MAX_S))
         _committed(info, "approve")
-        print(_status_after(client, args.proposal, args, started))
+        _print_status(client, args.proposal, args, started)
 
 
 def cmd_members(args: argparse.Namespace) -> None:
@@ -134,8 +136,8 @@ def _signing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default=os.environ.get("ALLIANCE_KEY", "admin.key"),
                         help="an admin's private key file (default: $ALLIANCE_KEY or ./admin.key)")
     parser.add_argument("--wait", action="store_true",
-                        help="once committed, if the proposal passed, wait (up to --timeout) for the block from "
-                        "which it is in force, then print its status")
+                        help="print the proposal's status once committed and, if it passed, wait (up to --timeout) "
+                        "for the block from which it is in force, then print its status again (active)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -162,7 +164,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     p = commands.add_parser("approve", help="approve a proposal; prints its status",
                             description="Adds this admin's approval to PROPOSAL; prints the proposal's status "
-                            "(open, passed, or with --wait active).")
+                            "(open or passed; with --wait, once passed, then active when in force).")
     p.add_argument("proposal", metavar="PROPOSAL", type=_proposal_id, help="the proposal id, 64 hex characters")
     _signing_options(p)
     p.set_defaults(handler=cmd_approve)
