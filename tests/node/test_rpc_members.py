@@ -16,6 +16,7 @@ from consensus.messages import seal_bytes
 from node.api.lookup import ChainLookup
 from node.api.members import MembershipGauges
 from node.api.rpc import RpcService
+from node.api.status import NodeStatus
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
 from node.chain.membership import Member
@@ -253,3 +254,22 @@ def test_the_gauges_count_an_observer_once_in_force() -> None:
     commit(chain.ledger, [])
     watch.committed(3)
     assert gauges(metrics) == (1, 1, 0)
+
+
+def test_status_and_readiness_follow_the_membership_of_the_next_block() -> None:
+    chain = Chain()
+    joiner = {"kind": "add_validator", "name": "v1", "pubkey": b"j" * 32, "address": "127.0.0.1:27011"}
+    propose = gov(ADMINS[0], "propose", {"change": joiner})
+    receipts = commit(chain.ledger, [propose, gov(ADMINS[1], "approve", {"proposal": propose.hash})])
+    assert [code for code, _ in receipts] == [0, 0]  # passed in block 1: in force from block 3
+    me = bytes(VALIDATOR.verify_key)
+    replica: Any = SimpleNamespace(me=me, round=0, height=2, proposer=lambda height, round_: me)
+    outbox: Any = SimpleNamespace(connected=lambda pubkey: False)
+    syncer: Any = SimpleNamespace(syncing=False, peers_height=0)
+    config: Any = SimpleNamespace(name="v0")
+    status = NodeStatus(config, GENESIS, chain.ledger, replica, outbox, syncer, trio.Event())
+    assert status.status()["validators"] == [me.hex()] and status.peers() == [] and status.readiness() == []
+    commit(chain.ledger, [])
+    assert status.status()["validators"] == [me.hex(), (b"j" * 32).hex()]
+    assert status.peers() == [{"name": "v1", "pubkey": (b"j" * 32).hex(), "connected": False}]
+    assert status.readiness() == ["connected to 1 of 2 validators needed for a quorum"]
