@@ -19,12 +19,11 @@ from node.chain.membership import CHANGE_FIELDS
 from node.cli.client_cmds import COMMIT_MARGIN_S, COMMIT_WAIT_MAX_S, TxFailed, UsageError, add_client_options
 from node.client import Client, InvalidInput, TxInfo
 from node.client.core import propose_args
-from node.errors import AllianceError, ExitCode, KeyFileError
-from node.keys import load_key, parse_pubkey
+from node.errors import AllianceError, ExitCode
+from node.keys import load_key
 
 POLL_S = 0.2  # how often --wait asks the node for its height
 OPTION_FIELDS = ("name", "pubkey", "address", "old", "new", "threshold")  # the change fields, one option each
-KEY_FIELDS = ("pubkey", "old", "new")
 
 
 class WaitTimedOut(AllianceError):
@@ -42,18 +41,10 @@ def change_of(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         takes = " ".join(f"--{name}" for name in sorted(wanted))
         problem = f"needs --{missing[0]}" if missing else f"takes no --{extra[0]}"
         raise UsageError(f"{kind} {problem} (it takes {takes})")
-    change: dict[str, Any] = {"kind": kind}
-    for name in sorted(wanted):
-        value = options[name]
-        try:
-            change[name] = parse_pubkey(value, f"--{name}") if name in KEY_FIELDS else value
-        except KeyFileError as exc:
-            raise UsageError(str(exc)) from None
-    try:
-        propose_args(change)  # the checks of the chain's own, before anything is signed
+    try:  # the chain's own checks, before anything is signed
+        return dict(propose_args({"kind": kind, **{name: options[name] for name in wanted}})["change"])
     except InvalidInput as exc:
         raise UsageError(str(exc)) from None
-    return change
 
 
 def _client(args: argparse.Namespace) -> Client:

@@ -122,7 +122,7 @@ def test_init_refuses_a_missing_genesis(tmp_path: Path) -> None:
     (["replace_key", "--old", PUBKEY], "needs --new"),
     (["set_admin_threshold"], "needs --threshold"),
     (["set_admin_threshold", "--threshold", "2", "--pubkey", PUBKEY], "takes no --pubkey"),
-    (["remove_client", "--pubkey", "abc"], "not 64 hex"),
+    (["remove_client", "--pubkey", "abc"], "pubkey must be 64 hex"),
     (["set_address", "--pubkey", PUBKEY, "--address", "nowhere"], "host:port"),
     (["add_client", "--name", "x" * 65, "--pubkey", PUBKEY], "name must be"),
     (["promote", "--pubkey", PUBKEY], "invalid choice"),
