@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "Writes DIR/node.toml, DIR/genesis.toml (a copy of FILE) and DIR/node.key (a new key, or a copy of "
                  "--key, mode 0600) and prints the node's public key, for the admins to propose it. The node listens "
                  "on 127.0.0.1: RPC P, peers P+1, metrics P+2; it finds its peers from the genesis and the chain.")
-    p.add_argument("--out", required=True, help="directory of the node home (must not hold one already)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory of the node home (must not hold one already)")
     p.add_argument("--genesis", required=True, metavar="FILE", help="the chain's genesis file")
     p.add_argument("--key", metavar="FILE", help="use this private key (mode 0600) instead of a new one")
-    p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+    p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, metavar="P",
+                   help="first port (default: %(default)s)")
 
     p = _command(sub, "run", run.cmd_run, "run one node in the foreground until SIGTERM or SIGINT",
                  "Runs the node configured by DIR/node.toml; see docs/configuration.md.")
