@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import trio
 
 from node.api.lookup import ChainLookup, build_proof
+from node.api.members import MemberMethods
+from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.canonical import unpack
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.chain.ledger import Ledger
@@ -30,35 +32,12 @@ from storage.kv import StoreCorrupt
 SEND_TX_TIMEOUT_S_DEFAULT = 10
 BATCH_CALLS_MAX = 1000  # a 1 MiB body could otherwise hold ~10,000 calls of a second's work each
 SEND_TX_TIMEOUT_S_MAX = 60
-HEIGHT_MAX = 2**63 - 1  # heights are stored as 8 bytes; none is ever near this
-_HASH_HEX = re.compile("[0-9a-fA-F]{64}")  # written lowercase; read in either case, as before
 _BYTES_HEX = re.compile("(?:[0-9a-fA-F]{2})*")
 
 log = logging.getLogger("alliance.rpc")
 
 Method = Callable[[Params], Awaitable[Any]]
 NO_METHODS: Mapping[str, Method] = MappingProxyType({})
-
-
-def _params(params: Params, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
-    missing = [p for p in required if p not in params]
-    unknown = [p for p in params if p not in required + optional]
-    if missing or unknown:
-        detail = f"missing {missing}" if missing else f"unknown {_names(unknown)}"
-        raise RpcError(INVALID_PARAMS, f"invalid params: {detail}")
-
-
-def _names(names: list[str]) -> str:
-    """Names a client sent, shown safely: a few, each cut short, in ASCII."""
-    shown = ", ".join(ascii(name[:20]) for name in names[:5])
-    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
-def _hash_param(params: Params, name: str) -> bytes:
-    value = params[name]
-    if not isinstance(value, str) or _HASH_HEX.fullmatch(value) is None:
-        raise RpcError(INVALID_PARAMS, f"{name} must be 64 hex characters")
-    return bytes.fromhex(value)
 
 
 def _refused(reason: str, detail: str) -> RpcError:
@@ -125,6 +104,7 @@ class RpcService:
             "get_block": self._get_block,
             "get_proof": self._get_proof,
             "query": self._query,
+            **MemberMethods(ledger).methods(),
         }
 
     # ---- envelope ---------------------------------------------------------------------
@@ -284,12 +264,7 @@ class RpcService:
 
     async def _get_block(self, params: Params) -> Any:
         _params(params, ("height",))
-        height = params["height"]
-        if height == "latest":
-            height = self.ledger.height
-        if type(height) is not int or not 0 <= height <= HEIGHT_MAX:  # type(): True is an int too
-            raise RpcError(INVALID_PARAMS, f'height must be an integer in 0..{HEIGHT_MAX} or "latest"')
-        return self.lookup.block(height)
+        return self.lookup.block(height_param(params["height"], self.ledger.height))
 
     async def _get_proof(self, params: Params) -> Any:
         _params(params, ("tx_hash",))

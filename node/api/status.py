@@ -10,6 +10,7 @@ from consensus.quorum import quorum
 from consensus.replica import Replica
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
+from node.chain.membership import Membership
 from node.config import NodeConfig
 from node.p2p.outbox import PeerOutbox
 from node.p2p.sync import Syncer
@@ -39,11 +40,15 @@ class NodeStatus:
     def storage_open(self) -> bool:
         return not self.storage_closed.is_set()
 
+    def members(self) -> Membership:
+        """The membership that decides the next block."""
+        return self.ledger.members(self.ledger.height + 1)
+
     def peers(self) -> list[dict[str, Any]]:
         me = self.replica.me
         return [
             {"name": m.name, "pubkey": m.pubkey.hex(), "connected": self.outbox.connected(m.pubkey)}
-            for m in self.genesis.validators if m.pubkey != me
+            for m in self.members().validators if m.pubkey != me
         ]
 
     def status(self) -> dict[str, Any]:
@@ -55,7 +60,7 @@ class NodeStatus:
             "last_block_hash": self.ledger.last_hash.hex(),
             "view": replica.round,
             "leader": replica.proposer(replica.height, replica.round).hex(),
-            "validators": [m.pubkey.hex() for m in self.genesis.validators],
+            "validators": [m.pubkey.hex() for m in self.members().validators],
             "peers": self.peers(),
             "syncing": self.syncer.syncing,
             "version": VERSION,
@@ -63,8 +68,9 @@ class NodeStatus:
 
     def readiness(self) -> list[str]:
         """Why the node is not ready; empty when it is."""
-        connected = 1 + sum(p["connected"] for p in self.peers())
-        needed = quorum(len(self.genesis.validators))
+        validators = self.members().validator_keys
+        connected = (self.replica.me in validators) + sum(p["connected"] for p in self.peers())
+        needed = quorum(len(validators))
         reasons = []
         if connected < needed:
             reasons.append(f"connected to {connected} of {needed} validators needed for a quorum")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
-from node.cli import bench, check, client_cmds, genesis_cmd, localnet, run, setup
+from node.cli import bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
 from node.ops.logs import stderr_is_journal
@@ -40,12 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="file to create (never overwritten)")
 
     p = _command(sub, "testnet", setup.cmd_testnet, "write a ready local consortium to a directory",
-                 "Writes DIR/genesis.toml, DIR/node<i>/ (node.toml, node.key, genesis.toml) and DIR/client.key. "
+                 "Writes DIR/genesis.toml, DIR/node<i>/ (node.toml, node.key, genesis.toml), DIR/client.key and "
+                 "DIR/admin0.key .. DIR/admin<K-1>.key, the admins (admin_threshold K // 2 + 1). "
                  "Node i listens on 127.0.0.1: RPC P+10i, peers P+10i+1, metrics P+10i+2.")
     p.add_argument("--nodes", type=int, required=True, help="number of validator nodes")
     p.add_argument("--out", required=True, help="directory to write (must not hold a testnet already)")
     p.add_argument("--chain-id", default=setup.DEFAULT_CHAIN_ID, help="chain id (default: %(default)s)")
     p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, help="first port (default: %(default)s)")
+    p.add_argument("--admins", type=int, default=1, metavar="K", help="number of admins (default: %(default)s)")
+
+    p = _command(sub, "init", setup.cmd_init, "prepare the home of a node that joins a running chain",
+                 "Writes DIR/node.toml, DIR/genesis.toml (a copy of FILE) and DIR/node.key (a new key, or a copy of "
+                 "--key, mode 0600) and prints the node's public key, for the admins to propose it. The node listens "
+                 "on 127.0.0.1: RPC P, peers P+1, metrics P+2; it finds its peers from the genesis and the chain.")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory of the node home (must not hold one already)")
+    p.add_argument("--genesis", required=True, metavar="FILE", help="the chain's genesis file")
+    p.add_argument("--key", metavar="FILE", help="use this private key (mode 0600) instead of a new one")
+    p.add_argument("--base-port", type=int, default=setup.DEFAULT_BASE_PORT, metavar="P",
+                   help="first port (default: %(default)s)")
 
     p = _command(sub, "run", run.cmd_run, "run one node in the foreground until SIGTERM or SIGINT",
                  "Runs the node configured by DIR/node.toml; see docs/configuration.md.")
@@ -123,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_client_options(p, signing=True)
 
     genesis_cmd.add_parser(sub)
+    gov_cmd.add_parser(sub)
 
     p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when",
                  "Shows the notary record of FILE's SHA-256. With --verify, also fetches the proof of the recording "

@@ -11,7 +11,10 @@ from node.client.errors import (
     RpcError, SubscriptionDropped, TxRefused,
 )
 from node.client.sync import DEFAULT_RPC, Client
-from node.client.types import Block, Commit, KvEntry, NotaryRecord, Peer, Signature, Status, TxBody, TxInfo
+from node.client.types import (
+    Block, Commit, KvEntry, MemberInfo, Members, NotaryRecord, PendingProposal, Peer, ProposalInfo, Signature, Status,
+    TxBody, TxInfo,
+)
 
 if TYPE_CHECKING:
     from node.client.aio import AsyncClient
@@ -34,8 +37,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_RPC", "AsyncClient", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
-    "InvalidInput", "KvEntry", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound", "NotaryRecord",
-    "Overloaded", "Peer", "ProofInvalid", "RpcError", "Signature", "Status", "SubscriptionDropped", "TxBody", "TxInfo",
-    "TxRefused", "VerifiedProof", "build_tx", "file_digest", "generate_key", "load_key", "public_key_hex", "save_key",
-    "verify_proof",
+    "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
+    "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
+    "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "build_tx", "file_digest",
+    "generate_key", "load_key", "public_key_hex", "save_key", "verify_proof",
 ]

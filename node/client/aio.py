@@ -17,7 +17,7 @@ from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
-from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
+from node.client.types import Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof
@@ -109,6 +109,14 @@ class AsyncClient:
     async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return await self._run(self._core.notary_lookup_file(path))
 
+    async def get_members(self, height: int | None = None) -> Members:
+        """The membership in force at `height` (default: the latest block), with the pending proposals."""
+        return await self._run(self._core.get_members(height))
+
+    async def get_proposal(self, proposal: str | bytes) -> ProposalInfo:
+        """A governance proposal by its id (the tx_hash of its propose); NotFound if there is none."""
+        return await self._run(self._core.get_proposal(proposal))
+
     # ---- typed transactions -----------------------------------------------------------------
 
     async def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
@@ -136,6 +144,16 @@ class AsyncClient:
 
     async def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
         return await self._run(self._core.notarize_file(path, meta, wait, timeout_s))
+
+    async def propose(self, change: dict[str, Any], expires: int | None = None, wait: bool = True,
+                timeout_s: float = 10) -> TxInfo:
+        """Proposes a membership change ({"kind": ..., fields}; keys as hex or bytes), signed with an admin's
+        key; the proposal id is the returned tx_hash. A committed refusal has a non-zero `code`."""
+        return await self._run(self._core.propose(change, expires, wait, timeout_s))
+
+    async def approve(self, proposal: str | bytes, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Adds this admin's approval to a proposal; the one that reaches the threshold passes it."""
+        return await self._run(self._core.approve(proposal, wait, timeout_s))
 
     # ---- events -----------------------------------------------------------------------------
 

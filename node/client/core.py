@@ -18,9 +18,10 @@ from nacl.signing import SigningKey, VerifyKey
 from node import keys
 from node.client.errors import BadAnswer, InvalidInput, RpcError, rpc_error
 from node.client.types import (
-    Block, KvEntry, NotaryRecord, Status, TxInfo, block_from, kv_entry_from, notary_record_from,
-    status_from, tx_body_from, tx_hash_from, tx_info_from,
+    Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo, block_from, kv_entry_from, members_from,
+    notary_record_from, proposal_from, status_from, tx_body_from, tx_hash_from, tx_info_from,
 )
+from node.chain.membership import ChangeMalformed, parse_change
 from node.chain.tx import NONCE_MAX, Transaction, sign_tx, tx_json
 
 if TYPE_CHECKING:
@@ -103,6 +104,27 @@ def notary_args(digest: bytes | str, meta: str = "") -> dict[str, Any]:
     args: dict[str, Any] = {"digest": bytes.fromhex(hash_hex(digest, "digest"))}
     if meta:
         args["meta"] = meta
+    return args
+
+
+KEY_FIELDS = ("pubkey", "old", "new")
+
+
+def propose_args(change: dict[str, Any], expires: int | None = None) -> dict[str, Any]:
+    """The args of a gov propose: `change` as the protocol defines it, its keys as hex or bytes."""
+    if not isinstance(change, dict):
+        raise InvalidInput(f"change must be a dict with a kind, got {change!r:.80}")
+    wire = {k: bytes.fromhex(hash_hex(v, k)) if k in KEY_FIELDS and isinstance(v, str) else v
+            for k, v in change.items()}
+    try:
+        parse_change(wire)
+    except ChangeMalformed as exc:
+        raise InvalidInput(f"change: {exc}") from None
+    args: dict[str, Any] = {"change": wire}
+    if expires is not None:
+        if type(expires) is not int or expires < 0:
+            raise InvalidInput(f"expires must be a height (an integer >= 0), got {expires!r}")
+        args["expires"] = expires
     return args
 
 
@@ -194,6 +216,16 @@ class Core:
     def notary_lookup_file(self, path: str | Path) -> Op[NotaryRecord | None]:
         return (yield from self.notary_lookup(file_digest(path)))
 
+    def get_members(self, height: int | None = None) -> Op[Members]:
+        if height is not None and not (type(height) is int and height >= 0):
+            raise InvalidInput(f"height must be an integer >= 0, got {height!r}")
+        params = {} if height is None else {"height": height}
+        return members_from((yield from self.call("get_members", params)))
+
+    def get_proposal(self, proposal: str | bytes) -> Op[ProposalInfo]:
+        params = {"proposal": hash_hex(proposal, "proposal")}
+        return proposal_from((yield from self.call("get_proposal", params)))
+
     def get_proof(self, tx_hash: str | bytes) -> Op[dict[str, Any]]:
         proof = yield from self.call("get_proof", {"tx_hash": hash_hex(tx_hash, "tx_hash")})
         if not isinstance(proof, dict):
@@ -260,6 +292,15 @@ class Core:
 
     def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
         return (yield from self.notarize(file_digest(path), meta, wait, timeout_s))
+
+    def propose(
+        self, change: dict[str, Any], expires: int | None = None, wait: bool = True, timeout_s: float = 10
+    ) -> Op[TxInfo]:
+        return (yield from self.submit("gov", "propose", propose_args(change, expires), wait, timeout_s))
+
+    def approve(self, proposal: str | bytes, wait: bool = True, timeout_s: float = 10) -> Op[TxInfo]:
+        args = {"proposal": bytes.fromhex(hash_hex(proposal, "proposal"))}
+        return (yield from self.submit("gov", "approve", args, wait, timeout_s))
 
 
 def _accepted(tx: Transaction, result: Any) -> TxInfo:

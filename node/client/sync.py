@@ -18,7 +18,7 @@ from node.client import core
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
-from node.client.types import Block, KvEntry, NotaryRecord, Status, TxInfo
+from node.client.types import Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
 from node.errors import AllianceError
 
 if TYPE_CHECKING:
@@ -171,6 +171,14 @@ class Client:
     def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return self._run(self._core.notary_lookup_file(path))
 
+    def get_members(self, height: int | None = None) -> Members:
+        """The membership in force at `height` (default: the latest block), with the pending proposals."""
+        return self._run(self._core.get_members(height))
+
+    def get_proposal(self, proposal: str | bytes) -> ProposalInfo:
+        """A governance proposal by its id (the tx_hash of its propose); NotFound if there is none."""
+        return self._run(self._core.get_proposal(proposal))
+
     # ---- typed transactions -----------------------------------------------------------------
 
     def sign(self, family: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Transaction:
@@ -196,6 +204,16 @@ class Client:
 
     def notarize_file(self, path: str | Path, meta: str = "", wait: bool = True, timeout_s: float = 10) -> TxInfo:
         return self._run(self._core.notarize_file(path, meta, wait, timeout_s))
+
+    def propose(self, change: dict[str, Any], expires: int | None = None, wait: bool = True,
+                timeout_s: float = 10) -> TxInfo:
+        """Proposes a membership change ({"kind": ..., fields}; keys as hex or bytes), signed with an admin's
+        key; the proposal id is the returned tx_hash. A committed refusal has a non-zero `code`."""
+        return self._run(self._core.propose(change, expires, wait, timeout_s))
+
+    def approve(self, proposal: str | bytes, wait: bool = True, timeout_s: float = 10) -> TxInfo:
+        """Adds this admin's approval to a proposal; the one that reaches the threshold passes it."""
+        return self._run(self._core.approve(proposal, wait, timeout_s))
 
     # ---- events -----------------------------------------------------------------------------
 

@@ -241,3 +241,96 @@ def notary_record_from(value: Any) -> NotaryRecord | None:
 def tx_hash_from(value: Any) -> str:
     """The `{tx_hash}` answer of send_tx without waiting."""
     return _field(_object(value, "send_tx"), "tx_hash", str, "send_tx")
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member as get_members shows it; `address` is empty for clients and admins."""
+
+    name: str
+    pubkey: str
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class PendingProposal:
+    """A proposal still open (`activation` None) or passed but not in force yet."""
+
+    proposal: str
+    change: dict[str, Any]
+    approvals: tuple[str, ...]
+    activation: int | None
+
+
+@dataclass(frozen=True)
+class Members:
+    """The membership in force at `height` (get_members); `pending` is the latest block's."""
+
+    height: int
+    validators: tuple[MemberInfo, ...]
+    observers: tuple[MemberInfo, ...]
+    clients: tuple[MemberInfo, ...]
+    admins: tuple[MemberInfo, ...]
+    admin_threshold: int
+    pending: tuple[PendingProposal, ...]
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """A governance proposal (get_proposal); its id is the tx_hash of its propose transaction."""
+
+    proposal: str
+    proposer: str
+    change: dict[str, Any]
+    approvals: tuple[str, ...]
+    status: str
+    height: int
+    activation: int | None
+
+
+PROPOSAL_STATUSES = ("open", "passed", "active", "expired")
+
+
+def _members_list(obj: dict[str, Any], role: str, with_address: bool) -> tuple[MemberInfo, ...]:
+    what = f"get_members.{role}[]"
+    return tuple(
+        MemberInfo(_field(m, "name", str, what), _field(m, "pubkey", str, what),
+                   _field(m, "address", str, what) if with_address else "")
+        for m in (_object(item, what) for item in _field(obj, role, list, "get_members"))
+    )
+
+
+def members_from(value: Any) -> Members:
+    obj = _object(value, "get_members")
+    pending = tuple(
+        PendingProposal(
+            proposal=_field(p, "proposal", str, "pending"), change=_field(p, "change", dict, "pending"),
+            approvals=_strings(p, "approvals", "pending"), activation=_optional(p, "activation", int, "pending"),
+        )
+        for p in (_object(item, "get_members.pending[]") for item in _field(obj, "pending", list, "get_members"))
+    )
+    return Members(
+        height=_field(obj, "height", int, "get_members"),
+        validators=_members_list(obj, "validators", True),
+        observers=_members_list(obj, "observers", True),
+        clients=_members_list(obj, "clients", False),
+        admins=_members_list(obj, "admins", False),
+        admin_threshold=_field(obj, "admin_threshold", int, "get_members"),
+        pending=pending,
+    )
+
+
+def proposal_from(value: Any) -> ProposalInfo:
+    obj = _object(value, "get_proposal")
+    status = _field(obj, "status", str, "get_proposal")
+    if status not in PROPOSAL_STATUSES:
+        raise BadAnswer(f"get_proposal.status: unknown status {status!r}")
+    return ProposalInfo(
+        proposal=_field(obj, "proposal", str, "get_proposal"),
+        proposer=_field(obj, "proposer", str, "get_proposal"),
+        change=_field(obj, "change", dict, "get_proposal"),
+        approvals=_strings(obj, "approvals", "get_proposal"),
+        status=status,
+        height=_field(obj, "height", int, "get_proposal"),
+        activation=_optional(obj, "activation", int, "get_proposal"),
+    )

@@ -20,7 +20,10 @@ TX_REJECTION_REASONS = (
     "malformed", "not_canonical", "bad_signature", "wrong_chain_id", "oversize",
     "unauthorised", "duplicate", "mempool_full", "invalid_params",
 )
-RPC_METHODS = ("status", "send_tx", "get_tx", "get_block", "get_proof", "query", "subscribe", "unsubscribe")
+RPC_METHODS = (
+    "status", "send_tx", "get_tx", "get_block", "get_proof", "query", "get_members", "get_proposal",
+    "subscribe", "unsubscribe",
+)
 RPC_NON_METHODS = ("invalid", "unknown")
 MESSAGE_DROP_REASONS = (
     "malformed", "sender_mismatch", "decided", "queue_full",
@@ -37,7 +40,13 @@ class Metrics:
         PlatformCollector(registry=r)  # python_info
         Gauge("alliance_build_info", "The node's version; always 1.", ["version", "python"], registry=r).labels(
             VERSION, platform.python_version()).set(1)
-        self.validators = Gauge("alliance_validators", "Validators in the genesis (n; a quorum is 2f+1).", registry=r)
+        self.validators = Gauge(
+            "alliance_validators", "Validators in force for the next block (n; a quorum is 2f+1).", registry=r
+        )
+        self.observers = Gauge("alliance_observers", "Observers in force for the next block.", registry=r)
+        self.gov_proposals_pending = Gauge(
+            "alliance_gov_proposals_pending", "Governance proposals open or passed but not in force yet.", registry=r
+        )
         self.peers_best_height = Gauge(
             "alliance_peers_best_height", "Highest height a connected peer has announced.", registry=r
         )

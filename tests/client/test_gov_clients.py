@@ -1,0 +1,46 @@
+"""Governance through Client and AsyncClient against a real validator whose testnet has one admin
+(threshold 1: a proposal passes with its propose)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from node.client import AsyncClient, Client, NotFound, generate_key, load_key, public_key_hex
+from tests.client.conftest import Chain
+
+
+def test_the_sync_client_proposes_and_reads_the_proposal(chain: Chain) -> None:
+    newcomer = public_key_hex(generate_key())
+    with Client(chain.url, key=load_key(chain.net / "admin0.key")) as client:
+        before = client.get_members()
+        proposed = client.propose({"kind": "add_client", "name": "sync-newcomer", "pubkey": newcomer})
+        assert proposed.ok and "passed" in (proposed.log or "")
+        proposal = client.get_proposal(proposed.tx_hash)
+        assert (proposal.status, proposal.height, proposal.activation) == ("passed", proposed.height,
+                                                                            proposed.height + 2)
+        assert proposal.approvals == (public_key_hex(load_key(chain.net / "admin0.key")),)
+        members = client.get_members()
+        assert [p.proposal for p in members.pending] == [proposed.tx_hash]
+        assert members.height >= before.height and newcomer not in [c.pubkey for c in members.clients]
+        assert [c.name for c in client.get_members(0).clients] == ["client"]  # the genesis membership
+        with pytest.raises(NotFound):
+            client.get_members(members.height + 1)
+        with pytest.raises(NotFound):
+            client.get_proposal("ab" * 32)
+
+
+def test_the_async_client_refusal_shows_in_the_receipt(chain: Chain) -> None:
+    async def main() -> None:
+        async with AsyncClient(chain.url, key=load_key(chain.net / "admin0.key")) as client:
+            members = await client.get_members()
+            only = members.validators[0].pubkey
+            refused = await client.propose({"kind": "remove_validator", "pubkey": only})
+            assert refused.committed and refused.code == 7 and "no validator" in (refused.log or "")
+            approved = await client.approve(refused.tx_hash)  # a refused propose opened nothing
+            assert approved.code == 6
+            with pytest.raises(NotFound):
+                await client.get_proposal(refused.tx_hash)
+            assert (await client.get_members(members.height)).validators == members.validators
+
+    trio.run(main)
