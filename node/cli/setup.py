@@ -13,7 +13,7 @@ import tomli_w
 from nacl.signing import SigningKey
 
 from node.chain.genesis import Genesis, load_genesis, write_genesis
-from node.chain.membership import Member
+from node.chain.membership import Member, default_threshold
 from node.errors import AllianceError
 from node.keys import load_key, pubkey_hex, write_key
 
@@ -67,7 +67,8 @@ def write_testnet(out: Path, nodes: int, chain_id: str, base_port: int, admins: 
         ),
         clients=(Member("client", bytes(client.verify_key)),),
         admins=tuple(Member(f"admin{i}", bytes(k.verify_key)) for i, k in enumerate(admin_keys)),
-    )  # admin_threshold: a majority of the admins, the genesis default
+        admin_threshold=default_threshold(admins) if admins else None,  # stated, so the file shows it
+    )
     write_genesis(out / "genesis.toml", genesis)
     write_key(out / "client.key", client)
     for i, key in enumerate(admin_keys):
