@@ -228,7 +228,7 @@ def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]])
 def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> HeightAnnouncer:
     """A peer that holds `ledger` and answers GET_BLOCKS from it; it tells its height through what it returns."""
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # never fetches
+    syncer = Syncer(ledger, net, None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # never fetches
     _route(net, {GetBlocks: syncer.on_get_blocks})
     return HeightAnnouncer(ledger, net)  # type: ignore[arg-type]
 
@@ -253,7 +253,7 @@ async def _fresh(nursery: trio.Nursery, hub: Hub, c: Consortium, index: int = 3)
     driver = driver_for(c, ledger, index, sync_wanted=wanted)
     await nursery.start(driver.run)
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, driver, c.validators, wanted, _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, net, driver, wanted, _ignore_damage)  # type: ignore[arg-type]
     _route(net, {Status: syncer.on_status, Blocks: syncer.on_blocks})
     nursery.start_soon(syncer.run)
     return syncer
@@ -319,7 +319,7 @@ async def test_get_blocks_is_answered_with_blocks_and_certificates(c: Consortium
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append((peer, msgpack.unpackb(payload, raw=False)))
 
-    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     asker = c.validators[1]
     server.on_get_blocks(asker, GetBlocks(2, 2))
     server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS, 10))
@@ -447,7 +447,7 @@ def test_blocks_answer_always_fits_in_one_frame(c: Consortium) -> None:
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
+    Syncer(source, Recorder(), None, Wakeup(), _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
     assert len(sent) == 1 and msgpack.unpackb(sent[0])[1]  # it answered, with at least one block
     assert len(sent[0]) <= FRAME_BYTES_MAX  # what Session.receive accepts (sealed: + 17 bytes)
 
@@ -491,7 +491,7 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
         def connected(self, peer: bytes) -> bool:
             return True
 
-    syncer = Syncer(ledger, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, Recorder(), None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     handlers: dict[type, Callable[[bytes, Any], None]] = {
         Status: syncer.on_status, GetBlocks: syncer.on_get_blocks, Blocks: syncer.on_blocks,
     }
@@ -532,7 +532,7 @@ def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consorti
             sent.append(payload)
 
     found: list[Exception] = []
-    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), on_store_damaged=found.append)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, Wakeup(), on_store_damaged=found.append)  # type: ignore[arg-type]
     source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
     server.on_get_blocks(c.validators[1], GetBlocks(1, 5))
     assert sent == [] and len(found) == 1 and "block 2" in str(found[0])
