@@ -28,7 +28,7 @@ class Link:
     session: Session
     queue: trio.MemorySendChannel[bytes]
     scope: trio.CancelScope
-    dialled_by: bytes  # the key of the side that opened the connection
+    dialed_by: bytes  # the key of the side that opened the connection
 
 
 class PeerOutbox:

@@ -2,10 +2,13 @@
 
 The peers are the validators and observers of the membership in force at the
 node's next height (`follow` is told it after each commit): only their keys
-pass the handshake, and each side dials every one of them that has an address,
-while it is not connected to it. When both dial at once, each side keeps the
-session the lower key opened. Each session has a bounded send queue: a peer
-that does not read loses frames (counted), it never stalls the node.
+pass the handshake. Every pair keeps one session: the member listed first
+(validators, then observers) dials the other, at the address the membership
+gives, so a restarted node is reconnected by whichever side is up; a node the
+membership gives no address (one still catching up to the height it joins at,
+say) dials all. Should both sides dial at once, each keeps the session the
+lower key opened. Each session has a bounded send queue: a peer that does not
+read loses frames (counted), it never stalls the node.
 """
 
 from __future__ import annotations
@@ -57,11 +60,18 @@ class PeerNetwork:
         self.on_connect = on_connect  # each peer as its session opens
         self._membership = members
         self._peers = self._peers_of(members)  # who may connect, with their addresses
-        self._dialling: dict[bytes, tuple[str, trio.CancelScope]] = {}  # peer -> (address, its dial loop)
-        self._changed = trio.Event()  # the peers changed: dial loops to start
+        self._dialed = self._dialed_of(members)  # whom this node dials
+        self._dialing: dict[bytes, tuple[str, trio.CancelScope]] = {}  # peer -> (address, its dial loop)
+        self._changed = trio.Event()  # whom to dial changed
 
     def _peers_of(self, members: Membership) -> dict[bytes, Member]:
         return {m.pubkey: m for m in members.validators + members.observers if m.pubkey != self.me}
+
+    def _dialed_of(self, members: Membership) -> frozenset[bytes]:
+        """The peers with an address listed after this node, or all of them if it has no address."""
+        listed = members.validators + members.observers
+        mine = next((i for i, m in enumerate(listed) if m.pubkey == self.me and m.address), -1)
+        return frozenset(m.pubkey for m in listed[mine + 1:] if m.address and m.pubkey != self.me)
 
     # ---- following the membership -----------------------------------------------------
 
@@ -70,21 +80,21 @@ class PeerNetwork:
         members added, dials changed addresses, closes the sessions of members removed."""
         if members is self._membership:
             return
-        self._membership = members
-        peers = self._peers_of(members)
-        if peers == self._peers:
+        before, self._membership = self._membership, members
+        if members.validators + members.observers == before.validators + before.observers:
             return  # the usual case: a block that changed no peer
-        self._peers = peers
-        for peer, (address, scope) in list(self._dialling.items()):
-            member = peers.get(peer)
-            moved = member is not None and member.address != address and not self.outbox.connected(peer)
-            if member is None or not member.address or moved:
-                scope.cancel()
-                del self._dialling[peer]
+        peers = self._peers_of(members)
         for peer, link in list(self.outbox.links.items()):
-            if peer not in peers:
-                log.info("event=peer_removed peer=%s", peer.hex()[:16])
+            if peer not in peers:  # nothing more is sent to it, from now on
                 link.scope.cancel()
+                self.outbox.detach(peer, link)
+                self._connections_changed(peer, "peer_disconnected", "no longer a member")
+        self._peers, self._dialed = peers, self._dialed_of(members)
+        for peer, (address, scope) in list(self._dialing.items()):
+            member = peers.get(peer)
+            if member is None or (member.address != address and not self.outbox.connected(peer)):
+                scope.cancel()  # removed, or moved while not connected: dialed again at the new address
+                del self._dialing[peer]
         self._changed.set()
 
     def is_member(self, peer: bytes) -> bool:
@@ -101,15 +111,14 @@ class PeerNetwork:
             task_status.started()
 
     async def _dial_members(self) -> None:
-        """Keeps a dial loop running for each peer with an address; `follow` stops the others."""
+        """Keeps a dial loop running for each peer this node dials."""
         async with trio.open_nursery() as nursery:
             while True:
                 self._changed = trio.Event()
-                for peer, member in self._peers.items():
-                    if member.address and peer not in self._dialling:
-                        scope = trio.CancelScope()
-                        self._dialling[peer] = (member.address, scope)
-                        nursery.start_soon(self._dial_within, scope, peer)
+                for peer in self._dialed - self._dialing.keys():
+                    scope = trio.CancelScope()
+                    self._dialing[peer] = (self._peers[peer].address, scope)
+                    nursery.start_soon(self._dial_within, scope, peer)
                 await self._changed.wait()
 
     async def _accepted(self, stream: trio.SocketStream) -> None:
@@ -119,7 +128,7 @@ class PeerNetwork:
             self._refused(stream, str(exc) or TIMED_OUT)
             await stream.aclose()
             return
-        await self._run(session, dialled_by=session.peer)
+        await self._run(session, dialed_by=session.peer)
 
     def _refused(self, stream: trio.SocketStream, reason: str) -> None:
         self.metrics.p2p_sessions_refused.inc()
@@ -132,14 +141,18 @@ class PeerNetwork:
         refusals.log(f"event=peers_refused kind={'timeout' if reason == TIMED_OUT else 'handshake_failed'}")
 
     async def _dial_within(self, scope: trio.CancelScope, peer: bytes) -> None:
-        with scope:
-            await self._dial_loop(peer)
+        try:
+            with scope:
+                await self._dial_loop(peer)
+        finally:
+            if self._dialing.get(peer, ("", None))[1] is scope:
+                del self._dialing[peer]
 
     async def _dial_loop(self, peer: bytes) -> None:
-        """Dials `peer` at its current address while it is a member and not connected, with backoff."""
+        """Dials `peer` at its current address while this node is the one to and is not connected to it."""
         backoff_s = RECONNECT_MIN_S
-        while (member := self._peers.get(peer)) is not None and member.address:
-            if not self.outbox.connected(peer) and await self._dial(member):
+        while peer in self._dialed:
+            if not self.outbox.connected(peer) and await self._dial(self._peers[peer]):
                 backoff_s = RECONNECT_MIN_S
             await trio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
@@ -157,15 +170,16 @@ class PeerNetwork:
             log.warning("event=handshake_failed peer=%s reason=%r", member.name, str(exc) or "timeout")
             await stream.aclose()
             return False
-        await self._run(session, dialled_by=self.me)
+        await self._run(session, dialed_by=self.me)
         return True
 
-    async def _run(self, session: Session, dialled_by: bytes) -> None:
+    async def _run(self, session: Session, dialed_by: bytes) -> None:
         """Serves a session until it breaks. The newest session with a peer replaces older ones, but
-        for one the lower key opened: kept by both sides when both dialled at once."""
+        for one the lower key opened: kept by both sides when both dialed at once."""
         peer = session.peer
         old = self.outbox.link(peer)
-        if old is not None and old.dialled_by == min(self.me, peer) != dialled_by:
+        removed = not self.is_member(peer)  # by a commit while the handshake ran
+        if removed or (old is not None and old.dialed_by == min(self.me, peer) != dialed_by):
             await session.aclose()
             return
         if old is not None:
@@ -173,7 +187,7 @@ class PeerNetwork:
         send, receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES_MAX)
         reason = "session closed"
         with trio.CancelScope() as scope:
-            link = Link(session, send, scope, dialled_by)
+            link = Link(session, send, scope, dialed_by)
             self.outbox.attach(peer, link)
             self._connections_changed(peer, "peer_connected")
             try:
