@@ -331,3 +331,19 @@ async def test_an_observer_node_learns_the_height_and_fetches_the_blocks(nursery
     await wait_until(lambda: ledger.height == source.height)
     assert ledger.last_hash == source.last_hash
     assert ledger.members(ledger.height + 1).observers == source.members(source.height + 1).observers
+
+
+async def test_following_a_change_keeps_the_sessions_of_members_that_stay(nursery: trio.Nursery) -> None:
+    socks = [_listen() for _ in range(2)]
+    g = governed(validators=2, observers=1, addresses=[*map(_address, socks), UNUSED])
+    a, b = [await _start(nursery, g, key, sock) for key, sock in zip(g.validators, socks)]
+    await wait_until(lambda: a.outbox.connected(b.net.me))
+    link = a.outbox.links[b.net.me]
+    grow(g, a.ledger, 1)
+    a.follow()  # a block that changed nothing
+    activation = change(g, a.ledger, {"kind": "remove_observer", "pubkey": pub(g.observers[0])},
+                        {"kind": "add_observer", "name": "n", "pubkey": pub(g.newcomer()), "address": UNUSED})
+    grow(g, a.ledger, activation - 1 - a.ledger.height)
+    a.follow()  # a change to other members
+    assert a.outbox.links[b.net.me] is link
+    assert not link.scope.cancel_called
