@@ -140,7 +140,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics.chain_height.set(ledger.height)
         metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
         metrics.mempool_txs_max.set(config.mempool_txs_max)
-        outbox = PeerOutbox(metrics)
+        outbox = PeerOutbox(ledger, metrics)
         running = trio.CancelScope()  # every task of the node: what damage found while running cancels
         watch = DamageWatch(config, len(ledger.members(ledger.height + 1).validators), stop=running.cancel)
         mempool = Mempool(config.mempool_txs_max)
@@ -163,14 +163,15 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # the driver), waits on it.
         sync_wanted = Wakeup()
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
-                        txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce()))
-        syncer = Syncer(ledger, outbox, driver, genesis.validator_keys, sync_wanted, on_store_damaged=watch.report)
+                        txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce(),
+                                                           lambda height: network.follow(ledger.members(height + 1))))
+        syncer = Syncer(ledger, outbox, driver, sync_wanted, on_store_damaged=watch.report)
         metrics.peers_best_height.set_function(lambda: syncer.peers_height)
         storage_closed = trio.Event()
         status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
         rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)
-        network = PeerNetwork(genesis.chain_id, key, genesis.validators, metrics, outbox,
+        network = PeerNetwork(genesis.chain_id, key, ledger.members(ledger.height + 1), metrics, outbox,
                               handler=Router(syncer, gossip, fetcher, inbox, metrics).route,
                               on_connect=_greeter(heights, gossip))
         node = Node(status, driver)

@@ -3,7 +3,7 @@
 A proposer sends by hash the transactions its gossip brought everyone, so
 normally every validator holds them all. One that does not (a gossip frame
 dropped under load, a restart, a transaction still waiting for its signature
-check here) asks every peer for the missing ones and checks what comes back
+check here) asks every validator for the missing ones and checks what comes back
 like any transaction it had never seen. Every copy is checked before it is
 kept, so a peer that answers first with a broken copy cannot stop a good one.
 """
@@ -56,7 +56,7 @@ class TxFetcher:
         request = _Request(set(hashes))
         self._requests.append(request)
         try:
-            self.outbox.broadcast(encode(GetTxs(tuple(hashes[:GET_TXS_HASHES_MAX]))))
+            self.outbox.broadcast_to_validators(encode(GetTxs(tuple(hashes[:GET_TXS_HASHES_MAX]))))
             with trio.move_on_after(timeout_s):
                 while len(request.found) < len(request.wanted):
                     await request.wake.wait()

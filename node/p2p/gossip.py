@@ -1,7 +1,8 @@
 """Transaction gossip: what a client submits to one node reaches every validator.
 
 Validators are fully connected, so a node sends the transactions its clients
-submitted to every peer, in batches, and never relays what it received.
+submitted to every validator of its next height, in batches, and never relays
+what it received. Observers decide nothing: they are sent none.
 Received batches wait in a bounded queue for the admission task, so that a
 burst of transactions never holds up the consensus messages behind it.
 """
@@ -41,11 +42,13 @@ class TxGossip:
         self._wake.set()
 
     def greet(self, peer: bytes) -> None:
-        """Sends a peer that just connected what this node acknowledged and is not committed yet.
+        """Sends a validator that just connected what this node acknowledged and is not committed yet.
 
         After either of the two restarted, those transactions would otherwise
         be this node's alone, and wait for one of its turns to propose.
         """
+        if not self.outbox.is_validator(peer):
+            return
         txlog = self.admission.txlog
         raws = txlog.pending() if txlog is not None else []
         for start in range(0, len(raws), GOSSIP_BATCH_TXS_MAX):
@@ -67,7 +70,7 @@ class TxGossip:
             await trio.sleep(GOSSIP_INTERVAL_S)  # let a burst of submissions share one frame
             while self._outgoing:
                 batch, self._outgoing = self._outgoing[:GOSSIP_BATCH_TXS_MAX], self._outgoing[GOSSIP_BATCH_TXS_MAX:]
-                self.outbox.broadcast(encode(Txs(tuple(tx.raw for tx in batch))))
+                self.outbox.broadcast_to_validators(encode(Txs(tuple(tx.raw for tx in batch))))
                 self._unsent.difference_update(tx.hash for tx in batch)
 
     def on_txs(self, peer: bytes, batch: Txs) -> None:

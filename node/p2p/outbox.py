@@ -3,6 +3,10 @@
 PeerNetwork registers each session it runs here; the catch-up, the gossip, the fetching and the
 driver send through it. Built before all of them, it lets the network be built after them, with
 the handlers of what it receives.
+
+Height announcements and blocks go to every peer (validators and observers); consensus
+messages go to the validators of the height they are about, and transactions to the
+validators of the node's next height: observers take no part in deciding blocks.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from consensus.messages import Signed
+from node.chain.ledger import Ledger
 from node.ops.metrics import Metrics
 from node.p2p.transport import Session
 from node.p2p.wire import Consensus, encode
@@ -23,10 +28,12 @@ class Link:
     session: Session
     queue: trio.MemorySendChannel[bytes]
     scope: trio.CancelScope
+    dialed_by: bytes  # the key of the side that opened the connection
 
 
 class PeerOutbox:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, ledger: Ledger, metrics: Metrics) -> None:
+        self.ledger = ledger  # who the validators of a height are
         self.metrics = metrics  # frames dropped
         self._links: dict[bytes, Link] = {}
 
@@ -61,11 +68,30 @@ class PeerOutbox:
             self.metrics.p2p_frames_dropped.inc()
 
     def broadcast(self, payload: bytes) -> None:
+        """To every peer connected: validators and observers."""
         for peer in list(self._links):
             self.send(peer, payload)
+
+    def is_validator(self, peer: bytes) -> bool:
+        """Whether `peer` is a validator at this node's next height."""
+        return peer in self._validators(self.ledger.height + 1)
+
+    def broadcast_to_validators(self, payload: bytes) -> None:
+        """To the validators of this node's next height that are connected."""
+        self._send_all(self._validators(self.ledger.height + 1), payload)
 
     def send_consensus(self, peer: bytes, signed: Signed) -> None:
         self.send(peer, encode(Consensus(signed)))
 
     def broadcast_consensus(self, signed: Signed) -> None:
-        self.broadcast(encode(Consensus(signed)))
+        """To the validators of the height the message is about."""
+        self._send_all(self._validators(signed.message.height), encode(Consensus(signed)))
+
+    def _send_all(self, peers: tuple[bytes, ...], payload: bytes) -> None:
+        for peer in peers:
+            self.send(peer, payload)
+
+    def _validators(self, height: int) -> tuple[bytes, ...]:
+        """The validators of `height`, or of the nearest height the ledger knows them for."""
+        known = min(max(height, 1), self.ledger.height + 2)
+        return self.ledger.members(known).validator_keys

@@ -5,6 +5,11 @@ announced height asks one peer at a time for the next blocks and hands each
 to the driver, whose pipeline checks its certificate, re-executes it to the
 header's state root and commits it (node/chain/block_check.py). It does not
 take part in consensus for heights its peers have already decided.
+
+Heights count only as the validators of the node's next height tell them, and
+f+1 of them are trusted, f from the size of that set: each block applied may
+change it, so a node catching up across membership changes follows them in
+order. Blocks are served to any peer, observers included.
 """
 
 from __future__ import annotations
@@ -53,34 +58,39 @@ class Syncer:
         ledger: Ledger,
         outbox: PeerOutbox,
         driver: Driver,
-        validators: tuple[bytes, ...],
         wanted: Wakeup,
         on_store_damaged: Callable[[StoreCorrupt], object],
     ) -> None:
         self.ledger = ledger
         self.outbox = outbox
         self.driver = driver  # commits what is fetched
-        self.validators = validators
         self.wanted = wanted  # set when a peer is ahead, or by the driver when consensus cannot go on without blocks
         self.on_store_damaged = on_store_damaged  # stops the node
-        self.peer_heights: dict[bytes, int] = {}  # believed: a peer whose claim was not backed is dropped
+        # Validators' heights. Believed: a peer whose claim was not backed is dropped.
+        self.peer_heights: dict[bytes, int] = {}
         self.reported: dict[bytes, int] = {}  # as told, believed or not
         self._waiting_for: bytes | None = None
         self._fetching = False
         self._responses, self._received = trio.open_memory_channel[tuple[tuple[bytes, bytes], ...]](1)
 
+    def _validators(self) -> tuple[bytes, ...]:
+        return self.ledger.members(self.ledger.height + 1).validator_keys
+
+    def _counted(self, heights: dict[bytes, int]) -> dict[bytes, int]:
+        """The heights of the connected validators of the next height."""
+        return {p: heights[p] for p in self._validators() if p in heights and self.outbox.connected(p)}
+
     @property
     def best_height(self) -> int:
-        """The highest height a connected peer has announced."""
-        heights = [h for p, h in self.peer_heights.items() if self.outbox.connected(p)]
-        return max(heights, default=0)
+        """The highest height a connected validator has announced."""
+        return max(self._counted(self.peer_heights).values(), default=0)
 
     @property
     def reported_height(self) -> int:
-        """The highest height f+1 connected peers each report (so an honest one did), whether or not
-        this node could apply their blocks: the gap it shows when it cannot."""
-        heights = sorted((h for p, h in self.reported.items() if self.outbox.connected(p)), reverse=True)
-        needed = fault_tolerance(len(self.validators)) + 1
+        """The highest height f+1 connected validators each report (so an honest one did), whether or
+        not this node could apply their blocks: the gap it shows when it cannot."""
+        heights = sorted(self._counted(self.reported).values(), reverse=True)
+        needed = fault_tolerance(len(self._validators())) + 1
         return heights[needed - 1] if len(heights) >= needed else 0
 
     @property
@@ -95,6 +105,8 @@ class Syncer:
     # ---- frames from peers -----------------------------------------------------------
 
     def on_status(self, peer: bytes, status: Status) -> None:
+        if peer not in self._validators():
+            return  # an observer's height is no one's to act on
         self.peer_heights[peer] = self.reported[peer] = status.height
         if status.height > self.ledger.height:
             self.wanted.set()
@@ -145,7 +157,8 @@ class Syncer:
                     break
 
     def _best_peer(self) -> bytes:
-        return max((p for p in self.peer_heights if self.outbox.connected(p)), key=self.peer_heights.__getitem__)
+        heights = self._counted(self.peer_heights)
+        return max(heights, key=heights.__getitem__)
 
     async def _fetch_from(self, peer: bytes) -> bool:
         """Fetches and applies one batch from `peer`; False when it gave nothing usable."""

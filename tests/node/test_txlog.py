@@ -269,6 +269,9 @@ class SentFrames:
     def send(self, peer: bytes, payload: bytes) -> None:
         self.sent.append((peer, msgpack.unpackb(payload, raw=False)))
 
+    def is_validator(self, peer: bytes) -> bool:
+        return True
+
 
 async def test_a_peer_that_connects_is_sent_what_the_log_keeps(tmp_path: Path) -> None:
     ledger = C.ledger()

@@ -89,12 +89,12 @@ def _holding(fetcher: Fetcher, txs: list[Transaction]) -> None:
 
 class Network:
     def __init__(self) -> None:
-        self.sent: list[tuple[bytes | None, list[Any]]] = []  # (peer, or None for all; frame)
+        self.sent: list[tuple[bytes | None, list[Any]]] = []  # (peer, or None for all validators; frame)
 
     def send(self, peer: bytes, payload: bytes) -> None:
         self.sent.append((peer, msgpack.unpackb(payload)))
 
-    def broadcast(self, payload: bytes) -> None:
+    def broadcast_to_validators(self, payload: bytes) -> None:
         self.sent.append((None, msgpack.unpackb(payload)))
 
 

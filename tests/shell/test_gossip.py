@@ -35,7 +35,7 @@ class RecordingNetwork:
         self.broadcasts: list[list[Any]] = []
         self.sent: list[tuple[bytes, bytes]] = []
 
-    def broadcast(self, payload: bytes) -> None:
+    def broadcast_to_validators(self, payload: bytes) -> None:
         self.broadcasts.append(msgpack.unpackb(payload, raw=False))
 
     def send(self, peer: bytes, payload: bytes) -> None:

@@ -3,8 +3,8 @@
 Addresses: each node's listening socket is bound on port 0 first and the port it got
 goes into the genesis, so the dialers find the listeners. A restarted node binds
 a new socket on the same port (SO_REUSEADDR, as node.api.http_server.bind sets): that is what a
-restarted `alliance run` does, and it is the only way the dialer (which dials the
-genesis address) can find the accepting side again.
+restarted `alliance run` does, and it is how the others, which dial the address the
+membership gives, find it again.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ async def _serve(net: PeerNetwork, sock: socket.socket, *, task_status: trio.Tas
 
 async def _start(nursery: trio.Nursery, c: Consortium, index: int, sock: socket.socket) -> Peer:
     metrics, got = Metrics(), list[tuple[bytes, Message]]()
-    outbox = PeerOutbox(metrics)
-    net = PeerNetwork(c.chain_id, c.keys[index], c.genesis.validators, metrics, outbox,
+    outbox = PeerOutbox(c.ledger(), metrics)
+    net = PeerNetwork(c.chain_id, c.keys[index], c.genesis.members, metrics, outbox,
                       handler=lambda sender, message: got.append((sender, message)), on_connect=lambda peer: None)
     port = sock.getsockname()[1]
     scope = await nursery.start(_serve, net, sock)
@@ -83,8 +83,8 @@ def _consortium_on(socks: list[socket.socket | None]) -> Consortium:
 
 
 def _after_a_raw_member(listeners: int) -> tuple[Consortium, list[socket.socket]]:
-    """Validator 0 is a raw test session that never listens (nobody dials it: it is listed
-    first); validators 1.. listen on the returned sockets."""
+    """Validator 0 is a raw test session that never listens (dials to its port 1 fail);
+    validators 1.. listen on the returned sockets."""
     socks = [_listen() for _ in range(listeners)]
     return _consortium_on([None, *socks]), socks
 
@@ -161,7 +161,7 @@ async def test_on_connect_is_called_for_each_peer(nursery: trio.Nursery) -> None
     c = _consortium_on(list(socks))
     seen: list[bytes] = []
     metrics = Metrics()
-    net = PeerNetwork(c.chain_id, c.keys[1], c.genesis.validators, metrics, PeerOutbox(metrics),
+    net = PeerNetwork(c.chain_id, c.keys[1], c.genesis.members, metrics, PeerOutbox(c.ledger(), metrics),
                       handler=lambda sender, message: None, on_connect=seen.append)
     await nursery.start(net.serve, socks[1])
     others = [await _start(nursery, c, i, socks[i]) for i in (0, 2)]
@@ -178,7 +178,7 @@ async def _stop(node: Peer, nodes: list[Peer]) -> None:
 
 
 async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> None:
-    """The last validator only accepts: restarted on its genesis port, the others dial it again."""
+    """Restarted on its genesis port, a validator is dialed again by the others."""
     c, nodes = await _network(nursery, 3)
     last = nodes[2]
     await _stop(last, nodes)
@@ -192,7 +192,7 @@ async def test_restarted_accepting_node_is_redialed(nursery: trio.Nursery) -> No
 
 
 async def test_restarted_dialing_node_reconnects_from_anywhere(nursery: trio.Nursery) -> None:
-    """The first validator only dials; its own listening port does not matter to the others."""
+    """A restarted validator dials the others itself: its own listening port does not matter."""
     c, nodes = await _network(nursery, 3)
     old_sessions = [n.outbox.links[nodes[0].me].session for n in nodes[1:]]
     await _stop(nodes[0], nodes)

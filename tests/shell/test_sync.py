@@ -36,6 +36,8 @@ from tests.shell.chainkit import (
     sealed,
     wait_until,
 )
+from tests.shell.membership_chain import Applier, change, governed, pub
+from tests.shell.membership_chain import grow as grow_governed
 
 SOURCE_BLOCKS = 5
 _pad_nonces = itertools.count(10**9)
@@ -228,7 +230,7 @@ def _route(net: FakeNetwork, handlers: dict[type, Callable[[bytes, Any], None]])
 def _serve_blocks(hub: Hub, c: Consortium, ledger: Ledger, index: int) -> HeightAnnouncer:
     """A peer that holds `ledger` and answers GET_BLOCKS from it; it tells its height through what it returns."""
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # never fetches
+    syncer = Syncer(ledger, net, None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]  # never fetches
     _route(net, {GetBlocks: syncer.on_get_blocks})
     return HeightAnnouncer(ledger, net)  # type: ignore[arg-type]
 
@@ -253,7 +255,7 @@ async def _fresh(nursery: trio.Nursery, hub: Hub, c: Consortium, index: int = 3)
     driver = driver_for(c, ledger, index, sync_wanted=wanted)
     await nursery.start(driver.run)
     net = FakeNetwork(hub, c.validators[index])
-    syncer = Syncer(ledger, net, driver, c.validators, wanted, _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, net, driver, wanted, _ignore_damage)  # type: ignore[arg-type]
     _route(net, {Status: syncer.on_status, Blocks: syncer.on_blocks})
     nursery.start_soon(syncer.run)
     return syncer
@@ -319,7 +321,7 @@ async def test_get_blocks_is_answered_with_blocks_and_certificates(c: Consortium
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append((peer, msgpack.unpackb(payload, raw=False)))
 
-    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     asker = c.validators[1]
     server.on_get_blocks(asker, GetBlocks(2, 2))
     server.on_get_blocks(asker, GetBlocks(SOURCE_BLOCKS, 10))
@@ -447,7 +449,7 @@ def test_blocks_answer_always_fits_in_one_frame(c: Consortium) -> None:
         def send(self, peer: bytes, payload: bytes) -> None:
             sent.append(payload)
 
-    Syncer(source, Recorder(), None, c.validators, Wakeup(), _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
+    Syncer(source, Recorder(), None, Wakeup(), _ignore_damage).on_get_blocks(c.validators[1], GetBlocks(1, 64))  # type: ignore[arg-type]
     assert len(sent) == 1 and msgpack.unpackb(sent[0])[1]  # it answered, with at least one block
     assert len(sent[0]) <= FRAME_BYTES_MAX  # what Session.receive accepts (sealed: + 17 bytes)
 
@@ -491,7 +493,7 @@ def test_frame_handlers_never_raise_on_arbitrary_fields(fields: list[Any]) -> No
         def connected(self, peer: bytes) -> bool:
             return True
 
-    syncer = Syncer(ledger, Recorder(), None, c.validators, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    syncer = Syncer(ledger, Recorder(), None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
     handlers: dict[type, Callable[[bytes, Any], None]] = {
         Status: syncer.on_status, GetBlocks: syncer.on_get_blocks, Blocks: syncer.on_blocks,
     }
@@ -532,7 +534,92 @@ def test_a_hole_in_the_served_chain_is_reported_as_damage_not_served(c: Consorti
             sent.append(payload)
 
     found: list[Exception] = []
-    server = Syncer(source, Recorder(), None, c.validators, Wakeup(), on_store_damaged=found.append)  # type: ignore[arg-type]
+    server = Syncer(source, Recorder(), None, Wakeup(), on_store_damaged=found.append)  # type: ignore[arg-type]
     source.store.kv.delete(b"c/" + (2).to_bytes(8, "big"))
     server.on_get_blocks(c.validators[1], GetBlocks(1, 5))
     assert sent == [] and len(found) == 1 and "block 2" in str(found[0])
+
+
+# ---- following the membership ------------------------------------------------------------------
+
+
+class Connected:
+    """An outbox connected to every peer, keeping nothing sent."""
+
+    def connected(self, peer: bytes) -> bool:
+        return True
+
+    def send(self, peer: bytes, payload: bytes) -> None:
+        pass
+
+
+class CountedWakeup(Wakeup):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def test_heights_count_only_from_the_validators_of_the_next_height() -> None:
+    g = governed(validators=4, observers=1)
+    wanted = CountedWakeup()
+    syncer = Syncer(g.ledger(), Connected(), None, wanted, _ignore_damage)  # type: ignore[arg-type]
+    syncer.on_status(pub(g.observers[0]), Status(50))
+    syncer.on_status(pub(g.newcomer()), Status(60))  # not a member at all
+    assert syncer.best_height == 0 and syncer.reported_height == 0 and wanted.sets == 0
+    syncer.on_status(pub(g.validators[2]), Status(40))
+    assert syncer.best_height == 40 and wanted.sets == 1
+
+
+def test_the_f_plus_one_reports_trusted_follow_the_size_of_the_next_heights_set() -> None:
+    g = governed(validators=4)
+    ledger = g.ledger()
+    added = [g.newcomer() for _ in range(3)]
+    activation = change(g, ledger, *({"kind": "add_validator", "name": f"n{i}", "pubkey": pub(k),
+                                      "address": "127.0.0.1:1"} for i, k in enumerate(added)))
+    syncer = Syncer(ledger, Connected(), None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    for key in g.validators[:2]:
+        syncer.on_status(pub(key), Status(30))
+    assert syncer.reported_height == 30, "4 validators: f = 1, two reports are enough"
+    grow_governed(g, ledger, activation - 1 - ledger.height)
+    assert syncer.reported_height == 0, "7 validators: f = 2, two reports are not"
+    syncer.on_status(pub(added[0]), Status(30))
+    assert syncer.reported_height == 30
+
+
+async def test_a_node_catching_up_across_membership_changes_follows_them_in_order(
+    hub: Hub, nursery: trio.Nursery
+) -> None:
+    g = governed(validators=4)
+    source = g.ledger()
+    added = [g.newcomer() for _ in range(3)]
+    grown = change(g, source, *({"kind": "add_validator", "name": f"n{i}", "pubkey": pub(k),
+                                 "address": "127.0.0.1:1"} for i, k in enumerate(added)))
+    grow_governed(g, source, grown - source.height)  # blocks from here on are sealed by 5 of 7
+    removed = g.validators[:3]
+    shrunk = change(g, source, *({"kind": "remove_validator", "pubkey": pub(k)} for k in removed))
+    grow_governed(g, source, shrunk + 2 - source.height)  # and from here on by 3 of v3, n0, n1, n2
+    assert source.members(source.height).validator_keys == (pub(g.validators[3]), *map(pub, added))
+
+    server = FakeNetwork(hub, pub(g.validators[3]))
+    serving = Syncer(source, server, None, Wakeup(), _ignore_damage)  # type: ignore[arg-type]
+    _route(server, {GetBlocks: serving.on_get_blocks})
+    ledger = g.ledger()
+    net = FakeNetwork(hub, pub(g.newcomer()))
+    wanted = Wakeup()
+    fresh = Syncer(ledger, net, Applier(ledger), wanted, _ignore_damage)  # type: ignore[arg-type]
+    _route(net, {Status: fresh.on_status, Blocks: fresh.on_blocks})
+    nursery.start_soon(fresh.run)
+    HeightAnnouncer(source, server).announce()  # type: ignore[arg-type]
+    await wait_until(lambda: ledger.height == source.height)
+    assert ledger.last_hash == source.last_hash
+    for key in (*removed, added[0]):
+        FakeNetwork(hub, pub(key))  # connected, like the server
+    for key in removed:  # no longer validators: their heights count no more
+        fresh.on_status(pub(key), Status(500))
+    assert fresh.best_height == source.height
+    fresh.on_status(pub(added[0]), Status(source.height + 3))
+    assert fresh.best_height == source.height + 3
