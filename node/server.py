@@ -16,6 +16,7 @@ from consensus.replica import Replica
 from node.api.endpoints import OpsApp, RpcApp
 from node.api.http_server import bind, serve_http
 from node.api.lookup import ChainLookup
+from node.api.members import MembershipGauges
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
 from node.api.subscriptions import Hub
@@ -26,7 +27,7 @@ from node.chain.ledger import GenesisMismatch, Ledger
 from node.config import NodeConfig
 from node.disk.safety_file import UNKNOWN
 from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
-from node.errors import AllianceError, ConfigError
+from node.errors import AllianceError
 from node.keys import load_key
 from node.ops.metrics import Metrics
 from node.p2p.fetch import TxFetcher
@@ -138,7 +139,8 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
         metrics = Metrics()
         metrics.chain_height.set(ledger.height)
-        metrics.validators.set(len(genesis.validators))  # what the alerts' quorum is computed from
+        gauges = MembershipGauges(ledger, metrics)  # validators in force: what the alerts' quorum is computed from
+        gauges.committed(ledger.height)
         metrics.mempool_txs_max.set(config.mempool_txs_max)
         outbox = PeerOutbox(ledger, metrics)
         running = trio.CancelScope()  # every task of the node: what damage found while running cancels
@@ -163,8 +165,11 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # the driver), waits on it.
         sync_wanted = Wakeup()
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
-                        txlog, sync_wanted, on_committed=(hub.publish, lambda height: heights.announce(),
-                                                           lambda height: network.follow(ledger.members(height + 1))))
+                        txlog, sync_wanted, on_committed=(
+                            hub.publish, lambda height: heights.announce(), gauges.committed,
+                            # The network is built below (its router needs the syncer, which needs the
+                            # driver); it is looked up at the first commit, once it exists.
+                            lambda height: network.follow(ledger.members(height + 1))))
         syncer = Syncer(ledger, outbox, driver, sync_wanted, on_store_damaged=watch.report)
         metrics.peers_best_height.set_function(lambda: syncer.peers_height)
         storage_closed = trio.Event()
