@@ -128,6 +128,11 @@ def open_proposals(state: GovState) -> list[Proposal]:
     return [_proposal(state, p) for p in state.get(OPEN_KEY) or ()]
 
 
+def change_scheduled(state: GovState) -> bool:
+    """A passed change waits for its activation height: blocks are worth making, even empty ones."""
+    return bool(state.get(SCHEDULED_KEY))
+
+
 def scheduled_proposals(state: GovState) -> list[Proposal]:
     return [_proposal(state, p) for _, p in state.get(SCHEDULED_KEY) or ()]
 

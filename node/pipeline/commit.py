@@ -19,6 +19,7 @@ from consensus.actions import CommitBlock, ValidateBlock
 from node.chain.block_check import Decided, Proposed, check_block, check_synced_block
 from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.crypto import Verify, verify
+from node.chain.governance import ReadState, change_scheduled
 from node.chain.ledger import Ledger
 from node.chain.proposal import build_block, missing_txs, parse_body
 from node.chain.tx import Transaction
@@ -133,6 +134,11 @@ class CommitPipeline:
     def block_txs(self) -> list[Transaction]:
         """The transactions the next block built here takes: the pool's oldest."""
         return self.pool.oldest(self.block_txs_max)
+
+    def work_waiting(self) -> bool:
+        """A block is worth building: transactions are pending, or a passed change waits for its
+        activation height (which an idle chain would otherwise never reach)."""
+        return bool(len(self.pool)) or change_scheduled(ReadState(self.ledger.read_state))
 
     def drop_unauthorised(self) -> list[bytes]:
         """After a commit that changed who may send: empties the pool of what the next block may not carry."""

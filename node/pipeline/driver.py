@@ -195,6 +195,8 @@ class Driver:
             self._nursery = nursery
             nursery.start_soon(self._build_loop)
             await self._perform(self.replica.start())
+            if self.pipeline.work_waiting():  # acknowledged txs read back, or a change to bring in force
+                await self._perform(self.replica.handle(TransactionsPending()))
             task_status.started()
             async for event in self.inbox.events:
                 self.last_loop_s = trio.current_time()
@@ -249,7 +251,7 @@ class Driver:
         while True:
             await self.inbox.work.wait()
             wanted = self._build_wanted
-            if wanted is None or not len(self.mempool):
+            if wanted is None or not self.pipeline.work_waiting():
                 continue
             self._build_wanted = None
             height, round_ = wanted
@@ -288,7 +290,7 @@ class Driver:
                 self.sync_wanted.set()
                 return []
             known = self._after_commit(outcome)
-        return [known, TransactionsPending()] if len(self.mempool) else [known]
+        return [known, TransactionsPending()] if self.pipeline.work_waiting() else [known]
 
     async def apply_synced(self, raw_block: bytes, raw_certificate: bytes) -> None:
         """Commits a block fetched by catch-up once it checks against the current ledger; raises BlockInvalid."""
