@@ -116,18 +116,29 @@ def test_members_join_leave_and_proofs_still_verify_from_the_genesis(tmp_path: P
             wait_for(lambda: height(joiner) >= height(nodes[0]) - 1, "the observer to catch up", DEADLINE_S)
             assert joiner.client().call("get_members")["observers"] == members(nodes[0])["observers"]
 
-            # Promoted to validator: its seals appear in certificates from the activation height on.
-            decided_at = time.monotonic()
-            promotion = propose_and_pass(net, rpc, 1, 2, "add_validator", "--name", "node4", "--pubkey",
-                                         joiner_key, "--address", address)
+            # Promoted to validator while another validator is SIGKILLed as the change passes and restarted
+            # after the activation height: the new one's seals appear in certificates from then on.
+            proposed = gov("propose", "add_validator", "--name", "node4", "--pubkey", joiner_key, "--address",
+                           address, "--key", str(net / "admin1.key"), "--rpc", rpc)
+            promotion = proposed.stdout.split()[-1]
+            approved_at = time.monotonic()
+            gov("approve", promotion, "--key", str(net / "admin2.key"), "--rpc", rpc)
+            nodes[2].kill9()
             activation = nodes[0].client().call("get_proposal", proposal=promotion)["activation"]
+            wait_for(lambda: height(nodes[0]) >= activation, "the activation height", DEADLINE_S)
             first_signed = wait_for(
                 lambda: next((h for h in range(activation, height(nodes[0]) + 1)
                               if joiner_key in signers(nodes[0], h)), None),
                 "a certificate sealed by the new validator", DEADLINE_S)
-            print(f"addition: {time.monotonic() - decided_at:.2f} s from the approval to the first certificate "
-                  f"it seals (height {first_signed}, activation {activation})")
+            print(f"addition: {time.monotonic() - approved_at:.2f} s from the decisive approval to the first "
+                  f"certificate the new validator seals (height {first_signed}, activation {activation})")
             assert keys_of(members(nodes[0])["validators"]) >= {joiner_key}
+            nodes[2].start()
+            restarted_key = pubkey_hex(load_key(nodes[2].home / "node.key"))
+            restarted_at = height(nodes[0])
+            wait_for(lambda: any(restarted_key in signers(nodes[0], h)
+                                 for h in range(restarted_at + 1, height(nodes[0]) + 1)),
+                     "the restarted validator to seal again", DEADLINE_S)
 
             # A validator dies with its key and is removed; the chain goes on without it.
             removed = nodes[3]
