@@ -42,13 +42,22 @@ def _save(path: Path, genesis: Genesis) -> None:
     write_genesis(path, genesis)
 
 
-def cmd_add_validator(args: argparse.Namespace) -> None:
+def _add_node(args: argparse.Namespace, role: str) -> None:
     path = Path(args.genesis)
     genesis = load_genesis(path, complete=False)
     parse_address(args.address, "--address")
     member = _member(args, args.address)
-    _save(path, dataclasses.replace(genesis, validators=genesis.validators + (member,)))
-    print(f"added validator {member.name} ({len(genesis.validators) + 1} in all)")
+    members = getattr(genesis, role) + (member,)
+    _save(path, dataclasses.replace(genesis, **{role: members}))
+    print(f"added {role[:-1]} {member.name} ({len(members)} in all)")
+
+
+def cmd_add_validator(args: argparse.Namespace) -> None:
+    _add_node(args, "validators")
+
+
+def cmd_add_observer(args: argparse.Namespace) -> None:
+    _add_node(args, "observers")
 
 
 def cmd_add_client(args: argparse.Namespace) -> None:
@@ -63,6 +72,21 @@ def cmd_add_client(args: argparse.Namespace) -> None:
     print(f"added {'admin' if args.admin else 'client'} {member.name}")
 
 
+def cmd_add_admin(args: argparse.Namespace) -> None:
+    args.admin = True
+    cmd_add_client(args)
+
+
+def cmd_set_threshold(args: argparse.Namespace) -> None:
+    path = Path(args.genesis)
+    genesis = load_genesis(path, complete=False)
+    if not 1 <= args.threshold <= len(genesis.admins):
+        raise AllianceError(f"admin_threshold must be 1 .. {len(genesis.admins)} (the admins so far); "
+                            "add the admins first")
+    _save(path, dataclasses.replace(genesis, admin_threshold=args.threshold))
+    print(f"admin_threshold {args.threshold} of {len(genesis.admins)} admins")
+
+
 def cmd_show(args: argparse.Namespace) -> None:
     genesis = load_genesis(Path(args.genesis))
     n = len(genesis.validators)
@@ -71,9 +95,12 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(f"validators    {n} (tolerates {(n - 1) // 3} faulty)")
     for m in genesis.validators:
         print(f"  {m.name:<16} {m.pubkey.hex()}  {m.address}")
+    for m in genesis.observers:
+        print(f"  observer {m.name:<7} {m.pubkey.hex()}  {m.address}")
     for kind, members in (("client", genesis.clients), ("admin", genesis.admins)):
         for m in members:
             print(f"  {kind:<6} {m.name:<9} {m.pubkey.hex()}")
+    print(f"admin_threshold {genesis.threshold} of {len(genesis.admins)} admins")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,12 +123,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--address", required=True, help="HOST:PORT where other members reach its peer port")
     p.set_defaults(handler=cmd_add_validator)
 
+    p = commands.add_parser("add-observer", help="add a member's observer node (follows the chain, never votes)")
+    p.add_argument("genesis", metavar="FILE")
+    p.add_argument("--name", required=True, help="the node's name, e.g. org5-node0")
+    p.add_argument("--pubkey", required=True, help="its public key, 64 hex characters (from alliance keygen)")
+    p.add_argument("--address", required=True, help="HOST:PORT where other members reach its peer port")
+    p.set_defaults(handler=cmd_add_observer)
+
     p = commands.add_parser("add-client", help="authorise a client (or, with --admin, an admin) to submit")
     p.add_argument("genesis", metavar="FILE")
     p.add_argument("--name", required=True)
     p.add_argument("--pubkey", required=True, help="64 hex characters")
     p.add_argument("--admin", action="store_true", help="add as an admin")
     p.set_defaults(handler=cmd_add_client)
+
+    p = commands.add_parser("add-admin", help="add an admin: it may submit, and propose and approve gov changes")
+    p.add_argument("genesis", metavar="FILE")
+    p.add_argument("--name", required=True)
+    p.add_argument("--pubkey", required=True, help="64 hex characters")
+    p.set_defaults(handler=cmd_add_admin)
+
+    p = commands.add_parser("set-threshold", help="how many admins must approve a gov change "
+                            "(default: a majority of the admins)")
+    p.add_argument("genesis", metavar="FILE")
+    p.add_argument("--threshold", type=int, required=True, help="1 .. the number of admins")
+    p.set_defaults(handler=cmd_set_threshold)
 
     p = commands.add_parser("show", help="check a complete genesis and print its hash for members to compare")
     p.add_argument("genesis", metavar="FILE")

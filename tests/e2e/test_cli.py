@@ -17,7 +17,8 @@ from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, free_base_port, m
 COMMANDS = [
     [], ["keygen"], ["testnet"], ["run"], ["localnet"], ["status"], ["tx"], ["tx", "put"], ["tx", "get"],
     ["tx", "delete"], ["notarize"], ["lookup"], ["genesis"], ["genesis", "new"], ["genesis", "add-validator"],
-    ["genesis", "add-client"], ["genesis", "show"], ["verify-proof"],
+    ["genesis", "add-client"], ["genesis", "add-observer"], ["genesis", "add-admin"], ["genesis", "set-threshold"],
+    ["genesis", "show"], ["verify-proof"],
 ]
 
 

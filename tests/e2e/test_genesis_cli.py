@@ -44,6 +44,26 @@ def test_assembled_genesis_is_checked_and_hashed(tmp_path: Path) -> None:
     assert alliance("genesis", "show", str(genesis)).stdout == shown  # refusals left the file alone
 
 
+def test_observers_admins_and_threshold_are_assembled(tmp_path: Path) -> None:
+    genesis, _ = _assemble(tmp_path, 27100)
+    observer = alliance("keygen", "--out", str(tmp_path / "obs.key")).stdout.strip()
+    alliance("genesis", "add-observer", str(genesis), "--name", "org5", "--pubkey", observer,
+             "--address", "127.0.0.1:27151")
+    admins = [alliance("keygen", "--out", str(tmp_path / f"admin{i}.key")).stdout.strip() for i in range(3)]
+    for i, admin in enumerate(admins):
+        alliance("genesis", "add-admin", str(genesis), "--name", f"admin{i}", "--pubkey", admin)
+    assert "admin_threshold 2 of 3 admins" in alliance("genesis", "show", str(genesis)).stdout  # a majority
+    too_high = alliance("genesis", "set-threshold", str(genesis), "--threshold", "4", check=False)
+    assert too_high.returncode == 1 and "admin_threshold" in too_high.stderr and "Traceback" not in too_high.stderr
+    alliance("genesis", "set-threshold", str(genesis), "--threshold", "3")
+    loaded = load_genesis(genesis)
+    assert [m.pubkey.hex() for m in loaded.observers] == [observer]
+    assert [m.pubkey.hex() for m in loaded.admins] == admins and loaded.threshold == 3
+    as_observer_too = alliance("genesis", "add-observer", str(genesis), "--name", "dup", "--pubkey",
+                               loaded.validators[0].pubkey.hex(), "--address", "127.0.0.1:1", check=False)
+    assert as_observer_too.returncode == 1 and "Traceback" not in as_observer_too.stderr
+
+
 def test_incomplete_genesis_is_not_shown_as_valid(tmp_path: Path) -> None:
     genesis = tmp_path / "g.toml"
     alliance("genesis", "new", "--chain-id", "c", "--out", str(genesis))
