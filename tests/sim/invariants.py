@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
+from consensus.messages import Commit, Prepare, Proposal, RoundChange, Signed, seal_bytes
 from node.chain.block import Header
 from node.chain.execution import GENESIS_STATE_ROOT, Execution
 from node.chain.ledger import Ledger
@@ -43,6 +43,10 @@ class Invariants:
                                     f"{signed.sender.hex()[:16]}, not a validator of that height")
         if isinstance(m, Commit):
             self.committed_at[signed.sender] = max(m.height, self.committed_at.get(signed.sender, 0))
+        outsiders = [s.sender for s in _carried(m) if s.sender not in self.validators.get(s.message.height, ())]
+        if outsiders:
+            raise InvariantViolated(f"node {node} sent {type(m).__name__} at height {m.height} carrying messages of "
+                                    f"{_short(tuple(outsiders))}, not validators of their height")
         key = (signed.sender, type(m).__name__, m.height, m.round)
         first = self._signed.setdefault(key, signed)
         if first != signed:
@@ -123,6 +127,16 @@ class Invariants:
             known = self.validators.get(height)
             if known is not None and validators_hash(known) != committed:
                 raise InvariantViolated(f"node {node}'s header {header.height} commits to other validators of height {height}")
+
+
+def _carried(m: object) -> tuple[Signed, ...]:
+    """The signed messages `m` carries as evidence: a proposal's round changes and their prepared
+    certificates' prepares, a round change's prepares."""
+    if isinstance(m, Proposal):
+        return m.justification + tuple(s for rc in m.justification for s in _carried(rc.message))
+    if isinstance(m, RoundChange) and m.prepared is not None:
+        return m.prepared.prepares
+    return ()
 
 
 def _short(keys: tuple[bytes, ...]) -> str:

@@ -122,8 +122,9 @@ def first_failure(scenario: str, seeds: int) -> str:
 def test_it_catches_a_replica_that_forgets_its_safety_state(monkeypatch: pytest.MonkeyPatch) -> None:
     original = consensus.replica.Replica.__init__
 
-    def amnesiac(self: consensus.replica.Replica, config: object, crypto: object, height: int, safety: object = None) -> None:
-        original(self, config, crypto, height, None)  # type: ignore[arg-type]
+    def amnesiac(self: consensus.replica.Replica, config: Any, crypto: Any, height: int, safety: object = None,
+                 **rest: Any) -> None:
+        original(self, config, crypto, height, None, **rest)
 
     monkeypatch.setattr(consensus.replica.Replica, "__init__", amnesiac)
     assert "signed two conflicting messages" in first_failure("n4_faults", 20)

@@ -119,6 +119,7 @@ class Simulation:
         self.governor = Governor(self.plan, self._passed)
         self.replaced: dict[bytes, bytes] = {}  # old key -> new key, for the sets a Byzantine node keeps
         self.healed = False
+        self._progress = (0, 0)  # (best honest height, since when)
         self.faults = Faults.draw(self.rng, scenario, len(self.nodes))
         self.net = replace(self.faults.network)
         self._built: dict[tuple[int, int, int], bytes] = {}  # (validator, height, round) -> good block hash
@@ -217,9 +218,8 @@ class Simulation:
         """The keys changes made validators that signed no COMMIT from the change's activation on."""
         keys, silent = self.keyring.public_keys, []
         for step in self.plan:
-            if step.kind == PROMOTE or step.kind.startswith("replace"):
+            if step.activation is not None and (step.kind == PROMOTE or step.kind.startswith("replace")):
                 key = keys[step.key if step.new_key is None else step.new_key]
-                assert step.activation is not None
                 if self.invariants.committed_at.get(key, 0) < step.activation:
                     silent.append(f"{key.hex()[:8]} ({step.kind} active at {step.activation})")
         return silent
@@ -237,6 +237,7 @@ class Simulation:
         self._check_chains()
         self._check_drops()
         self._count_new_validators_seals()
+        self.stats["foreign_messages"] = sum(node.foreign for node in self.honest)
 
     def _count_new_validators_seals(self) -> None:
         """How many certificates from their activation to the target hold the seals of the keys changes added."""
@@ -322,6 +323,7 @@ class Simulation:
     def _heal(self) -> None:
         self.net = Network((5, 50), 0.0, 0.0)
         self.healed = True
+        self._progress = (max(node.height() for node in self.honest), self.now_ms)
         for node in self.nodes:
             node.crash_mid_output = False
             if not node.up and not node.held_down:
@@ -655,7 +657,7 @@ class Simulation:
     def _governor_tick(self) -> None:
         """The admins look at the most advanced honest chain and submit what the plan needs next."""
         step = self.governor.current
-        if step is not None and step.kind == REMOVE_CRASHED:
+        if step is not None and step.kind == REMOVE_CRASHED and not self.healed:
             self._hold_down(self._node_with_key(step.key))
         up = [node for node in self.honest if node.ledger is not None]
         if up:
@@ -669,7 +671,8 @@ class Simulation:
         return next(node for node in self.honest if node.key == key or node.rekey_to == key)
 
     def _hold_down(self, node: Node) -> None:
-        """The validator to be removed while it is down: crashed until its removal is in force."""
+        """The validator to be removed while it is down: crashed until its removal is in force, or until the
+        healed chain stalls without it (it may hold the only copy of a transaction a locked block needs)."""
         if not node.held_down:
             node.held_down = True
             if node.up:
@@ -714,6 +717,7 @@ class Simulation:
             if step.kind == REMOVE_CRASHED and height == step.activation:
                 node = self._node_with_key(step.key)
                 if node.held_down:
+                    self.stats["removed_while_down"] = self.stats.get("removed_while_down", 0) + 1
                     node.held_down = False
                     self.after(self.rng.randint(300, 3000), self._restart, node, node.incarnation)
 
@@ -732,7 +736,19 @@ class Simulation:
             if node.replica is not None:
                 following = not node.replica.is_validator or node.deferred > node.height()
                 self._request_sync(node, 1 if following else 2)
+        self._release_if_stalled()
         self.after(SYNC_TICK_MS, self._sync_tick)
+
+    def _release_if_stalled(self) -> None:
+        """After the heal, a node held down is restarted once the chain made no progress for a while."""
+        best = max(node.height() for node in self.honest)
+        if best != self._progress[0]:
+            self._progress = (best, self.now_ms)
+        elif self.healed and self.now_ms - self._progress[1] >= 2 * self.scenario.round_timeout_max_ms:
+            for node in self.nodes:
+                if node.held_down:
+                    node.held_down = False
+                    self._boot(node)
 
     # ---- catch-up ---------------------------------------------------------------------
 
