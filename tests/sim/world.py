@@ -90,6 +90,9 @@ BLOCK_TXS_MAX = 16
 BY_HASH = 0.3  # chance a proposal carries a transaction by its hash (the proposer expects gossip brought it)
 CLIENT_GAP_MS = (150, 450)  # between two client submissions
 SYNC_TICK_MS = 1000  # how often peers announce their heights to a node that follows
+# A ValidateBlock for a height the replica left within the same output is skipped: the Driver's
+# `replica.proposer(height, round)` raises LookupError there (node/pipeline/driver.py `_validate`).
+SKIP_LEFT_HEIGHTS = True
 ACTIVATION_CRASH = 0.25  # chance a commit next to an activation height crashes a node (in the fault phase)
 
 
@@ -215,11 +218,15 @@ class Simulation:
         return not self._silent_new_validators()
 
     def _silent_new_validators(self) -> list[str]:
-        """The keys changes made validators that signed no COMMIT from the change's activation on."""
+        """The keys changes made validators (and no later change took away) that signed no COMMIT from
+        the change's activation on."""
         keys, silent = self.keyring.public_keys, []
-        for step in self.plan:
+        for i, step in enumerate(self.plan):
+            added = step.key if step.new_key is None else step.new_key
+            if any(later.key == added for later in self.plan[i + 1:]):
+                continue
             if step.activation is not None and (step.kind == PROMOTE or step.kind.startswith("replace")):
-                key = keys[step.key if step.new_key is None else step.new_key]
+                key = keys[added]
                 if self.invariants.committed_at.get(key, 0) < step.activation:
                     silent.append(f"{key.hex()[:8]} ({step.kind} active at {step.activation})")
         return silent
@@ -406,6 +413,8 @@ class Simulation:
             node.build_wanted = (action.height, action.round)
             self.after(self.rng.randint(*self.scenario.build_delay_ms), self._try_build, node, node.incarnation)
         elif isinstance(action, ValidateBlock):
+            if SKIP_LEFT_HEIGHTS and node.replica is not None and action.height < node.replica.height:
+                return []  # decided in the same output: the replica forgot that height's set (see test_simulation)
             verdict = self._validate(node, action)
             return [] if verdict is None else [verdict]
         elif isinstance(action, CommitBlock):
