@@ -75,6 +75,8 @@ class Faults:
         return Faults(partition_chance, crash_chance, rng.randint(1, nodes), network)
 
 
+CHANGES_FAULT_PHASE_MS = (20_000, 45_000)  # shorter: the membership scenarios keep CI within its time
+
 SCENARIOS = {
     s.name: s
     for s in [
@@ -87,11 +89,14 @@ SCENARIOS = {
         Scenario("n4_forged_certificates", 4, byzantine=1, twins=False, forged_certificates=True),
         Scenario("n7_twins_forged", 7, byzantine=2, bad_blocks=0.3, flaky_validation=0.02),
         # membership changes by governance (membership.py), made during the fault phase or after it
-        Scenario("n4_promote_remove", 4, changes=("promote", "remove")),
-        Scenario("n4_remove_crashed_replace", 4, changes=("remove_crashed", "replace")),
-        Scenario("n4_twins_replaced", 4, byzantine=1, changes=("promote", "replace_byzantine", "replace")),
-        Scenario("n4_twins_removed", 4, byzantine=1, changes=("remove_byzantine", "promote", "remove")),
-        Scenario("n7_twins_membership", 7, byzantine=2,
-                 changes=("replace_byzantine", "remove_byzantine", "promote", "replace")),
+        Scenario("n4_promote_remove", 4, changes=("promote", "remove"), fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_remove_crashed_replace", 4, changes=("remove_crashed", "replace"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_twins_replaced", 4, byzantine=1, changes=("promote", "replace_byzantine", "replace"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_twins_removed", 4, byzantine=1, changes=("remove_byzantine", "promote", "remove"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n7_twins_membership", 7, byzantine=2, changes=("replace_byzantine", "remove_byzantine", "promote"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
     ]
 }

@@ -27,7 +27,7 @@ import consensus.validator_sets
 import node.chain.block
 import node.chain.execution
 import node.chain.ledger
-import node.chain.proposal
+import node.chain.candidate
 import tests.sim.keyring
 import tests.sim.world
 from storage.chain import ChainStore
@@ -153,7 +153,7 @@ def test_it_catches_a_quorum_one_too_small(monkeypatch: pytest.MonkeyPatch) -> N
 def test_it_catches_a_block_check_that_trusts_the_state_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real block check runs under the seeds: without its contents check, honest nodes
     prepare a Byzantine block whose state root its transactions do not produce."""
-    monkeypatch.setattr(node.chain.proposal.Contents, "check", lambda self, header: None)
+    monkeypatch.setattr(node.chain.candidate.Contents, "check", lambda self, header: None)
     assert "signed a block the block check refuses" in first_failure("n4_bad_blocks", 20)
 
 

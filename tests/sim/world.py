@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -67,20 +67,21 @@ from consensus.messages import RoundChange, Signed, decode_signed, encode_signed
 from consensus.quorum import fault_tolerance, quorum
 from consensus.replica import Replica
 from consensus.safety_state import decode_safety, encode_safety
-from node.chain.block import decode_block, decode_certificate
-from node.chain.ledger import Ledger
 from node.chain.candidate import BlockInvalid, Candidate
+from node.chain.ledger import Ledger
 from node.chain.proposal import proposal_body
-from node.chain.tx import Transaction, tx_hash_of
+from node.chain.tx import Transaction
 from node.pipeline.commit import AlreadyStored, CommitPipeline, Committed, Deferred, Fetched
 from node.txpool.mempool import Mempool
 from storage.chain import ChainStore
 from tests.sim.forgery import bad_block
 from tests.sim.invariants import Invariants, InvariantViolated
 from tests.sim.keyring import Keyring
-from tests.sim.membership import PROMOTE, REMOVE_CRASHED, REPLACE, REPLACE_BYZANTINE, Governor, Step, draw_plan, keys_needed
+from tests.sim.membership import PROMOTE, Governor, draw_plan, keys_needed
+from tests.sim.operators import Operators
 from tests.sim.process import Node
 from tests.sim.scenario import SCENARIOS, Faults, Network, Scenario
+from tests.sim.verdict import check_end, silent_new_validators
 from tests.sim.workload import CHAIN_ID, client_txs, genesis
 
 __all__ = ["SCENARIOS", "Scenario", "Simulation", "run"]
@@ -93,7 +94,6 @@ SYNC_TICK_MS = 1000  # how often peers announce their heights to a node that fol
 # A ValidateBlock for a height the replica left within the same output is skipped: the Driver's
 # `replica.proposer(height, round)` raises LookupError there (node/pipeline/driver.py `_validate`).
 SKIP_LEFT_HEIGHTS = True
-ACTIVATION_CRASH = 0.25  # chance a commit next to an activation height crashes a node (in the fault phase)
 
 
 class Simulation:
@@ -119,10 +119,9 @@ class Simulation:
         self._next_tx = 0
         self.nodes = self._make_nodes(observers)
         self.plan = draw_plan(self.rng, scenario.changes, keys, n, [nd.key for nd in self.nodes if not nd.honest])
-        self.governor = Governor(self.plan, self._passed)
-        self.replaced: dict[bytes, bytes] = {}  # old key -> new key, for the sets a Byzantine node keeps
+        self.operators = Operators(self)
+        self.governor = Governor(self.plan, self.operators.passed)
         self.healed = False
-        self._progress = (0, 0)  # (best honest height, since when)
         self.faults = Faults.draw(self.rng, scenario, len(self.nodes))
         self.net = replace(self.faults.network)
         self._built: dict[tuple[int, int, int], bytes] = {}  # (validator, height, round) -> good block hash
@@ -188,100 +187,34 @@ class Simulation:
         fault_end_ms = self.rng.randint(*self.scenario.fault_phase_ms)
         for node in self.nodes:
             if node.key < self.scenario.validators:
-                self._boot(node)
+                self.boot(node)
             else:  # an observer starts later and catches up
-                self.at(self.rng.randint(0, fault_end_ms // 2), self._restart, node, node.incarnation)
+                self.at(self.rng.randint(0, fault_end_ms // 2), self.restart, node, node.incarnation)
         self.after(0, self._client_tick)
         self.after(0, self._fault_tick, fault_end_ms)
         self.after(0, self._sync_tick)
         if self.plan:
-            self.at(self.rng.randint(0, fault_end_ms // 2), self._governor_tick)
+            self.at(self.rng.randint(0, fault_end_ms // 2), self.operators.governor_tick)
         self.run_until(fault_end_ms)
         self._heal()
         self.target_height = max(node.height() for node in self.honest) + self.scenario.heights_after_heal
         deadline_ms = self.now_ms + self.scenario.liveness_bound_ms
         self.heal_ms = self.now_ms
-        self.run_until(deadline_ms, self._live)
+        self.run_until(deadline_ms, self.live)
         self.live_ms = self.now_ms
-        self._check_end()
+        check_end(self)
 
-    def _target(self) -> int:
+    def target(self) -> int:
         """Past the heal and past the last activation, `heights_after_heal` heights."""
         assert self.target_height is not None
         return max(self.target_height, self.governor.last_activation() + self.scenario.heights_after_heal)
 
-    def _live(self) -> bool:
+    def live(self) -> bool:
         """Every change passed, every honest node at the target, and every key a change made a validator
         has signed for a height of its set: the new set decides."""
-        if not self.governor.done or any(node.height() < self._target() for node in self.honest):
+        if not self.governor.done or any(node.height() < self.target() for node in self.honest):
             return False
-        return not self._silent_new_validators()
-
-    def _silent_new_validators(self) -> list[str]:
-        """The keys changes made validators (and no later change took away) that signed no COMMIT from
-        the change's activation on."""
-        keys, silent = self.keyring.public_keys, []
-        for i, step in enumerate(self.plan):
-            added = step.key if step.new_key is None else step.new_key
-            if any(later.key == added for later in self.plan[i + 1:]):
-                continue
-            if step.activation is not None and (step.kind == PROMOTE or step.kind.startswith("replace")):
-                key = keys[added]
-                if self.invariants.committed_at.get(key, 0) < step.activation:
-                    silent.append(f"{key.hex()[:8]} ({step.kind} active at {step.activation})")
-        return silent
-
-    def _check_end(self) -> None:
-        if not self._live():
-            heights = {node.id: (node.height(), node.replica and node.replica.round) for node in self.honest}
-            raise InvariantViolated(
-                f"no liveness: {self.scenario.heights_after_heal} heights past the heal and the last membership "
-                f"change were not reached by every honest node within {self.scenario.liveness_bound_ms} ms; "
-                f"changes passed {sum(s.passed_at is not None for s in self.plan)} of {len(self.plan)}, "
-                f"target {self._target()}, (height, round) by node {heights}, "
-                f"new validators that signed no COMMIT: {self._silent_new_validators()}"
-            )
-        self._check_chains()
-        self._check_drops()
-        self._count_new_validators_seals()
-        self.stats["foreign_messages"] = sum(node.foreign for node in self.honest)
-
-    def _count_new_validators_seals(self) -> None:
-        """How many certificates from their activation to the target hold the seals of the keys changes added."""
-        keys = self.keyring.public_keys
-        for step in self.plan:
-            if step.kind == PROMOTE or step.kind.startswith("replace"):
-                key = keys[step.key if step.new_key is None else step.new_key]
-                assert step.activation is not None
-                sealed = sum(any(v == key for v, _ in self._certificate(h)) for h in range(step.activation, self._target() + 1))
-                self.stats["new_validator_certificates"] = self.stats.get("new_validator_certificates", 0) + sealed
-
-    def _check_drops(self) -> None:
-        """Every message here is validly signed by a member: an honest replica that rejects one
-        as forged or unjustified rejects what honest code produced. Only messages from keys that are not
-        validators of their height (a Byzantine node signing on with a removed key) may be refused, once each."""
-        for node in self.honest:
-            dropped = node.dropped + (node.replica.dropped if node.replica is not None else Counter())
-            wrong = {reason: dropped[reason] for reason in UNEXPECTED_DROPS if dropped[reason]}
-            if sum(wrong.values()) > node.foreign or dropped["invalid_validator_set"]:
-                raise InvariantViolated(f"honest node {node.id} dropped well-formed messages: {wrong} "
-                                        f"(of {node.foreign} from non-validators), {dropped['invalid_validator_set']} "
-                                        "validator sets")
-
-    def _check_chains(self) -> None:
-        """Every honest store holds a prefix of one chain, each block certified by its height's
-        validators, re-read from the stores themselves."""
-        for node in self.honest:
-            store = ChainStore(node.store)
-            for height in range(1, node.height() + 1):
-                raw, cert = store.load_block(height), store.load_certificate(height)
-                assert raw is not None and cert is not None
-                block = decode_block(raw)
-                header = block.header
-                self.invariants.check_certificate(node.id, height, header.hash(), decode_certificate(cert))
-                self.invariants.check_header_validators(node.id, header)
-                self.invariants.check_block(node.id, height, header.hash(), header.state_root)
-                self.invariants.check_txs(node.id, height, [tx_hash_of(tx) for tx in block.txs])
+        return not silent_new_validators(self)
 
     # ---- faults -----------------------------------------------------------------------
 
@@ -292,7 +225,7 @@ class Simulation:
         if self.net.groups is None and rng.random() < self.faults.partition_chance:
             self._partition(rng.randint(500, 8000))
         if rng.random() < self.faults.crash_chance:
-            self._crash_some_node()
+            self.crash_some_node()
         if s.twins and s.byzantine and rng.random() < 0.05:
             self._split_twins()
         self.after(500, self._fault_tick, fault_end_ms)
@@ -307,7 +240,7 @@ class Simulation:
         if self.net.groups is groups:
             self.net.groups = None
 
-    def _crash_some_node(self) -> None:
+    def crash_some_node(self) -> None:
         up = [node for node in self.nodes if node.up]
         crashing = sum(node.crash_mid_output for node in up)
         if len(self.nodes) - len(up) + crashing >= self.faults.crashed_max or not up:
@@ -316,29 +249,29 @@ class Simulation:
         if self.rng.random() < 0.5:
             node.crash_mid_output = True  # within its next output with two or more actions
         else:
-            self._crash(node)
+            self.crash(node)
 
-    def _crash(self, node: Node) -> None:
+    def crash(self, node: Node) -> None:
         self.stats["crashes"] += 1
         node.lose_memory()
-        self.after(self.rng.randint(300, 8000), self._restart, node, node.incarnation)
+        self.after(self.rng.randint(300, 8000), self.restart, node, node.incarnation)
 
-    def _restart(self, node: Node, incarnation: int) -> None:
+    def restart(self, node: Node, incarnation: int) -> None:
         if node.incarnation == incarnation and not node.up and not node.held_down:
-            self._boot(node)
+            self.boot(node)
 
     def _heal(self) -> None:
         self.net = Network((5, 50), 0.0, 0.0)
         self.healed = True
-        self._progress = (max(node.height() for node in self.honest), self.now_ms)
+        self.operators.on_heal()
         for node in self.nodes:
             node.crash_mid_output = False
             if not node.up and not node.held_down:
-                self._boot(node)
+                self.boot(node)
 
     # ---- a node's life ----------------------------------------------------------------
 
-    def _boot(self, node: Node) -> None:
+    def boot(self, node: Node) -> None:
         """Starts or restarts `node` from what its store holds, as the node's composition root does: its
         replica knows the validators of the height after the ledger's and of the one after that."""
         if node.rekey_to is not None:
@@ -380,7 +313,7 @@ class Simulation:
         while queue and node.replica is not None:
             if done == cut:
                 self.stats["crashes_mid_output"] = self.stats.get("crashes_mid_output", 0) + 1
-                self._crash(node)
+                self.crash(node)
                 return
             follow_ups = self._carry_out(node, queue.popleft())
             done += 1
@@ -428,11 +361,11 @@ class Simulation:
     def _client_tick(self) -> None:
         """The client submits its next transaction."""
         txs = client_txs()
-        if self._next_tx < len(txs) and self._submit(txs[self._next_tx]):
+        if self._next_tx < len(txs) and self.submit(txs[self._next_tx]):
             self._next_tx += 1
         self.after(self.rng.randint(*CLIENT_GAP_MS), self._client_tick)
 
-    def _submit(self, tx: Transaction) -> bool:
+    def submit(self, tx: Transaction) -> bool:
         """`tx` goes to an honest node that is up, which logs it durably; gossip brings it to each
         other node, or loses it. False when no honest node is up."""
         up = [node for node in self.honest if node.up]
@@ -578,7 +511,7 @@ class Simulation:
             node.txlog.pop(tx_hash, None)  # the mempool log forgets what is committed
         if node.build_wanted is not None:
             self.after(0, self._try_build, node, node.incarnation)
-        self._near_activation(header.height)
+        self.operators.near_activation(header.height)
         return known
 
     # ---- the network ------------------------------------------------------------------
@@ -592,7 +525,7 @@ class Simulation:
         if b.links is not None and a.honest and a.id not in b.links:
             return False
         groups = self.net.groups
-        return groups is None or groups[a.id] == groups[b.id]
+        return groups is None or groups.get(a.id, 0) == groups.get(b.id, 0)  # a node started since: group 0
 
     def _broadcast(self, node: Node, signed: Signed) -> None:
         """To the validators of the message's height (a Byzantine node sends to everyone)."""
@@ -660,82 +593,8 @@ class Simulation:
         me = self.keyring.public_keys[node.key]
         if me in validators or me not in self.genesis.validator_keys:
             return validators
-        new = self.replaced.get(me)
+        new = self.operators.replaced.get(me)
         return tuple(me if key == new else key for key in validators) if new in validators else validators + (me,)
-
-    def _governor_tick(self) -> None:
-        """The admins look at the most advanced honest chain and submit what the plan needs next."""
-        step = self.governor.current
-        if step is not None and step.kind == REMOVE_CRASHED and not self.healed:
-            self._hold_down(self._node_with_key(step.key))
-        up = [node for node in self.honest if node.ledger is not None]
-        if up:
-            tx = self.governor.tick(self.now_ms, max(up, key=lambda node: node.height()).ledger)  # type: ignore[arg-type]
-            if tx is not None:
-                self._submit(tx)
-        if not self.governor.done:
-            self.after(300, self._governor_tick)
-
-    def _node_with_key(self, key: int) -> Node:
-        return next(node for node in self.honest if node.key == key or node.rekey_to == key)
-
-    def _hold_down(self, node: Node) -> None:
-        """The validator to be removed while it is down: crashed until its removal is in force, or until the
-        healed chain stalls without it (it may hold the only copy of a transaction a locked block needs)."""
-        if not node.held_down:
-            node.held_down = True
-            if node.up:
-                self._crash(node)
-
-    def _passed(self, step: Step) -> None:
-        """A change passed: the operators act on it. A replaced key's process restarts with its new key
-        (an honest one) or an honest process with the new key joins (the old key is the attacker's)."""
-        self.stats["changes_passed"] = self.stats.get("changes_passed", 0) + 1
-        keys = self.keyring.public_keys
-        if step.new_key is not None:
-            self.replaced[keys[step.key]] = keys[step.new_key]
-        if step.kind == REPLACE:
-            node = self._node_with_key(step.key)
-            node.rekey_to = step.new_key
-            self.after(self.rng.randint(0, 4000), self._rekey, node)
-        elif step.kind == REPLACE_BYZANTINE:
-            spare = Node(len(self.nodes), step.new_key or 0, True)
-            self.nodes.append(spare)
-            self.after(self.rng.randint(0, 4000), self._restart, spare, spare.incarnation)
-        if step.removes:
-            self.stats["removed_proposers"] = self.stats.get("removed_proposers", 0) + self._was_proposer(step)
-
-    def _was_proposer(self, step: Step) -> int:
-        """1 when the removed validator would have proposed the first round of the activation height."""
-        assert step.activation is not None
-        before = self.invariants.validators.get(step.activation - 1, ())
-        return int(bool(before) and before[step.activation % len(before)] == step.pubkey)
-
-    def _rekey(self, node: Node) -> None:
-        if node.up and node.rekey_to is not None:
-            self._crash(node)
-
-    def _near_activation(self, height: int) -> None:
-        """A commit at or just before an activation height: in the fault phase, sometimes a crash, and the
-        release of a removed validator held down for its removal."""
-        for step in self.plan:
-            if step.activation is None or height not in (step.activation - 1, step.activation):
-                continue
-            if not self.healed and self.rng.random() < ACTIVATION_CRASH:
-                self.after(0, self._crash_some_node)
-            if step.kind == REMOVE_CRASHED and height == step.activation:
-                node = self._node_with_key(step.key)
-                if node.held_down:
-                    self.stats["removed_while_down"] = self.stats.get("removed_while_down", 0) + 1
-                    node.held_down = False
-                    self.after(self.rng.randint(300, 3000), self._restart, node, node.incarnation)
-
-    def _certificate(self, height: int) -> tuple[tuple[bytes, bytes], ...]:
-        """The certificate of `height` in the store of an honest node that holds it."""
-        node = next(node for node in self.honest if node.height() >= height)
-        raw = ChainStore(node.store).load_certificate(height)
-        assert raw is not None
-        return decode_certificate(raw)
 
     def _sync_tick(self) -> None:
         """What each node's syncer does with the heights its peers announce: a node two blocks behind asks
@@ -745,19 +604,8 @@ class Simulation:
             if node.replica is not None:
                 following = not node.replica.is_validator or node.deferred > node.height()
                 self._request_sync(node, 1 if following else 2)
-        self._release_if_stalled()
+        self.operators.release_if_stalled()
         self.after(SYNC_TICK_MS, self._sync_tick)
-
-    def _release_if_stalled(self) -> None:
-        """After the heal, a node held down is restarted once the chain made no progress for a while."""
-        best = max(node.height() for node in self.honest)
-        if best != self._progress[0]:
-            self._progress = (best, self.now_ms)
-        elif self.healed and self.now_ms - self._progress[1] >= 2 * self.scenario.round_timeout_max_ms:
-            for node in self.nodes:
-                if node.held_down:
-                    node.held_down = False
-                    self._boot(node)
 
     # ---- catch-up ---------------------------------------------------------------------
 
@@ -820,9 +668,6 @@ class Simulation:
             self._feed(node, incarnation, TransactionsPending())
 
 
-UNEXPECTED_DROPS = (  # "non_member" only from a key that is not a validator of the message's height
-    "non_member", "bad_signature", "bad_seal", "unjustified_proposal", "invalid_round_change", "sender_over_limit"
-)
 
 
 def run(scenario: Scenario, seed: int) -> Simulation:
