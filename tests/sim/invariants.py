@@ -11,7 +11,7 @@ from consensus.messages import Commit, Prepare, Proposal, RoundChange, Signed, s
 from node.chain.block import Header
 from node.chain.execution import GENESIS_STATE_ROOT, Execution
 from node.chain.ledger import Ledger
-from node.chain.membership import validators_hash
+from node.chain.membership import Membership, validators_hash
 from tests.sim.keyring import Keyring
 
 
@@ -23,8 +23,10 @@ class Invariants:
     def __init__(self, keyring: Keyring, quorum: Callable[[int], int]):
         self.keyring = keyring
         self.quorum = quorum  # of a set of n validators
-        self.validators: dict[int, tuple[bytes, ...]] = {}  # height -> its validators, as every honest node has them
+        self.members: dict[int, Membership] = {}  # height -> its membership, as every honest ledger has it
+        self.validators: dict[int, tuple[bytes, ...]] = {}  # height -> its validators (of `members`)
         self.committed_at: dict[bytes, int] = {}  # key -> the highest height an honest node signed a COMMIT at with it
+        self.sealed_at: dict[bytes, int] = {}  # key -> the highest height whose certificate (honest) holds its seal
         self.chain: dict[int, bytes] = {}  # height -> hash any honest replica stored there
         self.state_roots: dict[int, bytes] = {}  # height -> state root there
         self.submitted: set[bytes] = set()  # hashes of the client's transactions
@@ -100,12 +102,14 @@ class Invariants:
 
     # ---- membership: one history, and each height decided by its own set ---------------
 
-    def on_validators(self, node: int, height: int, validators: tuple[bytes, ...]) -> None:
-        """Honest `node`'s ledger says `validators` decide `height`: every other honest ledger says so too."""
-        agreed = self.validators.setdefault(height, validators)
-        if agreed != validators:
-            raise InvariantViolated(f"node {node}'s validators of height {height} differ from another honest node's: "
-                                    f"{_short(validators)} against {_short(agreed)}")
+    def on_members(self, node: int, height: int, members: Membership) -> None:
+        """Honest `node`'s ledger says `members` are the membership at `height`: every other honest ledger
+        says so too (validators, observers, clients, admins and threshold)."""
+        agreed = self.members.setdefault(height, members)
+        if agreed != members:
+            raise InvariantViolated(f"node {node}'s membership at height {height} differs from another honest node's: "
+                                    f"validators {_short(members.validator_keys)} against {_short(agreed.validator_keys)}")
+        self.validators.setdefault(height, members.validator_keys)
 
     def check_certificate(self, node: int, height: int, block_hash: bytes, certificate: Sequence[tuple[bytes, bytes]]) -> None:
         """A quorum of the validators of `height`, each sealing `block_hash`, and nobody else: never a mixture of sets."""
@@ -120,6 +124,8 @@ class Invariants:
         if len(signers) < self.quorum(len(validators)):
             raise InvariantViolated(f"node {node} committed block {height} without a quorum of valid seals "
                                     f"({len(signers)} of {len(validators)} validators)")
+        for signer in signers:
+            self.sealed_at[signer] = max(height, self.sealed_at.get(signer, 0))
 
     def check_header_validators(self, node: int, header: Header) -> None:
         """A header commits to the validators of its height and of the next, as the honest ledgers know them."""

@@ -21,8 +21,8 @@ UNEXPECTED_DROPS = (  # "non_member" only from a key that is not a validator of 
 
 
 def silent_new_validators(sim: Simulation) -> list[str]:
-    """The keys changes made validators (and no later change took away) that signed no COMMIT from
-    the change's activation on."""
+    """The keys changes made validators (and no later change took away) that signed no COMMIT, or are in
+    no certificate an honest node stored, from the change's activation on."""
     keys, silent = sim.keyring.public_keys, []
     for i, step in enumerate(sim.plan):
         added = step.key if step.new_key is None else step.new_key
@@ -30,7 +30,8 @@ def silent_new_validators(sim: Simulation) -> list[str]:
             continue
         if step.activation is not None and (step.kind == PROMOTE or step.kind.startswith("replace")):
             key = keys[added]
-            if sim.invariants.committed_at.get(key, 0) < step.activation:
+            signed = min(sim.invariants.committed_at.get(key, 0), sim.invariants.sealed_at.get(key, 0))
+            if signed < step.activation:
                 silent.append(f"{key.hex()[:8]} ({step.kind} active at {step.activation})")
     return silent
 
@@ -44,7 +45,7 @@ def check_end(sim: Simulation) -> None:
             f"change were not reached by every honest node within {sim.scenario.liveness_bound_ms} ms; "
             f"changes passed {sum(s.passed_at is not None for s in sim.plan)} of {len(sim.plan)}, "
             f"target {sim.target()}, (height, round) by node {heights}, "
-            f"new validators that signed no COMMIT: {silent_new_validators(sim)}"
+            f"added validators silent since their activation: {silent_new_validators(sim)}"
         )
     _check_chains(sim)
     _check_drops(sim)

@@ -502,8 +502,11 @@ class Simulation:
         header = committed.candidate.block.header
         known = ValidatorSetKnown(header.height + 2, self._validators(node, header.height + 2))
         if node.honest:
-            self.invariants.on_validators(node.id, header.height, node.ledger.members(header.height).validator_keys)
+            self.invariants.on_members(node.id, header.height, node.ledger.members(header.height))
             self.invariants.check_header_validators(node.id, header)
+            certificate = node.ledger.certificate(header.height)
+            assert certificate is not None
+            self.invariants.check_certificate(node.id, header.height, header.hash(), certificate)
             self.invariants.on_stored(node.id, header.height, header.hash(), header.state_root, committed.tx_hashes)
             self.invariants.check_state(node.id, header, committed.candidate.execution, node.ledger)
         node.pipeline.settle(committed)
@@ -586,9 +589,10 @@ class Simulation:
         """The validators `node`'s shell gives its replica for `height`: its ledger's. A Byzantine node
         whose key was removed or replaced keeps that key in its sets, and so goes on signing with it."""
         assert node.ledger is not None
-        validators = node.ledger.members(height).validator_keys
+        members = node.ledger.members(height)
+        validators = members.validator_keys
         if node.honest:
-            self.invariants.on_validators(node.id, height, validators)
+            self.invariants.on_members(node.id, height, members)
             return validators
         me = self.keyring.public_keys[node.key]
         if me in validators or me not in self.genesis.validator_keys:
