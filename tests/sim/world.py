@@ -107,7 +107,7 @@ class Simulation:
         n, observers = scenario.validators, scenario.changes.count(PROMOTE)
         self.keyring = Keyring(keys_needed(n, scenario.changes))
         keys = self.keyring.public_keys
-        self.config = ReplicaConfig(  # each replica's validators are its ledger's (see _replica_config)
+        self.config = ReplicaConfig(  # each replica gets its ledger's validators (see boot)
             CHAIN_ID,
             keys[:n],
             round_timeout_ms=scenario.round_timeout_ms,
@@ -347,6 +347,7 @@ class Simulation:
             self.after(self.rng.randint(*self.scenario.build_delay_ms), self._try_build, node, node.incarnation)
         elif isinstance(action, ValidateBlock):
             if SKIP_LEFT_HEIGHTS and node.replica is not None and action.height < node.replica.height:
+                self.stats["validations_of_left_heights"] = self.stats.get("validations_of_left_heights", 0) + 1
                 return []  # decided in the same output: the replica forgot that height's set (see test_simulation)
             verdict = self._validate(node, action)
             return [] if verdict is None else [verdict]
