@@ -13,7 +13,7 @@ import random
 
 from node.chain.block import Header
 from node.chain.canonical import pack_flat
-from node.chain.proposal import Candidate
+from node.chain.candidate import Candidate
 
 
 def bad_block(rng: random.Random, candidate: Candidate) -> tuple[bytes, bytes]:

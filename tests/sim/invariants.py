@@ -5,10 +5,13 @@ Only honest validators are judged; the Byzantine twins are free to do anything.
 
 from __future__ import annotations
 
-from consensus.messages import Commit, Prepare, Proposal, Signed, seal_bytes
+from collections.abc import Callable, Sequence
+
+from consensus.messages import Commit, Prepare, Proposal, RoundChange, Signed, seal_bytes
 from node.chain.block import Header
 from node.chain.execution import GENESIS_STATE_ROOT, Execution
 from node.chain.ledger import Ledger
+from node.chain.membership import Membership, validators_hash
 from tests.sim.keyring import Keyring
 
 
@@ -16,16 +19,14 @@ class InvariantViolated(AssertionError):
     """A safety or liveness property of the consensus did not hold."""
 
 
-def certificate_ok(keyring: Keyring, quorum: int, block_hash: bytes, certificate: list[tuple[bytes, bytes]]) -> bool:
-    """At least `quorum` distinct validators' seals over `block_hash`, each verifying."""
-    signers = {v for v, seal in certificate if keyring.verify(v, seal_bytes(block_hash), seal)}
-    return len(signers) >= quorum
-
-
 class Invariants:
-    def __init__(self, keyring: Keyring, quorum: int):
+    def __init__(self, keyring: Keyring, quorum: Callable[[int], int]):
         self.keyring = keyring
-        self.quorum = quorum
+        self.quorum = quorum  # of a set of n validators
+        self.members: dict[int, Membership] = {}  # height -> its membership, as every honest ledger has it
+        self.validators: dict[int, tuple[bytes, ...]] = {}  # height -> its validators (of `members`)
+        self.committed_at: dict[bytes, int] = {}  # key -> the highest height an honest node signed a COMMIT at with it
+        self.sealed_at: dict[bytes, int] = {}  # key -> the highest height whose certificate (honest) holds its seal
         self.chain: dict[int, bytes] = {}  # height -> hash any honest replica stored there
         self.state_roots: dict[int, bytes] = {}  # height -> state root there
         self.submitted: set[bytes] = set()  # hashes of the client's transactions
@@ -39,6 +40,15 @@ class Invariants:
     def on_broadcast(self, node: int, signed: Signed) -> None:
         """`signed` left honest `node`: it must not contradict anything it signed before."""
         m = signed.message
+        if signed.sender not in self.validators.get(m.height, ()):
+            raise InvariantViolated(f"node {node} signed {type(m).__name__} at height {m.height} with key "
+                                    f"{signed.sender.hex()[:16]}, not a validator of that height")
+        if isinstance(m, Commit):
+            self.committed_at[signed.sender] = max(m.height, self.committed_at.get(signed.sender, 0))
+        outsiders = [s.sender for s in _carried(m) if s.sender not in self.validators.get(s.message.height, ())]
+        if outsiders:
+            raise InvariantViolated(f"node {node} sent {type(m).__name__} at height {m.height} carrying messages of "
+                                    f"{_short(tuple(outsiders))}, not validators of their height")
         key = (signed.sender, type(m).__name__, m.height, m.round)
         first = self._signed.setdefault(key, signed)
         if first != signed:
@@ -90,6 +100,50 @@ class Invariants:
             raise InvariantViolated(f"node {node}'s committed height went back from {before} to {height}")
         self._stored_height[node] = height
 
-    def on_commit_certificate(self, node: int, height: int, block_hash: bytes, certificate: list[tuple[bytes, bytes]]) -> None:
-        if not certificate_ok(self.keyring, self.quorum, block_hash, certificate):
-            raise InvariantViolated(f"node {node} committed block {height} without a quorum of valid seals")
+    # ---- membership: one history, and each height decided by its own set ---------------
+
+    def on_members(self, node: int, height: int, members: Membership) -> None:
+        """Honest `node`'s ledger says `members` are the membership at `height`: every other honest ledger
+        says so too (validators, observers, clients, admins and threshold)."""
+        agreed = self.members.setdefault(height, members)
+        if agreed != members:
+            raise InvariantViolated(f"node {node}'s membership at height {height} differs from another honest node's: "
+                                    f"validators {_short(members.validator_keys)} against {_short(agreed.validator_keys)}")
+        self.validators.setdefault(height, members.validator_keys)
+
+    def check_certificate(self, node: int, height: int, block_hash: bytes, certificate: Sequence[tuple[bytes, bytes]]) -> None:
+        """A quorum of the validators of `height`, each sealing `block_hash`, and nobody else: never a mixture of sets."""
+        validators = self.validators.get(height)
+        if validators is None:
+            raise InvariantViolated(f"node {node} holds a certificate of height {height} whose validators no honest node knows")
+        outsiders = [v for v, _ in certificate if v not in validators]
+        if outsiders:
+            raise InvariantViolated(f"node {node}'s certificate of block {height} holds seals of "
+                                    f"{_short(tuple(outsiders))}, not validators of that height")
+        signers = {v for v, seal in certificate if self.keyring.verify(v, seal_bytes(block_hash), seal)}
+        if len(signers) < self.quorum(len(validators)):
+            raise InvariantViolated(f"node {node} committed block {height} without a quorum of valid seals "
+                                    f"({len(signers)} of {len(validators)} validators)")
+        for signer in signers:
+            self.sealed_at[signer] = max(height, self.sealed_at.get(signer, 0))
+
+    def check_header_validators(self, node: int, header: Header) -> None:
+        """A header commits to the validators of its height and of the next, as the honest ledgers know them."""
+        for height, committed in ((header.height, header.validators_hash), (header.height + 1, header.next_validators_hash)):
+            known = self.validators.get(height)
+            if known is not None and validators_hash(known) != committed:
+                raise InvariantViolated(f"node {node}'s header {header.height} commits to other validators of height {height}")
+
+
+def _carried(m: object) -> tuple[Signed, ...]:
+    """The signed messages `m` carries as evidence: a proposal's round changes and their prepared
+    certificates' prepares, a round change's prepares."""
+    if isinstance(m, Proposal):
+        return m.justification + tuple(s for rc in m.justification for s in _carried(rc.message))
+    if isinstance(m, RoundChange) and m.prepared is not None:
+        return m.prepared.prepares
+    return ()
+
+
+def _short(keys: tuple[bytes, ...]) -> str:
+    return "[" + ", ".join(k.hex()[:8] for k in keys) + "]"

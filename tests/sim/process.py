@@ -9,15 +9,20 @@ from consensus.replica import Replica
 from node.chain.ledger import Ledger
 from node.chain.tx import Transaction
 from node.pipeline.commit import CommitPipeline
+from storage.chain import ChainStore
 from storage.memory import MemoryStore
 
 
 @dataclass
 class Node:
-    """A replica, ledger and commit pipeline (all None while crashed) over a store that survives crashes."""
+    """A replica, ledger and commit pipeline (all None while down) over a store that survives crashes.
+
+    `key` is the keyring index of the key it runs with: a validator's, an observer's,
+    or (after its operator replaced it) a new one; twins share one.
+    """
 
     id: int
-    validator: int
+    key: int
     honest: bool
     store: MemoryStore = field(default_factory=MemoryStore)
     txlog: dict[bytes, Transaction] = field(default_factory=dict)  # durable: the client transactions admitted here
@@ -32,14 +37,16 @@ class Node:
     crash_mid_output: bool = False
     links: frozenset[int] | None = None  # for twins: the only honest nodes it talks to
     dropped: Counter[str] = field(default_factory=Counter)  # what earlier incarnations dropped
+    rekey_to: int | None = None  # the key its next start runs with (its operator replaced its key)
+    held_down: bool = False  # kept crashed (a validator removed while down), released by the simulation
+    foreign: int = 0  # messages delivered here from keys that are not validators of the message's height
 
     @property
     def up(self) -> bool:
         return self.replica is not None
 
     def height(self) -> int:
-        assert self.ledger is not None
-        return self.ledger.height
+        return ChainStore(self.store).height() if self.ledger is None else self.ledger.height
 
     def lose_memory(self) -> None:
         """A crash: everything but the store goes."""

@@ -28,6 +28,7 @@ class Scenario:
     heights_after_heal: int = 3
     round_timeout_ms: int = 1000
     round_timeout_max_ms: int = 8000
+    changes: tuple[str, ...] = ()  # membership changes the admins make, in order (membership.KINDS)
 
     @property
     def liveness_bound_ms(self) -> int:
@@ -37,9 +38,14 @@ class Scenario:
         heal; one more maximal timeout lets f+1 of them pull the rest into one
         round, and each height then needs at most a round with a faulty proposer
         (f rounds in a row at worst) plus one good round.
+        A membership change still to make after the heal takes four heights more
+        (its proposal's, its approval's and two to its activation), and a restart
+        of the process whose key it replaced.
         """
         per_height_ms = (self.byzantine + 1) * self.round_timeout_max_ms
-        return 3 * self.round_timeout_max_ms + (self.heights_after_heal + 1) * per_height_ms
+        heights = self.heights_after_heal + 1 + 4 * len(self.changes)
+        restarts_ms = 2 * self.round_timeout_max_ms * len(self.changes)
+        return 3 * self.round_timeout_max_ms + heights * per_height_ms + restarts_ms
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Faults:
         return Faults(partition_chance, crash_chance, rng.randint(1, nodes), network)
 
 
+CHANGES_FAULT_PHASE_MS = (20_000, 45_000)  # shorter: the membership scenarios keep CI within its time
+
 SCENARIOS = {
     s.name: s
     for s in [
@@ -80,5 +88,15 @@ SCENARIOS = {
         Scenario("n4_twins_forged", 4, byzantine=1, bad_blocks=0.5, flaky_validation=0.02),
         Scenario("n4_forged_certificates", 4, byzantine=1, twins=False, forged_certificates=True),
         Scenario("n7_twins_forged", 7, byzantine=2, bad_blocks=0.3, flaky_validation=0.02),
+        # membership changes by governance (membership.py), made during the fault phase or after it
+        Scenario("n4_promote_remove", 4, changes=("promote", "remove"), fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_remove_crashed_replace", 4, changes=("remove_crashed", "replace"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_twins_replaced", 4, byzantine=1, changes=("promote", "replace_byzantine", "replace"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n4_twins_removed", 4, byzantine=1, changes=("remove_byzantine", "promote", "remove"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
+        Scenario("n7_twins_membership", 7, byzantine=2, changes=("replace_byzantine", "remove_byzantine", "promote"),
+                 fault_phase_ms=CHANGES_FAULT_PHASE_MS),
     ]
 }
