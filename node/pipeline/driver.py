@@ -224,6 +224,8 @@ class Driver:
             self._build_wanted = (action.height, action.round)
             self.inbox.work.set()
         elif isinstance(action, ValidateBlock):
+            if action.height < self.replica.height:
+                return []  # decided later in the same output: no verdict is wanted, its validators are forgotten
             return [await self._validate(action)]
         elif isinstance(action, CommitBlock):
             return await self._commit(action)

@@ -197,6 +197,12 @@ async def _validate(driver: Driver, body: bytes, candidate: Candidate) -> bool:
     return verdict.valid
 
 
+async def test_a_validation_asked_for_a_height_the_replica_left_is_not_carried_out(driver: Driver) -> None:
+    # One output of the replica may ask to validate a height and then decide it: its validators are forgotten.
+    candidate = _proposal(_txs(1))
+    assert await driver._carry_out(ValidateBlock(driver.replica.height - 1, 0, b"", candidate.block_hash)) == []
+
+
 async def test_a_proposal_by_hash_is_validated_from_the_mempool_without_fetching(
     driver: Driver, fetcher: Fetcher
 ) -> None:

@@ -203,12 +203,3 @@ def test_it_catches_a_replica_that_counts_a_removed_key(monkeypatch: pytest.Monk
     assert "not validators of" in first_failure("n4_twins_removed", 20)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "node/pipeline/driver.py Driver._validate calls replica.proposer(action.height, r) for every ValidateBlock "
-    "of an output; when the same output also decides that height (the replica's own proposal of a later round "
-    "with the seals already kept, e.g. after BlockSynced), the replica has advanced and forgotten the height's "
-    "validator set, so Replica.proposer raises LookupError and the consensus loop dies. A ValidateBlock for a "
-    "height below replica.height needs no verdict (BlockValidated of a left height is ignored)"))
-def test_the_driver_validates_a_block_of_a_height_the_replica_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tests.sim.world, "SKIP_LEFT_HEIGHTS", False)  # carry the action out as the Driver does
-    check_seed("n4_twins_forged", 36)

@@ -91,9 +91,6 @@ BLOCK_TXS_MAX = 16
 BY_HASH = 0.3  # chance a proposal carries a transaction by its hash (the proposer expects gossip brought it)
 CLIENT_GAP_MS = (150, 450)  # between two client submissions
 SYNC_TICK_MS = 1000  # how often peers announce their heights to a node that follows
-# A ValidateBlock for a height the replica left within the same output is skipped: the Driver's
-# `replica.proposer(height, round)` raises LookupError there (node/pipeline/driver.py `_validate`).
-SKIP_LEFT_HEIGHTS = True
 
 
 class Simulation:
@@ -346,9 +343,9 @@ class Simulation:
             node.build_wanted = (action.height, action.round)
             self.after(self.rng.randint(*self.scenario.build_delay_ms), self._try_build, node, node.incarnation)
         elif isinstance(action, ValidateBlock):
-            if SKIP_LEFT_HEIGHTS and node.replica is not None and action.height < node.replica.height:
+            if node.replica is not None and action.height < node.replica.height:
                 self.stats["validations_of_left_heights"] = self.stats.get("validations_of_left_heights", 0) + 1
-                return []  # decided in the same output: the replica forgot that height's set (see test_simulation)
+                return []  # decided later in the same output, as the Driver skips it
             verdict = self._validate(node, action)
             return [] if verdict is None else [verdict]
         elif isinstance(action, CommitBlock):
