@@ -1,0 +1,44 @@
+"""A node that governance removed must not acknowledge what it can no longer bring to the chain.
+
+The spec (2): once `send_tx` has answered with a `tx_hash`, the transaction commits (unless it is
+refused in execution or its sender is removed first). A removed validator is refused at every
+peer's handshake from its activation height: a transaction it acknowledges then never commits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.nodeproc import alliance, free_base_port, node_process, wait_for
+from node.client.core import load_key
+from node.client.errors import RpcError
+from node.client.sync import Client
+
+
+def test_a_removed_validator_does_not_acknowledge_transactions_that_never_commit(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    base = free_base_port(50)
+    alliance("testnet", "--nodes", "4", "--admins", "1", "--out", str(out), "--base-port", str(base))
+    nodes = [node_process(out, base, i) for i in range(4)]
+    for n in nodes:
+        n.start()
+    try:
+        admin = Client(nodes[0].rpc_url, timeout_s=30, key=load_key(out / "admin0.key"))
+        leaving = admin.status()["validators"][3]
+        removed = admin.propose({"kind": "remove_validator", "pubkey": bytes.fromhex(leaving)})
+        assert removed.code == 0 and removed.log is not None and removed.log.startswith("passed"), removed.log
+        activation = int(removed.log.rsplit(" ", 1)[1])
+        wait_for(lambda: nodes[3].client().status()["height"] >= activation - 1, "the removed node to reach it")
+        wait_for(lambda: not any(p["connected"] for p in nodes[3].client().status()["peers"]),
+                 "the removed node to be cut off")
+
+        client = Client(nodes[3].rpc_url, timeout_s=30, key=load_key(out / "client.key"))
+        tx = client.sign("kv", "put", {"key": "through-a-removed-node", "value": b"v"})
+        try:
+            client.send(tx, wait=False)
+        except RpcError:
+            return  # refused: nothing was promised
+        live = nodes[0].client()
+        wait_for(lambda: live.get_tx(tx.hash.hex()).status == "committed", "the acknowledged transaction to commit")
+    finally:
+        for n in nodes:
+            n.stop()
