@@ -154,7 +154,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # Admission tells the consensus loop of pending transactions through its inbox, built before the
         # driver: the driver is given the gossip, which needs admission.
         inbox = Inbox(mempool, metrics)
-        admission = Admission(genesis, ledger, mempool, verifier, inbox, txlog)
+        admission = Admission(genesis, ledger, mempool, verifier, inbox, txlog, node_key=crypto.public_key)
         gossip = TxGossip(outbox, admission, metrics)
         pipeline = CommitPipeline(ledger, mempool, replica.me, config.block_txs_max)
         fetcher = TxFetcher(outbox, pipeline.held_tx, genesis.chain_id)

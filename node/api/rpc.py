@@ -25,7 +25,7 @@ from node.api.jsonrpc import (
 from node.chain.tx import TX_BYTES_MAX, Transaction
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
-from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, Refused
+from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, NotAMember, Refused
 from node.txpool.mempool import MempoolFull
 from storage.kv import StoreCorrupt
 
@@ -55,9 +55,12 @@ def _send_params(params: Params) -> tuple[bool, float]:
     return wait, float(timeout)
 
 
-def _outcome_error(outcome: Refused | MempoolFull) -> RpcError:
+def _outcome_error(outcome: Refused | MempoolFull | NotAMember) -> RpcError:
     if isinstance(outcome, MempoolFull):
         return RpcError(OVERLOADED, "node overloaded: mempool full; retry later")
+    if isinstance(outcome, NotAMember):
+        return RpcError(OVERLOADED, "this node is not a member of the chain now and cannot pass transactions "
+                        "on; send them to a member's node", {"reason": "not_a_member"})
     return _refusal_error(outcome)
 
 
@@ -249,7 +252,7 @@ class RpcService:
             raw = bytes.fromhex(tx_hex)
             try:
                 return self.admission.check(raw)
-            except (Refused, MempoolFull) as exc:
+            except (Refused, MempoolFull, NotAMember) as exc:
                 raise _outcome_error(exc) from None
         except RpcError as exc:
             raise self._rejected(exc) from None
@@ -303,7 +306,7 @@ _REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate",
 
 
 def _rejection_reason(error: RpcError) -> str:
-    if error.code == TX_REFUSED and error.data:
+    if error.code in (TX_REFUSED, OVERLOADED) and error.data:
         return str(error.data["reason"])
     return _REJECTION_REASONS.get(error.code, "invalid_params")
 

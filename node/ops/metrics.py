@@ -18,7 +18,7 @@ COMMIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # calls without a valid method; and why consensus messages were dropped (node and replica).
 TX_REJECTION_REASONS = (
     "malformed", "not_canonical", "bad_signature", "wrong_chain_id", "oversize",
-    "unauthorised", "duplicate", "mempool_full", "invalid_params",
+    "unauthorised", "duplicate", "mempool_full", "not_a_member", "invalid_params",
 )
 RPC_METHODS = (
     "status", "send_tx", "get_tx", "get_block", "get_proof", "query", "get_members", "get_proposal",

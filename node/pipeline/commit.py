@@ -132,8 +132,14 @@ class CommitPipeline:
     # ---- light steps: bookkeeping ---------------------------------------------------------------
 
     def block_txs(self) -> list[Transaction]:
-        """The transactions the next block built here takes: the pool's oldest."""
-        return self.pool.oldest(self.block_txs_max)
+        """The transactions the next block built here takes: the pool's oldest whose senders may still send
+        (one admitted while governance removed its sender leaves the pool here: no block may carry it)."""
+        txs = self.pool.oldest(self.block_txs_max)
+        authorised = self.ledger.members(self.ledger.height + 1).authorised_senders
+        if all(tx.sender in authorised for tx in txs):
+            return txs
+        self.pool.remove([tx.hash for tx in txs if tx.sender not in authorised])
+        return [tx for tx in txs if tx.sender in authorised]
 
     def work_waiting(self) -> bool:
         """A block is worth building: transactions are pending, or a passed change waits for its

@@ -37,11 +37,17 @@ class PendingListener(Protocol):
     def transactions_pending(self) -> None: ...
 
 
+class NotAMember(Exception):
+    """This node's key is not a validator or observer at the next height: no peer takes what it passes on,
+    so it must not acknowledge a client's transaction."""
+
+
 class Admission:
     def __init__(
         self, genesis: Genesis, ledger: Ledger, mempool: Mempool, verifier: Verifier,
-        pending: PendingListener, txlog: TxLog | None = None,
+        pending: PendingListener, txlog: TxLog | None = None, node_key: bytes | None = None,
     ) -> None:
+        self.node_key = node_key  # None: serving whatever its role (tests)
         self.verifier = verifier
         self.txlog = txlog  # where clients' transactions are kept before they are acknowledged
         self.pending = pending
@@ -60,7 +66,8 @@ class Admission:
     def check(self, raw: bytes, from_peer: bool = False) -> Transaction:
         """The decoded transaction if it passes the checks that need no worker thread.
 
-        Raises Refused, or MempoolFull (a peer's transactions have a larger share, see Mempool).
+        Raises Refused, MempoolFull (a peer's transactions have a larger share, see Mempool) or, for a
+        client's transaction, NotAMember.
 
         The signature, and whether the transaction was committed before the
         recent blocks the ledger keeps in memory, are checked by `admit`.
@@ -75,8 +82,11 @@ class Admission:
             raise Refused(INVALID, exc.reason, str(exc)) from None
         if self.seen(tx.hash):
             raise Refused(DUPLICATE, "duplicate", "duplicate transaction")
-        if tx.sender not in self.ledger.members(self.ledger.height + 1).authorised_senders:
+        members = self.ledger.members(self.ledger.height + 1)
+        if tx.sender not in members.authorised_senders:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
+        if not from_peer and self.node_key is not None and self.node_key not in members.peer_keys:
+            raise NotAMember(f"this node's key is not a member of the chain at height {self.ledger.height + 1}")
         return tx
 
     async def admit(
@@ -116,6 +126,10 @@ class Admission:
     def _submitted(self, tx: Transaction) -> Transaction | Refused | MempoolFull:
         if tx.hash in self.mempool or self.ledger.committed_recently(tx.hash):  # a block brought it meanwhile
             return Refused(DUPLICATE, "duplicate", "duplicate transaction")
+        if tx.sender not in self.ledger.members(self.ledger.height + 1).authorised_senders:
+            if self.txlog is not None:  # governance removed the sender while it was verified and logged
+                self.txlog.forget([tx.hash])
+            return Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
         try:
             self.mempool.add(tx, from_peer=True)  # its room was kept (a client's within the clients' share)
         except MempoolFull as exc:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tests.e2e.nodeproc import alliance, free_base_port, node_process, wait_for
 from node.client.core import generate_key, load_key, public_key_hex
 from node.client.errors import RpcError
 from node.client.sync import Client
+from tests.e2e.nodeproc import alliance, free_base_port, node_process, wait_for
 
 
 def test_txs_of_a_client_removed_while_it_sends_do_not_halt_the_chain(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from node.chain.membership import Member, validators_hash
 from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from node.pipeline.commit import CommitPipeline
-from node.txpool.admission import UNAUTHORISED, Admission, Refused
+from node.txpool.admission import UNAUTHORISED, Admission, NotAMember, Refused
 from node.txpool.mempool import Mempool
 from node.txpool.verifier import Verifier
 from storage.chain import ChainStore
@@ -211,3 +211,36 @@ def test_the_pipeline_drops_the_pending_txs_of_a_removed_sender(removed_client: 
     chain.commit()
     assert pipeline.drop_unauthorised() == [gone.hash]
     assert [tx.hash for tx in pipeline.pool.oldest(10)] == [kept.hash]
+
+
+def test_a_block_built_takes_no_tx_of_a_sender_removed_after_it_was_admitted(removed_client: Chain) -> None:
+    chain = removed_client
+    pipeline = CommitPipeline(chain.builder, Mempool(100), PROPOSER, 10)
+    gone, kept = put(CLIENT, "x"), put(OTHER, "y")
+    pipeline.pool.add(gone)
+    pipeline.pool.add(kept)
+    assert [tx.hash for tx in pipeline.block_txs()] == [gone.hash, kept.hash]  # block 3 may still carry it
+    chain.commit()  # admitted meanwhile, after the commit's own drop: the builder leaves it out
+    assert [tx.hash for tx in pipeline.block_txs()] == [kept.hash]
+    assert gone.hash not in pipeline.pool
+
+
+def test_a_tx_whose_sender_is_removed_while_it_is_verified_is_refused(removed_client: Chain) -> None:
+    admission = admission_over(removed_client.builder)
+    tx = admission.check(put(CLIENT, "a").raw)  # authorised for block 3
+    removed_client.commit()
+    refused = admission._submitted(tx)  # its signature was verified meanwhile
+    assert isinstance(refused, Refused) and refused.kind == UNAUTHORISED
+    assert tx.hash not in admission.mempool
+
+
+def test_a_node_that_is_no_member_acknowledges_no_client_tx(removed_client: Chain) -> None:
+    ledger = removed_client.builder
+    mempool = Mempool(100)
+    outsider = Admission(GENESIS, ledger, mempool, Verifier(ledger, mempool), Quiet(), node_key=key(NEWCOMER))
+    with pytest.raises(NotAMember):
+        outsider.check(put(OTHER, "a").raw)
+    assert outsider.check(put(OTHER, "b").raw, from_peer=True).sender == key(OTHER)  # a peer's: passed on
+    member = Admission(GENESIS, ledger, mempool, Verifier(ledger, mempool), Quiet(),
+                       node_key=GENESIS.validators[0].pubkey)
+    assert member.check(put(OTHER, "c").raw).sender == key(OTHER)
