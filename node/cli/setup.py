@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from nacl.signing import SigningKey
 
 from node.chain.genesis import Genesis, load_genesis, write_genesis
 from node.chain.membership import Member, default_threshold
+from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyRecord, safety_path
 from node.errors import AllianceError
 from node.keys import load_key, pubkey_hex, write_key
 
@@ -135,9 +137,16 @@ def write_node_home(out: Path, genesis_file: Path, key_file: Path | None, base_p
     named = [m.name for m in genesis.validators + genesis.observers if m.pubkey == bytes(key.verify_key)]
     name = named[0] if named else out.resolve().name or "node"
     _write_config(out, name, (base_port, base_port + 1, base_port + 2))
+    if key_file is not None:
+        # A key brought from elsewhere may have signed already: as after a resync, the node signs
+        # nothing until its peers have told it their heights (docs/operations.md section 12).
+        SafetyFile.create(safety_path(out / "data"), SafetyRecord(committed=0, sign_from=UNKNOWN))
     return key
 
 
 def cmd_init(args: argparse.Namespace) -> None:
     key = write_node_home(Path(args.out), Path(args.genesis), args.key and Path(args.key), args.base_port)
+    if args.key:
+        print(f"{args.out}: the node signs nothing until its peers have told it their heights; never run two "
+              "nodes with one key", file=sys.stderr)
     print(pubkey_hex(key))

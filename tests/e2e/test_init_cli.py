@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from node.chain.genesis import load_genesis
+from node.disk.safety_file import UNKNOWN, SafetyFile, safety_path
 from node.keys import load_key, pubkey_hex
 from tests.e2e.nodeproc import alliance, set_mode
 
@@ -80,6 +81,9 @@ def test_init_copies_a_given_key_with_mode_0600(net: Path, tmp_path: Path) -> No
     result = alliance("init", "--out", str(home), "--genesis", str(net / "genesis.toml"), "--key", str(source))
     assert result.stdout.strip() == pubkey and pubkey_hex(load_key(home / "node.key")) == pubkey
     assert stat.S_IMODE((home / "node.key").stat().st_mode) == 0o600
+    # The key may have signed elsewhere: the node starts signing nothing until its peers report their heights.
+    assert SafetyFile.load(safety_path(home / "data")).record.sign_from == UNKNOWN
+    assert "signs nothing until its peers" in result.stderr
 
 
 def test_init_names_the_node_as_the_genesis_does(net: Path, tmp_path: Path) -> None:
