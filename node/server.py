@@ -73,7 +73,7 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
     safety = guarded.safety_file.record.safety
     if safety is not None and any(signed.sender != crypto.public_key for signed in safety.sent):
         # Governance replaced this node's key: what the old key signed binds the old key only.
-        log.info("event=safety_state_of_another_key height=%d: the node starts with a new key", safety.height)
+        log.info("event=safety_state_of_another_key height=%d", safety.height)
         safety = None
     replica = Replica(replica_config, crypto, height, safety, sign_from, known)
     _log_role(ledger.members(height).role_of(crypto.public_key), crypto.public_key, height)
@@ -83,9 +83,10 @@ def _replica(config: NodeConfig, genesis: Genesis, crypto: NodeCrypto, ledger: L
 def _log_role(role: str | None, key: bytes, height: int) -> None:
     if role == "validators":
         return
-    what = "an observer" if role == "observers" else "not a member yet"
-    log.info("event=node_follows key=%s height=%d role=%r: this node is %s at this height; it follows the chain "
-             "and signs from the height governance makes it a validator", key.hex(), height, what, what)
+    # Peers refuse a key that is no member (their log: peers_refused), and this node acknowledges no
+    # client transaction until governance admits it; it signs from the height it becomes a validator.
+    log.info("event=node_follows key=%s height=%d role=%s", key.hex(), height,
+             "observer" if role == "observers" else "none")
 
 
 def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], None]:

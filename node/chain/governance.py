@@ -184,8 +184,8 @@ def propose(state: GovState, genesis: Membership, tx: Transaction, height: int) 
     if not set(tx.args) <= {"change", "expires"} or "change" not in tx.args:
         return BAD_ARGS, "propose takes change: map and optional expires: int"
     expires = tx.args.get("expires")
-    if expires is not None and (type(expires) is not int or not height <= expires < 2**63):
-        return BAD_ARGS, f"expires must be a height at or after {height}"
+    if "expires" in tx.args and (type(expires) is not int or not height <= expires < 2**63):
+        return BAD_ARGS, f"expires must be an integer height from {height} to 2**63-1"
     try:
         change = parse_change(tx.args["change"])
         apply_change(projected_members(state, genesis), change)

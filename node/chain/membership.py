@@ -191,7 +191,8 @@ def _is_address(value: Any) -> bool:
     if not isinstance(value, str) or not 3 <= len(value.encode()) <= ADDRESS_BYTES_MAX:
         return False
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isascii() and port.isdigit() and 0 < int(port) <= 65535)
+    host_ok = host.isascii() and host.isprintable() and " " not in host
+    return bool(sep and host and host_ok and port.isascii() and port.isdigit() and 0 < int(port) <= 65535)
 
 
 def apply_change(m: Membership, c: Change) -> Membership:
@@ -217,7 +218,8 @@ def check_membership(m: Membership) -> None:
     if not m.admins:
         raise ChangeRefused("the change would leave no admin")
     if not 1 <= m.admin_threshold <= len(m.admins):
-        raise ChangeRefused(f"admin_threshold {m.admin_threshold} must be 1..{len(m.admins)} (the admins)")
+        raise ChangeRefused(f"admin_threshold {m.admin_threshold} must be 1..{len(m.admins)} (the admins); "
+                            "to remove an admin the threshold needs, lower the threshold first")
     keys = [x.pubkey for role in ROLES for x in getattr(m, role)]
     if len(set(keys)) != len(keys):
         raise ChangeRefused("a key would hold two roles")

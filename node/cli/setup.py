@@ -112,8 +112,8 @@ def cmd_testnet(args: argparse.Namespace) -> None:
         print(f"  node{i}: alliance run --home {out / f'node{i}'}   (rpc {rpc}, peers {p2p}, metrics {metrics})")
     print(f"  client key: {out / 'client.key'}")
     if args.admins:
-        print(f"  admin keys: {out / 'admin0.key'} .. {out / f'admin{args.admins - 1}.key'} "
-              f"(admin_threshold {genesis.threshold})")
+        keys = f"{out / 'admin0.key'}" + (f" .. {out / f'admin{args.admins - 1}.key'}" if args.admins > 1 else "")
+        print(f"  admin keys: {keys} (admin_threshold {genesis.threshold})")
 
 
 HOME_FILES = ("node.toml", "node.key", "genesis.toml")

@@ -167,7 +167,10 @@ class PeerNetwork:
         try:
             session = await handshake(stream, self.chain_id, self.key, lambda p: p == member.pubkey, initiator=True)
         except (TransportError, trio.TooSlowError) as exc:
-            log.warning("event=handshake_failed peer=%s reason=%r", member.name, str(exc) or "timeout")
+            # Redialled every few seconds: one line per peer and minute, with the count.
+            closed = isinstance(exc, TransportError) and str(exc) == "connection closed by peer"
+            why = "refused_by_peer" if closed else "timeout" if isinstance(exc, trio.TooSlowError) else "failed"
+            refusals.log(f"event=handshake_failed peer={member.pubkey.hex()[:16]} reason={why}")
             await stream.aclose()
             return False
         await self._run(session, dialed_by=self.me)
