@@ -6,7 +6,6 @@ import json
 import secrets
 import socket
 import struct
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,51 +17,15 @@ import trio
 from nacl.signing import SigningKey
 
 from node.chain.tx import Transaction, sign_tx
-from node.client import Client, NodeUnreachable, RpcError
+from node.client import NodeUnreachable
 from node.keys import load_key
 from node.p2p.transport import TransportError, handshake
+from tests.e2e.load import Load
 from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process, wait_for
 
 pytestmark = pytest.mark.slow
 
 NODES = 4
-
-
-class Load:
-    """Submits kv puts to the given nodes in a background thread and remembers what was accepted."""
-
-    def __init__(self, net: Path, chain_id: str, nodes: list[NodeProcess]) -> None:
-        self.key = load_key(net / "client.key")
-        self.chain_id = chain_id
-        self.nodes = nodes
-        self.accepted: list[Transaction] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            node = self.nodes[i % len(self.nodes)]
-            txs = [self._tx() for _ in range(20)]
-            i += 1
-            try:
-                results = node.client().batch([("send_tx", {"tx": tx.raw.hex()}) for tx in txs])
-            except NodeUnreachable:
-                continue
-            self.accepted += [tx for tx, r in zip(txs, results) if not isinstance(r, RpcError)]
-            self._stop.wait(0.02)
-
-    def _tx(self) -> Transaction:
-        args = {"key": f"load/{secrets.token_hex(6)}", "value": b"x" * 32}
-        return sign_tx(self.key, self.chain_id, "kv", "put", args, secrets.randbits(64))
 
 
 @pytest.fixture
@@ -142,7 +105,7 @@ def test_leader_killed_under_load(consortium: Any) -> None:
     net, nodes = consortium
     leader = _leader(nodes)
     followers = [n for n in nodes if n is not leader]
-    with Load(net, followers[0].client().status()["chain_id"], followers) as load:
+    with Load(load_key(net / "client.key"), followers[0].client().status()["chain_id"], followers) as load:
         wait_for(lambda: _height(followers[0]) >= 5, "blocks under load")
         leader.kill9()
         stall_s = _longest_commit_gap(followers[0], watch_s=6.0)
@@ -159,7 +122,7 @@ def test_follower_restarts_and_catches_up(consortium: Any) -> None:
     leader = _leader(nodes)
     follower = next(n for n in nodes if n is not leader)
     live = [n for n in nodes if n is not follower]
-    with Load(net, live[0].client().status()["chain_id"], live) as load:
+    with Load(load_key(net / "client.key"), live[0].client().status()["chain_id"], live) as load:
         wait_for(lambda: _height(live[0]) >= 3, "blocks under load")
         follower.kill9()
         stopped_at = _height(live[0])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,46 +14,14 @@ import pytest
 from nacl.signing import SigningKey
 
 from node.chain.tx import Transaction, sign_tx
-from node.client import Client, NodeUnreachable, RpcError
+from node.client import Client, RpcError
 from node.keys import load_key, pubkey_hex, write_key
+from tests.e2e.load import Load
 from tests.e2e.nodeproc import NodeProcess, alliance, free_base_port, node_process, wait_for
 
 pytestmark = pytest.mark.slow
 
 DEADLINE_S = 60.0
-
-
-class Load:
-    """kv puts to the running nodes from a background thread; remembers what was acknowledged."""
-
-    def __init__(self, key: SigningKey, chain_id: str, nodes: list[NodeProcess]) -> None:
-        self.key, self.chain_id, self.nodes = key, chain_id, nodes
-        self.accepted: list[Transaction] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            node = self.nodes[i % len(self.nodes)]
-            i += 1
-            txs = [sign_tx(self.key, self.chain_id, "kv", "put", {"key": f"load-{secrets.token_hex(6)}",
-                                                                  "value": b"v"}, secrets.randbits(63))
-                   for _ in range(10)]
-            try:
-                results = node.client().batch([("send_tx", {"tx": tx.raw.hex()}) for tx in txs])
-            except NodeUnreachable:
-                continue
-            self.accepted += [tx for tx, r in zip(txs, results) if not isinstance(r, RpcError)]
-            self._stop.wait(0.05)
 
 
 def gov(*args: str, check: bool = True) -> Any:
@@ -100,7 +67,7 @@ def test_members_join_leave_and_proofs_still_verify_from_the_genesis(tmp_path: P
     chain_id = nodes[0].client().status()["chain_id"]
     joiner = NodeProcess(net / "node4", base + 40)
     try:
-        with Load(load_key(net / "client.key"), chain_id, nodes[:3]) as load:
+        with Load(load_key(net / "client.key"), chain_id, nodes[:3], batch=10) as load:
             wait_for(lambda: height(nodes[0]) >= 3, "the first blocks")
 
             # An organisation prepares its node from the genesis and joins as an observer.
