@@ -5,12 +5,16 @@ passed) in block 2, in force from block 4. Block 3 is the last the four decide; 
 transactions, the third a `notary.record` of an invoice. Every key comes from a fixed seed and every
 time is fixed, so the chain, its certificates and its proofs are the same on every run:
 `python -m tests.node.proof_example` prints the genesis and the proofs the page shows.
+
+`hex_locations` serves both proof test files: where a tamper test may change a character.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import tomli_w
 from nacl.signing import SigningKey
@@ -96,6 +100,18 @@ def proofs() -> list[dict[str, object]]:
 
 def genesis_toml() -> str:
     return tomli_w.dumps(GENESIS.to_dict())
+
+
+def hex_locations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Paths to every string in the proof that is hex."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from hex_locations(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from hex_locations(item, path + (i,))
+    elif isinstance(value, str) and value and all(c in "0123456789abcdef" for c in value):
+        yield path
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from node.cli.client_cmds import recorded_file
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.node import proof_example
+from tests.node.proof_example import hex_locations
 
 VALIDATOR_KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(4)]
 VALIDATORS = [bytes(k.verify_key) for k in VALIDATOR_KEYS]
@@ -368,33 +369,21 @@ def test_an_empty_validator_set_proves_nothing() -> None:
 HEX_CHARS = "0123456789abcdefABCDEF"
 
 
-def _hex_locations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Paths to every string in the proof that is hex."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _hex_locations(item, path + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _hex_locations(item, path + (i,))
-    elif isinstance(value, str) and value and all(c in "0123456789abcdef" for c in value):
-        yield path
-
-
 SAMPLE_PROOFS = [proof_of(1, 0), proof_of(*FAILED_AT), proof_of(*BASE), proof_of(13, 12), proof_of(8, 0)]
 
 
-def test_hex_locations_cover_every_binary_field() -> None:
+def testhex_locations_cover_every_binary_field() -> None:
     # tx_hash, tx, 7 header hashes, block_hash, 3 signatures x 2, and the paths
     proof = proof_of(*BASE)
     assert proof["validator_changes"] == []
-    assert len(list(_hex_locations(proof))) == 2 + 7 + 1 + 6 + 3 + 3
+    assert len(list(hex_locations(proof))) == 2 + 7 + 1 + 6 + 3 + 3
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_changing_any_hex_character_anywhere_breaks_the_proof(data: st.DataObject) -> None:
     proof = copy.deepcopy(data.draw(st.sampled_from(SAMPLE_PROOFS)))
-    path = data.draw(st.sampled_from(list(_hex_locations(proof))))
+    path = data.draw(st.sampled_from(list(hex_locations(proof))))
     parent = proof
     for part in path[:-1]:
         parent = parent[part]

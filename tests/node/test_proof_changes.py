@@ -25,6 +25,7 @@ from node.chain.proposal import build_block
 from node.chain.tx import Transaction, sign_tx
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
+from tests.node.proof_example import hex_locations
 
 CHAIN_ID = "proof-changes"
 KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(5)]
@@ -335,23 +336,12 @@ def test_a_wrong_genesis_fails_even_without_steps() -> None:
 # ---- any one changed hex character ---------------------------------------------------------------
 
 
-def _hex_locations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _hex_locations(item, path + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _hex_locations(item, path + (i,))
-    elif isinstance(value, str) and value and all(c in "0123456789abcdef" for c in value):
-        yield path
-
-
 SAMPLE_PROOFS = [proof_of(BASE), proof_of(3, 1), proof_of(9), proof_of(5, 1)]
-STEP_LOCATIONS = [(i, loc) for i, p in enumerate(SAMPLE_PROOFS) for loc in _hex_locations(p)
+STEP_LOCATIONS = [(i, loc) for i, p in enumerate(SAMPLE_PROOFS) for loc in hex_locations(p)
                   if loc[0] == "validator_changes"]
 
 
-def test_hex_locations_cover_every_binary_field_of_the_steps() -> None:
+def testhex_locations_cover_every_binary_field_of_the_steps() -> None:
     # per step: 7 header hashes, the block hash, 2 x its seals, its validators
     per_step = [7 + 1 + 2 * 3 + 5, 7 + 1 + 2 * 4 + 4, 7 + 1 + 2 * 3 + 4]
     assert sum(1 for i, _ in STEP_LOCATIONS if i == 0) == sum(per_step)
