@@ -7,11 +7,15 @@ so that blocks iterate in height order.
 Key layout:
 
     m/height             -> height of the last stored block (8-byte BE)
+    m/base               -> the lowest height whose block is stored, when not 1 (8-byte BE): heights
+                            below it were pruned or restored past (a snapshot), their headers in e/
     b/<height>           -> encoded block
+    e/<height>           -> encoded header of a block below the base
     c/<height>           -> encoded commit certificate
     h/<block hash>       -> height of that block (8-byte BE)
     t/<tx hash>          -> transaction entry
     s/<state key>        -> state value
+    z/<bucket>           -> the state tree's bucket records (4-byte BE bucket; node/chain/state_tree.py)
     x/safety             -> consensus safety state (older nodes; now in its own file)
     m/<name>             -> node metadata (any name but "height")
 """
@@ -24,12 +28,15 @@ from dataclasses import dataclass
 from storage.kv import KeyValueStore, StorageError, StoreCorrupt, WriteBatch
 
 _HEIGHT_KEY = b"m/height"
+_BASE_KEY = b"m/base"
+_HEADER_PREFIX = b"e/"
 _SAFETY_KEY = b"x/safety"
 _BLOCK_PREFIX = b"b/"
 _CERTIFICATE_PREFIX = b"c/"
 _HASH_PREFIX = b"h/"
 _TX_PREFIX = b"t/"
 _STATE_PREFIX = b"s/"
+_BUCKET_PREFIX = b"z/"
 _META_PREFIX = b"m/"
 _HEIGHT_BYTES = 8
 
@@ -44,6 +51,7 @@ class BlockWrite:
     certificate: bytes  # encoded commit certificate
     txs: list[tuple[bytes, bytes]]  # (tx_hash, tx entry bytes), in block order
     state: dict[bytes, bytes | None]  # state writes; None deletes
+    buckets: dict[int, bytes]  # the state tree's changed buckets; b"" empties one
 
 
 class ChainStore:
@@ -54,10 +62,21 @@ class ChainStore:
         # Cached: the node asks for the height far more often than it changes.
         stored = _decode_height(kv.get(_HEIGHT_KEY), _HEIGHT_KEY)
         self._height = 0 if stored is None else stored
+        base = _decode_height(kv.get(_BASE_KEY), _BASE_KEY)
+        self._base = 1 if base is None else base
 
     def height(self) -> int:
         """Height of the last stored block; 0 when none (blocks start at 1)."""
         return self._height
+
+    def base(self) -> int:
+        """The lowest height whose block is stored (1 unless pruned or restored from a snapshot);
+        below it only headers (`load_header`) and certificates may be."""
+        return self._base
+
+    def load_header(self, height: int) -> bytes | None:
+        """The encoded header of a block below the base; None when not stored."""
+        return None if height < 1 else self.kv.get(_HEADER_PREFIX + _encode_height(height))
 
     def write_block(self, w: BlockWrite) -> None:
         """Stores the next block and all it changes in one synced batch."""
@@ -90,6 +109,16 @@ class ChainStore:
         """State pairs whose key starts with `prefix`, keys as the node wrote them."""
         strip = len(_STATE_PREFIX)
         return ((key[strip:], value) for key, value in self.kv.iterate(_STATE_PREFIX + prefix))
+
+    def load_bucket(self, bucket: int) -> bytes | None:
+        return self.kv.get(_BUCKET_PREFIX + bucket.to_bytes(4, "big"))
+
+    def iterate_buckets(self) -> Iterator[tuple[int, bytes]]:
+        """Every non-empty bucket of the state tree, in bucket order."""
+        for key, blob in self.kv.iterate(_BUCKET_PREFIX):
+            if len(key) != len(_BUCKET_PREFIX) + 4:
+                raise StoreCorrupt(f"state tree key {key!r} is not z/ and a 4-byte bucket")
+            yield int.from_bytes(key[len(_BUCKET_PREFIX):], "big"), blob
 
     def load_safety(self) -> bytes | None:
         return self.kv.get(_SAFETY_KEY)
@@ -130,6 +159,8 @@ def _block_batch(w: BlockWrite) -> WriteBatch:
         batch.put(_TX_PREFIX + tx_hash, entry)
     for key, value in w.state.items():
         batch.writes[_STATE_PREFIX + key] = value
+    for bucket, blob in w.buckets.items():
+        batch.writes[_BUCKET_PREFIX + bucket.to_bytes(4, "big")] = blob or None
     batch.put(_HEIGHT_KEY, height)
     return batch
 

@@ -1,6 +1,6 @@
 """Blocks, their headers and commit certificates, and their canonical encodings.
 
-header  = [3, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root,
+header  = [4, chain_id, height, prev_hash, time_ms, proposer, tx_count, tx_root, receipt_root, state_root,
            validators_hash, next_validators_hash]   (the validators of this height and of the next)
 block   = [header, [tx, ...]]            (each tx is its encoded bytes)
 hash    = SHA-256(canonical encoding of header)
@@ -21,7 +21,7 @@ from consensus.quorum import quorum
 from node.chain.canonical import CodecError, pack, unpack
 from node.chain.crypto import Verify, verify
 
-BLOCK_VERSION = 3
+BLOCK_VERSION = 4
 
 
 class BlockError(ValueError):

@@ -83,9 +83,12 @@ def check_block(
     txs = _txs(ledger, items, vouch, known_tx, fetched)
     genesis = ledger.genesis.members
     execution = execute(txs, header.height, header.time_ms, ledger.read_state, genesis)
+    state_root = ledger.state_update(execution).root
     if not isinstance(vouch, Decided):
         validators = validators_hashes(execution, ledger.read_state, genesis, header.height)
-        _check_contents(Contents.of(txs, execution, ledger.state_root, validators), header, vouch)
+        _check_contents(Contents.of(txs, execution, state_root, validators), header, vouch)
+    elif state_root != header.state_root:
+        raise BlockInvalid("state_root differs from the state after the block's transactions")
     return Candidate(Block(header, tuple(tx.raw for tx in txs)), block_hash, txs, execution)
 
 

@@ -40,15 +40,16 @@ class Contents:
 
     @staticmethod
     def of(
-        txs: Sequence[Transaction], execution: Execution, prev_state_root: bytes, validators: tuple[bytes, bytes]
+        txs: Sequence[Transaction], execution: Execution, state_root: bytes, validators: tuple[bytes, bytes]
     ) -> Contents:
-        """`validators`: the validators hashes of the block's height and of the next, after its execution."""
+        """`state_root`: the state tree's root after the block; `validators`: the validators hashes of the
+        block's height and of the next, after its execution."""
         hashes = [tx.hash for tx in txs]
         return Contents(
             tx_count=len(txs),
             tx_root=merkle_root(hashes),
             receipt_root=merkle_root([receipt_bytes(h, r) for h, r in zip(hashes, execution.receipts)]),
-            state_root=execution.state_root(prev_state_root),
+            state_root=state_root,
             validators_hash=validators[0],
             next_validators_hash=validators[1],
         )

@@ -3,13 +3,11 @@
 State keys: b"kv/" + key (UTF-8) -> [value, owner, height];
 b"nt/" + digest -> [recorder, height, time_ms, tx_hash, meta]; b"gv/..." the membership
 and its proposals (node/chain/governance.py).
-state_root(h) = SHA-256(state_root(h-1) || SHA-256(canonical [[key, value-or-nil], ...] sorted by key)),
-with state_root(0) = 32 zero bytes: a commitment to the whole state history.
+A header's state_root is the root of the state tree after its block (node/chain/state_tree.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +15,14 @@ from typing import Any
 from node.chain import governance
 from node.chain.canonical import pack_flat, unpack
 from node.chain.membership import Membership
+from node.chain.state_tree import EMPTY, TreeUpdate
 from node.chain.tx import Transaction
 
 OK, BAD_ARGS, NOT_OWNER, NO_SUCH_KEY, ALREADY_RECORDED = 0, 1, 2, 3, 4
 KV_KEY_BYTES_MAX = 256
 KV_VALUE_BYTES_MAX = 16 * 1024
 NOTARY_META_BYTES_MAX = 1024
-GENESIS_STATE_ROOT = bytes(32)
+GENESIS_STATE_ROOT = EMPTY
 
 Reader = Callable[[bytes], bytes | None]
 
@@ -45,10 +44,7 @@ class Execution:
 
     receipts: list[Receipt] = field(default_factory=list)
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
-
-    def state_root(self, prev_root: bytes) -> bytes:
-        changes = pack_flat([[k, self.writes[k]] for k in sorted(self.writes)])
-        return hashlib.sha256(prev_root + hashlib.sha256(changes).digest()).digest()
+    tree: TreeUpdate | None = None  # what the writes do to the state tree, once the ledger computed it
 
 
 @dataclass

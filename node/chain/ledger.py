@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from node.chain.block import (
-    Block, BlockError, Header, decode_block, decode_certificate, encode_certificate, stored_block_txs,
+    Block, BlockError, Header, decode_block, decode_certificate, encode_certificate, header_from_wire,
+    stored_block_txs,
 )
 from node.chain.canonical import CodecError, pack_flat, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.chain.genesis import Genesis
 from node.chain.governance import ACTIVATION_DELAY, ReadState, past_members, upcoming_members
 from node.chain.membership import Membership
+from node.chain.state_tree import StateTree, TreeUpdate
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore
 from storage.kv import StoreCorrupt
@@ -39,6 +41,16 @@ class TxEntry:
     tx: Transaction
 
 
+class BlockPruned(Exception):
+    """The block is below this node's base: pruned (`storage.retain_blocks`) or before the snapshot the
+    node started from; its header and certificate may still be stored."""
+
+    def __init__(self, height: int, base: int) -> None:
+        super().__init__(f"block {height} is pruned on this node (it keeps blocks from {base})")
+        self.height = height
+        self.base = base
+
+
 class GenesisMismatch(Exception):
     """The data directory belongs to a chain with another genesis."""
 
@@ -54,7 +66,19 @@ class Ledger:
         self._decoded: dict[int, Block] = {}  # written only by commit; read with .get from any thread
         self._members: dict[tuple[int, int], Membership] = {}  # (tip, height) -> membership at height
         if store.height() > 0:
-            self.last_header = self._require_block(store.height()).header
+            self.last_header = self.header(store.height())
+        self.tree = StateTree(self._read_bucket, store.iterate_buckets())
+        if self.tree.root != self.state_root:
+            raise StoreCorrupt(
+                f"the state tree's root {self.tree.root.hex()[:16]}... is not the state root of block "
+                f"{self.height} ({self.state_root.hex()[:16]}...): the state is damaged"
+            )
+
+    def _read_bucket(self, bucket: int) -> bytes:
+        blob = self.store.load_bucket(bucket)
+        if blob is None:
+            raise StoreCorrupt(f"bucket {bucket} of the state tree is missing from the store")
+        return blob
 
     def _check_genesis(self) -> None:
         stored = self.store.load_meta(GENESIS_META)
@@ -83,16 +107,36 @@ class Ledger:
     def last_time_ms(self) -> int:
         return self.genesis.genesis_time_ms if self.last_header is None else self.last_header.time_ms
 
+    @property
+    def base(self) -> int:
+        """The lowest height whose block this node holds."""
+        return self.store.base()
+
     def block(self, height: int) -> Block | None:
-        """The committed block at `height`; None above the tip. A hole below it is StoreCorrupt, never None."""
+        """The committed block at `height`; None above the tip, BlockPruned below the base. A hole
+        between them is StoreCorrupt, never None."""
         cached = self._decoded.get(height)
         if cached is not None:
             return cached
+        if 1 <= height < self.store.base():
+            raise BlockPruned(height, self.store.base())
         raw = self.store.load_block(height)
         if raw is None:
             self._check_above_tip(height, "block")
             return None
         return decode_block(raw)
+
+    def header(self, height: int) -> Header:
+        """The header of a committed block, held or pruned; StoreCorrupt when missing."""
+        if height >= self.store.base():
+            return self._require_block(height).header
+        raw = self.store.load_header(height)
+        if raw is None:
+            raise StoreCorrupt(f"the header of block {height} is missing from the store")
+        try:
+            return header_from_wire(unpack(raw))
+        except (BlockError, CodecError) as exc:
+            raise StoreCorrupt(f"the header of block {height} does not decode: {exc}") from None
 
     def _require_block(self, height: int) -> Block:
         block = self.block(height)
@@ -179,6 +223,12 @@ class Ledger:
     def read_state(self, key: bytes) -> bytes | None:
         return self.store.load_state(key)
 
+    def state_update(self, execution: Execution) -> TreeUpdate:
+        """What `execution`, as the next block's, does to the state tree (computed once per execution)."""
+        if execution.tree is None or execution.tree.base_root != self.tree.root:
+            execution.tree = self.tree.update(execution.writes)
+        return execution.tree
+
     def members(self, height: int) -> Membership:
         """The membership in force at `height`: known from the genesis up to ACTIVATION_DELAY past the tip.
 
@@ -203,7 +253,7 @@ class Ledger:
         execution: Execution,
         certificate: tuple[tuple[bytes, bytes], ...],
     ) -> None:
-        """Saves the block, certificate, tx entries, receipts and state in one synced batch.
+        """Saves the block, certificate, tx entries, receipts, state and state tree in one synced batch.
 
         An entry holds where its transaction is, not the transaction again: the
         block has it, and every byte written twice is compacted again and again.
@@ -213,6 +263,9 @@ class Ledger:
             (tx.hash, pack_flat([header.height, i, r.code, r.log]))
             for i, (tx, r) in enumerate(zip(txs, execution.receipts))
         ]
+        tree = self.state_update(execution)
+        if tree.root != header.state_root:
+            raise ValueError(f"block {header.height}'s state_root is not the root its execution gives")
         write = BlockWrite(
             height=header.height,
             block_hash=header.hash(),
@@ -220,9 +273,14 @@ class Ledger:
             certificate=encode_certificate(certificate),
             txs=entries,
             state=execution.writes,
+            buckets=tree.buckets,
         )
-        self.store.write_block(write)
-        self.last_header = header
+
+        def persist() -> None:
+            self.store.write_block(write)
+            self.last_header = header
+
+        self.tree.apply(tree, persist)
         self._decoded[header.height] = block
         self._decoded.pop(header.height - DECODED_BLOCKS, None)
         self._remember([tx.hash for tx in txs])

@@ -66,7 +66,7 @@ def build_block(ledger: Ledger, txs: Sequence[Transaction], proposer: bytes, now
     time_ms = max(now_ms, ledger.last_time_ms)
     execution = execute(txs, height, time_ms, ledger.read_state, ledger.genesis.members)
     validators = validators_hashes(execution, ledger.read_state, ledger.genesis.members, height)
-    contents = Contents.of(txs, execution, ledger.state_root, validators)
+    contents = Contents.of(txs, execution, ledger.state_update(execution).root, validators)
     header = Header(
         chain_id=ledger.genesis.chain_id,
         height=height,

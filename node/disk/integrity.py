@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
-from node.chain.execution import GENESIS_STATE_ROOT, execute, validators_hashes
+from node.chain.execution import execute, validators_hashes
 from node.chain.genesis import Genesis
 from node.chain.governance import GovernanceCorrupt, ReadState, past_members
 from node.chain.membership import validators_hash
+from node.chain.state_tree import StateTree
 from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
@@ -99,7 +100,8 @@ class _Replay:
         self.genesis = genesis.members
         self.state: dict[bytes, bytes] = {}
         self.written_at: dict[bytes, int] = {}  # the height that last wrote each key
-        self.root = GENESIS_STATE_ROOT
+        self.buckets: dict[int, bytes] = {}
+        self.tree = StateTree(self.buckets.__getitem__, ())
 
     def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> None:
         try:
@@ -108,20 +110,31 @@ class _Replay:
             raise Fault(header.height, f"holds a transaction that does not decode: {exc}") from None
         execution = execute(txs, header.height, header.time_ms, self.state.get, self.genesis)
         validators = validators_hashes(execution, self.state.get, self.genesis, header.height)
+        tree = self.tree.update(execution.writes)
         try:
-            Contents.of(txs, execution, self.root, validators).check(header)
+            Contents.of(txs, execution, tree.root, validators).check(header)
         except BlockInvalid as exc:
             raise Fault(header.height, f"does not replay: {exc}") from None
-        for key, value in execution.writes.items():
-            self.written_at[key] = header.height
+        self.tree.apply(tree, lambda: self._write(header.height, execution.writes, tree.buckets))
+
+    def _write(self, height: int, writes: dict[bytes, bytes | None], buckets: dict[int, bytes]) -> None:
+        for key, value in writes.items():
+            self.written_at[key] = height
             if value is None:
                 self.state.pop(key, None)
             else:
                 self.state[key] = value
-        self.root = header.state_root
+        for bucket, blob in buckets.items():
+            if blob:
+                self.buckets[bucket] = blob
+            else:
+                self.buckets.pop(bucket, None)
 
     def compare(self, store: ChainStore, tip: int) -> None:
-        """The stored state must be the replayed one: every key, no other, the same bytes; raises Fault."""
+        """The stored state and state tree must be the replayed ones: every key, no other, the same
+        bytes; raises Fault."""
+        if dict(store.iterate_buckets()) != self.buckets:
+            raise Fault(tip, "ends a chain whose state tree differs from the stored one")
         stored = dict(store.iterate_state(b""))
         for key in sorted(self.state.keys() | stored.keys()):
             value = stored.get(key)

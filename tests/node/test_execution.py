@@ -9,7 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from node.chain.canonical import pack, unpack
-from node.chain.execution import GENESIS_STATE_ROOT, Execution, execute, kv_key, notary_key
+from node.chain.execution import Execution, execute, kv_key, notary_key
 from node.chain.membership import Member, Membership
 from node.chain.merkle import merkle_path, merkle_root, verify_path
 from node.chain.tx import Transaction, sign_tx
@@ -178,22 +178,6 @@ def test_execution_leaves_the_read_state_untouched() -> None:
     state = owned_by(ALICE)
     run(put(ALICE, "k", b"new"), delete(ALICE, "k"), state=state)
     assert state == owned_by(ALICE)  # execution only reads
-
-
-def test_state_root_is_deterministic_and_order_sensitive() -> None:
-    a, b = put(ALICE, "k", b"a"), put(BOB, "k", b"b")
-    first = run(a, b).state_root(GENESIS_STATE_ROOT)
-    assert run(a, b).state_root(GENESIS_STATE_ROOT) == first
-    assert run(b, a).state_root(GENESIS_STATE_ROOT) != first  # the other writer owns k
-    assert run(a, b).state_root(b"\x01" * 32) != first  # chained to the previous root
-    assert run().state_root(GENESIS_STATE_ROOT) != GENESIS_STATE_ROOT
-
-
-def test_state_root_formula() -> None:
-    result = run(put(ALICE, "k", b"a"), record(ALICE), put(ALICE, "b", b"x"))
-    changes = pack(sorted([[k, v] for k, v in result.writes.items()]))
-    expected = hashlib.sha256(GENESIS_STATE_ROOT + hashlib.sha256(changes).digest()).digest()
-    assert result.state_root(GENESIS_STATE_ROOT) == expected
 
 
 # --- Merkle trees, against an independent RFC 6962 implementation ---------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from node.chain.canonical import pack
-from node.chain.execution import GENESIS_STATE_ROOT, Execution, execute
+from node.chain.execution import Execution, execute
 from node.chain.governance import (
     OPEN_PROPOSALS_PER_ADMIN, GovernanceCorrupt, Proposal, ReadState, load_proposal, open_proposals, past_members,
     proposal_key, scheduled_proposals, upcoming_members,
@@ -66,14 +66,12 @@ class Chain:
         self.genesis = genesis or membership()
         self.state: dict[bytes, bytes] = {}
         self.height = 0
-        self.root = GENESIS_STATE_ROOT
         self.last = Execution()
 
     def block(self, *txs: Transaction) -> list[int]:
         """Runs the next block; the receipt codes."""
         self.height += 1
         self.last = execute(list(txs), self.height, TIME + self.height, self.state.get, self.genesis)
-        self.root = self.last.state_root(self.root)
         for k, v in self.last.writes.items():
             if v is None:
                 self.state.pop(k, None)
@@ -363,7 +361,7 @@ def test_execution_is_deterministic() -> None:
         for txs in blocks:
             chain.block(*txs)
             writes.append(chain.last.writes)
-        runs.append((writes, chain.root, chain.members(chain.height)))
+        runs.append((writes, chain.state, chain.members(chain.height)))
     assert runs[0] == runs[1]
     assert runs[0][2].role_of(NEWER) == "observers"
 

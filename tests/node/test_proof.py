@@ -265,7 +265,7 @@ _HEADER_HEX = ("prev_hash", "proposer", "tx_root", "receipt_root", "state_root",
                "next_validators_hash")
 TAMPERINGS: list[tuple[str, Tamper, str]] = [
     # the header: every field is bound by the block hash
-    ("header.version", _set("header.version", 2), r"^shape: header.version must be 3$"),
+    ("header.version", _set("header.version", 2), r"^shape: header.version must be 4$"),
     ("header.chain_id", _set("header.chain_id", "another-chain"), r"^chain id: the proof is for chain 'another-chain'"),
     ("header.height", _set("header.height", lambda h: h + 1), r"^block hash: "),
     ("header.time", _set("header.time", lambda t: t + 1), r"^block hash: "),
@@ -432,7 +432,7 @@ def test_the_documented_proof_and_its_vectors_verify() -> None:
 
 
 def _header_bytes(header: dict[str, Any]) -> bytes:
-    return pack([3, header["chain_id"], header["height"], bytes.fromhex(header["prev_hash"]), header["time"],
+    return pack([4, header["chain_id"], header["height"], bytes.fromhex(header["prev_hash"]), header["time"],
                  bytes.fromhex(header["proposer"]), header["tx_count"],
                  *(bytes.fromhex(header[k]) for k in ("tx_root", "receipt_root", "state_root", "validators_hash",
                                                       "next_validators_hash"))])

@@ -225,7 +225,7 @@ def _per_step(i: int) -> list[tuple[str, Change, str]]:
         (f"step {i} header.chain_id", lambda p: _step(p, i)["header"].__setitem__("chain_id", "other"),
          at + "header.chain_id is 'other', not the genesis chain id 'proof-changes'$"),
         (f"step {i} header.version", lambda p: _step(p, i)["header"].__setitem__("version", 2),
-         rf"^shape: validator_changes\[{i}\].header.version must be 3$"),
+         rf"^shape: validator_changes\[{i}\].header.version must be 4$"),
         (f"step {i} commit.block_hash", _commit_field(i, "block_hash", _flip), at + "the header hashes to "),
         (f"step {i} commit.height", _commit_field(i, "height", lambda h: h + 1),
          at + rf"commit.height {STEP_HEIGHTS[i] + 1} is not header.height {STEP_HEIGHTS[i]}$"),

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from consensus.messages import Commit, Prepare, Proposal, RoundChange, Signed, seal_bytes
 from node.chain.block import Header
-from node.chain.execution import GENESIS_STATE_ROOT, Execution
+from node.chain.execution import Execution
 from node.chain.ledger import Ledger
 from node.chain.membership import Membership, validators_hash
 from tests.sim.keyring import Keyring
@@ -76,8 +76,7 @@ class Invariants:
 
     def check_state(self, node: int, header: Header, execution: Execution, ledger: Ledger) -> None:
         """The state honest `node` wrote for a block is what the block's header commits to."""
-        prev_root = self.state_roots.get(header.height - 1, GENESIS_STATE_ROOT)
-        if execution.state_root(prev_root) != header.state_root:
+        if execution.tree is None or execution.tree.root != header.state_root or ledger.tree.root != header.state_root:
             raise InvariantViolated(f"node {node}'s execution of block {header.height} is not the state its header commits to")
         if any(ledger.read_state(key) != value for key, value in execution.writes.items()):
             raise InvariantViolated(f"node {node}'s store lacks the state block {header.height} wrote")

@@ -20,6 +20,7 @@ def block_write(height: int, **changes: object) -> BlockWrite:
         "certificate": b"cert-%d" % height,
         "txs": [(b"tx-%d-a" % height, b"entry-a"), (b"tx-%d-b" % height, b"entry-b")],
         "state": {b"acct/%d" % height: b"balance"},
+        "buckets": {},
     }
     fields.update(changes)
     return BlockWrite(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,194 @@
+"""The state commitment: a binary Merkle tree of fixed depth over buckets of the state's key hashes.
+
+    kh      = SHA-256(state key)                 vh = SHA-256(state value)
+    bucket  = the first DEPTH bits of kh         (2^DEPTH buckets)
+    blob    = the records kh || vh of the bucket's keys, sorted by kh (64 bytes each)
+    leaf    = SHA-256(0x00 || blob), or EMPTY (32 zero bytes) for a bucket with no key
+    node    = SHA-256(left || right), or EMPTY when both children are EMPTY
+    root    = the node at level 0; the empty state's root is EMPTY
+
+A proof of a key is its bucket's blob and the DEPTH sibling hashes from the bucket up: it shows the
+key's record (presence) or that no record holds its kh (absence). The tree is fixed-depth, so the
+verifier knows each hash's level; a leaf's input (1 + 64k bytes) never has a node's length (64).
+Chosen by measurement (docs/performance.md): one LevelDB value per bucket and the levels in memory
+cost some 15 us of CPU per written key; a tree of nodes on disk costs four to six times more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+DEPTH = 18
+BUCKETS = 1 << DEPTH
+EMPTY = bytes(32)
+RECORD_BYTES = 64
+_EMPTY_PAIR = bytes(64)
+_sha256 = hashlib.sha256
+
+BucketReader = Callable[[int], bytes | None]
+
+
+class BlobInvalid(ValueError):
+    """Bytes that are not a bucket's records in order."""
+
+
+def key_hash(key: bytes) -> bytes:
+    return _sha256(key).digest()
+
+
+def bucket_of(kh: bytes) -> int:
+    return int.from_bytes(kh[:4], "big") >> (32 - DEPTH)
+
+
+def leaf_hash(blob: bytes) -> bytes:
+    return _sha256(b"\x00" + blob).digest() if blob else EMPTY
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
+
+
+def records(blob: bytes, bucket: int) -> list[bytes]:
+    """The blob's records; raises BlobInvalid unless they are 64 bytes each, of `bucket`, strictly in kh order."""
+    if len(blob) % RECORD_BYTES:
+        raise BlobInvalid(f"a bucket is 64-byte records; this one is {len(blob)} bytes")
+    found = [blob[i:i + RECORD_BYTES] for i in range(0, len(blob), RECORD_BYTES)]
+    for i, record in enumerate(found):
+        if bucket_of(record) != bucket:
+            raise BlobInvalid(f"record {i} is not of bucket {bucket}")
+        if i and found[i - 1][:32] >= record[:32]:
+            raise BlobInvalid(f"record {i} is not after record {i - 1} in key-hash order")
+    return found
+
+
+def value_hash(blob: bytes, kh: bytes) -> bytes | None:
+    """The vh recorded for `kh` in a well-formed blob, or None when the blob has no record of it."""
+    entries = [blob[i:i + 32] for i in range(0, len(blob), RECORD_BYTES)]
+    i = bisect_left(entries, kh)
+    if i < len(entries) and entries[i] == kh:
+        return blob[i * RECORD_BYTES + 32:(i + 1) * RECORD_BYTES]
+    return None
+
+
+def fold(bucket: int, leaf: bytes, siblings: Sequence[bytes]) -> bytes:
+    """The root that `leaf` at `bucket` and its siblings (bucket level first) hash to."""
+    if len(siblings) != DEPTH:
+        raise ValueError(f"a path has {DEPTH} siblings, not {len(siblings)}")
+    node, index = leaf, bucket
+    for sibling in siblings:
+        node = node_hash(sibling, node) if index & 1 else node_hash(node, sibling)
+        index >>= 1
+    return node
+
+
+def _changed(blob: bytes | None, changes: list[bytes]) -> bytes:
+    """The blob with each change applied in order: a 64-byte record sets its kh, a 32-byte kh deletes it."""
+    entries = [] if not blob else [blob[i:i + RECORD_BYTES] for i in range(0, len(blob), RECORD_BYTES)]
+    for change in changes:
+        kh = change[:32]
+        i = bisect_left(entries, kh)
+        present = i < len(entries) and entries[i][:32] == kh
+        if len(change) == RECORD_BYTES:
+            if present:
+                entries[i] = change
+            else:
+                entries.insert(i, change)
+        elif present:
+            del entries[i]
+    return b"".join(entries)
+
+
+@dataclass(frozen=True)
+class TreeUpdate:
+    """What a block's writes do to the tree: the new root, the blobs to store (b"" empties a bucket),
+    and the changed nodes as (level, index, hash), for `StateTree.apply`."""
+
+    base_root: bytes
+    root: bytes
+    buckets: dict[int, bytes]
+    nodes: list[tuple[int, int, bytes]]
+
+
+class StateTree:
+    """The tree's levels in memory over buckets `read_bucket` gives (the committed ones).
+
+    Thread-safe: blocks are checked and committed, and proofs built, on worker threads. `lock`
+    also covers the write that makes an update's blobs durable, so that a proof never pairs a
+    blob of one height with siblings of another.
+    """
+
+    def __init__(self, read_bucket: BucketReader, stored: Iterable[tuple[int, bytes]]) -> None:
+        self.read_bucket = read_bucket
+        self.lock = threading.RLock()
+        self._levels: list[list[bytes]] = [[EMPTY] * (1 << level) for level in range(DEPTH + 1)]
+        leaves = self._levels[DEPTH]
+        for bucket, blob in stored:
+            leaves[bucket] = leaf_hash(blob)
+        self._rehash(i for i, leaf in enumerate(leaves) if leaf is not EMPTY)
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[0][0]
+
+    def update(self, writes: Mapping[bytes, bytes | None]) -> TreeUpdate:
+        """The tree after `writes` (state key -> value, None deletes) over the committed state; changes nothing."""
+        changes: dict[int, list[bytes]] = {}
+        for key, value in writes.items():
+            kh = _sha256(key).digest()
+            change = kh if value is None else kh + _sha256(value).digest()
+            changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - DEPTH), []).append(change)
+        with self.lock:
+            base_root = self.root
+            leaves = self._levels[DEPTH]
+            blobs: dict[int, bytes] = {}
+            saved: list[tuple[int, int, bytes]] = []
+            for bucket, bucket_changes in changes.items():
+                stored = None if leaves[bucket] is EMPTY else self.read_bucket(bucket)
+                blob = _changed(stored, bucket_changes)
+                blobs[bucket] = blob
+                saved.append((DEPTH, bucket, leaves[bucket]))
+                leaves[bucket] = leaf_hash(blob)
+            saved += self._rehash(changes)
+            # Computed in place and put back: cheaper than an overlay, and the lock hides it.
+            nodes = [(level, index, self._levels[level][index]) for level, index, _ in saved]
+            root = self.root
+            for level, index, old in reversed(saved):
+                self._levels[level][index] = old
+        return TreeUpdate(base_root, root, blobs, nodes)
+
+    def apply(self, update: TreeUpdate, persist: Callable[[], None]) -> None:
+        """Runs `persist` (the synced write of the update's blobs), then puts the update's nodes in force."""
+        with self.lock:
+            if update.base_root != self.root:
+                raise ValueError("the update was computed over another state than the committed one")
+            persist()
+            for level, index, node in update.nodes:
+                self._levels[level][index] = node
+
+    def path(self, bucket: int) -> tuple[bytes, list[bytes]]:
+        """The bucket's committed blob and its siblings, bucket level first. Call under `lock` to
+        pair them with the header they belong to."""
+        with self.lock:
+            blob = b"" if self._levels[DEPTH][bucket] is EMPTY else (self.read_bucket(bucket) or b"")
+            siblings, index = [], bucket
+            for level in range(DEPTH, 0, -1):
+                siblings.append(self._levels[level][index ^ 1])
+                index >>= 1
+            return blob, siblings
+
+    def _rehash(self, dirty: Iterable[int]) -> list[tuple[int, int, bytes]]:
+        """Recomputes the ancestors of the `dirty` leaves; returns each changed node's old hash."""
+        saved: list[tuple[int, int, bytes]] = []
+        indices = set(dirty)
+        for level in range(DEPTH, 0, -1):
+            child, parent = self._levels[level], self._levels[level - 1]
+            indices = {i >> 1 for i in indices}
+            for p in indices:
+                left, right = child[2 * p], child[2 * p + 1]
+                saved.append((level - 1, p, parent[p]))
+                parent[p] = EMPTY if left is EMPTY and right is EMPTY else _sha256(left + right).digest()
+        return saved
