@@ -105,12 +105,12 @@ def _changed(blob: bytes | None, changes: list[bytes]) -> bytes:
 @dataclass(frozen=True)
 class TreeUpdate:
     """What a block's writes do to the tree: the new root, the blobs to store (b"" empties a bucket),
-    and the changed nodes as (level, index, hash), for `StateTree.apply`."""
+    and the changed nodes of each level (index -> hash; leaves at DEPTH), for `StateTree.apply`."""
 
     base_root: bytes
     root: bytes
     buckets: dict[int, bytes]
-    nodes: list[tuple[int, int, bytes]]
+    nodes: list[dict[int, bytes]]
 
 
 class StateTree:
@@ -125,10 +125,7 @@ class StateTree:
         self.read_bucket = read_bucket
         self.lock = threading.RLock()
         self._levels: list[list[bytes]] = [[EMPTY] * (1 << level) for level in range(DEPTH + 1)]
-        leaves = self._levels[DEPTH]
-        for bucket, blob in stored:
-            leaves[bucket] = leaf_hash(blob)
-        self._rehash(i for i, leaf in enumerate(leaves) if leaf is not EMPTY)
+        self._put(self._above({bucket: leaf_hash(blob) for bucket, blob in stored}))
 
     @property
     def root(self) -> bytes:
@@ -142,23 +139,12 @@ class StateTree:
             change = kh if value is None else kh + _sha256(value).digest()
             changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - DEPTH), []).append(change)
         with self.lock:
-            base_root = self.root
             leaves = self._levels[DEPTH]
             blobs: dict[int, bytes] = {}
-            saved: list[tuple[int, int, bytes]] = []
             for bucket, bucket_changes in changes.items():
-                stored = None if leaves[bucket] is EMPTY else self.read_bucket(bucket)
-                blob = _changed(stored, bucket_changes)
-                blobs[bucket] = blob
-                saved.append((DEPTH, bucket, leaves[bucket]))
-                leaves[bucket] = leaf_hash(blob)
-            saved += self._rehash(changes)
-            # Computed in place and put back: cheaper than an overlay, and the lock hides it.
-            nodes = [(level, index, self._levels[level][index]) for level, index, _ in saved]
-            root = self.root
-            for level, index, old in reversed(saved):
-                self._levels[level][index] = old
-        return TreeUpdate(base_root, root, blobs, nodes)
+                blobs[bucket] = _changed(None if leaves[bucket] is EMPTY else self.read_bucket(bucket), bucket_changes)
+            nodes = self._above({bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
+            return TreeUpdate(self.root, nodes[0].get(0, self.root), blobs, nodes)
 
     def apply(self, update: TreeUpdate, persist: Callable[[], None]) -> None:
         """Runs `persist` (the synced write of the update's blobs), then puts the update's nodes in force."""
@@ -166,8 +152,7 @@ class StateTree:
             if update.base_root != self.root:
                 raise ValueError("the update was computed over another state than the committed one")
             persist()
-            for level, index, node in update.nodes:
-                self._levels[level][index] = node
+            self._put(update.nodes)
 
     def path(self, bucket: int) -> tuple[bytes, list[bytes]]:
         """The bucket's committed blob and its siblings, bucket level first. Call under `lock` to
@@ -180,15 +165,17 @@ class StateTree:
                 index >>= 1
             return blob, siblings
 
-    def _rehash(self, dirty: Iterable[int]) -> list[tuple[int, int, bytes]]:
-        """Recomputes the ancestors of the `dirty` leaves; returns each changed node's old hash."""
-        saved: list[tuple[int, int, bytes]] = []
-        indices = set(dirty)
+    def _above(self, leaves: dict[int, bytes]) -> list[dict[int, bytes]]:
+        """The changed nodes of every level, given the changed `leaves`, over the committed levels."""
+        nodes: list[dict[int, bytes]] = [{} for _ in range(DEPTH)] + [leaves]
         for level in range(DEPTH, 0, -1):
-            child, parent = self._levels[level], self._levels[level - 1]
-            indices = {i >> 1 for i in indices}
-            for p in indices:
-                left, right = child[2 * p], child[2 * p + 1]
-                saved.append((level - 1, p, parent[p]))
-                parent[p] = EMPTY if left is EMPTY and right is EMPTY else _sha256(left + right).digest()
-        return saved
+            child, fresh, parent = self._levels[level], nodes[level], nodes[level - 1]
+            for p in {i >> 1 for i in fresh}:
+                left, right = fresh.get(2 * p) or child[2 * p], fresh.get(2 * p + 1) or child[2 * p + 1]
+                parent[p] = EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
+        return nodes
+
+    def _put(self, nodes: list[dict[int, bytes]]) -> None:
+        for level, changed in zip(self._levels, nodes):
+            for index, node in changed.items():
+                level[index] = node
