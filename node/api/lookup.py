@@ -17,6 +17,8 @@ from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_path
 from node.chain.proof import PROOF_VERSION
+from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key
+from node.chain.state_tree import bucket_of, key_hash
 from node.chain.tx import tx_hash_of, tx_json
 from storage.kv import StoreCorrupt
 from node.txpool.admission import Admission
@@ -87,6 +89,29 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
         "header": header_json(header),
         "commit": commit_json(header.height, header.hash().hex(), certificate),
         "validator_changes": validator_changes(ledger, entry.height),
+    }
+
+
+def build_state_proof(ledger: Ledger, family: str, key: str) -> dict[str, Any] | None:
+    """The state proof (docs/proofs.md section 5) of `family`/`key` after the latest block; None before
+    block 1. Raises state_proof.KeyInvalid for a key that names no state key."""
+    skey = state_key(family, key)
+    with ledger.tree.lock:  # the commit holds it across its write: one height for all of these
+        header = ledger.last_header
+        if header is None:
+            return None
+        raw = ledger.read_state(skey)
+        blob, siblings = ledger.tree.path(bucket_of(key_hash(skey)))
+    certificate = ledger.certificate(header.height)
+    if certificate is None:
+        raise StoreCorrupt(f"the certificate of block {header.height} is missing from the store")
+    return {
+        "version": STATE_PROOF_VERSION, "family": family, "key": key,
+        "value": None if raw is None else raw.hex(), "result": query_result(family, raw),
+        "records": blob.hex(), "siblings": [s.hex() for s in siblings],
+        "header": header_json(header),
+        "commit": commit_json(header.height, header.hash().hex(), certificate),
+        "validator_changes": validator_changes(ledger, header.height),
     }
 
 

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 
 import trio
 
-from node.api.lookup import ChainLookup, build_proof
+from node.api.lookup import ChainLookup, build_proof, build_state_proof
 from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
-from node.chain.canonical import unpack
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.chain.ledger import Ledger
+from node.chain.state_proof import KeyInvalid, query_result
 from node.pipeline.driver import BlockingRunner
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
@@ -282,24 +282,42 @@ class RpcService:
         raise RpcError(NOT_FOUND, "no proof: unknown transaction", {"status": "unknown"})
 
     async def _query(self, params: Params) -> Any:
-        _params(params, ("family", "key"))
+        _params(params, ("family", "key"), ("prove", "height"))
         family, key = params["family"], params["key"]
+        prove = params.get("prove", False)
+        if not isinstance(prove, bool):
+            raise RpcError(INVALID_PARAMS, "prove must be true or false")
         if family == "kv":
             if not is_text(key):
                 raise RpcError(INVALID_PARAMS, "kv key must be a string of valid Unicode (no lone surrogates)")
-            raw = self.ledger.read_state(kv_key(key)) if 1 <= len(key.encode()) <= KV_KEY_BYTES_MAX else None
-            if raw is None:
-                return None
-            value, owner, height = unpack(raw)
-            return {"value": value.hex(), "owner": owner.hex(), "height": height}
-        if family == "notary":
-            raw = self.ledger.read_state(notary_key(_hash_param(params, "key")))
-            if raw is None:
-                return None
-            recorder, height, time_ms, tx_hash, meta = unpack(raw)
-            return {"recorder": recorder.hex(), "height": height, "time": time_ms,
-                    "tx_hash": tx_hash.hex(), "meta": meta}
-        raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
+            valid = 1 <= len(key.encode()) <= KV_KEY_BYTES_MAX
+        elif family == "notary":
+            _hash_param(params, "key")
+            valid = True
+        else:
+            raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
+        self._check_state_height(params.get("height", "latest"))
+        if prove:
+            return await self._state_proof(family, key if family == "kv" else key.lower())
+        skey = kv_key(key) if family == "kv" else notary_key(bytes.fromhex(key))
+        return query_result(family, self.ledger.read_state(skey)) if valid else None
+
+    def _check_state_height(self, height: Any) -> None:
+        """The node holds the state at its latest height only (older states: its snapshots, offline)."""
+        tip = self.ledger.height
+        asked = height_param(height, tip)
+        if asked != tip:
+            raise RpcError(NOT_FOUND, f"no state at height {asked}: this node answers from the state at its latest "
+                           f"height, {tip}", {"reason": "state_not_kept", "heights": [tip]})
+
+    async def _state_proof(self, family: str, key: str) -> Any:
+        try:
+            proof = await self.run_blocking(build_state_proof, self.ledger, family, key)
+        except KeyInvalid as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        if proof is None:
+            raise RpcError(NOT_FOUND, "no state proof before the first block", {"reason": "no_block"})
+        return proof
 
 
 _REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate", OVERLOADED: "mempool_full"}

@@ -14,6 +14,7 @@ from typing import Any
 
 from node.chain.genesis import load_genesis
 from node.chain.proof import VerifiedProof, verify_proof
+from node.chain.state_proof import VerifiedState, verify_state_proof
 from node.chain.tx import to_json
 from node.client import Client, RpcError, file_digest
 from node.client.sync import split_url
@@ -162,6 +163,13 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         _print(recorded_file(verified, digest, args.file))
         return
     client = _client(args)
+    if args.verify:
+        state = _verify_state(client.call("query", family="notary", key=digest.hex(), prove=True), args)
+        if state.result is None:
+            _print({"digest": digest.hex(), "recorded": False, "verified": True, "height": state.height,
+                    "block_hash": state.block_hash.hex(), "state_root": state.header.state_root.hex()})
+            raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded: proved absent from the state "
+                         f"after block {state.height}, against the genesis")
     record = client.query("notary", digest.hex())
     if record is None:
         raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded")
@@ -205,9 +213,27 @@ def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str
 # ---- verify-proof ---------------------------------------------------------------------------------
 
 
+def _verify_state(proof: Any, args: argparse.Namespace) -> VerifiedState:
+    chain_id, validators = genesis_keys(args.genesis)
+    return verify_state_proof(proof, chain_id, validators)
+
+
 def cmd_verify_proof(args: argparse.Namespace) -> None:
     proof = read_proof(Path(args.proof_file))
-    _print(proof_summary(_verify_file(proof, args)))
+    if isinstance(proof, dict) and "family" in proof and "tx_hash" not in proof:
+        _print(state_summary(_verify_state(proof, args)))
+    else:
+        _print(proof_summary(_verify_file(proof, args)))
+
+
+def state_summary(verified: VerifiedState) -> dict[str, Any]:
+    return {
+        "family": verified.family, "key": verified.key, "present": verified.result is not None,
+        "result": verified.result, "height": verified.height, "block_hash": verified.block_hash.hex(),
+        "state_root": verified.header.state_root.hex(), "time": verified.time_ms, "time_utc": _utc(verified.time_ms),
+        "signatures": verified.signatures, "quorum": verified.quorum,
+        "validators": len(verified.validators), "validator_changes": verified.validator_changes,
+    }
 
 
 def proof_summary(verified: VerifiedProof) -> dict[str, Any]:
