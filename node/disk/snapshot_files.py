@@ -1,0 +1,161 @@
+"""Snapshots on disk, and writing one every `snapshot.interval_blocks` committed blocks.
+
+A snapshot at height H is the directory `<data_dir>.snapshots/<H>/` (beside the data directory:
+LevelDB's holds its own files only) with `manifest` and `chunk-<i>` for i in 0..CHUNKS-1 (an empty
+subtree gives an empty file), in the format of node/chain/snapshot.py. It is written under
+`<H>.tmp/`, every file fsynced, then renamed and the parent fsynced: a directory named by a height
+alone is whole. The newest `snapshot.keep` are kept. A node serves snapshots only from these files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.chain.governance import ACTIVATIONS_KEY, ReadState
+from node.chain.ledger import Ledger
+from node.chain.snapshot import CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, build_chunks, fold_roots
+from node.disk.filesync import sync_directory, write_all
+from node.ops.metrics import Metrics
+from storage.chain import StateView
+from storage.kv import StorageError
+
+log = logging.getLogger("alliance.snapshot")
+
+MANIFEST_FILE = "manifest"
+
+
+def snapshot_root(data_dir: Path) -> Path:
+    """`<data_dir>.snapshots`: where a node keeps its snapshots."""
+    return data_dir.with_name(data_dir.name + ".snapshots")
+
+
+class SnapshotFiles:
+    """The snapshots in one directory: listed, read and written whole."""
+
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root = root
+        self.keep = keep  # the newest this many are kept
+
+    def heights(self) -> list[int]:
+        """The heights of the whole snapshots, newest first."""
+        try:
+            names = [p.name for p in self.root.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+        return sorted((int(n) for n in names if n.isascii() and n.isdigit()), reverse=True)
+
+    def manifest(self, height: int) -> bytes | None:
+        return self._read(height, MANIFEST_FILE)
+
+    def chunk(self, height: int, index: int) -> bytes | None:
+        return self._read(height, f"chunk-{index}") if 0 <= index < CHUNKS else None
+
+    def _read(self, height: int, name: str) -> bytes | None:
+        try:
+            return (self.root / str(height) / name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write(self, height: int, manifest: bytes, chunks: list[bytes]) -> Path:
+        """Writes a snapshot whole (temporary directory, fsync, rename), then drops the oldest beyond `keep`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final, tmp = self.root / str(height), self.root / f"{height}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in [(MANIFEST_FILE, manifest)] + [(f"chunk-{i}", c) for i, c in enumerate(chunks)]:
+            _write_synced(tmp / name, data)
+        sync_directory(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        sync_directory(self.root)
+        for old in self.heights()[self.keep:]:
+            shutil.rmtree(self.root / str(old), ignore_errors=True)
+        return final
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def validator_changes(ledger: Ledger, height: int) -> list[ValidatorChange]:
+    """The certified last blocks of each validator set before `height`, with the set after each."""
+    changes = []
+    for activation in ReadState(ledger.read_state).get(ACTIVATIONS_KEY) or []:
+        if activation > height:
+            break
+        new = ledger.members(activation).validator_keys
+        if new == ledger.members(activation - 1).validator_keys:
+            continue
+        certificate = ledger.store.load_certificate(activation - 1)
+        if certificate is None:
+            raise StorageError(f"the certificate of block {activation - 1} is missing from the store")
+        changes.append(ValidatorChange(ledger.header(activation - 1).encode(), certificate, new))
+    return changes
+
+
+class SnapshotWriter:
+    """Writes a snapshot at every `interval`-th committed height, off the event loop, one at a time:
+    a height reached while one is being written gets none."""
+
+    def __init__(self, ledger: Ledger, files: SnapshotFiles, interval: int, metrics: Metrics,
+                 run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
+        self.ledger = ledger
+        self.files = files
+        self.interval = interval  # 0: none
+        self.metrics = metrics  # snapshots written
+        self.run_blocking = run_blocking
+        self._jobs, self._next = trio.open_memory_channel[tuple[Manifest, StateView]](0)
+
+    def committed(self, height: int) -> None:
+        """Told each committed height (on the event loop, before the next commit)."""
+        if not self.interval or height % self.interval:
+            return
+        view = self.ledger.store.state_view()  # the state at `height`: a commit may follow before it is read
+        try:
+            if view.height != height:
+                raise StorageError(f"the store is at {view.height}, not {height}")
+            certificate = self.ledger.store.load_certificate(height)
+            if certificate is None:
+                raise StorageError(f"the certificate of block {height} is missing")
+            manifest = Manifest(self.ledger.genesis.chain_id, height, self.ledger.header(height).encode(),
+                                certificate, (), tuple(validator_changes(self.ledger, height)))
+            self._jobs.send_nowait((manifest, view))
+        except trio.WouldBlock:
+            view.close()
+            log.info("event=snapshot_skipped height=%d reason=%r", height, "another snapshot is being written")
+        except StorageError as exc:
+            view.close()
+            log.warning("event=snapshot_failed height=%d reason=%r", height, str(exc))
+
+    async def run(self) -> None:
+        async for manifest, view in self._next:
+            try:
+                path = await self.run_blocking(self._write, manifest, view)
+            except (OSError, StorageError, SnapshotInvalid) as exc:
+                log.warning("event=snapshot_failed height=%d reason=%r", manifest.height, str(exc))
+            else:
+                self.metrics.snapshots_written.inc()
+                log.info("event=snapshot_written height=%d path=%s", manifest.height, path)
+
+    def _write(self, manifest: Manifest, view: StateView) -> Path:
+        try:
+            chunks, roots = build_chunks(view.pairs())
+        finally:
+            view.close()
+        if fold_roots(roots) != self.ledger.header(manifest.height).state_root:
+            raise SnapshotInvalid("the state read does not hash to the block's state_root")
+        whole = Manifest(manifest.chain_id, manifest.height, manifest.header, manifest.certificate, tuple(roots),
+                         manifest.changes)
+        return self.files.write(manifest.height, whole.encode(), chunks)
