@@ -31,13 +31,14 @@ from node.chain.snapshot import Manifest, SnapshotInvalid, bucket_blobs, decode_
 from node.chain.state_tree import EMPTY
 from node.ops.metrics import Metrics
 from node.p2p.outbox import PeerOutbox
-from node.p2p.peers import PeerNetwork
+from node.p2p.peers import RECONNECT_MAX_S, PeerNetwork
 from node.p2p.wire import Chunk, GetChunk, GetManifest, GetSnapshots, ManifestFrame, Message, Snapshots, encode
 
 log = logging.getLogger("alliance.sync")
 
-# After the first offer, how long other peers have to make theirs (a newer height, say).
-OFFER_GRACE_S = 1.0
+# After the first offer, how long other peers have to make theirs (a newer height, say): a peer
+# redials a node that was down at least every RECONNECT_MAX_S.
+OFFER_GRACE_S = RECONNECT_MAX_S + 1.0
 
 
 class StateSyncFailed(Exception):
@@ -187,8 +188,14 @@ async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics:
     client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s)
     network = PeerNetwork(genesis.chain_id, key, ledger.members(1), metrics, outbox, handler=client.handle,
                           on_connect=client.on_connect)
+    outcome: int | StateSyncFailed = StateSyncFailed("stopped")
     async with trio.open_nursery() as nursery:
         await nursery.start(network.serve, sock)
-        height = await client.run()
+        try:
+            outcome = await client.run()
+        except StateSyncFailed as exc:  # raised outside the nursery, not inside its exception group
+            outcome = exc
         nursery.cancel_scope.cancel()
-    return height
+    if isinstance(outcome, StateSyncFailed):
+        raise outcome
+    return outcome
