@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -27,7 +27,7 @@ from node.chain.genesis import Genesis, load_genesis
 from node.chain.ledger import GenesisMismatch, Ledger
 from node.config import NodeConfig
 from node.disk.safety_file import UNKNOWN
-from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, snapshot_root
+from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restored_record, snapshot_root
 from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
 from node.errors import AllianceError
 from node.keys import load_key
@@ -142,11 +142,10 @@ async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, l
     except StoreCorrupt as exc:
         raise damaged(config, str(exc), len(genesis.validators)) from None
     # Never sign at or below the restored height: those heights were decided without this store.
-    record = guarded.safety_file.record
-    sign_from = UNKNOWN if record.sign_from == UNKNOWN else max(record.sign_from, height + 1)
-    guarded.safety_file.write(replace(record, committed=max(record.committed, height), sign_from=sign_from))
-    log.info("event=state_synced height=%d sign_from=%d", height, sign_from)
-    return ledger, Guarded(guarded.safety_file, sign_from), {"mode": "state", "state_sync": f"restored at {height}"}
+    record = restored_record(guarded.safety_file.record, height)
+    guarded.safety_file.write(record)
+    log.info("event=state_synced height=%d sign_from=%d", height, record.sign_from)
+    return ledger, Guarded(guarded.safety_file, record.sign_from), {"mode": "state", "state_sync": f"restored at {height}"}
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:

@@ -18,12 +18,19 @@ from typing import Any
 
 import trio
 
+from node.chain.block import header_from_wire
+from node.chain.canonical import unpack
+from node.chain.genesis import Genesis
 from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
-from node.chain.snapshot import CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, build_chunks, fold_roots
+from node.chain.snapshot import (
+    CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, bucket_blobs, build_chunks, decode_manifest, fold_roots,
+    verify_chunk, verify_manifest,
+)
 from node.disk.filesync import sync_directory, write_all
+from node.disk.safety_file import UNKNOWN, SafetyRecord
 from node.ops.metrics import Metrics
-from storage.chain import StateView
+from storage.chain import ChainStore, StateView
 from storage.kv import StorageError
 
 log = logging.getLogger("alliance.snapshot")
@@ -159,3 +166,29 @@ class SnapshotWriter:
         whole = Manifest(manifest.chain_id, manifest.height, manifest.header, manifest.certificate, tuple(roots),
                          manifest.changes)
         return self.files.write(manifest.height, whole.encode(), chunks)
+
+
+def restored_record(record: SafetyRecord, height: int) -> SafetyRecord:
+    """The safety record of a node whose store was restored at `height`: it never signs at or below it."""
+    sign_from = UNKNOWN if record.sign_from == UNKNOWN else max(record.sign_from, height + 1)
+    return SafetyRecord(max(record.committed, height), sign_from, record.safety_bytes)
+
+
+def restore_directory(directory: Path, store: ChainStore, genesis: Genesis) -> int:
+    """Restores the snapshot in `directory` (a `<height>/` of snapshot files) into the empty `store`,
+    each part checked against the genesis; the restored height. Raises SnapshotInvalid, OSError."""
+    manifest = decode_manifest((directory / MANIFEST_FILE).read_bytes())
+    header = verify_manifest(manifest, genesis.chain_id, genesis.validator_keys)
+    store.begin_restore()
+    try:
+        for index, root in enumerate(manifest.roots):
+            path = directory / f"chunk-{index}"
+            pairs = verify_chunk(index, path.read_bytes() if path.exists() else b"", root)
+            store.restore_state(pairs, bucket_blobs(pairs))
+        headers = [(manifest.height, manifest.header, manifest.certificate)] + [
+            (header_from_wire(unpack(c.header)).height, c.header, c.certificate) for c in manifest.changes]
+        store.finish_restore(manifest.height, header.hash(), headers)
+    except BaseException:
+        store.abandon_restore()
+        raise
+    return manifest.height

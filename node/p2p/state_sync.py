@@ -177,7 +177,7 @@ class SnapshotClient:
 
 def _height_of(header: bytes) -> int:
     """The height of a header that verify_manifest decoded already."""
-    return header_from_wire(unpack(header)).height
+    return int(header_from_wire(unpack(header)).height)
 
 
 async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics: Metrics, sock: socket.socket,

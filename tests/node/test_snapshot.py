@@ -17,10 +17,14 @@ from node.chain.snapshot import (
 )
 from node.chain.state_tree import EMPTY, bucket_of, key_hash
 from node.chain.tx import sign_tx
+from node.cli.main import build_parser
+from node.errors import AllianceError
+from node.disk.safety_file import SafetyFile
 from node.disk.snapshot_files import SnapshotFiles, validator_changes
 from storage.chain import ChainStore
+from storage.leveldb import LevelDBStore
 from storage.memory import MemoryStore
-from tests.node.proof_example import CHAIN_ID, CLIENT, GENESIS, GENESIS_TIME_MS, NODES, build_ledger
+from tests.node.proof_example import CHAIN_ID, CLIENT, GENESIS, GENESIS_TIME_MS, NODES, build_ledger, genesis_toml
 
 KEYS = 400  # state keys enough to fill many chunks
 
@@ -173,3 +177,26 @@ def test_snapshot_files_are_written_whole_and_the_newest_kept(tmp_path: Path) ->
     assert files.heights() == [30, 20]
     assert files.manifest(30) == b"m30" and files.chunk(30, 0) == b"c" and files.chunk(30, 1) == b""
     assert files.chunk(30, CHUNKS) is None and files.chunk(10, 0) is None and files.manifest(40) is None
+
+
+def test_a_stopped_node_is_restored_offline_from_a_snapshot_directory(
+        built: tuple[Ledger, Manifest, list[bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger, manifest, chunks = built
+    SnapshotFiles(tmp_path / "backup", keep=2).write(5, manifest.encode(), chunks)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "genesis.toml").write_text(genesis_toml())
+    (home / "node.toml").write_text('name = "n"\n')
+    restore = build_parser().parse_args(["snapshot", "restore", "--home", str(home), "--from",
+                                          str(tmp_path / "backup" / "5")])
+    restore.handler(restore)
+    assert "restored the state at height 5" in capsys.readouterr().out
+    kv = LevelDBStore.open(home / "data")
+    restored = Ledger(ChainStore(kv), GENESIS)
+    assert (restored.height, restored.base, restored.tree.root) == (5, 6, ledger.tree.root)
+    kv.close()
+    safety = SafetyFile.load(home / "data.safety")
+    assert safety is not None and safety.record.sign_from == 6  # never signs at or below the snapshot
+    safety.close()
+    with pytest.raises(AllianceError, match="holds 5 blocks"):
+        restore.handler(restore)
