@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import msgpack
 import pytest
@@ -19,8 +21,12 @@ from node.chain.state_tree import EMPTY, bucket_of, key_hash
 from node.chain.tx import sign_tx
 from node.cli.main import build_parser
 from node.errors import AllianceError
+from node.disk.integrity import verify_window
 from node.disk.safety_file import SafetyFile
 from node.disk.snapshot_files import SnapshotFiles, validator_changes
+from node.p2p.sync import Syncer
+from node.p2p.wire import Blocks, GetBlocks, decode
+from node.pipeline.driver import Wakeup
 from storage.chain import ChainStore
 from storage.leveldb import LevelDBStore
 from storage.memory import MemoryStore
@@ -200,3 +206,25 @@ def test_a_stopped_node_is_restored_offline_from_a_snapshot_directory(
     safety.close()
     with pytest.raises(AllianceError, match="holds 5 blocks"):
         restore.handler(restore)
+
+
+def test_a_restored_node_answers_requests_for_blocks_below_its_base_with_none(
+        built: tuple[Ledger, Manifest, list[bytes]]) -> None:
+    _, manifest, chunks = built
+    store = ChainStore(MemoryStore())
+    store.begin_restore()
+    for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
+        pairs = verify_chunk(index, chunk, root)
+        store.restore_state(pairs, bucket_blobs(pairs))
+    change = manifest.changes[0]
+    header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
+    store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),
+                                            (3, change.header, change.certificate)])
+    restored = Ledger(store, GENESIS)
+    sent: list[bytes] = []
+    outbox: Any = SimpleNamespace(send=lambda peer, frame: sent.append(frame))
+    syncer = Syncer(restored, outbox, None, Wakeup(), on_store_damaged=pytest.fail)  # type: ignore[arg-type]
+    syncer.on_get_blocks(b"p" * 32, GetBlocks(1, 64))
+    syncer.on_get_blocks(b"p" * 32, GetBlocks(6, 64))
+    assert [decode(frame) for frame in sent] == [Blocks(()), Blocks(())]
+    verify_window(store, GENESIS)  # the start-up check of a store that holds no block yet
