@@ -122,10 +122,9 @@ class Syncer:
     def _stored_blocks(self, start: int, count: int) -> tuple[tuple[bytes, bytes], ...]:
         items: list[tuple[bytes, bytes]] = []
         size = 0
-        start = max(start, 1)
-        if start < self.ledger.base:
+        if max(start, 1) < self.ledger.base:
             return ()  # pruned, or before the snapshot this node started from: "don't have"
-        for height in range(start, min(start + count, self.ledger.height + 1)):
+        for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.stored_block(height)
             size += len(block) + len(certificate) + 16  # with room for framing
             if items and size > RESPONSE_BYTES_MAX:
