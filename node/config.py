@@ -30,7 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
     "snapshot": {"interval_blocks": 1000, "keep": 2},
-    "sync": {"state_sync": True, "snapshot_timeout_ms": 15000},
+    "sync": {"state_sync": False, "snapshot_timeout_ms": 15000},
 }
 
 # The allowed range of every integer setting, bounds included: a value outside is a typo or would

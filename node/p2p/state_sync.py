@@ -23,6 +23,7 @@ from typing import Any
 import trio
 from nacl.signing import SigningKey
 
+from consensus.quorum import fault_tolerance
 from node.chain.block import Header, header_from_wire
 from node.chain.canonical import unpack
 from node.chain.genesis import Genesis
@@ -58,7 +59,10 @@ class SnapshotClient:
         self.run_blocking = run_blocking  # checks and writes off the event loop
         self.offers: dict[bytes, tuple[int, ...]] = {}
         self.banned: set[bytes] = set()  # sent an invalid manifest or chunk
-        self._offered = trio.Event()
+        # Enough peers said they have none (f+1 of the genesis validators' count): there is no snapshot
+        # to wait for, as when a new chain starts with every node empty.
+        self.answers_enough = fault_tolerance(len(genesis.validators)) + 1
+        self._offered = trio.Event()  # an offer came, or enough peers said they have none
         self._expected: tuple[bytes, int, int, int] | None = None  # (peer, kind, height, index)
         self._answers, self._answered = trio.open_memory_channel[bytes | None](1)
 
@@ -68,9 +72,11 @@ class SnapshotClient:
         self.outbox.send(peer, encode(GetSnapshots()))
 
     def handle(self, peer: bytes, message: Message) -> None:
-        if isinstance(message, Snapshots):
+        if isinstance(message, GetSnapshots):
+            self.outbox.send(peer, encode(Snapshots(())))  # another empty node: it need not wait for us
+        elif isinstance(message, Snapshots):
             self.offers[peer] = tuple(h for h in message.heights if h > 0)
-            if self.offers[peer]:
+            if self.offers[peer] or len(self.offers) >= self.answers_enough:
                 self._offered.set()
         elif isinstance(message, ManifestFrame):
             self._answer(peer, ManifestFrame.KIND, message.height, 0, message.manifest)
@@ -101,6 +107,8 @@ class SnapshotClient:
             await self._offered.wait()
         if not self._offered.is_set():
             raise StateSyncFailed(f"no peer offered a snapshot within {self.timeout_s:g} s")
+        if not any(self.offers.values()):
+            raise StateSyncFailed(f"no peer offered a snapshot ({len(self.offers)} peers answered they have none)")
         await trio.sleep(OFFER_GRACE_S)
         reasons = []
         for height in sorted({h for heights in self.offers.values() for h in heights}, reverse=True):

@@ -29,10 +29,10 @@ FALLBACK_BASE_PORT = 28700
 def _testnet(tmp: Path, base: int, interval: int) -> tuple[Path, list[NodeProcess]]:
     net = tmp / "net"
     alliance("testnet", "--nodes", str(NODES), "--out", str(net), "--base-port", str(base))
-    for i in range(NODES):
+    for i in range(NODES):  # the last one joins later, with state sync on
         with (net / f"node{i}" / "node.toml").open("a") as toml:
             toml.write(f"\n[block]\ntxs_max = 100\n\n[snapshot]\ninterval_blocks = {interval}\n\n"
-                       "[sync]\nsnapshot_timeout_ms = 3000\n")
+                       f"[sync]\nstate_sync = {'true' if i == NODES - 1 else 'false'}\nsnapshot_timeout_ms = 3000\n")
     return net, [node_process(net, base, i) for i in range(NODES)]
 
 
