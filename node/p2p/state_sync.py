@@ -15,6 +15,7 @@ the node then catches up by blocks from the genesis.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -86,11 +87,14 @@ class SnapshotClient:
     def _answer(self, peer: bytes, kind: int, height: int, index: int, data: bytes | None) -> None:
         if self._expected == (peer, kind, height, index):
             self._expected = None  # one answer per request
-            self._answers.send_nowait(data)
+            with contextlib.suppress(trio.WouldBlock):  # the asker timed out as it came: it is dropped below
+                self._answers.send_nowait(data)
 
     async def _ask(self, peer: bytes, request: GetManifest | GetChunk) -> bytes | None:
         index = request.index if isinstance(request, GetChunk) else 0
         kind = Chunk.KIND if isinstance(request, GetChunk) else ManifestFrame.KIND
+        with contextlib.suppress(trio.WouldBlock):
+            self._answered.receive_nowait()  # an answer to an earlier request that came as it timed out
         self._expected = (peer, kind, request.height, index)
         self.outbox.send(peer, encode(request))
         answer = None
