@@ -160,20 +160,28 @@ def subtree_root(index: int, records: Sequence[tuple[bytes, bytes, bytes]]) -> b
     return level.get(0, EMPTY)
 
 
+def chunk_of(key: bytes) -> int:
+    """The chunk whose buckets hold `key`."""
+    return _bucket(_sha256(key).digest()) // BUCKETS_PER_CHUNK
+
+
+def encode_chunk(index: int, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """Chunk `index` of the state pairs of its buckets (any order), and its subtree root. Raises
+    SnapshotInvalid when it would exceed CHUNK_BYTES_MAX."""
+    records = _sorted_records(pairs)
+    chunk = pack_flat([[key, value] for _, key, value in records]) if records else b""
+    if len(chunk) > CHUNK_BYTES_MAX:
+        raise SnapshotInvalid(f"chunk {index} would be {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
+    return chunk, subtree_root(index, records)
+
+
 def build_chunks(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
-    """The CHUNKS chunks of a state (all its (key, value) pairs) and their subtree roots. Raises
-    SnapshotInvalid when a chunk would exceed CHUNK_BYTES_MAX."""
-    grouped: list[list[tuple[bytes, bytes, bytes]]] = [[] for _ in range(CHUNKS)]
-    for record in _sorted_records(pairs):
-        grouped[_bucket(record[0]) // BUCKETS_PER_CHUNK].append(record)
-    chunks, roots = [], []
-    for index, records in enumerate(grouped):
-        chunk = pack_flat([[key, value] for _, key, value in records]) if records else b""
-        if len(chunk) > CHUNK_BYTES_MAX:
-            raise SnapshotInvalid(f"chunk {index} would be {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
-        chunks.append(chunk)
-        roots.append(subtree_root(index, records))
-    return chunks, roots
+    """The CHUNKS chunks of a state (all its (key, value) pairs) and their subtree roots, built in memory."""
+    grouped: list[list[tuple[bytes, bytes]]] = [[] for _ in range(CHUNKS)]
+    for key, value in pairs:
+        grouped[chunk_of(key)].append((key, value))
+    built = [encode_chunk(index, group) for index, group in enumerate(grouped)]
+    return [chunk for chunk, _ in built], [root for _, root in built]
 
 
 def verify_chunk(index: int, chunk: bytes, root: bytes) -> list[tuple[bytes, bytes]]:

@@ -12,20 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import trio
 
 from node.chain.block import header_from_wire
-from node.chain.canonical import unpack
 from node.chain.genesis import Genesis
 from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
+from node.chain.canonical import pack_flat, unpack
 from node.chain.snapshot import (
-    CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, bucket_blobs, build_chunks, decode_manifest, fold_roots,
-    verify_chunk, verify_manifest,
+    CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, bucket_blobs, chunk_of, decode_manifest,
+    encode_chunk, fold_roots, verify_chunk, verify_manifest,
 )
 from node.disk.filesync import sync_directory, write_all
 from node.disk.safety_file import UNKNOWN, SafetyRecord
@@ -36,6 +39,7 @@ from storage.kv import StorageError
 log = logging.getLogger("alliance.snapshot")
 
 MANIFEST_FILE = "manifest"
+SPILL_BUFFER_BYTES = 64 * 1024  # per chunk, while the state is sorted into chunks
 
 
 def snapshot_root(data_dir: Path) -> Path:
@@ -70,14 +74,19 @@ class SnapshotFiles:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def write(self, height: int, manifest: bytes, chunks: list[bytes]) -> Path:
-        """Writes a snapshot whole (temporary directory, fsync, rename), then drops the oldest beyond `keep`."""
+    def write(self, height: int, chunks: Iterable[tuple[bytes, bytes]],
+              manifest: Callable[[list[bytes]], bytes]) -> Path:
+        """Writes a snapshot whole: the chunks as they come ((chunk, subtree root) in order), then the
+        manifest of their roots, in a temporary directory, synced, renamed; then drops the oldest beyond `keep`."""
         self.root.mkdir(parents=True, exist_ok=True)
         final, tmp = self.root / str(height), self.root / f"{height}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        for name, data in [(MANIFEST_FILE, manifest)] + [(f"chunk-{i}", c) for i, c in enumerate(chunks)]:
-            _write_synced(tmp / name, data)
+        roots = []
+        for i, (chunk, root) in enumerate(chunks):
+            _write_synced(tmp / f"chunk-{i}", chunk)
+            roots.append(root)
+        _write_synced(tmp / MANIFEST_FILE, manifest(roots))
         sync_directory(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -157,15 +166,49 @@ class SnapshotWriter:
                 log.info("event=snapshot_written height=%d path=%s", manifest.height, path)
 
     def _write(self, manifest: Manifest, view: StateView) -> Path:
-        try:
-            chunks, roots = build_chunks(view.pairs())
-        finally:
-            view.close()
-        if fold_roots(roots) != self.ledger.header(manifest.height).state_root:
-            raise SnapshotInvalid("the state read does not hash to the block's state_root")
-        whole = Manifest(manifest.chain_id, manifest.height, manifest.header, manifest.certificate, tuple(roots),
-                         manifest.changes)
-        return self.files.write(manifest.height, whole.encode(), chunks)
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="spill-", dir=self.files.root) as spill:
+            try:
+                _spill(view.pairs(), Path(spill))
+            finally:
+                view.close()
+            state_root = self.ledger.header(manifest.height).state_root
+
+            def whole(roots: list[bytes]) -> bytes:
+                if fold_roots(roots) != state_root:
+                    raise SnapshotInvalid("the state read does not hash to the block's state_root")
+                return replace(manifest, roots=tuple(roots)).encode()
+
+            chunks = (encode_chunk(i, _spilled(Path(spill) / str(i))) for i in range(CHUNKS))
+            return self.files.write(manifest.height, chunks, whole)
+
+
+def _spill(pairs: Iterable[tuple[bytes, bytes]], directory: Path) -> None:
+    """Sorts the state's pairs into one file per chunk, unordered: memory stays within a buffer per chunk."""
+    buffers = [bytearray() for _ in range(CHUNKS)]
+    for key, value in pairs:
+        index = chunk_of(key)
+        buffer = buffers[index]
+        buffer += pack_flat([key, value])
+        if len(buffer) > SPILL_BUFFER_BYTES:
+            _append(directory / str(index), buffer)
+            buffer.clear()
+    for index, buffer in enumerate(buffers):
+        if buffer:
+            _append(directory / str(index), buffer)
+
+
+def _append(path: Path, data: bytes | bytearray) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def _spilled(path: Path) -> list[tuple[bytes, bytes]]:
+    """The pairs `_spill` wrote to one chunk's file."""
+    if not path.exists():
+        return []
+    with path.open("rb") as f:
+        return [(key, value) for key, value in msgpack.Unpacker(f, raw=False, max_buffer_size=CHUNK_BYTES_MAX * 2)]
 
 
 def restored_record(record: SafetyRecord, height: int) -> SafetyRecord:

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import trio
 
 from node.chain.ledger import BlockPruned, Ledger
 from node.chain.proposal import build_block
@@ -23,7 +24,8 @@ from node.cli.main import build_parser
 from node.errors import AllianceError
 from node.disk.integrity import verify_window
 from node.disk.safety_file import SafetyFile
-from node.disk.snapshot_files import SnapshotFiles, validator_changes
+from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restore_directory, validator_changes
+from node.ops.metrics import Metrics
 from node.p2p.sync import Syncer
 from node.p2p.wire import Blocks, GetBlocks, decode
 from node.pipeline.driver import Wakeup
@@ -178,7 +180,7 @@ def test_snapshot_files_are_written_whole_and_the_newest_kept(tmp_path: Path) ->
     files = SnapshotFiles(tmp_path / "data.snapshots", keep=2)
     assert files.heights() == [] and files.manifest(10) is None
     for height in (10, 20, 30):
-        files.write(height, b"m%d" % height, [b"c"] + [b""] * (CHUNKS - 1))
+        files.write(height, [(b"c", EMPTY)] + [(b"", EMPTY)] * (CHUNKS - 1), lambda roots: b"m%d" % height)
     (tmp_path / "data.snapshots" / "40.tmp").mkdir()  # a write cut short
     assert files.heights() == [30, 20]
     assert files.manifest(30) == b"m30" and files.chunk(30, 0) == b"c" and files.chunk(30, 1) == b""
@@ -188,7 +190,7 @@ def test_snapshot_files_are_written_whole_and_the_newest_kept(tmp_path: Path) ->
 def test_a_stopped_node_is_restored_offline_from_a_snapshot_directory(
         built: tuple[Ledger, Manifest, list[bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ledger, manifest, chunks = built
-    SnapshotFiles(tmp_path / "backup", keep=2).write(5, manifest.encode(), chunks)
+    SnapshotFiles(tmp_path / "backup", keep=2).write(5, zip(chunks, manifest.roots), lambda roots: manifest.encode())
     home = tmp_path / "home"
     home.mkdir()
     (home / "genesis.toml").write_text(genesis_toml())
@@ -228,3 +230,30 @@ def test_a_restored_node_answers_requests_for_blocks_below_its_base_with_none(
     syncer.on_get_blocks(b"p" * 32, GetBlocks(6, 64))
     assert [decode(frame) for frame in sent] == [Blocks(()), Blocks(())]
     verify_window(store, GENESIS)  # the start-up check of a store that holds no block yet
+
+
+def test_the_writer_writes_a_snapshot_at_each_interval_that_restores(tmp_path: Path) -> None:
+    ledger = _ledger()
+    files = SnapshotFiles(tmp_path / "data.snapshots", keep=2)
+    metrics = Metrics()
+
+    async def inline(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    writer = SnapshotWriter(ledger, files, 5, metrics, run_blocking=inline)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await trio.sleep(0.01)  # the writer waits for a height
+            writer.committed(4)  # not a multiple of the interval
+            writer.committed(5)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert files.heights() == [5] and metrics.snapshots_written._value.get() == 1
+    assert not [p for p in files.root.iterdir() if not p.name.isdigit()]  # no spill or temporary left
+    store = ChainStore(MemoryStore())
+    assert restore_directory(files.root / "5", store, GENESIS) == 5
+    assert Ledger(store, GENESIS).tree.root == ledger.tree.root

@@ -53,7 +53,7 @@ def _network(tmp_path: Path, corrupt: set[int], servers: int = 3) -> tuple[Snaps
     for i in range(servers):
         files = SnapshotFiles(tmp_path / f"s{i}", keep=2)
         bad = [c[:-1] + bytes([c[-1] ^ 1]) if c else c for c in chunks] if i in corrupt else chunks
-        files.write(5, manifest.encode(), bad)
+        files.write(5, zip(bad, manifest.roots), lambda roots: manifest.encode())
         key = bytes([i]) * 32
         handlers[key] = SnapshotServer(files, to_client(key), metrics)  # type: ignore[arg-type]
 
