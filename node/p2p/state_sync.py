@@ -41,6 +41,10 @@ log = logging.getLogger("alliance.sync")
 # After the first offer, how long other peers have to make theirs (a newer height, say): a peer
 # redials a node that was down at least every RECONNECT_MAX_S.
 OFFER_GRACE_S = RECONNECT_MAX_S + 1.0
+# A chunk is asked of every peer offering it up to ROUNDS times, ROUND_PAUSE_S apart: a peer busy
+# sending answers "don't have" (node/p2p/snapshot_server.py).
+ROUNDS = 3
+ROUND_PAUSE_S = 0.5
 
 
 class StateSyncFailed(Exception):
@@ -164,10 +168,12 @@ class SnapshotClient:
     async def _chunk(self, manifest: Manifest, index: int, turn: int) -> int:
         """Fetches, checks and writes chunk `index`, asking the peers in turn from `turn`; the next turn."""
         peers = self._peers(manifest.height)
-        for attempt in range(len(peers)):
+        for attempt in range(ROUNDS * len(peers)):
             peer = peers[(turn + attempt) % len(peers)]
             if peer in self.banned:
                 continue
+            if attempt and attempt % len(peers) == 0:
+                await trio.sleep(ROUND_PAUSE_S)  # every peer said "don't have": busy, perhaps
             data = await self._ask(peer, GetChunk(manifest.height, index))
             if data is None:
                 self.metrics.snapshot_chunks_refused.labels("missing").inc()

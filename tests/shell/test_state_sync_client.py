@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,9 +16,9 @@ from node.chain.ledger import Ledger
 from node.disk.safety_file import SafetyRecord
 from node.disk.snapshot_files import SnapshotFiles, restored_record
 from node.ops.metrics import Metrics
-from node.p2p.snapshot_server import SnapshotServer
+from node.p2p.snapshot_server import QUEUED_FRAMES_MAX, SnapshotServer
 from node.p2p.state_sync import SnapshotClient, StateSyncFailed
-from node.p2p.wire import GetChunk, GetManifest, GetSnapshots, decode
+from node.p2p.wire import Chunk, GetChunk, GetManifest, GetSnapshots, ManifestFrame, decode
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
 from tests.node.proof_example import GENESIS
@@ -27,13 +28,18 @@ CLIENT = b"c" * 32
 
 
 class Wire:
-    """Delivers each frame sent to a peer to that peer's handler at once."""
+    """Delivers each frame sent to a peer to that peer's handler at once; `queued` frames wait in its queue."""
 
-    def __init__(self, deliver: Callable[[bytes, bytes], None]) -> None:
+    def __init__(self, deliver: Callable[[bytes, bytes], None], queued: int = 0) -> None:
         self.deliver = deliver
+        self.queued = queued
 
     def send(self, peer: bytes, frame: bytes) -> None:
         self.deliver(peer, frame)
+
+    def link(self, peer: bytes) -> Any:
+        stats = SimpleNamespace(current_buffer_used=self.queued)
+        return SimpleNamespace(queue=SimpleNamespace(statistics=lambda: stats))
 
 
 async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -118,3 +124,17 @@ def test_peers_that_have_none_end_the_wait_at_once(tmp_path: Path) -> None:
 def test_a_restored_node_never_signs_at_or_below_the_snapshot(sign_from: int, expected: int) -> None:
     record = restored_record(SafetyRecord(committed=0, sign_from=sign_from), 5)
     assert (record.committed, record.sign_from) == (5, expected)
+
+
+def test_a_peer_whose_send_queue_is_full_is_told_none(tmp_path: Path) -> None:
+    manifest, chunks = _snapshot(_ledger())
+    files = SnapshotFiles(tmp_path / "s", keep=2)
+    files.write(5, zip(chunks, manifest.roots), lambda roots: manifest.encode())
+    sent: list[bytes] = []
+    wire = Wire(lambda peer, frame: sent.append(frame), queued=QUEUED_FRAMES_MAX)
+    server = SnapshotServer(files, wire, Metrics())  # type: ignore[arg-type]
+    server.on_get_chunk(CLIENT, GetChunk(5, 0))
+    server.on_get_manifest(CLIENT, GetManifest(5))
+    wire.queued = 0
+    server.on_get_chunk(CLIENT, GetChunk(5, 0))
+    assert [decode(f) for f in sent] == [Chunk(5, 0, None), ManifestFrame(5, None), Chunk(5, 0, chunks[0])]
