@@ -13,10 +13,11 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import trio
@@ -40,6 +41,7 @@ log = logging.getLogger("alliance.snapshot")
 
 MANIFEST_FILE = "manifest"
 SPILL_BUFFER_BYTES = 64 * 1024  # per chunk, while the state is sorted into chunks
+T = TypeVar("T")
 
 
 def snapshot_root(data_dir: Path) -> Path:
@@ -82,12 +84,16 @@ class SnapshotFiles:
         final, tmp = self.root / str(height), self.root / f"{height}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        roots = []
-        for i, (chunk, root) in enumerate(chunks):
-            _write_synced(tmp / f"chunk-{i}", chunk)
-            roots.append(root)
-        _write_synced(tmp / MANIFEST_FILE, manifest(roots))
-        sync_directory(tmp)
+        try:
+            roots = []
+            for i, (chunk, root) in enumerate(chunks):
+                _write_synced(tmp / f"chunk-{i}", chunk)
+                roots.append(root)
+            _write_synced(tmp / MANIFEST_FILE, manifest(roots))
+            sync_directory(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         sync_directory(self.root)
@@ -133,6 +139,7 @@ class SnapshotWriter:
         self.metrics = metrics  # snapshots written
         self.run_blocking = run_blocking
         self._jobs, self._next = trio.open_memory_channel[tuple[Manifest, StateView]](0)
+        self._stopping = threading.Event()
 
     def committed(self, height: int) -> None:
         """Told each committed height (on the event loop, before the next commit)."""
@@ -156,6 +163,18 @@ class SnapshotWriter:
             log.warning("event=snapshot_failed height=%d reason=%r", height, str(exc))
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_when_cancelled)
+            await self._write_each()
+
+    async def _stop_when_cancelled(self) -> None:
+        """Tells a write in progress to stop as the node stops: its thread is not cancelled by trio."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._stopping.set()
+
+    async def _write_each(self) -> None:
         async for manifest, view in self._next:
             try:
                 path = await self.run_blocking(self._write, manifest, view)
@@ -169,7 +188,7 @@ class SnapshotWriter:
         self.files.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="spill-", dir=self.files.root) as spill:
             try:
-                _spill(view.pairs(), Path(spill))
+                _spill(self._unless_stopping(view.pairs()), Path(spill))
             finally:
                 view.close()
             state_root = self.ledger.header(manifest.height).state_root
@@ -179,8 +198,14 @@ class SnapshotWriter:
                     raise SnapshotInvalid("the state read does not hash to the block's state_root")
                 return replace(manifest, roots=tuple(roots)).encode()
 
-            chunks = (encode_chunk(i, _spilled(Path(spill) / str(i))) for i in range(CHUNKS))
+            chunks = (encode_chunk(i, _spilled(Path(spill) / str(i))) for i in self._unless_stopping(range(CHUNKS)))
             return self.files.write(manifest.height, chunks, whole)
+
+    def _unless_stopping(self, items: Iterable[T]) -> Iterator[T]:
+        for item in items:
+            if self._stopping.is_set():
+                raise StorageError("the node is stopping")
+            yield item
 
 
 def _spill(pairs: Iterable[tuple[bytes, bytes]], directory: Path) -> None:
