@@ -29,6 +29,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
+    "snapshot": {"interval_blocks": 1000, "keep": 2},
+    "sync": {"state_sync": False, "snapshot_timeout_ms": 15000},
 }
 
 # The allowed range of every integer setting, bounds included: a value outside is a typo or would
@@ -38,6 +40,9 @@ RANGES: dict[str, tuple[int, int]] = {
     "consensus.round_timeout_max_ms": (10, 3_600_000),
     "block.txs_max": (1, 100_000),
     "mempool.txs_max": (1, 1_000_000),
+    "snapshot.interval_blocks": (0, 100_000_000),
+    "snapshot.keep": (1, 16),  # a peer is offered at most 16 heights
+    "sync.snapshot_timeout_ms": (100, 600_000),
 }
 
 
@@ -66,6 +71,10 @@ class NodeConfig:
     round_timeout_max_ms: int
     block_txs_max: int
     mempool_txs_max: int
+    snapshot_interval_blocks: int
+    snapshot_keep: int
+    state_sync: bool
+    snapshot_timeout_ms: int
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -159,4 +168,8 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         round_timeout_max_ms=v["consensus.round_timeout_max_ms"],
         block_txs_max=v["block.txs_max"],
         mempool_txs_max=v["mempool.txs_max"],
+        snapshot_interval_blocks=v["snapshot.interval_blocks"],
+        snapshot_keep=v["snapshot.keep"],
+        state_sync=v["sync.state_sync"],
+        snapshot_timeout_ms=v["sync.snapshot_timeout_ms"],
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import trio
+from nacl.signing import SigningKey
 
 from consensus.config import ReplicaConfig
 from consensus.quorum import fault_tolerance
@@ -26,6 +27,7 @@ from node.chain.genesis import Genesis, load_genesis
 from node.chain.ledger import GenesisMismatch, Ledger
 from node.config import NodeConfig
 from node.disk.safety_file import UNKNOWN
+from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restored_record, snapshot_root
 from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
 from node.errors import AllianceError
 from node.keys import load_key
@@ -35,6 +37,8 @@ from node.p2p.gossip import TxGossip
 from node.p2p.outbox import PeerOutbox
 from node.p2p.peers import PeerNetwork
 from node.p2p.router import Router
+from node.p2p.snapshot_server import SnapshotServer
+from node.p2p.state_sync import StateSyncFailed, state_sync
 from node.p2p.sync import HeightAnnouncer, Syncer
 from node.pipeline.commit import CommitPipeline
 from node.pipeline.driver import Driver, Inbox, Wakeup
@@ -107,11 +111,41 @@ def _open_ledger(config: NodeConfig, genesis: Genesis, stack: ExitStack) -> Ledg
         raise damaged(config, str(exc), len(genesis.validators)) from None
     stack.callback(kv.close)
     try:
-        return Ledger(ChainStore(kv), genesis)
+        store = ChainStore(kv)
+        if store.restoring():
+            log.warning("event=state_sync_abandoned reason=%r", "a restore did not finish: the store is emptied")
+            store.abandon_restore()
+        return Ledger(store, genesis)
     except GenesisMismatch as exc:
         raise AllianceError(f"{config.data_dir}: {exc}") from None
     except StoreCorrupt as exc:
         raise damaged(config, str(exc), len(genesis.validators)) from None
+
+
+async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, ledger: Ledger, guarded: Guarded,
+                        metrics: Metrics) -> tuple[Ledger, Guarded, dict[str, str]]:
+    """An empty store restored from a peer's snapshot (node/p2p/state_sync.py) when `sync.state_sync`
+    is on: the ledger over it, the guard with a sign floor above the restored height, and what was
+    done (the status' `sync`). Falls back to catching up by blocks from the genesis, and says why."""
+    if ledger.height > 0:
+        return ledger, guarded, {"mode": "blocks", "state_sync": "not needed: the store holds blocks"}
+    if not config.state_sync or len(genesis.validators) == 1:
+        return ledger, guarded, {"mode": "blocks", "state_sync": "off"}
+    with bind(config.p2p_listen, "p2p.listen") as sock:
+        try:
+            height = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000)
+        except StateSyncFailed as exc:
+            log.warning("event=state_sync_fallback reason=%r", str(exc))
+            return ledger, guarded, {"mode": "blocks", "state_sync": f"fell back: {exc}"}
+    try:
+        ledger = Ledger(ledger.store, genesis)  # the tree of the restored state, checked against its header
+    except StoreCorrupt as exc:
+        raise damaged(config, str(exc), len(genesis.validators)) from None
+    # Never sign at or below the restored height: those heights were decided without this store.
+    record = restored_record(guarded.safety_file.record, height)
+    guarded.safety_file.write(record)
+    log.info("event=state_synced height=%d sign_from=%d", height, record.sign_from)
+    return ledger, Guarded(guarded.safety_file, record.sign_from), {"mode": "state", "state_sync": f"restored at {height}"}
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:
@@ -134,11 +168,12 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         ledger = _open_ledger(config, genesis, stack)
         guarded = open_guarded(config, ledger.store, genesis)
         stack.callback(guarded.safety_file.close)
+        metrics = Metrics()
+        ledger, guarded, joined = await _state_synced(config, genesis, key, ledger, guarded, metrics)
         replica = _replica(config, genesis, crypto, ledger, guarded)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
         p2p_sock = stack.enter_context(bind(config.p2p_listen, "p2p.listen"))
         metrics_sock = stack.enter_context(bind(config.metrics_listen, "metrics.listen"))
-        metrics = Metrics()
         metrics.chain_height.set(ledger.height)
         gauges = MembershipGauges(ledger, metrics)  # validators in force: what the alerts' quorum is computed from
         gauges.committed(ledger.height)
@@ -162,23 +197,26 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         lookup = ChainLookup(ledger, admission)
         hub = Hub(lookup.block, lookup.tx, metrics)
         heights = HeightAnnouncer(ledger, outbox)
+        snapshots = SnapshotFiles(snapshot_root(config.data_dir), config.snapshot_keep)
+        writer = SnapshotWriter(ledger, snapshots, config.snapshot_interval_blocks, metrics)
         # The driver asks for catch-up through it; the syncer, built after the driver (it commits through
         # the driver), waits on it.
         sync_wanted = Wakeup()
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
                         txlog, sync_wanted, on_committed=(
-                            hub.publish, lambda height: heights.announce(), gauges.committed,
+                            hub.publish, lambda height: heights.announce(), gauges.committed, writer.committed,
                             # The network is built below (its router needs the syncer, which needs the
                             # driver); it is looked up at the first commit, once it exists.
                             lambda height: network.follow(ledger.members(height + 1))))
         syncer = Syncer(ledger, outbox, driver, sync_wanted, on_store_damaged=watch.report)
         metrics.peers_best_height.set_function(lambda: syncer.peers_height)
         storage_closed = trio.Event()
-        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
+        status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed, joined)
         rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
                          on_admitted=gossip.announce, on_store_damaged=watch.report)
         network = PeerNetwork(genesis.chain_id, key, ledger.members(ledger.height + 1), metrics, outbox,
-                              handler=Router(syncer, gossip, fetcher, inbox, metrics).route,
+                              handler=Router(syncer, gossip, fetcher, inbox, metrics,
+                                             SnapshotServer(snapshots, outbox, metrics)).route,
                               on_connect=_greeter(heights, gossip))
         node = Node(status, driver)
         try:
@@ -192,6 +230,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                     await nursery.start(network.serve, p2p_sock)
                     nursery.start_soon(syncer.run)
                     nursery.start_soon(gossip.run)
+                    nursery.start_soon(writer.run)
                     if guarded.sign_from == UNKNOWN:
                         reports = fault_tolerance(len(ledger.members(ledger.height + 1).validators)) + 1
                         nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)

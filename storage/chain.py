@@ -17,6 +17,7 @@ Key layout:
     s/<state key>        -> state value
     z/<bucket>           -> the state tree's bucket records (4-byte BE bucket; node/chain/state_tree.py)
     x/safety             -> consensus safety state (older nodes; now in its own file)
+    m/restoring          -> present while a snapshot is being restored into an empty store
     m/<name>             -> node metadata (any name but "height")
 """
 
@@ -25,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from storage.kv import KeyValueStore, StorageError, StoreCorrupt, WriteBatch
+from storage.kv import KeyValueStore, ReadView, StorageError, StoreCorrupt, WriteBatch
 
 _HEIGHT_KEY = b"m/height"
 _BASE_KEY = b"m/base"
+_RESTORING_KEY = b"m/restoring"
+_CLEAR_BATCH = 10_000
 _HEADER_PREFIX = b"e/"
 _SAFETY_KEY = b"x/safety"
 _BLOCK_PREFIX = b"b/"
@@ -120,6 +123,60 @@ class ChainStore:
                 raise StoreCorrupt(f"state tree key {key!r} is not z/ and a 4-byte bucket")
             yield int.from_bytes(key[len(_BUCKET_PREFIX):], "big"), blob
 
+    def state_view(self) -> StateView:
+        """The committed state as it is now, unchanged by later commits (a snapshot is written from it)."""
+        return StateView(self.kv.snapshot())
+
+    # ---- restoring a snapshot: into an empty store only ----------------------------------------
+
+    def restoring(self) -> bool:
+        """Whether a restore began and did not finish: the store then holds a part of a state."""
+        return self.kv.get(_RESTORING_KEY) is not None
+
+    def begin_restore(self) -> None:
+        if self._height:
+            raise StorageError(f"a snapshot is restored into an empty store only; this one holds {self._height} blocks")
+        self.kv.put(_RESTORING_KEY, b"1", sync=True)
+
+    def restore_state(self, pairs: list[tuple[bytes, bytes]], buckets: dict[int, bytes]) -> None:
+        """Writes state pairs and their buckets' blobs (made durable by `finish_restore`'s synced batch)."""
+        batch = WriteBatch()
+        for key, value in pairs:
+            batch.put(_STATE_PREFIX + key, value)
+        for bucket, blob in buckets.items():
+            batch.put(_BUCKET_PREFIX + bucket.to_bytes(4, "big"), blob)
+        self.kv.write_batch(batch, sync=False)
+
+    def finish_restore(self, height: int, block_hash: bytes, headers: list[tuple[int, bytes, bytes]]) -> None:
+        """Moves the height pointer to the restored `height`, the base above it, in one synced batch
+        with `headers` ((height, encoded header, encoded certificate): that of `height` and those the
+        snapshot's validator changes name), indexed like blocks below a base."""
+        batch = WriteBatch()
+        for at, header, certificate in headers:
+            batch.put(_HEADER_PREFIX + _encode_height(at), header)
+            batch.put(_CERTIFICATE_PREFIX + _encode_height(at), certificate)
+        batch.put(_HASH_PREFIX + block_hash, _encode_height(height))
+        batch.put(_HEIGHT_KEY, _encode_height(height))
+        batch.put(_BASE_KEY, _encode_height(height + 1))
+        batch.delete(_RESTORING_KEY)
+        self.kv.write_batch(batch, sync=True)
+        self._height, self._base = height, height + 1
+
+    def abandon_restore(self) -> None:
+        """Deletes what a restore that did not finish wrote: every key but the node's metadata."""
+        batch = WriteBatch()
+        for key in (_RESTORING_KEY, _HEIGHT_KEY, _BASE_KEY):
+            batch.delete(key)
+        for key, _ in self.kv.iterate(b""):
+            if key.startswith(_META_PREFIX):
+                continue
+            batch.delete(key)
+            if len(batch) >= _CLEAR_BATCH:
+                self.kv.write_batch(batch, sync=False)
+                batch = WriteBatch()
+        self.kv.write_batch(batch, sync=True)
+        self._height, self._base = 0, 1
+
     def load_safety(self) -> bytes | None:
         return self.kv.get(_SAFETY_KEY)
 
@@ -147,6 +204,22 @@ class ChainStore:
         if height < 1:
             return None  # blocks start at 1; also keeps to_bytes from failing
         return self.kv.get(prefix + _encode_height(height))
+
+
+class StateView:
+    """The state pairs and height of a store at one moment."""
+
+    def __init__(self, view: ReadView) -> None:
+        self._view = view
+        stored = _decode_height(view.get(_HEIGHT_KEY), _HEIGHT_KEY)
+        self.height = 0 if stored is None else stored
+
+    def pairs(self) -> Iterator[tuple[bytes, bytes]]:
+        strip = len(_STATE_PREFIX)
+        return ((key[strip:], value) for key, value in self._view.iterate(_STATE_PREFIX))
+
+    def close(self) -> None:
+        self._view.close()
 
 
 def _block_batch(w: BlockWrite) -> WriteBatch:

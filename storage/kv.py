@@ -35,6 +35,16 @@ class WriteBatch:
         return len(self.writes)
 
 
+class ReadView(Protocol):
+    """A consistent read-only view of a store as it was when taken; close it when done."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def close(self) -> None: ...
+
+
 class KeyValueStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -48,6 +58,10 @@ class KeyValueStore(Protocol):
 
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
         """Applies every write of `batch` atomically; durable on return when `sync`."""
+        ...
+
+    def snapshot(self) -> ReadView:
+        """A view of the store as it is now, unchanged by later writes."""
         ...
 
     def close(self) -> None: ...

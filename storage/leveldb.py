@@ -105,6 +105,11 @@ class LevelDBStore:
                 _add_to_batch(raw, key, value)
             raw.write()
 
+    def snapshot(self) -> LevelDBView:
+        """A LevelDB snapshot: reads through it see the store as it is now."""
+        with self._mapped_errors("read"):
+            return LevelDBView(self, self._live_db().snapshot())
+
     def close(self) -> None:
         if self._db is None:
             return
@@ -128,6 +133,28 @@ class LevelDBStore:
             yield
         except _PLYVEL_ERRORS as exc:
             raise _error(self.path, action, exc) from exc
+
+
+class LevelDBView:
+    """A `ReadView` over a plyvel snapshot, its errors mapped like the store's."""
+
+    def __init__(self, store: LevelDBStore, raw: Any) -> None:
+        self._store = store
+        self._raw: Any = raw
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._store._mapped_errors("read"):
+            value: bytes | None = self._raw.get(key, verify_checksums=True)
+        return value
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        with self._store._mapped_errors("read"):
+            raw = self._raw.iterator(prefix=prefix, verify_checksums=True)
+        return self._store._pairs(raw)
+
+    def close(self) -> None:
+        with self._store._mapped_errors("read"):
+            self._raw.close()
 
 
 def _is_damage(exc: Exception, detail: str, action: str) -> bool:

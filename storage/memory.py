@@ -50,6 +50,10 @@ class MemoryStore:
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
         self._apply(list(batch.writes.items()), sync=sync)
 
+    def snapshot(self) -> MemoryView:
+        self._check_open()
+        return MemoryView(dict(self._visible))
+
     def close(self) -> None:
         self._closed = True
 
@@ -88,6 +92,22 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("memory store is closed")
+
+
+class MemoryView:
+    """A `ReadView`: a copy of the visible pairs."""
+
+    def __init__(self, pairs: dict[bytes, bytes]) -> None:
+        self._pairs = pairs
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._pairs.get(key)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(sorted(kv for kv in self._pairs.items() if kv[0].startswith(prefix)))
+
+    def close(self) -> None:
+        self._pairs = {}
 
 
 def _check_bytes(what: str, data: object) -> None:

@@ -47,5 +47,6 @@ class OpsApp:
             return await respond_json(send, 200 if ok else 503, {"ok": ok})
         if path == "/readyz":
             reasons = self.status.readiness()
-            return await respond_json(send, 503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
+            return await respond_json(send, 503 if reasons else 200, {"ready": not reasons, "reasons": reasons,
+                                                                     "sync": self.status.sync()})
         await respond_json(send, 404, {"error": "not found; try /metrics, /healthz or /readyz"})

@@ -27,6 +27,7 @@ class NodeStatus:
         outbox: PeerOutbox,
         syncer: Syncer,
         storage_closed: trio.Event,
+        joined: dict[str, str],
     ) -> None:
         self.config = config
         self.genesis = genesis
@@ -35,6 +36,7 @@ class NodeStatus:
         self.outbox = outbox  # who is connected
         self.syncer = syncer  # what the peers have reached
         self.storage_closed = storage_closed  # set once the node stopped
+        self.joined = joined  # how the node got its state: {"mode": "state"|"blocks", "state_sync": what it did}
 
     @property
     def storage_open(self) -> bool:
@@ -63,8 +65,13 @@ class NodeStatus:
             "validators": [m.pubkey.hex() for m in self.members().validators],
             "peers": self.peers(),
             "syncing": self.syncer.syncing,
+            "sync": self.sync(),
             "version": VERSION,
         }
+
+    def sync(self) -> dict[str, Any]:
+        """How the node got its state, and the lowest height whose block it holds."""
+        return {**self.joined, "base": self.ledger.base}
 
     def readiness(self) -> list[str]:
         """Why the node is not ready; empty when it is."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from node.bench.catch_up import catch_up, stop_follower
+from node.bench.join import join, snapshot_interval
 from node.bench.consortium import check_alive, metrics_url, status
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.progress import progress
@@ -94,6 +95,8 @@ def measure(settings: Settings, home: Path, nodes: list[LocalNode], loads: list[
     report["load_cpu_s"] = round(result.cpu_s, 2)
     report["watcher_cpu_s"] = round(cpu[-1], 2)
     report.update(caught_up)
+    if stopped and settings.join:
+        report.update(join(stopped.node, running, snapshot_interval(settings.count), settings.poll_s))
     return report
 
 

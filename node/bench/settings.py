@@ -12,6 +12,7 @@ class Settings:
     duration_s: float  # the measured window; math.inf with catch_up: until the count is committed
     catch_up: int | None  # transactions to commit with catch_up_node stopped, then time its catch-up
     catch_up_node: int
+    join: bool  # with catch_up: then time catch_up_node joining from an empty store, by state and by block sync
     count: int  # transactions pre-signed
     batch: int
     connections: int  # per node

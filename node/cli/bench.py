@@ -12,7 +12,8 @@ The order of things (docs/performance.md says what each figure means):
 
 With --catch-up TXS, node1 is stopped before step 3, the load (over the other nodes) is exactly TXS
 transactions and the window ends with the block that commits the last of them; node1 is then restarted and
-timed until it reaches the height the others had at its restart.
+timed until it reaches the height the others had at its restart. --join TXS does the same, the nodes
+writing snapshots, then times node1 joining from an empty data directory by state sync and by blocks.
 
 The steps are in node/bench/: consortium (the nodes), measurement (steps 2 to 4), catch_up, report (the
 figures) and profile; this module checks the flags and runs them in order.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from consensus.quorum import quorum
 from node.bench.consortium import check_alive, check_clean_exit, start_nodes, wait_connected
+from node.bench.join import snapshot_interval, with_snapshots
 from node.bench.measurement import measure
 from node.bench.profile import profile_paths, summarise_profiles
 from node.bench.progress import progress
@@ -51,6 +53,10 @@ CATCH_UP_NODE = 1  # dials every later node itself, so its restart does not wait
 def _check_args(args: argparse.Namespace) -> None:
     if args.nodes < 1:
         raise AllianceError("--nodes must be at least 1")
+    if args.join is not None:
+        if args.catch_up is not None:
+            raise AllianceError("--join includes the catch-up run: give --join TXS or --catch-up TXS, not both")
+        args.catch_up = args.join
     if args.catch_up is not None:
         _check_catch_up_args(args)
     elif args.duration is None:  # None in the parser so that --catch-up can refuse an explicit --duration
@@ -92,6 +98,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         duration_s=math.inf if args.catch_up else float(args.duration),
         catch_up=args.catch_up,
         catch_up_node=CATCH_UP_NODE,
+        join=args.join is not None,
         count=_tx_count(args),
         batch=_batch_size(args),
         connections=args.connections,
@@ -126,6 +133,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     keep_home = not temporary
     try:
         prepare_home(home, args.nodes, args.base_port, args.fresh)
+        if args.join is not None:
+            with_snapshots(home, args.nodes, snapshot_interval(args.join))
         profiles = profile_paths(args.profile, args.nodes)
         nodes = start_nodes(home, args.nodes, args.base_port, profiles)
         wait_ready(nodes)

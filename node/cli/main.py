@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
-from node.cli import bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup
+from node.cli import bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup, snapshot_cmd
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
 from node.ops.logs import stderr_is_journal
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the node under cProfile and write its pstats to FILE on a clean exit")
 
     check.add_parsers(sub, _command)
+    snapshot_cmd.add_parser(sub, _command)
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"node{bench.CATCH_UP_NODE}, send exactly TXS transactions to the others, time how long the chain "
                    "takes to commit them, then restart the node and time how long it takes to reach the others' "
                    "height (takes no --duration or --txs)")
+    p.add_argument("--join", type=int, metavar="TXS", help="as --catch-up TXS, the nodes writing a snapshot "
+                   "twice over the chain (every TXS/2000 blocks, at least 5); then start the node from an empty data directory and time how long it takes to reach "
+                   "the others' height by state sync, then by blocks from the genesis (join_* figures)")
     p.add_argument("--profile", metavar="DIR", help="run each node under cProfile; write DIR/node<i>.pstats and "
                    "print each node's top functions to stderr")
     p.add_argument("--profile-sort", choices=["tottime", "cumtime"], default="tottime",

@@ -31,6 +31,8 @@ MESSAGE_DROP_REASONS = (
     "invalid_round_change", "invalid_validator_set", "non_member", "old", "sender_over_limit",
     "unjustified_proposal",
 )
+# Why a state-syncing node refused a snapshot chunk (node/chain/snapshot.py checks it).
+CHUNK_REFUSAL_REASONS = ("invalid", "missing")
 
 
 class Metrics:
@@ -83,6 +85,17 @@ class Metrics:
             "alliance_p2p_frames_malformed", "Frames from members that did not decode.", registry=r
         )
 
+        self.snapshots_written = Counter(
+            "alliance_snapshots_written", "State snapshots written to the snapshot directory.", registry=r
+        )
+        self.snapshot_chunks_served = Counter(
+            "alliance_snapshot_chunks_served", "Snapshot chunks sent to state-syncing peers.", registry=r
+        )
+        self.snapshot_chunks_refused = Counter(
+            "alliance_snapshot_chunks_refused", "Snapshot chunks a state sync refused, by reason.", ["reason"],
+            registry=r,
+        )
+
         self.ws_connections = Gauge("alliance_ws_connections", "Open WebSocket connections at /ws.", registry=r)
         self.ws_subscriptions = Gauge(
             "alliance_ws_subscriptions", "Live event subscriptions, by topic.", ["topic"], registry=r
@@ -104,6 +117,8 @@ class Metrics:
             self.rpc_requests.labels(method, "error")
         for reason in MESSAGE_DROP_REASONS:
             self.messages_dropped.labels(reason)
+        for reason in CHUNK_REFUSAL_REASONS:
+            self.snapshot_chunks_refused.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,8 +8,11 @@ from consensus.events import MessageReceived
 from node.ops.metrics import Metrics
 from node.p2p.fetch import TxFetcher
 from node.p2p.gossip import TxGossip
+from node.p2p.snapshot_server import SnapshotServer
 from node.p2p.sync import Syncer
-from node.p2p.wire import Blocks, Consensus, FoundTxs, GetBlocks, GetTxs, Message, Status, Txs
+from node.p2p.wire import (
+    Blocks, Consensus, FoundTxs, GetBlocks, GetChunk, GetManifest, GetSnapshots, GetTxs, Message, Status, Txs,
+)
 
 
 class ConsensusInbox(Protocol):
@@ -20,13 +23,15 @@ class ConsensusInbox(Protocol):
 
 class Router:
     def __init__(
-        self, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, consensus: ConsensusInbox, metrics: Metrics
+        self, syncer: Syncer, gossip: TxGossip, fetcher: TxFetcher, consensus: ConsensusInbox, metrics: Metrics,
+        snapshots: SnapshotServer,
     ) -> None:
         self.syncer = syncer
         self.gossip = gossip
         self.fetcher = fetcher
         self.consensus = consensus
         self.metrics = metrics
+        self.snapshots = snapshots
 
     def route(self, peer: bytes, message: Message) -> None:
         if isinstance(message, Consensus):
@@ -43,6 +48,12 @@ class Router:
             self.fetcher.on_get_txs(peer, message)
         elif isinstance(message, FoundTxs):
             self.fetcher.on_found_txs(peer, message)
+        elif isinstance(message, GetSnapshots):
+            self.snapshots.on_get_snapshots(peer)
+        elif isinstance(message, GetManifest):
+            self.snapshots.on_get_manifest(peer, message)
+        elif isinstance(message, GetChunk):
+            self.snapshots.on_get_chunk(peer, message)
 
     def on_consensus(self, peer: bytes, message: Consensus) -> None:
         signed = message.signed

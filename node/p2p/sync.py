@@ -122,6 +122,8 @@ class Syncer:
     def _stored_blocks(self, start: int, count: int) -> tuple[tuple[bytes, bytes], ...]:
         items: list[tuple[bytes, bytes]] = []
         size = 0
+        if max(start, 1) < self.ledger.base:
+            return ()  # pruned, or before the snapshot this node started from: "don't have"
         for height in range(max(start, 1), min(start + count, self.ledger.height + 1)):
             block, certificate = self.ledger.stored_block(height)
             size += len(block) + len(certificate) + 16  # with room for framing

@@ -19,8 +19,11 @@ import msgpack
 from consensus.messages import HASH_BYTES, MessageError, Signed, decode_signed, encode_signed
 
 STATUS, CONSENSUS, TXS, GET_BLOCKS, BLOCKS, GET_TXS, FOUND_TXS = 0, 1, 2, 3, 4, 5, 6
+GET_SNAPSHOTS, SNAPSHOTS, GET_MANIFEST, MANIFEST, GET_CHUNK, CHUNK = 7, 8, 9, 10, 11, 12
 # Hashes in one GET_TXS: a block holds fewer transactions than this.
 GET_TXS_HASHES_MAX = 100_000
+# Heights in one SNAPSHOTS offer: a node keeps a few snapshots (snapshot.keep).
+SNAPSHOT_HEIGHTS_MAX = 16
 
 
 class FrameError(ValueError):
@@ -88,7 +91,55 @@ class FoundTxs:
     txs: tuple[bytes, ...]
 
 
-Message = Union[Status, Consensus, Txs, GetBlocks, Blocks, GetTxs, FoundTxs]
+@dataclass(frozen=True)
+class GetSnapshots:
+    """A request for the heights of the snapshots the receiver serves."""
+
+    KIND: ClassVar[int] = GET_SNAPSHOTS
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """The heights of the snapshots the sender serves, newest first."""
+
+    KIND: ClassVar[int] = SNAPSHOTS
+    heights: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GetManifest:
+    KIND: ClassVar[int] = GET_MANIFEST
+    height: int
+
+
+@dataclass(frozen=True)
+class ManifestFrame:
+    """The manifest of the snapshot at `height` (node/chain/snapshot.py); None: the sender has none."""
+
+    KIND: ClassVar[int] = MANIFEST
+    height: int
+    manifest: bytes | None
+
+
+@dataclass(frozen=True)
+class GetChunk:
+    KIND: ClassVar[int] = GET_CHUNK
+    height: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Chunk `index` of the snapshot at `height`; None: the sender has no such chunk."""
+
+    KIND: ClassVar[int] = CHUNK
+    height: int
+    index: int
+    data: bytes | None
+
+
+Message = Union[Status, Consensus, Txs, GetBlocks, Blocks, GetTxs, FoundTxs, GetSnapshots, Snapshots, GetManifest,
+                ManifestFrame, GetChunk, Chunk]
 
 
 def encode(message: Message) -> bytes:
@@ -106,7 +157,23 @@ def _fields(message: Message) -> list[Any]:
         return [list(message.blocks)]
     if isinstance(message, GetTxs):
         return [list(message.hashes)]
-    return [list(message.txs)]
+    if isinstance(message, (Txs, FoundTxs)):
+        return [list(message.txs)]
+    return _snapshot_fields(message)
+
+
+def _snapshot_fields(message: Message) -> list[Any]:
+    if isinstance(message, Snapshots):
+        return [list(message.heights)]
+    if isinstance(message, GetManifest):
+        return [message.height]
+    if isinstance(message, ManifestFrame):
+        return [message.height, message.manifest]
+    if isinstance(message, GetChunk):
+        return [message.height, message.index]
+    if isinstance(message, Chunk):
+        return [message.height, message.index, message.data]
+    return []  # GetSnapshots
 
 
 def decode(frame: bytes) -> Message:
@@ -181,7 +248,30 @@ def _found_txs(txs: Any) -> FoundTxs:
     return FoundTxs(_entries(txs, "transactions", FOUND_TXS))
 
 
+def _optional_bytes(value: Any, what: str, kind: int) -> bytes | None:
+    _require(value is None or isinstance(value, bytes), f"{what} is neither bytes nor nil", kind)
+    return value  # type: ignore[no-any-return]
+
+
+def _snapshots(heights: Any) -> Snapshots:
+    _require(isinstance(heights, list) and len(heights) <= SNAPSHOT_HEIGHTS_MAX, "heights is not a short list",
+             SNAPSHOTS)
+    return Snapshots(tuple(_int(h, "a height", SNAPSHOTS) for h in heights))
+
+
+def _manifest(height: Any, manifest: Any) -> ManifestFrame:
+    return ManifestFrame(_int(height, "height", MANIFEST), _optional_bytes(manifest, "manifest", MANIFEST))
+
+
+def _chunk(height: Any, index: Any, data: Any) -> Chunk:
+    return Chunk(_int(height, "height", CHUNK), _int(index, "index", CHUNK), _optional_bytes(data, "chunk", CHUNK))
+
+
 _DECODERS: dict[int, tuple[int, Callable[..., Message]]] = {
     STATUS: (1, _status), CONSENSUS: (1, _consensus), TXS: (1, _txs), GET_BLOCKS: (2, _get_blocks),
     BLOCKS: (1, _blocks), GET_TXS: (1, _get_txs), FOUND_TXS: (1, _found_txs),
+    GET_SNAPSHOTS: (0, GetSnapshots), SNAPSHOTS: (1, _snapshots),
+    GET_MANIFEST: (1, lambda height: GetManifest(_int(height, "height", GET_MANIFEST))), MANIFEST: (2, _manifest),
+    GET_CHUNK: (2, lambda height, index: GetChunk(_int(height, "height", GET_CHUNK), _int(index, "index", GET_CHUNK))),
+    CHUNK: (3, _chunk),
 }

@@ -18,7 +18,7 @@ COMMANDS = [
     [], ["keygen"], ["testnet"], ["run"], ["localnet"], ["status"], ["tx"], ["tx", "put"], ["tx", "get"],
     ["tx", "delete"], ["notarize"], ["lookup"], ["genesis"], ["genesis", "new"], ["genesis", "add-validator"],
     ["genesis", "add-client"], ["genesis", "add-observer"], ["genesis", "add-admin"], ["genesis", "set-threshold"],
-    ["genesis", "show"], ["verify-proof"],
+    ["genesis", "show"], ["verify-proof"], ["snapshot"], ["snapshot", "restore"],
 ]
 
 

@@ -267,7 +267,7 @@ def test_status_and_readiness_follow_the_membership_of_the_next_block() -> None:
     outbox: Any = SimpleNamespace(connected=lambda pubkey: False)
     syncer: Any = SimpleNamespace(syncing=False, peers_height=0)
     config: Any = SimpleNamespace(name="v0")
-    status = NodeStatus(config, GENESIS, chain.ledger, replica, outbox, syncer, trio.Event())
+    status = NodeStatus(config, GENESIS, chain.ledger, replica, outbox, syncer, trio.Event(), {"mode": "blocks"})
     assert status.status()["validators"] == [me.hex()] and status.peers() == [] and status.readiness() == []
     commit(chain.ledger, [])
     assert status.status()["validators"] == [me.hex(), (b"j" * 32).hex()]

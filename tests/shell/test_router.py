@@ -32,7 +32,7 @@ class Recorder:
 
 def _router(syncing: bool = False, best_height: int = 0) -> tuple[Router, Recorder, Metrics]:
     parts, metrics = Recorder(syncing=syncing, best_height=best_height), Metrics()
-    return Router(parts, parts, parts, parts, metrics), parts, metrics  # type: ignore[arg-type]
+    return Router(parts, parts, parts, parts, metrics, parts), parts, metrics  # type: ignore[arg-type]
 
 
 def _signed(height: int, sender: bytes = PEER) -> Signed:

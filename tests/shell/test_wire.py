@@ -106,7 +106,7 @@ def test_every_message_round_trips_in_the_bytes_it_always_had(message: Message) 
     (msgpack.packb(["status", 1]), None),
     (msgpack.packb([True, 1]), None),
     (msgpack.packb({"0": 1}), None),
-    (_packed(7, []), None),  # unknown kind
+    (_packed(99, []), None),  # unknown kind
     (_packed(-1, 0), None),
     (_packed(STATUS), STATUS),
     (_packed(STATUS, 1, 2), STATUS),

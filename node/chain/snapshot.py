@@ -1,0 +1,221 @@
+"""Certified snapshots of the state: the manifest and chunks a node state-syncs from (docs/peer-protocol.md).
+
+The state tree (node/chain/state_tree.py) is cut at level CHUNK_LEVEL into CHUNKS subtrees of
+BUCKETS_PER_CHUNK buckets each. Chunk i holds the state pairs [key, value] of the buckets of subtree i,
+in key-hash order, as canonical MessagePack; an empty subtree gives an empty chunk. The manifest names
+the height, carries its header and certificate, the CHUNKS subtree roots, and the validator changes
+from the genesis up to the height (as a proof does), so that a node holding only the genesis can check
+it: the changes walk it to the validators of the height, who certify the header, whose state_root the
+subtree roots fold to. Each chunk is then checked against its subtree root.
+
+Pure code, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from node.chain.block import BlockError, Header, decode_certificate, header_from_wire, verify_certificate
+from node.chain.canonical import CodecError, pack_flat, unpack
+from node.chain.membership import validators_hash
+from node.chain.state_tree import DEPTH, EMPTY, leaf_hash, node_hash
+
+MANIFEST_VERSION = 1
+CHUNK_LEVEL = 8
+CHUNKS = 1 << CHUNK_LEVEL
+BUCKETS_PER_CHUNK = 1 << (DEPTH - CHUNK_LEVEL)
+CHUNK_BYTES_MAX = 8 * 1024 * 1024  # below a p2p frame's 16 MiB
+VALIDATOR_CHANGES_MAX = 10_000
+VALIDATORS_MAX = 1_000
+MANIFEST_BYTES_MAX = 4 * 1024 * 1024
+_sha256 = hashlib.sha256
+
+
+class SnapshotInvalid(ValueError):
+    """A manifest or chunk that does not hold; the message names the failing check."""
+
+
+@dataclass(frozen=True)
+class ValidatorChange:
+    """The last block of a validator set (header and certificate, encoded) and the set after it."""
+
+    header: bytes
+    certificate: bytes
+    validators: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    chain_id: str
+    height: int
+    header: bytes  # the encoded header of `height`
+    certificate: bytes  # its encoded commit certificate
+    roots: tuple[bytes, ...]  # the CHUNKS subtree roots at CHUNK_LEVEL
+    changes: tuple[ValidatorChange, ...]
+
+    def encode(self) -> bytes:
+        changes = [[c.header, c.certificate, list(c.validators)] for c in self.changes]
+        return pack_flat([MANIFEST_VERSION, self.chain_id, self.height, self.header, self.certificate,
+                          list(self.roots), changes])
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """The manifest in `data`, its shape checked (not yet its certificate: see verify_manifest)."""
+    if len(data) > MANIFEST_BYTES_MAX:
+        raise SnapshotInvalid(f"the manifest is {len(data)} bytes, above {MANIFEST_BYTES_MAX}")
+    try:
+        obj = unpack(data)
+    except CodecError as exc:
+        raise SnapshotInvalid(f"the manifest does not decode: {exc}") from None
+    if not (isinstance(obj, list) and len(obj) == 7 and obj[0] == MANIFEST_VERSION):
+        raise SnapshotInvalid(f"a manifest is [{MANIFEST_VERSION}, chain_id, height, header, certificate, "
+                              "roots, validator_changes]")
+    _, chain_id, height, header, certificate, roots, changes = obj
+    ok = (isinstance(chain_id, str) and type(height) is int and height >= 1 and isinstance(header, bytes)
+          and isinstance(certificate, bytes) and isinstance(roots, list) and len(roots) == CHUNKS
+          and all(isinstance(r, bytes) and len(r) == 32 for r in roots)
+          and isinstance(changes, list) and len(changes) <= VALIDATOR_CHANGES_MAX)
+    if not ok:
+        raise SnapshotInvalid("the manifest's fields have the wrong types or counts")
+    return Manifest(chain_id, height, header, certificate, tuple(roots), tuple(_change(c) for c in changes))
+
+
+def _change(obj: Any) -> ValidatorChange:
+    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[0], bytes) and isinstance(obj[1], bytes)
+            and isinstance(obj[2], list) and 0 < len(obj[2]) <= VALIDATORS_MAX
+            and all(isinstance(k, bytes) and len(k) == 32 for k in obj[2])):
+        raise SnapshotInvalid("a validator change is [header, certificate, [validator key, ...]]")
+    return ValidatorChange(obj[0], obj[1], tuple(obj[2]))
+
+
+def _certified(header_bytes: bytes, certificate_bytes: bytes, validators: tuple[bytes, ...], what: str) -> Header:
+    """The header, once a quorum of `validators` certify it."""
+    try:
+        header = header_from_wire(unpack(header_bytes))
+        seals = decode_certificate(certificate_bytes)
+    except (BlockError, CodecError) as exc:
+        raise SnapshotInvalid(f"{what}: {exc}") from None
+    if header.validators_hash != validators_hash(validators):
+        raise SnapshotInvalid(f"{what}: its header names other validators than those in force")
+    sealed = verify_certificate(header.hash(), seals, validators)
+    if not sealed.quorate:
+        raise SnapshotInvalid(f"{what}: {sealed.sealed} valid seals, below the quorum of {sealed.quorum}")
+    return header
+
+
+def verify_manifest(manifest: Manifest, chain_id: str, genesis_validators: tuple[bytes, ...]) -> Header:
+    """The certified header of the snapshot's height; SnapshotInvalid unless the validator changes lead
+    from the genesis validators to a quorum certifying it and the roots fold to its state_root."""
+    if manifest.chain_id != chain_id:
+        raise SnapshotInvalid(f"the manifest is of chain {manifest.chain_id!r}, not {chain_id!r}")
+    in_force, previous = genesis_validators, 0
+    for i, change in enumerate(manifest.changes):
+        what = f"validator change {i}"
+        header = _certified(change.header, change.certificate, in_force, what)
+        if not (header.chain_id == chain_id and previous < header.height < manifest.height):
+            raise SnapshotInvalid(f"{what}: not a block of this chain between {previous} and {manifest.height}")
+        if header.next_validators_hash != validators_hash(change.validators) or len(set(change.validators)) != len(
+                change.validators):
+            raise SnapshotInvalid(f"{what}: its header does not commit to the validators it lists")
+        in_force, previous = change.validators, header.height
+    header = _certified(manifest.header, manifest.certificate, in_force, f"the header of {manifest.height}")
+    if header.height != manifest.height or header.chain_id != chain_id:
+        raise SnapshotInvalid(f"the header is of block {header.height}, not {manifest.height}")
+    if fold_roots(manifest.roots) != header.state_root:
+        raise SnapshotInvalid("the subtree roots do not fold to the header's state_root")
+    return header
+
+
+def fold_roots(nodes: Sequence[bytes]) -> bytes:
+    """The root over a full level of nodes (a power of two of them)."""
+    level = list(nodes)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _sorted_records(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
+    """(kh, key, value) in key-hash order."""
+    return sorted((_sha256(key).digest(), key, value) for key, value in pairs)
+
+
+def _bucket(kh: bytes) -> int:
+    return int.from_bytes(kh[:4], "big") >> (32 - DEPTH)
+
+
+def subtree_root(index: int, records: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+    """The root of subtree `index` at CHUNK_LEVEL over records (kh, key, value) of its buckets, in kh order."""
+    blobs: dict[int, list[bytes]] = {}
+    for kh, _key, value in records:
+        blobs.setdefault(_bucket(kh) - index * BUCKETS_PER_CHUNK, []).append(kh + _sha256(value).digest())
+    level = {i: leaf_hash(b"".join(parts)) for i, parts in blobs.items()}
+    for _ in range(DEPTH - CHUNK_LEVEL):
+        parents: dict[int, bytes] = {}
+        for i in {i >> 1 for i in level}:
+            parents[i] = node_hash(level.get(2 * i, EMPTY), level.get(2 * i + 1, EMPTY))
+        level = parents
+    return level.get(0, EMPTY)
+
+
+def chunk_of(key: bytes) -> int:
+    """The chunk whose buckets hold `key`."""
+    return _bucket(_sha256(key).digest()) // BUCKETS_PER_CHUNK
+
+
+def encode_chunk(index: int, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """Chunk `index` of the state pairs of its buckets (any order), and its subtree root. Raises
+    SnapshotInvalid when it would exceed CHUNK_BYTES_MAX."""
+    records = _sorted_records(pairs)
+    chunk = pack_flat([[key, value] for _, key, value in records]) if records else b""
+    if len(chunk) > CHUNK_BYTES_MAX:
+        raise SnapshotInvalid(f"chunk {index} would be {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
+    return chunk, subtree_root(index, records)
+
+
+def build_chunks(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The CHUNKS chunks of a state (all its (key, value) pairs) and their subtree roots, built in memory."""
+    grouped: list[list[tuple[bytes, bytes]]] = [[] for _ in range(CHUNKS)]
+    for key, value in pairs:
+        grouped[chunk_of(key)].append((key, value))
+    built = [encode_chunk(index, group) for index, group in enumerate(grouped)]
+    return [chunk for chunk, _ in built], [root for _, root in built]
+
+
+def verify_chunk(index: int, chunk: bytes, root: bytes) -> list[tuple[bytes, bytes]]:
+    """The state pairs of chunk `index`; SnapshotInvalid unless they are of its buckets, in key-hash
+    order, within CHUNK_BYTES_MAX, and hash to `root`."""
+    if len(chunk) > CHUNK_BYTES_MAX:
+        raise SnapshotInvalid(f"chunk {index} is {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
+    if not chunk:
+        if root != EMPTY:
+            raise SnapshotInvalid(f"chunk {index} is empty, its subtree is not")
+        return []
+    try:
+        obj = unpack(chunk)
+    except CodecError as exc:
+        raise SnapshotInvalid(f"chunk {index} does not decode: {exc}") from None
+    if not (isinstance(obj, list) and obj and all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], bytes) and isinstance(p[1], bytes) for p in obj)):
+        raise SnapshotInvalid(f"chunk {index} is not a non-empty list of [key, value]")
+    records = [(_sha256(key).digest(), key, value) for key, value in obj]
+    first, last = index * BUCKETS_PER_CHUNK, (index + 1) * BUCKETS_PER_CHUNK
+    for i, (kh, _, _) in enumerate(records):
+        if not first <= _bucket(kh) < last:
+            raise SnapshotInvalid(f"chunk {index}: pair {i} is of bucket {_bucket(kh)}, not of this chunk")
+        if i and records[i - 1][0] >= kh:
+            raise SnapshotInvalid(f"chunk {index}: pair {i} is not after pair {i - 1} in key-hash order")
+    if subtree_root(index, records) != root:
+        raise SnapshotInvalid(f"chunk {index} does not hash to its subtree root in the manifest")
+    return [(key, value) for key, value in obj]
+
+
+def bucket_blobs(pairs: Sequence[tuple[bytes, bytes]]) -> dict[int, bytes]:
+    """The state tree's bucket blobs (z/ values) of verified state pairs in key-hash order."""
+    blobs: dict[int, list[bytes]] = {}
+    for key, value in pairs:
+        kh = _sha256(key).digest()
+        blobs.setdefault(_bucket(kh), []).append(kh + _sha256(value).digest())
+    return {bucket: b"".join(parts) for bucket, parts in blobs.items()}

@@ -1,0 +1,219 @@
+"""State sync: a node with an empty store restores the state of a certified snapshot from its peers,
+then catches up by blocks from the height above it (docs/operations.md, "State sync").
+
+It asks every peer it connects to for the snapshots it serves, takes the newest height offered,
+fetches that snapshot's manifest and checks it against the genesis (node/chain/snapshot.py), then
+fetches each non-empty chunk from the peers offering the height in turn, checking each against the
+manifest's subtree root as it arrives. A peer that sends an invalid manifest or chunk is asked
+nothing more; a chunk it lacks is asked of the next peer. The state is written as it is checked,
+under a restoring marker, and the height pointer moves only once all of it is there.
+
+It runs before the node's other parts exist, on a network of its own over the p2p listener, and
+raises StateSyncFailed when no snapshot is offered within the timeout or none can be restored:
+the node then catches up by blocks from the genesis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from nacl.signing import SigningKey
+
+from consensus.quorum import fault_tolerance
+from node.chain.block import Header, header_from_wire
+from node.chain.canonical import unpack
+from node.chain.genesis import Genesis
+from node.chain.ledger import Ledger
+from node.chain.snapshot import Manifest, SnapshotInvalid, bucket_blobs, decode_manifest, verify_chunk, verify_manifest
+from node.chain.state_tree import EMPTY
+from node.ops.metrics import Metrics
+from node.p2p.outbox import PeerOutbox
+from node.p2p.peers import RECONNECT_MAX_S, PeerNetwork
+from node.p2p.wire import Chunk, GetChunk, GetManifest, GetSnapshots, ManifestFrame, Message, Snapshots, encode
+
+log = logging.getLogger("alliance.sync")
+
+# After the first offer, how long other peers have to make theirs (a newer height, say): a peer
+# redials a node that was down at least every RECONNECT_MAX_S.
+OFFER_GRACE_S = RECONNECT_MAX_S + 1.0
+# A chunk is asked of every peer offering it up to ROUNDS times, ROUND_PAUSE_S apart: a peer busy
+# sending answers "don't have" (node/p2p/snapshot_server.py).
+ROUNDS = 3
+ROUND_PAUSE_S = 0.5
+
+
+class StateSyncFailed(Exception):
+    """No snapshot could be restored; the message says why."""
+
+
+class SnapshotClient:
+    """Asks peers for a snapshot and restores it into the ledger's empty store."""
+
+    def __init__(self, genesis: Genesis, ledger: Ledger, outbox: PeerOutbox, metrics: Metrics, timeout_s: float,
+                 run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
+        self.genesis = genesis
+        self.store = ledger.store  # restored into
+        self.outbox = outbox
+        self.metrics = metrics  # chunks refused
+        self.timeout_s = timeout_s  # for the first offer, and for each answer
+        self.run_blocking = run_blocking  # checks and writes off the event loop
+        self.offers: dict[bytes, tuple[int, ...]] = {}
+        self.banned: set[bytes] = set()  # sent an invalid manifest or chunk
+        # Enough peers said they have none (f+1 of the genesis validators' count): there is no snapshot
+        # to wait for, as when a new chain starts with every node empty.
+        self.answers_enough = fault_tolerance(len(genesis.validators)) + 1
+        self._offered = trio.Event()  # an offer came, or enough peers said they have none
+        self._expected: tuple[bytes, int, int, int] | None = None  # (peer, kind, height, index)
+        self._answers, self._answered = trio.open_memory_channel[bytes | None](1)
+
+    # ---- frames ----------------------------------------------------------------------
+
+    def on_connect(self, peer: bytes) -> None:
+        self.outbox.send(peer, encode(GetSnapshots()))
+
+    def handle(self, peer: bytes, message: Message) -> None:
+        if isinstance(message, GetSnapshots):
+            self.outbox.send(peer, encode(Snapshots(())))  # another empty node: it need not wait for us
+        elif isinstance(message, Snapshots):
+            self.offers[peer] = tuple(h for h in message.heights if h > 0)
+            if self.offers[peer] or len(self.offers) >= self.answers_enough:
+                self._offered.set()
+        elif isinstance(message, ManifestFrame):
+            self._answer(peer, ManifestFrame.KIND, message.height, 0, message.manifest)
+        elif isinstance(message, Chunk):
+            self._answer(peer, Chunk.KIND, message.height, message.index, message.data)
+
+    def _answer(self, peer: bytes, kind: int, height: int, index: int, data: bytes | None) -> None:
+        if self._expected == (peer, kind, height, index):
+            self._expected = None  # one answer per request
+            with contextlib.suppress(trio.WouldBlock):  # the asker timed out as it came: it is dropped below
+                self._answers.send_nowait(data)
+
+    async def _ask(self, peer: bytes, request: GetManifest | GetChunk) -> bytes | None:
+        index = request.index if isinstance(request, GetChunk) else 0
+        kind = Chunk.KIND if isinstance(request, GetChunk) else ManifestFrame.KIND
+        with contextlib.suppress(trio.WouldBlock):
+            self._answered.receive_nowait()  # an answer to an earlier request that came as it timed out
+        self._expected = (peer, kind, request.height, index)
+        self.outbox.send(peer, encode(request))
+        answer = None
+        with trio.move_on_after(self.timeout_s):
+            answer = await self._answered.receive()
+        self._expected = None
+        return answer
+
+    # ---- restoring ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Restores the newest snapshot it can; the restored height. Raises StateSyncFailed."""
+        with trio.move_on_after(self.timeout_s):
+            await self._offered.wait()
+        if not self._offered.is_set():
+            raise StateSyncFailed(f"no peer offered a snapshot within {self.timeout_s:g} s")
+        if not any(self.offers.values()):
+            raise StateSyncFailed(f"no peer offered a snapshot ({len(self.offers)} peers answered they have none)")
+        await trio.sleep(OFFER_GRACE_S)
+        reasons = []
+        for height in sorted({h for heights in self.offers.values() for h in heights}, reverse=True):
+            try:
+                return await self._restore(height)
+            except StateSyncFailed as exc:
+                reasons.append(str(exc))
+                log.warning("event=state_sync_snapshot_failed height=%d reason=%r", height, str(exc))
+        raise StateSyncFailed("; ".join(reasons))
+
+    def _peers(self, height: int) -> list[bytes]:
+        return [p for p, heights in self.offers.items() if height in heights and p not in self.banned]
+
+    async def _restore(self, height: int) -> int:
+        manifest, header = await self._manifest(height)
+        log.info("event=state_sync_manifest height=%d chunks=%d", height, sum(r != EMPTY for r in manifest.roots))
+        await self.run_blocking(self.store.begin_restore)
+        try:
+            turn = 0
+            for index, root in enumerate(manifest.roots):
+                if root != EMPTY:
+                    turn = await self._chunk(manifest, index, turn)
+            headers = [(height, manifest.header, manifest.certificate)] + [
+                (_height_of(c.header), c.header, c.certificate) for c in manifest.changes]
+            await self.run_blocking(self.store.finish_restore, height, header.hash(), headers)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.run_blocking(self.store.abandon_restore)
+            raise
+        return height
+
+    async def _manifest(self, height: int) -> tuple[Manifest, Header]:
+        for peer in self._peers(height):
+            data = await self._ask(peer, GetManifest(height))
+            if data is None:
+                continue
+            try:
+                manifest = decode_manifest(data)
+                if manifest.height != height:
+                    raise SnapshotInvalid(f"the manifest is of height {manifest.height}, not {height}")
+                header = await self.run_blocking(verify_manifest, manifest, self.genesis.chain_id,
+                                                 self.genesis.validator_keys)
+            except SnapshotInvalid as exc:
+                self._ban(peer, f"manifest: {exc}")
+                continue
+            return manifest, header
+        raise StateSyncFailed(f"no peer gave a valid manifest of the snapshot at {height}")
+
+    async def _chunk(self, manifest: Manifest, index: int, turn: int) -> int:
+        """Fetches, checks and writes chunk `index`, asking the peers in turn from `turn`; the next turn."""
+        peers = self._peers(manifest.height)
+        for attempt in range(ROUNDS * len(peers)):
+            peer = peers[(turn + attempt) % len(peers)]
+            if peer in self.banned:
+                continue
+            if attempt and attempt % len(peers) == 0:
+                await trio.sleep(ROUND_PAUSE_S)  # every peer said "don't have": busy, perhaps
+            data = await self._ask(peer, GetChunk(manifest.height, index))
+            if data is None:
+                self.metrics.snapshot_chunks_refused.labels("missing").inc()
+                continue
+            try:
+                pairs = await self.run_blocking(verify_chunk, index, data, manifest.roots[index])
+            except SnapshotInvalid as exc:
+                self.metrics.snapshot_chunks_refused.labels("invalid").inc()
+                self._ban(peer, str(exc))
+                continue
+            await self.run_blocking(self.store.restore_state, pairs, bucket_blobs(pairs))
+            return turn + attempt + 1
+        raise StateSyncFailed(f"no peer gave a valid chunk {index} of the snapshot at {manifest.height}")
+
+    def _ban(self, peer: bytes, reason: str) -> None:
+        self.banned.add(peer)
+        log.warning("event=snapshot_chunk_refused peer=%s reason=%r", peer.hex()[:16], reason)
+
+
+def _height_of(header: bytes) -> int:
+    """The height of a header that verify_manifest decoded already."""
+    return int(header_from_wire(unpack(header)).height)
+
+
+async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics: Metrics, sock: socket.socket,
+                     timeout_s: float) -> int:
+    """Restores a snapshot from the genesis' peers over the p2p listener `sock`; the restored height.
+    Raises StateSyncFailed (the store is then empty again)."""
+    outbox = PeerOutbox(ledger, metrics)
+    client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s)
+    network = PeerNetwork(genesis.chain_id, key, ledger.members(1), metrics, outbox, handler=client.handle,
+                          on_connect=client.on_connect)
+    outcome: int | StateSyncFailed = StateSyncFailed("stopped")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.serve, sock)
+        try:
+            outcome = await client.run()
+        except StateSyncFailed as exc:  # raised outside the nursery, not inside its exception group
+            outcome = exc
+        nursery.cancel_scope.cancel()
+    if isinstance(outcome, StateSyncFailed):
+        raise outcome
+    return outcome
