@@ -29,7 +29,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
+    "storage": {"retain_blocks": 0},
 }
+# Pruning keeps at least this many blocks: twice what catch-up serves in one answer
+# (node/p2p/sync.py BLOCKS_PER_REQUEST), so a peer a little behind still finds its next blocks here.
+RETAIN_BLOCKS_MIN = 128
 
 # The allowed range of every integer setting, bounds included: a value outside is a typo or would
 # exhaust the machine (the mempool holds up to twice txs_max transactions of up to 64 KiB each).
@@ -38,6 +42,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "consensus.round_timeout_max_ms": (10, 3_600_000),
     "block.txs_max": (1, 100_000),
     "mempool.txs_max": (1, 1_000_000),
+    "storage.retain_blocks": (0, 2**62),
 }
 
 
@@ -66,6 +71,8 @@ class NodeConfig:
     round_timeout_max_ms: int
     block_txs_max: int
     mempool_txs_max: int
+    retain_blocks: int  # 0 keeps every block
+
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -138,6 +145,10 @@ def _check_ranges(values: dict[str, Any], path: Path) -> None:
         high = RANGES["consensus.round_timeout_max_ms"][1]
         raise ConfigError(f"{path}: consensus.round_timeout_max_ms = {most} is out of range {first}..{high} "
                           "(at least consensus.round_timeout_ms)")
+    retain = values["storage.retain_blocks"]
+    if 0 < retain < RETAIN_BLOCKS_MIN:
+        raise ConfigError(f"{path}: storage.retain_blocks = {retain} is too few: 0 keeps every block, "
+                          f"otherwise at least {RETAIN_BLOCKS_MIN} (peers catching up fetch from the retained blocks)")
     for name, choices in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
         if values[name] not in choices:
             raise ConfigError(f"{path}: {name} = {_shown(values[name])} must be one of {', '.join(choices)}")
@@ -159,4 +170,5 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         round_timeout_max_ms=v["consensus.round_timeout_max_ms"],
         block_txs_max=v["block.txs_max"],
         mempool_txs_max=v["mempool.txs_max"],
+        retain_blocks=v["storage.retain_blocks"],
     )

@@ -105,6 +105,12 @@ class LevelDBStore:
                 _add_to_batch(raw, key, value)
             raw.write()
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        """Flushes the memtable and rewrites the tables holding [start, stop), dropping deleted keys;
+        blocks the calling thread (run it off the event loop) while other writes go on."""
+        with self._mapped_errors("write"):
+            self._live_db().compact_range(start=start, stop=stop)
+
     def close(self) -> None:
         if self._db is None:
             return

@@ -50,6 +50,9 @@ class MemoryStore:
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
         self._apply(list(batch.writes.items()), sync=sync)
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        self._check_open()  # nothing takes space once deleted here
+
     def close(self) -> None:
         self._closed = True
 

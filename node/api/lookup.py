@@ -102,8 +102,10 @@ def validator_changes(ledger: Ledger, height: int) -> list[dict[str, Any]]:
         new = ledger.members(activation).validator_keys
         if new == ledger.members(activation - 1).validator_keys:
             continue
-        block, certificate = _certified_block(ledger, activation - 1)
-        last = block.header
+        # By its header: a pruned block keeps its header and certificate when an activation follows it.
+        last, certificate = ledger.header(activation - 1), ledger.certificate(activation - 1)
+        if certificate is None:
+            raise StoreCorrupt(f"the certificate of block {activation - 1} is missing from the store")
         steps.append({
             "header": header_json(last),
             "commit": commit_json(last.height, last.hash().hex(), certificate),

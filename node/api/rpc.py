@@ -15,7 +15,7 @@ from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.canonical import unpack
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
-from node.chain.ledger import Ledger
+from node.chain.ledger import BlockPruned, Ledger
 from node.pipeline.driver import BlockingRunner
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
@@ -170,6 +170,8 @@ class RpcService:
             result = await handler(params)
         except RpcError as exc:
             return self._answered(call, method, error=exc)
+        except BlockPruned as exc:
+            return self._answered(call, method, error=_pruned(str(exc), exc.base))
         except StoreCorrupt as exc:
             self.on_store_damaged(exc)
             return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "the node's store is damaged; it stops"))
@@ -263,7 +265,10 @@ class RpcService:
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))
-        return self.lookup.tx(_hash_param(params, "tx_hash"))
+        found = self.lookup.tx(_hash_param(params, "tx_hash"))
+        if found["status"] == "unknown":
+            self._unknown_pruned()
+        return found
 
     async def _get_block(self, params: Params) -> Any:
         _params(params, ("height",))
@@ -279,7 +284,16 @@ class RpcService:
             return proof
         if pending:
             raise RpcError(NOT_FOUND, "no proof: the transaction is pending, not committed yet", {"status": "pending"})
+        self._unknown_pruned()
         raise RpcError(NOT_FOUND, "no proof: unknown transaction", {"status": "unknown"})
+
+    def _unknown_pruned(self) -> None:
+        """A node that pruned blocks deleted their transactions' entries too (docs/operations.md): a hash
+        it does not know may be of a pruned block, which it says instead of "unknown"."""
+        base = self.ledger.base
+        if base > 1:
+            raise _pruned(f"unknown transaction: it may be in a block this node pruned (it keeps blocks from {base})",
+                          base, status="unknown")
 
     async def _query(self, params: Params) -> Any:
         _params(params, ("family", "key"))
@@ -300,6 +314,10 @@ class RpcService:
             return {"recorder": recorder.hex(), "height": height, "time": time_ms,
                     "tx_hash": tx_hash.hex(), "meta": meta}
         raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
+
+
+def _pruned(message: str, base: int, **data: Any) -> RpcError:
+    return RpcError(NOT_FOUND, message, {**data, "reason": "pruned", "base": base})
 
 
 _REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate", OVERLOADED: "mempool_full"}

@@ -12,7 +12,7 @@ from typing import Any
 
 from node.chain.genesis import Genesis, load_genesis
 from node.config import NodeConfig, load_config
-from node.disk.integrity import check_store
+from node.disk.integrity import ReplayImpossible, check_store
 from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
 from node.disk.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
 from node.errors import AllianceError, VerificationFailed
@@ -73,8 +73,11 @@ def _way_out(config: NodeConfig, genesis: Genesis) -> str:
 
 
 def _check_open(config: NodeConfig, genesis: Genesis, chain: ChainStore, state: bool, report: dict[str, Any]) -> None:
-    checked, fault = check_store(chain, genesis, replay=state)
-    report.update(height=chain.height(), blocks_checked=checked)
+    try:
+        checked, fault = check_store(chain, genesis, replay=state)
+    except ReplayImpossible as exc:
+        raise AllianceError(f"{config.data_dir}: --state is impossible here: {exc}; check without --state") from None
+    report.update(height=chain.height(), base=chain.base(), blocks_checked=checked)
     if fault is not None:
         report.update(first_bad_height=fault.height, finding=str(fault))
     _check_safety_file(config, chain, report)

@@ -1,0 +1,57 @@
+"""Pruning (`storage.retain_blocks`): after each commit, the oldest blocks beyond the retained window lose
+their bodies, a bounded step at a time, in a worker thread beside the consensus loop.
+
+A step prunes at most PRUNE_BLOCKS_PER_COMMIT blocks in one batch (Ledger.prune), so a node that turns
+pruning on over a long chain works its way down over its next commits instead of stalling one. Once as
+many blocks as it retains were pruned since the last time, it has LevelDB compact the pruned key ranges
+(ChainStore.compact): deleted keys free their disk space only when their tables are rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from node.chain.ledger import Ledger
+from node.pipeline.driver import BlockingRunner, Wakeup
+
+log = logging.getLogger("alliance.prune")
+
+PRUNE_BLOCKS_PER_COMMIT = 64
+
+
+class Pruner:
+    def __init__(self, ledger: Ledger, retain_blocks: int,
+                 run_blocking: BlockingRunner = trio.to_thread.run_sync) -> None:
+        self.ledger = ledger
+        self.retain_blocks = retain_blocks  # > 0
+        self.run_blocking = run_blocking
+        self._wanted = Wakeup()
+        self._since_compaction = 0
+
+    def committed(self, height: int) -> None:
+        """A follower of the driver's commits: wakes the pruning task."""
+        self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            await self.run_blocking(self.step)
+
+    def step(self) -> int:
+        """Prunes what lies below the retained window (at most PRUNE_BLOCKS_PER_COMMIT blocks) and compacts
+        when due; returns how many blocks it pruned."""
+        below = self.ledger.height - self.retain_blocks + 1
+        pruned = self.ledger.prune(below, PRUNE_BLOCKS_PER_COMMIT)
+        self._since_compaction += pruned
+        if pruned:
+            log.debug("event=blocks_pruned count=%d base=%d", pruned, self.ledger.base)
+        if self._since_compaction >= self.retain_blocks:
+            started = time.monotonic()
+            self.ledger.store.compact()
+            log.info("event=store_compacted base=%d pruned=%d seconds=%.3f", self.ledger.base,
+                     self._since_compaction, time.monotonic() - started)
+            self._since_compaction = 0
+        return pruned
