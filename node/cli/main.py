@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
-from node.cli import bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup
+from node.cli import archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
 from node.ops.logs import stderr_is_journal
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the node under cProfile and write its pstats to FILE on a clean exit")
 
     check.add_parsers(sub, _command)
+    archive_cmd.add_parser(sub, _command)
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
-from node.chain.execution import execute, validators_hashes
+from node.chain.execution import Receipt, execute, validators_hashes
 from node.chain.genesis import Genesis
 from node.chain.governance import GovernanceCorrupt, ReadState, past_members
 from node.chain.membership import validators_hash
@@ -86,7 +86,7 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
     if replay and base > 1:
         raise ReplayImpossible(f"the store was pruned below block {base}: a replay from the genesis needs every "
                                "block (replay an archive instead: `alliance archive verify`)")
-    state = _Replay(genesis) if replay else None
+    state = Replay(genesis) if replay else None
     try:
         for header, txs in walk(store, genesis, base, tip):
             if state is not None:
@@ -102,7 +102,7 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
     return checked, None if above is None else Fault(above, f"is stored above the height pointer ({tip})")
 
 
-class _Replay:
+class Replay:
     """The state re-built from the genesis, block by block, against each header's state root."""
 
     def __init__(self, genesis: Genesis) -> None:
@@ -112,7 +112,8 @@ class _Replay:
         self.buckets: dict[int, bytes] = {}
         self.tree = StateTree(self.buckets.__getitem__, ())
 
-    def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> None:
+    def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> list[Receipt]:
+        """Executes the block on the state, checked against its header; its receipts."""
         try:
             txs = [decode_tx(raw) for raw in raw_txs]
         except TxError as exc:
@@ -125,6 +126,7 @@ class _Replay:
         except BlockInvalid as exc:
             raise Fault(header.height, f"does not replay: {exc}") from None
         self.tree.apply(tree, lambda: self._write(header.height, execution.writes, tree.buckets))
+        return execution.receipts
 
     def _write(self, height: int, writes: dict[bytes, bytes | None], buckets: dict[int, bytes]) -> None:
         for key, value in writes.items():

@@ -237,3 +237,26 @@ def test_the_pruner_keeps_the_retained_window_and_prunes_a_bounded_step() -> Non
         pass
     assert ledger.base == ledger.height - 128 + 1
     assert ledger.block(ledger.base) is not None
+
+
+# ---- the setting -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retain, accepted", [(0, True), (127, False), (1, False), (128, True), (10**6, True)])
+def test_retain_blocks_is_0_or_at_least_the_minimum(tmp_path: Path, retain: int, accepted: bool) -> None:
+    from node.config import RETAIN_BLOCKS_MIN, load_config
+    from node.errors import ConfigError
+
+    (tmp_path / "node.toml").write_text(f"[storage]\nretain_blocks = {retain}\n")
+    if accepted:
+        assert load_config(tmp_path).retain_blocks == retain
+    else:
+        with pytest.raises(ConfigError, match=f"at least {RETAIN_BLOCKS_MIN}"):
+            load_config(tmp_path)
+
+
+def test_the_minimum_is_twice_what_catch_up_fetches() -> None:
+    from node.config import RETAIN_BLOCKS_MIN
+    from node.p2p.sync import BLOCKS_PER_REQUEST
+
+    assert RETAIN_BLOCKS_MIN == 2 * BLOCKS_PER_REQUEST
