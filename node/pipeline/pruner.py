@@ -2,9 +2,10 @@
 their bodies, a bounded step at a time, in a worker thread beside the consensus loop.
 
 A step prunes at most PRUNE_BLOCKS_PER_COMMIT blocks in one batch (Ledger.prune), so a node that turns
-pruning on over a long chain works its way down over its next commits instead of stalling one. Once as
-many blocks as it retains were pruned since the last time, it has LevelDB compact the pruned key ranges
-(ChainStore.compact): deleted keys free their disk space only when their tables are rewritten.
+pruning on over a long chain works its way down over its next commits instead of stalling one. Once a
+quarter of the retained window (at least PRUNE_BLOCKS_PER_COMMIT blocks) was pruned since the last time,
+it has LevelDB compact the pruned key ranges (ChainStore.compact): deleted keys free their disk space only
+when their tables are rewritten, so what was deleted and not yet freed stays under a quarter of the window.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Pruner:
         self.retain_blocks = retain_blocks  # > 0
         self.run_blocking = run_blocking
         self._wanted = Wakeup()
+        self.compact_every = max(PRUNE_BLOCKS_PER_COMMIT, retain_blocks // 4)
         self._since_compaction = 0
 
     def committed(self, height: int) -> None:
@@ -48,7 +50,7 @@ class Pruner:
         self._since_compaction += pruned
         if pruned:
             log.debug("event=blocks_pruned count=%d base=%d", pruned, self.ledger.base)
-        if self._since_compaction >= self.retain_blocks:
+        if self._since_compaction >= self.compact_every:
             started = time.monotonic()
             self.ledger.store.compact()
             log.info("event=store_compacted base=%d pruned=%d seconds=%.3f", self.ledger.base,
