@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
-    "storage": {"retain_blocks": 0},
+    "storage": {"retain_blocks": 0, "archive_dir": ""},
 }
 # Pruning keeps at least this many blocks: twice what catch-up serves in one answer
 # (node/p2p/sync.py BLOCKS_PER_REQUEST), so a peer a little behind still finds its next blocks here.
@@ -72,6 +72,7 @@ class NodeConfig:
     block_txs_max: int
     mempool_txs_max: int
     retain_blocks: int  # 0 keeps every block
+    archive_dir: Path | None  # where blocks are archived before they are pruned
 
 
 
@@ -171,4 +172,5 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         block_txs_max=v["block.txs_max"],
         mempool_txs_max=v["mempool.txs_max"],
         retain_blocks=v["storage.retain_blocks"],
+        archive_dir=home / v["storage.archive_dir"] if v["storage.archive_dir"] else None,
     )

@@ -166,7 +166,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # The driver asks for catch-up through it; the syncer, built after the driver (it commits through
         # the driver), waits on it.
         sync_wanted = Wakeup()
-        pruner = Pruner(ledger, config.retain_blocks) if config.retain_blocks else None
+        pruner = Pruner(ledger, config.retain_blocks, config.archive_dir) if config.retain_blocks else None
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
                         txlog, sync_wanted, on_committed=(
                             hub.publish, lambda height: heights.announce(), gauges.committed,
@@ -179,7 +179,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         storage_closed = trio.Event()
         status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed)
         rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
-                         on_admitted=gossip.announce, on_store_damaged=watch.report)
+                         on_admitted=gossip.announce, on_store_damaged=watch.report, archive=config.archive_dir)
         network = PeerNetwork(genesis.chain_id, key, ledger.members(ledger.height + 1), metrics, outbox,
                               handler=Router(syncer, gossip, fetcher, inbox, metrics).route,
                               on_connect=_greeter(heights, gossip))

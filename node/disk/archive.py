@@ -11,6 +11,10 @@ transactions' receipts in block order (what a proof needs and the block does not
 the hash of block first - 1: the genesis hash for the first segment of a chain, the last block of the
 previous segment otherwise. The manifest names the chain and lists the segments in height order, each with
 its first and last height, its size and the SHA-256 of its file. Checking an archive is archive_check.py's.
+
+Beside each segment, `segment-<first>-<last>.idx` lists its transactions for lookups (`find_tx`): records
+of tx_hash (32 bytes) || height (8-byte BE), sorted. It is derived from the segment and not checked: a
+lookup always reads the block from the segment and checks the transaction is in it.
 """
 
 from __future__ import annotations
@@ -166,6 +170,7 @@ def _prev_hash(store: ChainStore, height: int) -> bytes:
 def _write_segment(store: ChainStore, genesis: Genesis, directory: Path, first: int, last: int,
                    prev_hash: bytes) -> tuple[SegmentEntry, bytes]:
     """Writes one segment; its manifest entry and the hash of its last block."""
+    index: list[bytes] = []
     parts = [_frame(pack([SEGMENT_MAGIC, FORMAT_VERSION, genesis.chain_id, genesis.hash(), first, last, prev_hash]))]
     for height in range(first, last + 1):
         block, certificate = store.load_block(height), store.load_certificate(height)
@@ -174,10 +179,12 @@ def _write_segment(store: ChainStore, genesis: Genesis, directory: Path, first: 
         decoded = decode_block(block)
         receipts = [_receipt(store, tx) for tx in decoded.txs]
         parts.append(_frame(pack([block, certificate, receipts])))
+        index += [tx_hash_of(tx) + height.to_bytes(8, "big") for tx in decoded.txs]
         prev_hash = decoded.header.hash()
     data = b"".join(parts)
     name = segment_name(first, last)
     _write_durably(directory / name, data)
+    _write_durably((directory / name).with_suffix(".idx"), b"".join(sorted(index)))
     return SegmentEntry(name, first, last, len(data), hashlib.sha256(data).hexdigest()), prev_hash
 
 
@@ -253,3 +260,44 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_INDEX_RECORD = 40
+
+
+def find_tx(directory: Path, manifest: Manifest, tx_hash: bytes) -> tuple[Record, int] | None:
+    """The archived block holding `tx_hash` and the transaction's index in it; None when not archived.
+    A binary search in each segment's index, then one segment read up to the block: bounded by the archive's
+    segments and SEGMENT_BLOCKS. Raises SegmentFault or OSError when the archive cannot be read."""
+    for entry in reversed(manifest.segments):
+        height = _indexed_height((directory / entry.file).with_suffix(".idx"), tx_hash)
+        if height is None or not entry.first <= height <= entry.last:
+            continue
+        _, records = read_segment(directory / entry.file)
+        for offset, record in enumerate(records):
+            if entry.first + offset == height:
+                for index, raw in enumerate(decode_block(record.block).txs):
+                    if tx_hash_of(raw) == tx_hash:
+                        return record, index
+                return None
+    return None
+
+
+def _indexed_height(path: Path, tx_hash: bytes) -> int | None:
+    try:
+        stream = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with stream:
+        low, high = 0, os.fstat(stream.fileno()).st_size // _INDEX_RECORD
+        while low < high:
+            middle = (low + high) // 2
+            stream.seek(middle * _INDEX_RECORD)
+            record = stream.read(_INDEX_RECORD)
+            if record[:32] < tx_hash:
+                low = middle + 1
+            elif record[:32] > tx_hash:
+                high = middle
+            else:
+                return int.from_bytes(record[32:], "big")
+    return None

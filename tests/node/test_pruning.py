@@ -130,11 +130,11 @@ async def _here(function: Any, *args: Any) -> Any:
     return function(*args)
 
 
-def _rpc(ledger: Ledger, c: Consortium) -> RpcService:
+def _rpc(ledger: Ledger, c: Consortium, archive: Path | None = None) -> RpcService:
     driver: Any = SimpleNamespace(ledger=ledger, transactions_pending=lambda: None)
     admission = Admission(c.genesis, ledger, Mempool(10), SimpleNamespace(), driver)  # type: ignore[arg-type]
     return RpcService(ledger, driver, admission, ChainLookup(ledger, admission), Metrics(), lambda: {},
-                      on_admitted=lambda tx: None, on_store_damaged=_no_damage, run_blocking=_here)
+                      on_admitted=lambda tx: None, on_store_damaged=_no_damage, run_blocking=_here, archive=archive)
 
 
 def _no_damage(exc: Exception) -> None:
@@ -231,7 +231,7 @@ def test_integrity_checks_start_at_the_base() -> None:
 def test_the_pruner_keeps_the_retained_window_and_prunes_a_bounded_step() -> None:
     c = consortium()
     ledger = _ledger(c, PRUNE_BLOCKS_PER_COMMIT + 200)
-    pruner = Pruner(ledger, retain_blocks=128)
+    pruner = Pruner(ledger, retain_blocks=128, archive=None)
     assert pruner.step() == PRUNE_BLOCKS_PER_COMMIT
     while pruner.step():
         pass
@@ -260,3 +260,35 @@ def test_the_minimum_is_twice_what_catch_up_fetches() -> None:
     from node.p2p.sync import BLOCKS_PER_REQUEST
 
     assert RETAIN_BLOCKS_MIN == 2 * BLOCKS_PER_REQUEST
+
+
+def test_with_an_archive_blocks_are_archived_before_they_are_pruned_and_proofs_served_from_it(tmp_path: Path) -> None:
+    from node.disk.archive import load_manifest
+    from node.disk.archive_check import verify_archive
+
+    c = consortium()
+    ledger = _ledger(c, 300)
+    old_tx = _tx_of(ledger, 3)
+    archive = tmp_path / "archive"
+    pruner = Pruner(ledger, retain_blocks=128, archive=archive)
+    while pruner.step():
+        pass
+    manifest = load_manifest(archive)
+    assert manifest is not None and manifest.last >= ledger.base - 1
+    assert ledger.base == 300 - 128 + 1
+    assert verify_archive(archive, c.genesis) == (manifest.last, None)
+    service = _rpc(ledger, c, archive)
+    proof = _call(service, "get_proof", tx_hash=old_tx.hex())["result"]
+    verified = verify_proof(proof, c.chain_id, c.genesis.validator_keys)
+    assert verified.height == 3
+    assert _call(service, "get_tx", tx_hash=old_tx.hex())["error"]["data"]["reason"] == "pruned"
+    assert _call(service, "get_proof", tx_hash="11" * 32)["error"]["data"]["reason"] == "pruned"
+
+
+def test_an_archive_that_cannot_be_written_stops_pruning(tmp_path: Path) -> None:
+    c = consortium()
+    ledger = _ledger(c, 200)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert Pruner(ledger, retain_blocks=128, archive=blocker / "archive").step() == 0
+    assert ledger.base == 1
