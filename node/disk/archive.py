@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from node.chain.block import decode_block
+from node.chain.block import BlockError, decode_block
 from node.chain.canonical import CodecError, pack, unpack
 from node.chain.execution import Receipt
 from node.chain.genesis import Genesis
@@ -149,7 +149,8 @@ def export(store: ChainStore, genesis: Genesis, directory: Path, first: int | No
                            f"{manifest.last + 1}, not {start}")
     if start < store.base() or end > store.height() or start < 1:
         raise ArchiveError(f"the store holds blocks {store.base()}..{store.height()}, not {start}..{end}")
-    prev_hash = genesis.hash() if start == 1 else _prev_hash(store, start)
+    prev_hash = genesis.hash() if start == 1 else _archived_hash(directory, manifest) if manifest.segments \
+        else _prev_hash(store, start)
     segments = list(manifest.segments)
     for low in range(start, end + 1, segment_blocks):
         high = min(low + segment_blocks - 1, end)
@@ -165,6 +166,19 @@ def _prev_hash(store: ChainStore, height: int) -> bytes:
         raise ArchiveError(f"block {height - 1} is pruned here, so block {height} cannot be linked to it: "
                            f"export from block {height + 1} on")
     return decode_block(raw).header.hash()
+
+
+def _archived_hash(directory: Path, manifest: Manifest) -> bytes:
+    """The hash of the archive's last block (the store may have pruned it since)."""
+    last = None
+    try:
+        for last in read_segment(directory / manifest.segments[-1].file)[1]:
+            pass
+        if last is None:
+            raise SegmentFault("it holds no block")
+        return decode_block(last.block).header.hash()
+    except (SegmentFault, BlockError, OSError) as exc:
+        raise ArchiveError(f"cannot read the last block of {directory}: {exc}") from None
 
 
 def _write_segment(store: ChainStore, genesis: Genesis, directory: Path, first: int, last: int,

@@ -1,7 +1,8 @@
 """Pruning and the archive with real processes: a 4-validator chain whose nodes 0 and 1 keep only the last
 128 blocks, loaded for a few hundred blocks. The pruned nodes answer "pruned" for old blocks and
 transactions and serve recent ones, their data directory stays bounded, a node that lagged catches up,
-and an unpruned node's blocks exported to an archive verify offline, and fail to once a byte is flipped."""
+one that archives before pruning serves the proof of an old transaction from its archive, and an unpruned
+node's blocks exported to an archive verify offline, and fail to once a byte is flipped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.e2e.nodeproc import NodeProcess, alliance, node_process, wait_for
 BASE_PORT = 29000
 RETAIN = 128
 PRUNED = (0, 1)
+ARCHIVING = 1  # archives its blocks before pruning them, and serves proofs of pruned ones from there
 
 
 class _OverwritingLoad(Load):
@@ -38,7 +40,8 @@ def chain(tmp_path: Path) -> Iterator[tuple[Path, list[NodeProcess]]]:
     alliance("testnet", "--nodes", "4", "--out", str(net), "--base-port", str(BASE_PORT))
     for i in PRUNED:
         with (net / f"node{i}" / "node.toml").open("a") as config:
-            config.write(f"\n[storage]\nretain_blocks = {RETAIN}\n")
+            archive = '\narchive_dir = "archive"' if i == ARCHIVING else ""
+            config.write(f"\n[storage]\nretain_blocks = {RETAIN}{archive}\n")
     nodes = [node_process(net, BASE_PORT, i) for i in range(4)]
     for node in nodes:
         node.start()
@@ -110,6 +113,14 @@ def test_a_pruned_node_answers_pruned_stays_bounded_and_an_archive_verifies(chai
     assert _call(pruned, "get_proof", tx_hash=recent)["tx_hash"] == recent
     assert _call(pruned, "get_block", height=height)["height"] == height
     assert _call(archiver, "get_tx", tx_hash=old_tx)["status"] == "committed"  # the unpruned node keeps all
+
+    archiving = nodes[ARCHIVING]
+    assert _call(archiving, "get_tx", tx_hash=old_tx).data["reason"] == "pruned"
+    proof_file = net / "old-proof.json"
+    proof_file.write_text(json.dumps(_call(archiving, "get_proof", tx_hash=old_tx)))
+    alliance("verify-proof", str(proof_file), "--genesis", str(net / "genesis.toml"))
+    own = alliance("archive", "verify", str(archiving.home / "archive"), "--genesis", str(net / "genesis.toml"))
+    assert json.loads(own.stdout)["blocks_verified"] >= _call(archiving, "get_block", height="latest")["height"] - RETAIN
 
     archiver.stop()
     archive = net / "archive"

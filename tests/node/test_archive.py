@@ -168,3 +168,16 @@ def test_a_block_certified_by_the_old_validators_after_the_change_is_refused(tmp
     verified, fault = verify_archive(directory, static.genesis)
     assert fault is not None and verified == 0
     assert active > 1
+
+
+def test_an_export_continues_from_the_archive_once_the_store_pruned_its_last_block(tmp_path: Path) -> None:
+    from tests.shell.chainkit import consortium, grow
+
+    c = consortium()
+    ledger = c.ledger()
+    grow(c, ledger, 20)
+    directory = tmp_path / "a"
+    export(ledger.store, c.genesis, directory, None, 10)
+    ledger.prune(below=11, most=100)  # block 10, which block 11 links to, is gone from the store
+    assert export(ledger.store, c.genesis, directory, None, None) == (11, 20)
+    assert verify_archive(directory, c.genesis) == (20, None)
