@@ -122,6 +122,15 @@ def test_a_pruned_node_answers_pruned_stays_bounded_and_an_archive_verifies(chai
     own = alliance("archive", "verify", str(archiving.home / "archive"), "--genesis", str(net / "genesis.toml"))
     assert json.loads(own.stdout)["blocks_verified"] >= _call(archiving, "get_block", height="latest")["height"] - RETAIN
 
+    # A pruned store passes the start-up checks and `alliance check` from its base; a replay is impossible.
+    pruned.stop()
+    checked = json.loads(alliance("check", "--home", str(pruned.home)).stdout)
+    assert checked["ok"] and checked["base"] > 1 and checked["blocks_checked"] == checked["height"] - checked["base"] + 1
+    replay = alliance("check", "--home", str(pruned.home), "--state", check=False)
+    assert replay.returncode == 1 and "pruned" in replay.stderr and "Traceback" not in replay.stderr
+    pruned.start()
+    assert _call(pruned, "get_block", height=1).data["reason"] == "pruned"
+
     archiver.stop()
     archive = net / "archive"
     exported = alliance("archive", "export", "--home", str(archiver.home), "--out", str(archive),
