@@ -25,7 +25,7 @@ from storage.kv import StorageError
 from storage.leveldb import LevelDBStore
 from storage.memory import MemoryStore
 from node.chain.proof import verify_proof
-from node.chain.tx import sign_tx
+from node.chain.tx import sign_tx, tx_hash_of
 from tests.shell.chainkit import Consortium, build, consortium, grow
 from tests.shell.membership_chain import change, commit, governed, pub
 from tests.shell.membership_chain import grow as membership_grow
@@ -40,7 +40,6 @@ def _ledger(c: Consortium, blocks: int, kv: Any = None) -> Ledger:
 def _tx_of(ledger: Ledger, height: int) -> bytes:
     block = ledger.block(height)
     assert block is not None
-    from node.chain.tx import tx_hash_of
     return tx_hash_of(block.txs[0])
 
 
