@@ -22,7 +22,7 @@ HEIGHTS = 12
 
 def _chain() -> tuple[Governed, Ledger]:
     """Blocks with kv puts, and a validator added (in force from 4) so that certificates change hands."""
-    g = governed()
+    g = governed(addresses=[f"127.0.0.1:{29400 + i}" for i in range(4)])
     ledger = g.ledger()
     change(g, ledger, {"kind": "add_validator", "name": "v4", "pubkey": pub(g.newcomer()), "address": "127.0.0.1:1"})
     for i in range(HEIGHTS - 1):
@@ -181,3 +181,21 @@ def test_an_export_continues_from_the_archive_once_the_store_pruned_its_last_blo
     ledger.prune(below=11, most=100)  # block 10, which block 11 links to, is gone from the store
     assert export(ledger.store, c.genesis, directory, None, None) == (11, 20)
     assert verify_archive(directory, c.genesis) == (20, None)
+
+
+def test_the_verify_command_prints_a_report_and_exits_6_with_one_line(tmp_path: Path, archive: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from node.chain.genesis import write_genesis
+    from node.cli.main import _run
+
+    genesis_file = tmp_path / "genesis.toml"
+    write_genesis(genesis_file, G.genesis)
+    assert _run(["archive", "verify", str(archive), "--genesis", str(genesis_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks_verified"] == HEIGHTS
+    _flip(300)(archive)
+    assert _run(["archive", "verify", str(archive), "--genesis", str(genesis_file)]) == 6
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["first_bad_height"] in range(6, 11)
+    assert captured.err.count("\n") == 1 and captured.err.startswith("alliance: error: ")
+    assert _run(["archive", "verify", str(tmp_path / "nothing"), "--genesis", str(genesis_file)]) == 6
+    assert "holds no archive manifest" in capsys.readouterr().err
