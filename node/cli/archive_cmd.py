@@ -19,7 +19,8 @@ from storage.leveldb import LevelDBStore
 
 
 def add_parser(sub: Any, command: Any) -> None:
-    archive: argparse.ArgumentParser = command(sub, "archive", lambda a: archive.print_help(), "export blocks to segment files; check them",
+    archive: argparse.ArgumentParser = command(sub, "archive", lambda a: archive.print_help(),
+                                               "export blocks to segment files; check them",
                       "An archive keeps blocks that a pruning node drops: hash-linked segment files and a manifest "
                       "of their SHA-256 (docs/operations.md, \"Pruning and archive\").")
     commands = archive.add_subparsers(title="archive commands", metavar="COMMAND", required=True)

@@ -23,7 +23,8 @@ from storage.leveldb import LevelDBStore
 
 def add_parsers(sub: Any, command: Any) -> None:
     p = command(sub, "check", cmd_check, "verify a stopped node's whole store; exit 6 if it is damaged",
-                "Checks every block of the node in DIR (from its base, the lowest block a pruned node holds): its link to the previous block, its commit certificate "
+                "Checks every block of the node in DIR (from its base, the lowest block a pruned node holds): "
+                "its link to the previous block, its commit certificate "
                 "against the genesis validators, its transaction root and entries, the height pointer and the "
                 "safety file; with --state, also re-executes the chain from the genesis against each state root "
                 "(impossible on a pruned node). "
