@@ -31,7 +31,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mempool": {"txs_max": 10000},
     "snapshot": {"interval_blocks": 1000, "keep": 2},
     "sync": {"state_sync": False, "snapshot_timeout_ms": 15000},
+    "storage": {"retain_blocks": 0, "archive_dir": ""},
 }
+# Pruning keeps at least this many blocks: twice what catch-up serves in one answer
+# (node/p2p/sync.py BLOCKS_PER_REQUEST), so a peer a little behind still finds its next blocks here.
+RETAIN_BLOCKS_MIN = 128
 
 # The allowed range of every integer setting, bounds included: a value outside is a typo or would
 # exhaust the machine (the mempool holds up to twice txs_max transactions of up to 64 KiB each).
@@ -43,6 +47,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "snapshot.interval_blocks": (0, 100_000_000),
     "snapshot.keep": (1, 16),  # a peer is offered at most 16 heights
     "sync.snapshot_timeout_ms": (100, 600_000),
+    "storage.retain_blocks": (0, 2**62),
 }
 
 
@@ -75,6 +80,9 @@ class NodeConfig:
     snapshot_keep: int
     state_sync: bool
     snapshot_timeout_ms: int
+    retain_blocks: int  # 0 keeps every block
+    archive_dir: Path | None  # where blocks are archived before they are pruned
+
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -147,6 +155,10 @@ def _check_ranges(values: dict[str, Any], path: Path) -> None:
         high = RANGES["consensus.round_timeout_max_ms"][1]
         raise ConfigError(f"{path}: consensus.round_timeout_max_ms = {most} is out of range {first}..{high} "
                           "(at least consensus.round_timeout_ms)")
+    retain = values["storage.retain_blocks"]
+    if 0 < retain < RETAIN_BLOCKS_MIN:
+        raise ConfigError(f"{path}: storage.retain_blocks = {retain} is too few: 0 keeps every block, "
+                          f"otherwise at least {RETAIN_BLOCKS_MIN} (peers catching up fetch from the retained blocks)")
     for name, choices in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
         if values[name] not in choices:
             raise ConfigError(f"{path}: {name} = {_shown(values[name])} must be one of {', '.join(choices)}")
@@ -172,4 +184,6 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         snapshot_keep=v["snapshot.keep"],
         state_sync=v["sync.state_sync"],
         snapshot_timeout_ms=v["sync.snapshot_timeout_ms"],
+        retain_blocks=v["storage.retain_blocks"],
+        archive_dir=home / v["storage.archive_dir"] if v["storage.archive_dir"] else None,
     )

@@ -42,6 +42,7 @@ from node.p2p.state_sync import StateSyncFailed, state_sync
 from node.p2p.sync import HeightAnnouncer, Syncer
 from node.pipeline.commit import CommitPipeline
 from node.pipeline.driver import Driver, Inbox, Wakeup
+from node.pipeline.pruner import Pruner
 from node.pipeline.sign_floor import SIGN_NOTHING, learn_sign_from
 from node.txpool.admission import Admission
 from node.txpool.mempool import Mempool
@@ -202,18 +203,20 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # The driver asks for catch-up through it; the syncer, built after the driver (it commits through
         # the driver), waits on it.
         sync_wanted = Wakeup()
+        pruner = Pruner(ledger, config.retain_blocks, config.archive_dir) if config.retain_blocks else None
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
                         txlog, sync_wanted, on_committed=(
                             hub.publish, lambda height: heights.announce(), gauges.committed, writer.committed,
                             # The network is built below (its router needs the syncer, which needs the
                             # driver); it is looked up at the first commit, once it exists.
-                            lambda height: network.follow(ledger.members(height + 1))))
+                            lambda height: network.follow(ledger.members(height + 1)),
+                            *(() if pruner is None else (pruner.committed,))))
         syncer = Syncer(ledger, outbox, driver, sync_wanted, on_store_damaged=watch.report)
         metrics.peers_best_height.set_function(lambda: syncer.peers_height)
         storage_closed = trio.Event()
         status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed, joined)
         rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
-                         on_admitted=gossip.announce, on_store_damaged=watch.report)
+                         on_admitted=gossip.announce, on_store_damaged=watch.report, archive=config.archive_dir)
         network = PeerNetwork(genesis.chain_id, key, ledger.members(ledger.height + 1), metrics, outbox,
                               handler=Router(syncer, gossip, fetcher, inbox, metrics,
                                              SnapshotServer(snapshots, outbox, metrics)).route,
@@ -231,6 +234,8 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                     nursery.start_soon(syncer.run)
                     nursery.start_soon(gossip.run)
                     nursery.start_soon(writer.run)
+                    if pruner is not None:
+                        nursery.start_soon(pruner.run)
                     if guarded.sign_from == UNKNOWN:
                         reports = fault_tolerance(len(ledger.members(ledger.height + 1).validators)) + 1
                         nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)

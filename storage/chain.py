@@ -11,7 +11,7 @@ Key layout:
                             below it were pruned or restored past (a snapshot), their headers in e/
     b/<height>           -> encoded block
     e/<height>           -> encoded header of a block below the base
-    c/<height>           -> encoded commit certificate
+    c/<height>           -> encoded commit certificate (below the base: only where e/ is kept)
     h/<block hash>       -> height of that block (8-byte BE)
     t/<tx hash>          -> transaction entry
     s/<state key>        -> state value
@@ -19,11 +19,18 @@ Key layout:
     x/safety             -> consensus safety state (older nodes; now in its own file)
     m/restoring          -> present while a snapshot is being restored into an empty store
     m/<name>             -> node metadata (any name but "height")
+
+Pruning (`prune`, node/chain/ledger.py decides what): a pruned block loses b/, h/ and the t/
+entries of its transactions; its c/ goes too unless the node keeps its header under e/ (the last
+block before each change of the validators, which proofs of later blocks link through). So
+what stays of a pruned height is nothing, or a header and certificate of a few hundred bytes at
+each membership change: with `compact` run every so often, the store holds the retained window,
+the state and LevelDB's write buffer, however long the chain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from storage.kv import KeyValueStore, ReadView, StorageError, StoreCorrupt, WriteBatch
@@ -42,6 +49,8 @@ _STATE_PREFIX = b"s/"
 _BUCKET_PREFIX = b"z/"
 _META_PREFIX = b"m/"
 _HEIGHT_BYTES = 8
+# The key ranges pruning deletes from (b/, c/, e/, h/ and t/): what `compact` rewrites, never the state.
+_PRUNED_RANGES = ((b"b/", b"i"), (_TX_PREFIX, b"t0"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,16 @@ class BlockWrite:
     txs: list[tuple[bytes, bytes]]  # (tx_hash, tx entry bytes), in block order
     state: dict[bytes, bytes | None]  # state writes; None deletes
     buckets: dict[int, bytes]  # the state tree's changed buckets; b"" empties one
+
+
+@dataclass(frozen=True)
+class PrunedBlock:
+    """One block `prune` removes: its hash and transactions' hashes locate its index entries."""
+
+    height: int
+    block_hash: bytes
+    tx_hashes: list[bytes]
+    header: bytes | None  # the encoded header to keep under e/ (with the certificate); None keeps neither
 
 
 class ChainStore:
@@ -87,6 +106,41 @@ class ChainStore:
             raise StorageError(f"cannot write block {w.height}: the next height is {self._height + 1}")
         self.kv.write_batch(_block_batch(w), sync=True)
         self._height = w.height  # only once the batch is durable
+
+    def prune(self, blocks: Sequence[PrunedBlock]) -> None:
+        """Removes the bodies of the lowest stored blocks, `blocks` in height order from the base, and
+        moves the base above them, in one batch. The tip is never pruned."""
+        if not blocks:
+            return
+        first, last = blocks[0].height, blocks[-1].height
+        if first != self._base or [b.height for b in blocks] != list(range(first, last + 1)) or last >= self._height:
+            raise StorageError(f"cannot prune blocks {first}..{last}: the base is {self._base}, the tip {self._height}")
+        batch = WriteBatch()
+        for block in blocks:
+            height = _encode_height(block.height)
+            batch.delete(_BLOCK_PREFIX + height)
+            batch.delete(_HASH_PREFIX + block.block_hash)
+            for tx_hash in block.tx_hashes:
+                batch.delete(_TX_PREFIX + tx_hash)
+            if block.header is None:
+                batch.delete(_CERTIFICATE_PREFIX + height)
+            else:
+                batch.put(_HEADER_PREFIX + height, block.header)
+        batch.put(_BASE_KEY, _encode_height(last + 1))
+        # The base moves first, so that a reader finding a block gone always finds it below the base. Not
+        # synced: a crash loses the whole batch or none of it, and the next block's synced write makes it durable.
+        old, self._base = self._base, last + 1
+        try:
+            self.kv.write_batch(batch, sync=False)
+        except BaseException:
+            self._base = old
+            raise
+
+    def compact(self) -> None:
+        """Makes LevelDB rewrite what pruning deleted, so that the disk space is freed: the block, certificate,
+        header, hash and transaction key ranges (all bounded by the retained blocks), never the state."""
+        for start, stop in _PRUNED_RANGES:
+            self.kv.compact_range(start, stop)
 
     def load_block(self, height: int) -> bytes | None:
         return self._load_at_height(_BLOCK_PREFIX, height)

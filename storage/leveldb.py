@@ -110,6 +110,12 @@ class LevelDBStore:
         with self._mapped_errors("read"):
             return LevelDBView(self, self._live_db().snapshot())
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        """Flushes the memtable and rewrites the tables holding [start, stop), dropping deleted keys;
+        blocks the calling thread (run it off the event loop) while other writes go on."""
+        with self._mapped_errors("write"):
+            self._live_db().compact_range(start=start, stop=stop)
+
     def close(self) -> None:
         if self._db is None:
             return

@@ -7,11 +7,12 @@ transaction with them. Proofs are checked by node/chain/proof.py, which the SDK 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from node.api.jsonrpc import NOT_FOUND, RpcError
-from node.chain.block import BLOCK_VERSION, Block, Header
+from node.chain.block import BLOCK_VERSION, Block, BlockError, Header, decode_block, decode_certificate
 from node.chain.execution import Receipt, receipt_bytes
 from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
@@ -20,6 +21,7 @@ from node.chain.proof import PROOF_VERSION
 from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key
 from node.chain.state_tree import bucket_of, key_hash
 from node.chain.tx import tx_hash_of, tx_json
+from node.disk.archive import find_tx, load_manifest
 from storage.kv import StoreCorrupt
 from node.txpool.admission import Admission
 
@@ -75,20 +77,46 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
     if entry is None:
         return None
     block, certificate = _certified_block(ledger, entry.height)
+    receipts = [_receipt(ledger, tx_hash_of(raw)) for raw in block.txs]
+    return proof_in_block(ledger, block, certificate, receipts, entry.index)
+
+
+def archived_proof(ledger: Ledger, archive: Path, tx_hash: bytes) -> dict[str, Any] | None:
+    """The proof of a transaction of a pruned block, from the archive in `archive` (`storage.archive_dir`);
+    None when the archive does not hold it. The client checks it as any other: the archive is not trusted."""
+    manifest = load_manifest(archive)
+    found = None if manifest is None or manifest.genesis_hash != ledger.genesis.hash() else \
+        find_tx(archive, manifest, tx_hash)
+    if found is None:
+        return None
+    record, index = found
+    try:
+        block, certificate = decode_block(record.block), decode_certificate(record.certificate)
+    except BlockError:
+        return None  # a damaged archive serves nothing; `alliance archive verify` says where
+    if len(record.receipts) != len(block.txs):
+        return None
+    return proof_in_block(ledger, block, certificate, record.receipts, index)
+
+
+def proof_in_block(ledger: Ledger, block: Block, certificate: tuple[tuple[bytes, bytes], ...],
+                   receipts: Sequence[Receipt], index: int) -> dict[str, Any]:
+    """The proof of the transaction at `index` of a certified block whose receipts are `receipts` (from the
+    store, or from an archive for a pruned block)."""
     hashes = [tx_hash_of(raw) for raw in block.txs]
-    receipts = [receipt_bytes(h, _receipt(ledger, h)) for h in hashes]
+    leaves = [receipt_bytes(h, r) for h, r in zip(hashes, receipts)]
     header = block.header
     return {
         "version": PROOF_VERSION,
-        "tx_hash": tx_hash.hex(),
-        "tx": entry.tx.raw.hex(),
-        "receipt": {"code": entry.receipt.code, "log": entry.receipt.log},
-        "index": entry.index,
-        "tx_path": [h.hex() for h in merkle_path(hashes, entry.index)],
-        "receipt_path": [h.hex() for h in merkle_path(receipts, entry.index)],
+        "tx_hash": hashes[index].hex(),
+        "tx": block.txs[index].hex(),
+        "receipt": {"code": receipts[index].code, "log": receipts[index].log},
+        "index": index,
+        "tx_path": [h.hex() for h in merkle_path(hashes, index)],
+        "receipt_path": [h.hex() for h in merkle_path(leaves, index)],
         "header": header_json(header),
         "commit": commit_json(header.height, header.hash().hex(), certificate),
-        "validator_changes": validator_changes(ledger, entry.height),
+        "validator_changes": validator_changes(ledger, header.height),
     }
 
 
@@ -127,8 +155,10 @@ def validator_changes(ledger: Ledger, height: int) -> list[dict[str, Any]]:
         new = ledger.members(activation).validator_keys
         if new == ledger.members(activation - 1).validator_keys:
             continue
-        block, certificate = _certified_block(ledger, activation - 1)
-        last = block.header
+        # By its header: a pruned block keeps its header and certificate when an activation follows it.
+        last, certificate = ledger.header(activation - 1), ledger.certificate(activation - 1)
+        if certificate is None:
+            raise StoreCorrupt(f"the certificate of block {activation - 1} is missing from the store")
         steps.append({
             "header": header_json(last),
             "commit": commit_json(last.height, last.hash().hex(), certificate),

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
 import trio
 
-from node.api.lookup import ChainLookup, build_proof, build_state_proof
+from node.api.lookup import ChainLookup, archived_proof, build_proof, build_state_proof
 from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
-from node.chain.ledger import Ledger
+from node.chain.ledger import BlockPruned, Ledger
 from node.chain.state_proof import KeyInvalid, query_result
 from node.pipeline.driver import BlockingRunner
 from node.api.jsonrpc import (
@@ -23,6 +24,7 @@ from node.api.jsonrpc import (
     fault_event, parse, response,
 )
 from node.chain.tx import TX_BYTES_MAX, Transaction
+from node.disk.archive import ArchiveError, SegmentFault
 from node.ops.metrics import Metrics
 from node.ops.ratelog import RateLog
 from node.txpool.admission import DUPLICATE, UNAUTHORISED, Admission, NotAMember, Refused
@@ -90,8 +92,10 @@ class RpcService:
         on_admitted: Callable[[Transaction], None],
         on_store_damaged: Callable[[StoreCorrupt], object],
         run_blocking: BlockingRunner = trio.to_thread.run_sync,
+        archive: Path | None = None,
     ) -> None:
         self.ledger = ledger
+        self.archive = archive  # get_proof of a pruned transaction looks there (storage.archive_dir)
         self.commits = commits  # send_tx with wait=true
         self.run_blocking = run_blocking  # builds proofs off the event loop
         self.admission = admission
@@ -170,6 +174,8 @@ class RpcService:
             result = await handler(params)
         except RpcError as exc:
             return self._answered(call, method, error=exc)
+        except BlockPruned as exc:
+            return self._answered(call, method, error=_pruned(str(exc), exc.base))
         except StoreCorrupt as exc:
             self.on_store_damaged(exc)
             return self._answered(call, method, error=RpcError(INTERNAL_ERROR, "the node's store is damaged; it stops"))
@@ -263,7 +269,10 @@ class RpcService:
 
     async def _get_tx(self, params: Params) -> Any:
         _params(params, ("tx_hash",))
-        return self.lookup.tx(_hash_param(params, "tx_hash"))
+        found = self.lookup.tx(_hash_param(params, "tx_hash"))
+        if found["status"] == "unknown":
+            self._unknown_pruned()
+        return found
 
     async def _get_block(self, params: Params) -> Any:
         _params(params, ("height",))
@@ -275,11 +284,29 @@ class RpcService:
         # Asked before the ledger: a commit writes the ledger first, then leaves the mempool.
         pending = self.admission.pending_tx(tx_hash) is not None
         proof = await self.run_blocking(build_proof, self.ledger, tx_hash)
+        if proof is None and self.archive is not None and self.ledger.base > 1:
+            proof = await self.run_blocking(self._from_archive, self.archive, tx_hash)
         if proof is not None:
             return proof
         if pending:
             raise RpcError(NOT_FOUND, "no proof: the transaction is pending, not committed yet", {"status": "pending"})
+        self._unknown_pruned()
         raise RpcError(NOT_FOUND, "no proof: unknown transaction", {"status": "unknown"})
+
+    def _from_archive(self, archive: Path, tx_hash: bytes) -> dict[str, Any] | None:
+        try:
+            return archived_proof(self.ledger, archive, tx_hash)
+        except (OSError, ArchiveError, SegmentFault) as exc:  # the node's own store is fine: it answers pruned
+            self.faults.log(f"event=archive_unreadable archive={archive}", exc)
+            return None
+
+    def _unknown_pruned(self) -> None:
+        """A node that pruned blocks deleted their transactions' entries too (docs/operations.md): a hash
+        it does not know may be of a pruned block, which it says instead of "unknown"."""
+        base = self.ledger.base
+        if base > 1:
+            raise _pruned(f"unknown transaction: it may be in a block this node pruned (it keeps blocks from {base})",
+                          base, status="unknown")
 
     async def _query(self, params: Params) -> Any:
         _params(params, ("family", "key"), ("prove", "height"))
@@ -318,6 +345,10 @@ class RpcService:
         if proof is None:
             raise RpcError(NOT_FOUND, "no state proof before the first block", {"reason": "no_block"})
         return proof
+
+
+def _pruned(message: str, base: int, **data: Any) -> RpcError:
+    return RpcError(NOT_FOUND, message, {**data, "reason": "pruned", "base": base})
 
 
 _REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate", OVERLOADED: "mempool_full"}

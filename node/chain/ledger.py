@@ -13,11 +13,11 @@ from node.chain.block import (
 from node.chain.canonical import CodecError, pack_flat, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.chain.genesis import Genesis
-from node.chain.governance import ACTIVATION_DELAY, ReadState, past_members, upcoming_members
+from node.chain.governance import ACTIVATION_DELAY, ACTIVATIONS_KEY, ReadState, past_members, upcoming_members
 from node.chain.membership import Membership
 from node.chain.state_tree import StateTree, TreeUpdate
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
-from storage.chain import BlockWrite, ChainStore
+from storage.chain import BlockWrite, ChainStore, PrunedBlock
 from storage.kv import StoreCorrupt
 
 GENESIS_META = "genesis_hash"
@@ -115,24 +115,27 @@ class Ledger:
     def block(self, height: int) -> Block | None:
         """The committed block at `height`; None above the tip, BlockPruned below the base. A hole
         between them is StoreCorrupt, never None."""
+        self._check_pruned(height)
         cached = self._decoded.get(height)
         if cached is not None:
             return cached
-        if 1 <= height < self.store.base():
-            raise BlockPruned(height, self.store.base())
         raw = self.store.load_block(height)
         if raw is None:
+            self._check_pruned(height)  # pruned meanwhile
             self._check_above_tip(height, "block")
             return None
         return decode_block(raw)
 
     def header(self, height: int) -> Header:
-        """The header of a committed block, held or pruned; StoreCorrupt when missing."""
+        """The header of a committed block, held or kept when pruned (BlockPruned if not)."""
         if height >= self.store.base():
-            return self._require_block(height).header
+            try:
+                return self._require_block(height).header
+            except BlockPruned:
+                pass  # pruned meanwhile: its header may be kept
         raw = self.store.load_header(height)
         if raw is None:
-            raise StoreCorrupt(f"the header of block {height} is missing from the store")
+            raise BlockPruned(height, self.store.base())
         try:
             return header_from_wire(unpack(raw))
         except (BlockError, CodecError) as exc:
@@ -145,18 +148,29 @@ class Ledger:
         return block
 
     def certificate(self, height: int) -> tuple[tuple[bytes, bytes], ...] | None:
+        """The commit certificate of a committed block; BlockPruned below the base unless it was kept."""
         raw = self.store.load_certificate(height)
         if raw is None:
+            self._check_pruned(height)
             self._check_above_tip(height, "certificate of block")
             return None
         return decode_certificate(raw)
 
     def stored_block(self, height: int) -> tuple[bytes, bytes]:
-        """A block at or below the tip and its certificate, as stored (what catch-up serves)."""
+        """A block at or below the tip and its certificate, as stored (what catch-up serves); BlockPruned
+        below the base."""
+        self._check_pruned(height)
         block, certificate = self.store.load_block(height), self.store.load_certificate(height)
         if block is None or certificate is None:
+            self._check_pruned(height)
             raise StoreCorrupt(f"block {height} or its certificate is missing from the store below its tip {self.height}")
         return block, certificate
+
+    def _check_pruned(self, height: int) -> None:
+        # Pruning moves the base before it deletes: a block gone is below the base read after it.
+        base = self.store.base()
+        if 1 <= height < base:
+            raise BlockPruned(height, base)
 
     def _check_above_tip(self, height: int, what: str) -> None:
         # The node refuses a store with holes at start; one found later is damage, not "not found".
@@ -182,6 +196,7 @@ class Ledger:
             return cached.txs
         raw = self.store.load_block(height)
         if raw is None:
+            self._check_pruned(height)  # since its entry was read
             raise StoreCorrupt(f"block {height} is missing from the store")
         try:
             return stored_block_txs(raw)
@@ -245,6 +260,23 @@ class Ledger:
                 self._members = {}
             self._members[key] = found
         return found
+
+    def prune(self, below: int, most: int) -> int:
+        """Prunes the blocks from the base up to `below` (exclusive), at most `most` of them, in one
+        batch; returns how many. The header and certificate of the last block before each activation
+        stay: a proof of a later block follows the validators through them (api/lookup validator_changes)."""
+        base = self.store.base()
+        last = min(below, base + most, self.height) - 1
+        if last < base:
+            return 0
+        kept = {activation - 1 for activation in ReadState(self.read_state).get(ACTIVATIONS_KEY) or []}
+        blocks = []
+        for height in range(base, last + 1):
+            block = self._require_block(height)
+            header = block.header.encode() if height in kept else None
+            blocks.append(PrunedBlock(height, block.header.hash(), [tx_hash_of(raw) for raw in block.txs], header))
+        self.store.prune(blocks)
+        return len(blocks)
 
     def commit(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 
 from node.chain.genesis import Genesis, load_genesis
 from node.config import NodeConfig, load_config
-from node.disk.integrity import check_store
+from node.disk.integrity import ReplayImpossible, check_store
 from node.disk.safety_file import UNKNOWN, SafetyFile, SafetyFileError, safety_path
 from node.disk.store_guard import SAFETY_FILE_META, damage_marker, marked_damage, resync_record
 from node.errors import AllianceError, VerificationFailed
@@ -23,9 +23,11 @@ from storage.leveldb import LevelDBStore
 
 def add_parsers(sub: Any, command: Any) -> None:
     p = command(sub, "check", cmd_check, "verify a stopped node's whole store; exit 6 if it is damaged",
-                "Checks every block of the node in DIR: its link to the previous block, its commit certificate "
+                "Checks every block of the node in DIR (from its base, the lowest block a pruned node holds): "
+                "its link to the previous block, its commit certificate "
                 "against the genesis validators, its transaction root and entries, the height pointer and the "
-                "safety file; with --state, also re-executes the chain from the genesis against each state root. "
+                "safety file; with --state, also re-executes the chain from the genesis against each state root "
+                "(impossible on a pruned node). "
                 "Prints one JSON object naming the first bad height.")
     p.add_argument("--home", required=True, help="node directory holding node.toml")
     p.add_argument("--state", action="store_true", help="also replay every block and compare its state root")
@@ -73,8 +75,11 @@ def _way_out(config: NodeConfig, genesis: Genesis) -> str:
 
 
 def _check_open(config: NodeConfig, genesis: Genesis, chain: ChainStore, state: bool, report: dict[str, Any]) -> None:
-    checked, fault = check_store(chain, genesis, replay=state)
-    report.update(height=chain.height(), blocks_checked=checked)
+    try:
+        checked, fault = check_store(chain, genesis, replay=state)
+    except ReplayImpossible as exc:
+        raise AllianceError(f"{config.data_dir}: --state is impossible here: {exc}; check without --state") from None
+    report.update(height=chain.height(), base=chain.base(), blocks_checked=checked)
     if fault is not None:
         report.update(first_bad_height=fault.height, finding=str(fault))
     _check_safety_file(config, chain, report)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
 from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
-from node.chain.execution import execute, validators_hashes
+from node.chain.execution import Receipt, execute, validators_hashes
 from node.chain.genesis import Genesis
 from node.chain.governance import GovernanceCorrupt, ReadState, past_members
 from node.chain.membership import validators_hash
@@ -63,24 +63,32 @@ def verify_window(store: ChainStore, genesis: Genesis, window: int = START_WINDO
         raise Fault(tip + 1, f"is stored above the height pointer ({tip})")
     validators = stored_validators(store, genesis)
     linked_from: bytes | None = None  # the prev_hash of the block above, already checked
-    lowest = store.base() - 1  # below the base only headers are stored (pruned, or a restored snapshot)
-    for height in range(tip, max(lowest, tip - window), -1):
+    base = store.base()  # below it the blocks were pruned
+    for height in range(tip, max(base - 1, tip - window), -1):
         header, block_txs = check_stored_block(store, genesis, height, None, validators)
         if linked_from is not None and header.hash() != linked_from:
             raise Fault(height + 1, "does not link to the block before it")
         linked_from, txs = header.prev_hash, txs - len(block_txs)
         if txs <= 0:
             return
-    if tip <= window and lowest == 0 and linked_from is not None and linked_from != genesis.hash():
+    if base == 1 and tip <= window and linked_from is not None and linked_from != genesis.hash():
         raise Fault(1, "does not link to the genesis")
 
 
+class ReplayImpossible(Exception):
+    """The store was pruned: the blocks a replay from the genesis needs are gone."""
+
+
 def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int, Fault | None]:
-    """Checks every block (and with `replay` re-executes them all): blocks that passed, and the first fault."""
-    tip, checked = store.height(), 0
-    state = _Replay(genesis) if replay else None
+    """Checks every stored block from the base (and with `replay` re-executes them all from the genesis,
+    which a pruned store cannot: ReplayImpossible): blocks that passed, and the first fault."""
+    tip, checked, base = store.height(), 0, store.base()
+    if replay and base > 1:
+        raise ReplayImpossible(f"the store was pruned below block {base}: a replay from the genesis needs every "
+                               "block (replay an archive instead: `alliance archive verify`)")
+    state = Replay(genesis) if replay else None
     try:
-        for header, txs in walk(store, genesis, 1, tip):
+        for header, txs in walk(store, genesis, base, tip):
             if state is not None:
                 state.apply(header, txs)
             checked += 1
@@ -88,13 +96,13 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
         if state is not None and above is None:
             state.compare(store, tip)
     except StorageError as exc:
-        return checked, Fault(checked + 1, f"cannot be read: {exc}")
+        return checked, Fault(base + checked, f"cannot be read: {exc}")
     except Fault as fault:
         return checked, fault
     return checked, None if above is None else Fault(above, f"is stored above the height pointer ({tip})")
 
 
-class _Replay:
+class Replay:
     """The state re-built from the genesis, block by block, against each header's state root."""
 
     def __init__(self, genesis: Genesis) -> None:
@@ -104,7 +112,8 @@ class _Replay:
         self.buckets: dict[int, bytes] = {}
         self.tree = StateTree(self.buckets.__getitem__, ())
 
-    def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> None:
+    def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> list[Receipt]:
+        """Executes the block on the state, checked against its header; its receipts."""
         try:
             txs = [decode_tx(raw) for raw in raw_txs]
         except TxError as exc:
@@ -117,6 +126,7 @@ class _Replay:
         except BlockInvalid as exc:
             raise Fault(header.height, f"does not replay: {exc}") from None
         self.tree.apply(tree, lambda: self._write(header.height, execution.writes, tree.buckets))
+        return execution.receipts
 
     def _write(self, height: int, writes: dict[bytes, bytes | None], buckets: dict[int, bytes]) -> None:
         for key, value in writes.items():
@@ -149,8 +159,9 @@ class _Replay:
 
 
 def walk(store: ChainStore, genesis: Genesis, first: int, last: int) -> Iterator[tuple[Header, tuple[bytes, ...]]]:
-    """Checks blocks first..last in order, yielding each header and its transactions once it passed."""
-    prev_hash = genesis.hash() if first == 1 else _load(store, first - 1)[0].hash()
+    """Checks blocks first..last in order, yielding each header and its transactions once it passed. The
+    first block of a pruned store links to nothing stored: its certificate vouches for it."""
+    prev_hash = genesis.hash() if first == 1 else None if first == store.base() else _load(store, first - 1)[0].hash()
     validators = stored_validators(store, genesis)
     for height in range(first, last + 1):
         header, txs = check_stored_block(store, genesis, height, prev_hash, validators)

@@ -20,7 +20,7 @@ import trio
 
 from consensus.quorum import fault_tolerance
 from node.chain.candidate import BlockInvalid
-from node.chain.ledger import Ledger
+from node.chain.ledger import BlockPruned, Ledger
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import Blocks, GetBlocks, Status, encode
 from node.pipeline.driver import Driver, Wakeup
@@ -114,6 +114,8 @@ class Syncer:
     def on_get_blocks(self, peer: bytes, request: GetBlocks) -> None:
         try:
             items = self._stored_blocks(request.start, min(request.count, BLOCKS_PER_REQUEST))
+        except BlockPruned:
+            items = ()  # below this node's base (storage.retain_blocks): it has none to give
         except StoreCorrupt as exc:
             self.on_store_damaged(exc)  # a damaged store is not served
             return

@@ -20,7 +20,7 @@ from node.chain.block_check import Decided, Proposed, check_block, check_synced_
 from node.chain.candidate import BlockInvalid, Candidate
 from node.chain.crypto import Verify, verify
 from node.chain.governance import ReadState, change_scheduled
-from node.chain.ledger import Ledger
+from node.chain.ledger import BlockPruned, Ledger
 from node.chain.proposal import build_block, missing_txs, parse_body
 from node.chain.tx import Transaction
 from node.txpool.mempool import Mempool
@@ -107,7 +107,10 @@ class CommitPipeline:
     def commit(self, action: CommitBlock, fetched: Fetched) -> CommitOutcome:
         """Writes the block consensus decided, executing it first if it was not validated here."""
         if action.height <= self.ledger.height:
-            stored = self.ledger.block(action.height)
+            try:
+                stored = self.ledger.block(action.height)
+            except BlockPruned:  # stored long ago, and pruned since: no decision of that height is news
+                return AlreadyStored(forked=False)
             return AlreadyStored(forked=stored is None or stored.header.hash() != action.block_hash)
         candidate = self._candidates.get(action.block_hash)
         if candidate is None:
