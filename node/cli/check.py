@@ -44,15 +44,16 @@ def cmd_check(args: argparse.Namespace) -> None:
     genesis = load_genesis(config.genesis_file)
     report: dict[str, Any] = {"data_dir": str(config.data_dir), "state_replayed": bool(args.state)}
     store = _open_stopped(config, report)
+    readable = store is not None
     if store is not None:
         try:
             _check_open(config, genesis, ChainStore(store), args.state, report)
-        except StorageError as exc:  # LevelDB could not read its own files
-            report.setdefault("first_bad_height", None)
-            report.setdefault("finding", str(exc))
+        except StorageError as exc:  # LevelDB could not read its own files: a copy says where
+            report.update(first_bad_height=None, finding=str(exc))
+            readable = False
         finally:
             store.close()
-    else:
+    if not readable:
         _check_copy(config, genesis, report)
     report.setdefault("safety_file", _safety_file_summary(config))
     marked = marked_damage(config.data_dir)
@@ -126,6 +127,9 @@ def _check_copy(config: NodeConfig, genesis: Genesis, report: dict[str, Any]) ->
         try:
             chain = ChainStore(store)
             checked, fault = check_store(chain, genesis, replay=False)
+        except StorageError as exc:  # the damage holds the height pointer itself
+            report["copy_read"] = f"a copy read without LevelDB's checks cannot be read either: {exc}"
+            return
         finally:
             store.close()
     report.update(height=chain.height(), blocks_checked=checked)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from node.chain.block import BlockError, Header, decode_block, decode_certificate, verify_certificate
+from node.chain.block import (
+    BlockError, Header, decode_block, decode_certificate, header_from_wire, verify_certificate,
+)
 from node.chain.candidate import BlockInvalid, Contents, check_tx_root
 from node.chain.canonical import CodecError, unpack
 from node.chain.execution import Receipt, execute, validators_hashes
@@ -88,18 +90,43 @@ def check_store(store: ChainStore, genesis: Genesis, replay: bool) -> tuple[int,
                                "block (replay an archive instead: `alliance archive verify`)")
     state = Replay(genesis) if replay else None
     try:
-        for header, txs in walk(store, genesis, base, tip):
+        last: Header | None = None
+        for last, txs in walk(store, genesis, base, tip):
             if state is not None:
-                state.apply(header, txs)
+                state.apply(last, txs)
             checked += 1
         above = next((h for h in store.block_heights() if h > tip), None)
         if state is not None and above is None:
             state.compare(store, tip)
+        if above is None:
+            _check_state_tree(store, tip, last)
     except StorageError as exc:
         return checked, Fault(base + checked, f"cannot be read: {exc}")
     except Fault as fault:
         return checked, fault
     return checked, None if above is None else Fault(above, f"is stored above the height pointer ({tip})")
+
+
+def _check_state_tree(store: ChainStore, tip: int, header: Header | None) -> None:
+    """The stored state tree hashes to the tip header's state_root; raises Fault (tip) otherwise."""
+    if tip == 0:
+        return
+    if header is None:  # restored from a snapshot: the tip's block is below the base
+        raw = store.load_header(tip)
+        try:
+            header = header_from_wire(unpack(raw)) if raw is not None else None
+        except (BlockError, CodecError):
+            header = None
+        if header is None:
+            raise Fault(tip, "has no readable header below the base")
+    root = StateTree(_no_read, store.iterate_buckets()).root
+    if root != header.state_root:
+        raise Fault(tip, f"commits to state root {header.state_root.hex()[:16]}..., but the stored state tree "
+                         f"hashes to {root.hex()[:16]}...: the state is damaged")
+
+
+def _no_read(bucket: int) -> bytes:
+    raise AssertionError("building a tree from stored buckets reads none")
 
 
 class Replay:

@@ -38,8 +38,8 @@ from node.p2p.wire import Chunk, GetChunk, GetManifest, GetSnapshots, ManifestFr
 
 log = logging.getLogger("alliance.sync")
 
-# After the first offer, how long other peers have to make theirs (a newer height, say): a peer
-# redials a node that was down at least every RECONNECT_MAX_S.
+# After the first offer, how long other peers have to make theirs (a newer height, say), unless all
+# of them have: a peer redials a node that was down at least every RECONNECT_MAX_S.
 OFFER_GRACE_S = RECONNECT_MAX_S + 1.0
 # A chunk is asked of every peer offering it up to ROUNDS times, ROUND_PAUSE_S apart: a peer busy
 # sending answers "don't have" (node/p2p/snapshot_server.py).
@@ -68,6 +68,9 @@ class SnapshotClient:
         # to wait for, as when a new chain starts with every node empty.
         self.answers_enough = fault_tolerance(len(genesis.validators)) + 1
         self._offered = trio.Event()  # an offer came, or enough peers said they have none
+        # Every other genesis validator answered: no need to wait out the grace for a newer offer.
+        self.answers_all = max(1, len(genesis.validators) - 1)
+        self._all_answered = trio.Event()
         self._expected: tuple[bytes, int, int, int] | None = None  # (peer, kind, height, index)
         self._answers, self._answered = trio.open_memory_channel[bytes | None](1)
 
@@ -83,6 +86,8 @@ class SnapshotClient:
             self.offers[peer] = tuple(h for h in message.heights if h > 0)
             if self.offers[peer] or len(self.offers) >= self.answers_enough:
                 self._offered.set()
+            if len(self.offers) >= self.answers_all:
+                self._all_answered.set()
         elif isinstance(message, ManifestFrame):
             self._answer(peer, ManifestFrame.KIND, message.height, 0, message.manifest)
         elif isinstance(message, Chunk):
@@ -117,7 +122,8 @@ class SnapshotClient:
             raise StateSyncFailed(f"no peer offered a snapshot within {self.timeout_s:g} s")
         if not any(self.offers.values()):
             raise StateSyncFailed(f"no peer offered a snapshot ({len(self.offers)} peers answered they have none)")
-        await trio.sleep(OFFER_GRACE_S)
+        with trio.move_on_after(OFFER_GRACE_S):
+            await self._all_answered.wait()
         reasons = []
         for height in sorted({h for heights in self.offers.values() for h in heights}, reverse=True):
             try:
