@@ -17,6 +17,8 @@ from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_path
 from node.chain.proof import PROOF_VERSION
+from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key_of
+from node.chain.state_tree import bucket_of, key_hash
 from node.chain.tx import tx_hash_of, tx_json
 from storage.kv import StoreCorrupt
 from node.txpool.admission import Admission
@@ -87,6 +89,37 @@ def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
         "header": header_json(header),
         "commit": commit_json(header.height, header.hash().hex(), certificate),
         "validator_changes": validator_changes(ledger, entry.height),
+    }
+
+
+def provable_heights(ledger: Ledger) -> list[int]:
+    """The heights this node can prove state at: its tip (the tree's levels are those of the tip)."""
+    return [ledger.height] if ledger.height >= 1 else []
+
+
+def build_state_proof(ledger: Ledger, family: str, key: Any) -> dict[str, Any] | None:
+    """The state proof of a key at the tip (docs/proofs.md), or None before block 1. KeyInvalid
+    (node/chain/state_proof.py) for a family or key that names no state key."""
+    state_key = state_key_of(family, key)
+    kh = key_hash(state_key)
+    bucket = bucket_of(kh)
+    # Under the tree's lock a commit is either wholly in (blobs, state, tip header) or not at all.
+    with ledger.tree.lock:
+        header = ledger.last_header
+        if header is None:
+            return None
+        value = ledger.read_state(state_key)
+        blob, siblings = ledger.tree.path(bucket)
+        certificate = ledger.certificate(header.height)
+    if certificate is None:
+        raise StoreCorrupt(f"the certificate of block {header.height} is missing from the store")
+    return {
+        "version": STATE_PROOF_VERSION, "family": family, "key": key, "state_key": state_key.hex(),
+        "state_value": None if value is None else value.hex(), "result": query_result(family, value),
+        "bucket": bucket, "records": blob.hex(), "siblings": [s.hex() for s in siblings],
+        "header": header_json(header),
+        "commit": commit_json(header.height, header.hash().hex(), certificate),
+        "validator_changes": validator_changes(ledger, header.height),
     }
 
 

@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 import trio
 
-from node.api.lookup import ChainLookup, build_proof
+from node.api.lookup import ChainLookup, build_proof, build_state_proof, provable_heights
 from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.canonical import unpack
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.chain.ledger import Ledger
+from node.chain.state_proof import KeyInvalid
 from node.pipeline.driver import BlockingRunner
 from node.api.jsonrpc import (
     COMMIT_TIMEOUT, DUPLICATE_TX, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, NOT_AUTHORISED,
@@ -282,8 +283,10 @@ class RpcService:
         raise RpcError(NOT_FOUND, "no proof: unknown transaction", {"status": "unknown"})
 
     async def _query(self, params: Params) -> Any:
-        _params(params, ("family", "key"))
+        _params(params, ("family", "key"), ("prove", "height"))
         family, key = params["family"], params["key"]
+        if params.get("prove", False) is not False:
+            return await self._state_proof(params)
         if family == "kv":
             if not is_text(key):
                 raise RpcError(INVALID_PARAMS, "kv key must be a string of valid Unicode (no lone surrogates)")
@@ -300,6 +303,28 @@ class RpcService:
             return {"recorder": recorder.hex(), "height": height, "time": time_ms,
                     "tx_hash": tx_hash.hex(), "meta": meta}
         raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
+
+
+    async def _state_proof(self, params: Params) -> Any:
+        """This node's addition to `query` (docs/proofs.md): the value with its proof, at a provable height."""
+        if params["prove"] is not True:
+            raise RpcError(INVALID_PARAMS, "prove must be true or false")
+        heights = provable_heights(self.ledger)
+        height = height_param(params.get("height", "latest"), self.ledger.height)
+        if height not in heights:
+            raise RpcError(NOT_FOUND, f"no state proof at height {height}: this node proves state at {heights}",
+                           {"reason": "state_not_kept", "heights": heights})
+        try:
+            proof = await self.run_blocking(build_state_proof, self.ledger, params["family"], params["key"])
+        except KeyInvalid as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        if proof is None or proof["header"]["height"] != height:
+            # A block committed between the two reads: the proof is of a newer tip than asked for.
+            latest = params.get("height", "latest") == "latest"
+            if proof is None or not latest:
+                raise RpcError(NOT_FOUND, f"no state proof at height {height}",
+                               {"reason": "state_not_kept", "heights": provable_heights(self.ledger)})
+        return proof
 
 
 _REJECTION_REASONS = {NOT_AUTHORISED: "unauthorised", DUPLICATE_TX: "duplicate", OVERLOADED: "mempool_full"}
