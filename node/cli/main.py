@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_client_options(p, signing=True)
     p = _command(tx_sub, "get", client_cmds.cmd_tx_get, "read KEY: value, owner and height")
     p.add_argument("key_name", metavar="KEY")
+    p.add_argument("--prove", metavar="OUT.json",
+                   help="also fetch KEY's state proof (present or absent) and write it to OUT.json")
     client_cmds.add_client_options(p)
     p = _command(tx_sub, "delete", client_cmds.cmd_tx_delete, "delete KEY (its owner only)")
     p.add_argument("key_name", metavar="KEY")
@@ -138,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     gov_cmd.add_parser(sub)
 
     p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when",
-                 "Shows the notary record of FILE's SHA-256. With --verify, also fetches the proof of the recording "
-                 "transaction and checks it against the genesis; with --proof, checks a saved proof without "
+                 "Shows the notary record of FILE's SHA-256. With --verify, also fetches the state proof of the "
+                 "record (or of its absence) and the proof of the recording transaction and checks them against the "
+                 "genesis; with --proof, checks a saved proof without "
                  "contacting any node.")
     p.add_argument("file", metavar="FILE")
     how = p.add_mutually_exclusive_group()
@@ -148,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_genesis_option(p, "genesis file to check the proof against")
     client_cmds.add_client_options(p)
 
-    p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction proof offline",
-                 "Checks PROOF.json (from get_proof or `alliance notarize --proof`) against the genesis, with no "
+    p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction or state proof offline",
+                 "Checks PROOF.json (from get_proof, query with prove, `alliance notarize --proof` or "
+                 "`alliance tx get --prove`) against the genesis, with no "
                  "node involved; prints what it proves and exits 0 only if it holds (docs/proofs.md).")
     p.add_argument("proof_file", metavar="PROOF.json")
     client_cmds.add_genesis_option(p, "genesis file of the chain")

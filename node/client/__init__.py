@@ -18,7 +18,7 @@ from node.client.types import (
 
 if TYPE_CHECKING:
     from node.client.aio import AsyncClient
-    from node.client.proofs import ProofInvalid, VerifiedProof, verify_proof
+    from node.client.proofs import ProofInvalid, VerifiedProof, VerifiedState, verify_proof, verify_state_proof
 
 # Imported when first asked for: httpx and the consensus code would slow every CLI command's start.
 _LAZY = {
@@ -26,6 +26,8 @@ _LAZY = {
     "ProofInvalid": "node.client.proofs",
     "VerifiedProof": "node.client.proofs",
     "verify_proof": "node.client.proofs",
+    "VerifiedState": "node.client.proofs",
+    "verify_state_proof": "node.client.proofs",
 }
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_RPC", "AsyncClient", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
     "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
     "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
-    "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "build_tx", "file_digest",
+    "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "file_digest",
     "generate_key", "load_key", "public_key_hex", "save_key", "verify_proof",
+    "verify_state_proof",
 ]

@@ -89,6 +89,12 @@ class AsyncClient:
         """Results in call order; a failed call's place holds its RpcError."""
         return await self._run(self._core.batch(calls))
 
+    async def query(self, family: str, key: str, prove: bool = False, height: int | None = None) -> Any:
+        """The key's value; with `prove`, its state proof at `height` (default: the tip)."""
+        if prove:
+            return await self._run(self._core.state_proof(family, key, height))
+        return await self.call("query", family=family, key=key)
+
     # ---- typed queries ----------------------------------------------------------------------
 
     async def get_status(self) -> Status:

@@ -232,6 +232,15 @@ class Core:
             raise BadAnswer(f"get_proof: expected a JSON object, got {proof!r:.100}")
         return proof
 
+    def state_proof(self, family: str, key: str, height: int | None = None) -> Op[dict[str, Any]]:
+        """`query` with `prove` (docs/proofs.md): the key's state proof at `height` (default: the tip)."""
+        params: dict[str, Any] = {"family": family, "key": key, "prove": True,
+                                  "height": "latest" if height is None else height}
+        proof = yield from self.call("query", params)
+        if not isinstance(proof, dict):
+            raise BadAnswer(f"query: expected a state proof object, got {proof!r:.100}")
+        return proof
+
     def verified_proof(
         self,
         tx_hash: str | bytes,

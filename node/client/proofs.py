@@ -1,4 +1,4 @@
-"""Checking transaction proofs against a genesis file or a validator set (node.chain.proof does the checking)."""
+"""Checking transaction and state proofs against a genesis file or a validator set (node.chain.proof does the checking)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 from node.chain.genesis import load_genesis
 from node.chain.proof import ProofInvalid, VerifiedProof
 from node.chain.proof import verify_proof as _verify
+from node.chain.state_proof import VerifiedState
+from node.chain.state_proof import verify_state_proof as _verify_state
 from node.client.errors import InvalidInput
 from node.keys import parse_pubkey
 
-__all__ = ["ProofInvalid", "VerifiedProof", "trust_anchor", "verify_proof"]
+__all__ = ["ProofInvalid", "VerifiedProof", "VerifiedState", "trust_anchor", "verify_proof", "verify_state_proof"]
 
 EITHER = "verify a proof against either a genesis file or both chain_id and validators"
 
@@ -29,6 +31,18 @@ def verify_proof(
     list). Proofs from after validator-set changes carry the certified steps from the genesis set to
     their block's. Raises ProofInvalid, with its `reason`, if the proof does not hold."""
     return _verify(proof, *trust_anchor(genesis, chain_id, validators))
+
+
+def verify_state_proof(
+    proof: Any,
+    genesis: str | Path | None = None,
+    *,
+    chain_id: str | None = None,
+    validators: Sequence[str | bytes] | None = None,
+) -> VerifiedState:
+    """Checks a state proof (`query` with `prove`) against a genesis file, or `chain_id` and the
+    genesis validators' keys, as `verify_proof` does. Raises ProofInvalid if it does not hold."""
+    return _verify_state(proof, *trust_anchor(genesis, chain_id, validators))
 
 
 def trust_anchor(

@@ -148,7 +148,11 @@ class Client:
         tx = core.build_tx(key, self.status()["chain_id"], family, op, args)
         return self.send_tx(tx, wait=wait, timeout_s=timeout_s)
 
-    def query(self, family: str, key: str) -> Any:
+    def query(self, family: str, key: str, prove: bool = False, height: int | None = None) -> Any:
+        """The key's value; with `prove`, its state proof at `height` (default: the tip), for
+        `verify_state_proof` (node.client.proofs)."""
+        if prove:
+            return self._run(self._core.state_proof(family, key, height))
         return self.call("query", family=family, key=key)
 
     # ---- typed queries ----------------------------------------------------------------------
