@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,6 +116,11 @@ TAMPERINGS: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None], st
 ]
 
 
+# The step of docs/proofs.md section 6 at which each check is.
+STEPS = {"shape": 1, "state key": 2, "bucket": 3, "records": 4, "value": 5, "state root": 6, "chain id": 7,
+         "block hash": 8, "validator change": 9, "validators": 10, "certificate": 11}
+
+
 @pytest.mark.parametrize(("base", "change", "check"), [(b, c, k) for _, b, c, k in TAMPERINGS],
                          ids=[n for n, _, _, _ in TAMPERINGS])
 def test_each_tampering_fails_at_its_check(base: dict[str, Any], change: Callable[[dict[str, Any]], None],
@@ -125,3 +133,54 @@ def test_each_tampering_fails_at_its_check(base: dict[str, Any], change: Callabl
 def test_a_proof_checked_against_another_chain_fails() -> None:
     with pytest.raises(ProofInvalid, match="^chain id"):
         verify_state_proof(PRESENT, "acme-orders", GENESIS_KEYS)
+
+
+# ---- the worked example of docs/proofs.md section 6 ------------------------------------------------
+
+SECTION = (Path(__file__).resolve().parents[2] / "docs" / "proofs.md").read_text().split("## 6. State proofs")[1]
+STATE_FIELDS = ("family", "key", "state_key", "state_value", "result", "bucket", "records", "siblings")
+
+
+def _documented() -> list[Any]:
+    return [json.loads(text) for text in re.findall(r"```json\n(.*?)```", SECTION, re.DOTALL)]
+
+
+def test_the_documented_state_proofs_are_what_the_node_builds_and_verify() -> None:
+    present, absent = proof_example.state_proofs()
+    documented = _documented()
+    assert documented[0] == json.loads(json.dumps(present))
+    assert documented[1] == json.loads(json.dumps({k: absent[k] for k in STATE_FIELDS}))
+    assert verify_state_proof(documented[0], CHAIN_ID, GENESIS_KEYS).present
+    whole = {**documented[0], **documented[1]}
+    assert not verify_state_proof(whole, CHAIN_ID, GENESIS_KEYS).present
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def test_the_documented_intermediate_values_follow_from_the_definition() -> None:
+    """kh, bucket, vh and every fold digest, recomputed here from the page's rules with hashlib alone."""
+    for proof in proof_example.state_proofs():
+        kh = _sha(bytes.fromhex(proof["state_key"]))
+        bucket = int.from_bytes(kh[:4], "big") >> 14
+        assert bucket == proof["bucket"] and f"`{kh.hex()}`" in SECTION and f"bucket {bucket}" in SECTION
+        blob = bytes.fromhex(proof["records"])
+        digest = _sha(b"\x00" + blob) if blob else bytes(32)
+        assert f"leaf                                    = {digest.hex()}" in SECTION
+        if proof["state_value"] is not None:
+            assert f"`{_sha(bytes.fromhex(proof['state_value'])).hex()}`" in SECTION
+        index = bucket
+        for sibling in map(bytes.fromhex, proof["siblings"]):
+            pair = sibling + digest if index & 1 else digest + sibling
+            digest = bytes(32) if pair == bytes(64) else _sha(pair)
+            assert f"index {index:6} " in SECTION and f") = {digest.hex()}" in SECTION
+            index >>= 1
+        assert digest.hex() == proof["header"]["state_root"]
+
+
+def test_the_documented_failures_are_the_tested_ones() -> None:
+    rows = re.findall(r"^\| (kv|notary) \| (.+?) \| (\d+), (.+?) \|$", SECTION, re.MULTILINE)
+    expected = [("kv" if base is PRESENT else "notary", name, str(STEPS[check]), check)
+                for name, base, _, check in TAMPERINGS]
+    assert rows == expected
