@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -141,3 +142,14 @@ def test_records_refuses_bad_blobs() -> None:
             records(blob, 0)
     with pytest.raises(BlobInvalid, match="not after record 0"):
         records(a + a, 0)  # a key recorded twice
+
+
+def test_the_vector_of_encoding_md_is_the_trees() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "encoding.md").read_text()
+    value = bytes.fromhex("93c40131c420") + bytes(32) + b"\x01"
+    kh, vh = key_hash(b"kv/a"), hashlib.sha256(value).digest()
+    tree, store = _tree()
+    _commit(tree, store, {b"kv/a": value})
+    for text in (f"kh `{kh.hex()}`", f"bucket {bucket_of(kh)}", f"vh `{vh.hex()}`",
+                 f"leaf `{leaf_hash(kh + vh).hex()}`", f"root\n`{tree.root.hex()}`"):
+        assert text in page
