@@ -1160,7 +1160,7 @@ def test_worked_example_intermediate_values(example: Example) -> None:
     p = example.proofs[2]
     h, step = p["header"], p["validator_changes"][0]
     header = msgpack.packb(
-        [3, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
+        [4, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
          h["tx_count"], *(bytes.fromhex(h[k]) for k in HEADER_HASHES[2:])],
         use_bin_type=True,
     )  # fmt: skip
