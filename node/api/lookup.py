@@ -18,7 +18,7 @@ from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_path
 from node.chain.proof import PROOF_VERSION
-from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key
+from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key_of
 from node.chain.state_tree import bucket_of, key_hash
 from node.chain.tx import tx_hash_of, tx_json
 from node.disk.archive import find_tx, load_manifest
@@ -120,23 +120,31 @@ def proof_in_block(ledger: Ledger, block: Block, certificate: tuple[tuple[bytes,
     }
 
 
-def build_state_proof(ledger: Ledger, family: str, key: str) -> dict[str, Any] | None:
-    """The state proof (docs/proofs.md section 5) of `family`/`key` after the latest block; None before
-    block 1. Raises state_proof.KeyInvalid for a key that names no state key."""
-    skey = state_key(family, key)
-    with ledger.tree.lock:  # the commit holds it across its write: one height for all of these
+def provable_heights(ledger: Ledger) -> list[int]:
+    """The heights this node can prove state at: its tip (the tree's levels are those of the tip)."""
+    return [ledger.height] if ledger.height >= 1 else []
+
+
+def build_state_proof(ledger: Ledger, family: str, key: Any) -> dict[str, Any] | None:
+    """The state proof of a key at the tip (docs/proofs.md), or None before block 1. KeyInvalid
+    (node/chain/state_proof.py) for a family or key that names no state key."""
+    state_key = state_key_of(family, key)
+    kh = key_hash(state_key)
+    bucket = bucket_of(kh)
+    # Under the tree's lock a commit is either wholly in (blobs, state, tip header) or not at all.
+    with ledger.tree.lock:
         header = ledger.last_header
         if header is None:
             return None
-        raw = ledger.read_state(skey)
-        blob, siblings = ledger.tree.path(bucket_of(key_hash(skey)))
-    certificate = ledger.certificate(header.height)
+        value = ledger.read_state(state_key)
+        blob, siblings = ledger.tree.path(bucket)
+        certificate = ledger.certificate(header.height)
     if certificate is None:
         raise StoreCorrupt(f"the certificate of block {header.height} is missing from the store")
     return {
-        "version": STATE_PROOF_VERSION, "family": family, "key": key,
-        "value": None if raw is None else raw.hex(), "result": query_result(family, raw),
-        "records": blob.hex(), "siblings": [s.hex() for s in siblings],
+        "version": STATE_PROOF_VERSION, "family": family, "key": key, "state_key": state_key.hex(),
+        "state_value": None if value is None else value.hex(), "result": query_result(family, value),
+        "bucket": bucket, "records": blob.hex(), "siblings": [s.hex() for s in siblings],
         "header": header_json(header),
         "commit": commit_json(header.height, header.hash().hex(), certificate),
         "validator_changes": validator_changes(ledger, header.height),

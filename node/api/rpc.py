@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import trio
 
-from node.api.lookup import ChainLookup, archived_proof, build_proof, build_state_proof
+from node.api.lookup import ChainLookup, archived_proof, build_proof, build_state_proof, provable_heights
 from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
@@ -311,39 +311,40 @@ class RpcService:
     async def _query(self, params: Params) -> Any:
         _params(params, ("family", "key"), ("prove", "height"))
         family, key = params["family"], params["key"]
-        prove = params.get("prove", False)
-        if not isinstance(prove, bool):
-            raise RpcError(INVALID_PARAMS, "prove must be true or false")
+        if params.get("prove", False) is not False:
+            return await self._state_proof(params)
+        height = height_param(params.get("height", "latest"), self.ledger.height)
+        if height != self.ledger.height:
+            raise RpcError(NOT_FOUND, f"no state at height {height}: this node answers from its latest height",
+                           {"reason": "state_not_kept", "heights": provable_heights(self.ledger)})
         if family == "kv":
             if not is_text(key):
                 raise RpcError(INVALID_PARAMS, "kv key must be a string of valid Unicode (no lone surrogates)")
             valid = 1 <= len(key.encode()) <= KV_KEY_BYTES_MAX
-        elif family == "notary":
-            _hash_param(params, "key")
-            valid = True
-        else:
-            raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
-        self._check_state_height(params.get("height", "latest"))
-        if prove:
-            return await self._state_proof(family, key if family == "kv" else key.lower())
-        skey = kv_key(key) if family == "kv" else notary_key(bytes.fromhex(key))
-        return query_result(family, self.ledger.read_state(skey)) if valid else None
+            return query_result("kv", self.ledger.read_state(kv_key(key))) if valid else None
+        if family == "notary":
+            return query_result("notary", self.ledger.read_state(notary_key(_hash_param(params, "key"))))
+        raise RpcError(INVALID_PARAMS, 'family must be "kv" or "notary"')
 
-    def _check_state_height(self, height: Any) -> None:
-        """The node holds the state at its latest height only (older states: its snapshots, offline)."""
-        tip = self.ledger.height
-        asked = height_param(height, tip)
-        if asked != tip:
-            raise RpcError(NOT_FOUND, f"no state at height {asked}: this node answers from the state at its latest "
-                           f"height, {tip}", {"reason": "state_not_kept", "heights": [tip]})
-
-    async def _state_proof(self, family: str, key: str) -> Any:
+    async def _state_proof(self, params: Params) -> Any:
+        """This node's addition to `query` (docs/proofs.md): the value with its proof, at a provable height."""
+        if params["prove"] is not True:
+            raise RpcError(INVALID_PARAMS, "prove must be true or false")
+        heights = provable_heights(self.ledger)
+        height = height_param(params.get("height", "latest"), self.ledger.height)
+        if height not in heights:
+            raise RpcError(NOT_FOUND, f"no state proof at height {height}: this node proves state at {heights}",
+                           {"reason": "state_not_kept", "heights": heights})
         try:
-            proof = await self.run_blocking(build_state_proof, self.ledger, family, key)
+            proof = await self.run_blocking(build_state_proof, self.ledger, params["family"], params["key"])
         except KeyInvalid as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
-        if proof is None:
-            raise RpcError(NOT_FOUND, "no state proof before the first block", {"reason": "no_block"})
+        if proof is None or proof["header"]["height"] != height:
+            # A block committed between the two reads: the proof is of a newer tip than asked for.
+            latest = params.get("height", "latest") == "latest"
+            if proof is None or not latest:
+                raise RpcError(NOT_FOUND, f"no state proof at height {height}",
+                               {"reason": "state_not_kept", "heights": provable_heights(self.ledger)})
         return proof
 
 

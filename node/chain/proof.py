@@ -103,7 +103,7 @@ def verify_proof(proof: Any, chain_id: str, validators: Sequence[bytes]) -> Veri
     of docs/proofs.md; raises ProofInvalid naming the first check that fails."""
     parts = _parse(proof)
     header = parts.block.header
-    in_force, needed = check_certified(parts.block, parts.changes, chain_id, validators)
+    in_force, needed = verify_certified(parts.block, parts.changes, chain_id, validators)
     tx = _check_transaction(parts, chain_id)
     _check_paths(parts)
     return VerifiedProof(
@@ -113,11 +113,11 @@ def verify_proof(proof: Any, chain_id: str, validators: Sequence[bytes]) -> Veri
     )
 
 
-def check_certified(
-    block: Certified, changes: list[Change], chain_id: str, validators: Sequence[bytes]
-) -> tuple[tuple[bytes, ...], int]:
-    """Steps 2-5 of every proof: the block's chain, hash and certificate by the validators of its height,
-    reached from the genesis ones through `changes`; returns those validators and their quorum."""
+def verify_certified(block: Certified, changes: list[Change], chain_id: str,
+                     validators: Sequence[bytes]) -> tuple[tuple[bytes, ...], int]:
+    """Checks steps 2 to 6 of docs/proofs.md, shared by transaction and state proofs: the block is of
+    the genesis' chain, its header hashes to the certified hash, and a quorum of the validators in force
+    at its height, reached from the genesis ones, sealed it. Returns those validators and the quorum."""
     header = block.header
     if header.chain_id != chain_id:
         raise ProofInvalid(f"chain id: the proof is for chain {header.chain_id!r}, the genesis is {chain_id!r}")
@@ -205,74 +205,73 @@ def _check_paths(parts: _Parts) -> None:
                            "under header.receipt_root")
 
 
-# ---- shape ---------------------------------------------------------------------------------
+# ---- shape (shared with node/chain/state_proof.py) ---------------------------------------------------------------------------------
 
 
 def _parse(proof: Any) -> _Parts:
-    top = object_of(proof, PROOF_KEYS, "proof")
-    _version(top["version"], PROOF_VERSION, "version")
-    receipt = object_of(top["receipt"], RECEIPT_KEYS, "receipt")
+    top = json_object(proof, PROOF_KEYS, "proof")
+    json_version(top["version"], PROOF_VERSION, "version")
+    receipt = json_object(top["receipt"], RECEIPT_KEYS, "receipt")
     return _Parts(
-        tx_hash=_hex(top["tx_hash"], "tx_hash", 32),
-        tx=_hex(top["tx"], "tx"),
-        receipt=Receipt(_uint(receipt["code"], "receipt.code"), str_of(receipt["log"], "receipt.log")),
-        index=_uint(top["index"], "index"),
-        tx_path=_hashes(top["tx_path"], "tx_path"),
-        receipt_path=_hashes(top["receipt_path"], "receipt_path"),
-        block=certified(top, ""),
-        changes=changes(top),
+        tx_hash=json_hex(top["tx_hash"], "tx_hash", 32),
+        tx=json_hex(top["tx"], "tx"),
+        receipt=Receipt(json_uint(receipt["code"], "receipt.code"), json_str(receipt["log"], "receipt.log")),
+        index=json_uint(top["index"], "index"),
+        tx_path=json_hashes(top["tx_path"], "tx_path"),
+        receipt_path=json_hashes(top["receipt_path"], "receipt_path"),
+        block=parse_certified(top, ""),
+        changes=parse_changes(top),
     )
 
 
-def changes(top: dict[str, Any]) -> list[Change]:
-    """A proof's validator_changes, shape-checked."""
-    return [_change(item, f"validator_changes[{i}]")
-            for i, item in enumerate(_list(top["validator_changes"], "validator_changes"))]
+def parse_changes(top: dict[str, Any]) -> list[Change]:
+    return [parse_change(item, f"validator_changes[{i}]")
+            for i, item in enumerate(json_list(top["validator_changes"], "validator_changes"))]
 
 
-def _change(value: Any, where: str) -> Change:
-    step = object_of(value, CHANGE_KEYS, where)
-    return Change(certified(step, f"{where}."), _hashes(step["validators"], f"{where}.validators"))
+def parse_change(value: Any, where: str) -> Change:
+    step = json_object(value, CHANGE_KEYS, where)
+    return Change(parse_certified(step, f"{where}."), json_hashes(step["validators"], f"{where}.validators"))
 
 
-def certified(obj: dict[str, Any], where: str) -> Certified:
-    commit = object_of(obj["commit"], COMMIT_KEYS, f"{where}commit")
+def parse_certified(obj: dict[str, Any], where: str) -> Certified:
+    commit = json_object(obj["commit"], COMMIT_KEYS, f"{where}commit")
     return Certified(
         header=_header(obj["header"], f"{where}header"),
-        commit_height=_uint(commit["height"], f"{where}commit.height"),
-        block_hash=_hex(commit["block_hash"], f"{where}commit.block_hash", 32),
+        commit_height=json_uint(commit["height"], f"{where}commit.height"),
+        block_hash=json_hex(commit["block_hash"], f"{where}commit.block_hash", 32),
         signatures=_signatures(commit["signatures"], f"{where}commit.signatures"),
     )
 
 
 def _header(value: Any, where: str) -> Header:
-    h = object_of(value, HEADER_KEYS, where)
-    _version(h["version"], BLOCK_VERSION, f"{where}.version")
+    h = json_object(value, HEADER_KEYS, where)
+    json_version(h["version"], BLOCK_VERSION, f"{where}.version")
     return Header(
-        chain_id=str_of(h["chain_id"], f"{where}.chain_id"),
-        height=_uint(h["height"], f"{where}.height"),
-        prev_hash=_hex(h["prev_hash"], f"{where}.prev_hash", 32),
-        time_ms=_uint(h["time"], f"{where}.time"),
-        proposer=_hex(h["proposer"], f"{where}.proposer", 32),
-        tx_count=_uint(h["tx_count"], f"{where}.tx_count"),
-        tx_root=_hex(h["tx_root"], f"{where}.tx_root", 32),
-        receipt_root=_hex(h["receipt_root"], f"{where}.receipt_root", 32),
-        state_root=_hex(h["state_root"], f"{where}.state_root", 32),
-        validators_hash=_hex(h["validators_hash"], f"{where}.validators_hash", 32),
-        next_validators_hash=_hex(h["next_validators_hash"], f"{where}.next_validators_hash", 32),
+        chain_id=json_str(h["chain_id"], f"{where}.chain_id"),
+        height=json_uint(h["height"], f"{where}.height"),
+        prev_hash=json_hex(h["prev_hash"], f"{where}.prev_hash", 32),
+        time_ms=json_uint(h["time"], f"{where}.time"),
+        proposer=json_hex(h["proposer"], f"{where}.proposer", 32),
+        tx_count=json_uint(h["tx_count"], f"{where}.tx_count"),
+        tx_root=json_hex(h["tx_root"], f"{where}.tx_root", 32),
+        receipt_root=json_hex(h["receipt_root"], f"{where}.receipt_root", 32),
+        state_root=json_hex(h["state_root"], f"{where}.state_root", 32),
+        validators_hash=json_hex(h["validators_hash"], f"{where}.validators_hash", 32),
+        next_validators_hash=json_hex(h["next_validators_hash"], f"{where}.next_validators_hash", 32),
     )
 
 
 def _signatures(value: Any, where: str) -> list[tuple[bytes, bytes]]:
     out = []
-    for i, item in enumerate(_list(value, where)):
-        entry = object_of(item, SIGNATURE_KEYS, f"{where}[{i}]")
-        out.append((_hex(entry["validator"], f"{where}[{i}].validator", 32),
-                    _hex(entry["signature"], f"{where}[{i}].signature", 64)))
+    for i, item in enumerate(json_list(value, where)):
+        entry = json_object(item, SIGNATURE_KEYS, f"{where}[{i}]")
+        out.append((json_hex(entry["validator"], f"{where}[{i}].validator", 32),
+                    json_hex(entry["signature"], f"{where}[{i}].signature", 64)))
     return out
 
 
-def object_of(value: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
+def json_object(value: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProofInvalid(f"shape: {where} must be an object")
     missing = [k for k in keys if k not in value]
@@ -284,18 +283,18 @@ def object_of(value: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
     return value
 
 
-def _version(value: Any, expected: int, where: str) -> None:
+def json_version(value: Any, expected: int, where: str) -> None:
     if type(value) is not int or value != expected:
         raise ProofInvalid(f"shape: {where} must be {expected}")
 
 
-def _uint(value: Any, where: str) -> int:
+def json_uint(value: Any, where: str) -> int:
     if type(value) is not int or not 0 <= value <= UINT64_MAX:
         raise ProofInvalid(f"shape: {where} must be an integer in 0..2**64-1")
     return value
 
 
-def str_of(value: Any, where: str) -> str:
+def json_str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ProofInvalid(f"shape: {where} must be a string")
     try:
@@ -305,17 +304,17 @@ def str_of(value: Any, where: str) -> str:
     return value
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def json_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise ProofInvalid(f"shape: {where} must be an array")
     return value
 
 
-def _hashes(value: Any, where: str) -> list[bytes]:
-    return [_hex(item, f"{where}[{i}]", 32) for i, item in enumerate(_list(value, where))]
+def json_hashes(value: Any, where: str) -> list[bytes]:
+    return [json_hex(item, f"{where}[{i}]", 32) for i, item in enumerate(json_list(value, where))]
 
 
-def _hex(value: Any, where: str, size: int | None = None) -> bytes:
+def json_hex(value: Any, where: str, size: int | None = None) -> bytes:
     """Non-empty lowercase hex; exactly `size` bytes when given."""
     wrong_size = size is not None and isinstance(value, str) and len(value) != 2 * size
     if not isinstance(value, str) or wrong_size or not _LOWER_HEX.fullmatch(value):

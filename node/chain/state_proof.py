@@ -1,54 +1,65 @@
-"""Verifying a state proof: what the state holds under a key (or that it holds nothing) after a
-finalised block, checkable with nothing but the genesis (docs/proofs.md, section 5).
+"""Verifying a state proof: the value of a state key (or its absence) at a certified height, checkable
+with nothing but the genesis (docs/proofs.md, section "State proofs").
 
-The header and its certificate are checked as for a transaction proof (node/chain/proof.py); the
-state part is the key's bucket and its path up to the header's state_root (node/chain/state_tree.py).
-Pure code; the node builds state proofs in node/api/lookup.py.
+A state proof carries the key's bucket of the state tree (its records, node/chain/state_tree.py) and
+the bucket's 18 siblings up to the header's state_root, and the header with its certificate and the
+validator changes exactly as a transaction proof does (node/chain/proof.py checks those).
+
+Pure code, no I/O of its own, so that clients and verifiers can use it; the node builds state proofs in
+node/api/lookup.py.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from node.chain.block import Header
-from node.chain.canonical import CodecError, unpack
+from node.chain.canonical import unpack
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
 from node.chain.proof import (
-    Certified, Change, ProofInvalid, certified, changes, check_certified, object_of, str_of,
+    ProofInvalid, json_hex, json_object, json_str, json_uint, json_version, parse_certified, parse_changes,
+    verify_certified,
 )
-from node.chain.state_tree import DEPTH, BlobInvalid, bucket_of, fold, key_hash, leaf_hash, records, value_hash
+from node.chain.state_tree import DEPTH, BlobInvalid, bucket_of, fold, key_hash, leaf_hash, records
 
 STATE_PROOF_VERSION = 1
-STATE_PROOF_KEYS = ("version", "family", "key", "value", "result", "records", "siblings", "header", "commit",
-                    "validator_changes")
+STATE_PROOF_KEYS = ("version", "family", "key", "state_key", "state_value", "result", "bucket", "records",
+                    "siblings", "header", "commit", "validator_changes")
 FAMILIES = ("kv", "notary")
-_HEX = re.compile(r"(?:[0-9a-f]{2})*")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class KeyInvalid(ValueError):
-    """A family and key that name no state key."""
+    """A family or key that names no state key."""
 
 
-def state_key(family: str, key: str) -> bytes:
-    """The state key a query names: a kv key (1..256 bytes of UTF-8) or a notary digest (64 hex)."""
+def state_key_of(family: str, key: Any) -> bytes:
+    """The state key a `query` names: b"kv/" + the key's UTF-8 (1..256 bytes), b"nt/" + a 32-byte digest
+    given as 64 hex characters."""
     if family == "kv":
-        encoded = key.encode("utf-8", "strict")
-        if not 1 <= len(encoded) <= KV_KEY_BYTES_MAX:
-            raise KeyInvalid(f"a kv key is 1..{KV_KEY_BYTES_MAX} bytes of UTF-8")
+        if not isinstance(key, str):
+            raise KeyInvalid("a kv key is a string")
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise KeyInvalid("a kv key is valid Unicode (no lone surrogates)") from None
+        if not 1 <= size <= KV_KEY_BYTES_MAX:
+            raise KeyInvalid(f"a kv key is 1 to {KV_KEY_BYTES_MAX} bytes of UTF-8")
         return kv_key(key)
     if family == "notary":
-        if not _DIGEST.fullmatch(key.lower()):
-            raise KeyInvalid("a notary key is a SHA-256 digest, 64 hex characters")
-        return notary_key(bytes.fromhex(key))
+        if not isinstance(key, str) or len(key) != 64:
+            raise KeyInvalid("a notary key is a digest of 64 hex characters")
+        try:
+            return notary_key(bytes.fromhex(key))
+        except ValueError:
+            raise KeyInvalid("a notary key is a digest of 64 hex characters") from None
     raise KeyInvalid('family must be "kv" or "notary"')
 
 
 def query_result(family: str, raw: bytes | None) -> dict[str, Any] | None:
-    """What `query` answers for a stored state value (None when absent)."""
+    """The `query` result of a stored state value (None when the key is absent)."""
     if raw is None:
         return None
     if family == "kv":
@@ -60,98 +71,91 @@ def query_result(family: str, raw: bytes | None) -> dict[str, Any] | None:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedState:
-    """What a valid state proof establishes: after block `height`, `family`/`key` holds `result` (None: nothing)."""
+    """What a valid state proof establishes: at this certified height, the key held this value (or none)."""
 
     family: str
     key: str
+    state_key: bytes
+    state_value: bytes | None
     result: dict[str, Any] | None
     height: int
     block_hash: bytes
     time_ms: int
+    header: Header
     signatures: int
     quorum: int
-    header: Header
     validators: tuple[bytes, ...]
     validator_changes: int
 
+    @property
+    def present(self) -> bool:
+        return self.state_value is not None
 
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    family: str
-    key: str
-    value: bytes | None
-    result: Any
-    blob: bytes
-    siblings: list[bytes]
-    block: Certified
+
+def is_state_proof(proof: Any) -> bool:
+    """Tells a state proof from a transaction proof by its keys."""
+    return isinstance(proof, dict) and "state_key" in proof
 
 
 def verify_state_proof(proof: Any, chain_id: str, validators: Sequence[bytes]) -> VerifiedState:
-    """Checks a state proof (decoded JSON) against a genesis' chain id and validator keys, in the order
-    of docs/proofs.md section 5; raises ProofInvalid naming the first check that fails."""
-    parts, steps = _parse(proof)
-    in_force, needed = check_certified(parts.block, steps, chain_id, validators)
-    _check_state(parts)
-    header = parts.block.header
+    """Checks `proof` (decoded JSON) in the order of docs/proofs.md section 7; raises ProofInvalid naming
+    the first check that fails."""
+    top = json_object(proof, STATE_PROOF_KEYS, "proof")
+    json_version(top["version"], STATE_PROOF_VERSION, "version")
+    family = json_str(top["family"], "family")
+    state_key = json_hex(top["state_key"], "state_key")
+    value = None if top["state_value"] is None else json_hex(top["state_value"], "state_value")
+    bucket = json_uint(top["bucket"], "bucket")
+    blob = b"" if top["records"] == "" else json_hex(top["records"], "records")
+    siblings = [json_hex(s, f"siblings[{i}]", 32) for i, s in enumerate(_siblings(top["siblings"]))]
+    block, changes = parse_certified(top, ""), parse_changes(top)
+    try:
+        derived = state_key_of(family, top["key"])
+    except KeyInvalid as exc:
+        raise ProofInvalid(f"state key: {exc}") from None
+    if derived != state_key:
+        raise ProofInvalid("state key: state_key is not the state key of family and key")
+    kh = key_hash(state_key)
+    if bucket != bucket_of(kh):
+        raise ProofInvalid(f"bucket: the key hash is in bucket {bucket_of(kh)}, not {bucket}")
+    _check_value(family, blob, bucket, kh, value, top["result"])
+    root = fold(bucket, leaf_hash(blob), siblings)
+    if root != block.header.state_root:
+        raise ProofInvalid(f"state root: records and siblings fold to {root.hex()}, not header.state_root")
+    in_force, quorum = verify_certified(block, changes, chain_id, validators)
+    header = block.header
     return VerifiedState(
-        family=parts.family, key=parts.key, result=parts.result, height=header.height,
-        block_hash=parts.block.block_hash, time_ms=header.time_ms, signatures=len(parts.block.signatures),
-        quorum=needed, header=header, validators=in_force, validator_changes=len(steps),
+        family=family, key=top["key"], state_key=state_key, state_value=value, result=top["result"],
+        height=header.height, block_hash=block.block_hash, time_ms=header.time_ms, header=header,
+        signatures=len(block.signatures), quorum=quorum, validators=in_force, validator_changes=len(changes),
     )
 
 
-def _check_state(parts: _Parts) -> None:
+def _siblings(value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) != DEPTH:
+        raise ProofInvalid(f"shape: siblings must be an array of {DEPTH} hashes")
+    return value
+
+
+def _check_value(family: str, blob: bytes, bucket: int, kh: bytes, value: bytes | None, result: Any) -> None:
+    """The bucket's records are well formed; the key's record matches the value, or there is none."""
     try:
-        kh = key_hash(state_key(parts.family, parts.key))
-    except (KeyInvalid, UnicodeEncodeError) as exc:
-        raise ProofInvalid(f"key: {exc}") from None
-    bucket = bucket_of(kh)
-    try:
-        records(parts.blob, bucket)
+        found = [r[32:] for r in records(blob, bucket) if r[:32] == kh]
     except BlobInvalid as exc:
         raise ProofInvalid(f"records: {exc}") from None
-    recorded = value_hash(parts.blob, kh)
-    if parts.value is None:
-        if recorded is not None:
-            raise ProofInvalid("value: the records hold the key, yet the proof says it is absent")
-    elif recorded is None:
-        raise ProofInvalid("value: the records do not hold the key")
-    elif recorded != key_hash(parts.value):
-        raise ProofInvalid("value: its SHA-256 is not the one the records hold for the key")
+    if value is None:
+        if found:
+            raise ProofInvalid("value: the records hold the key, the proof says it is absent")
+        if result is not None:
+            raise ProofInvalid("value: result must be null for an absent key")
+        return
+    if not found:
+        raise ProofInvalid("value: the records do not hold the key, the proof gives it a value")
+    if found[0] != hashlib.sha256(value).digest():
+        raise ProofInvalid("value: the key's record is not the hash of state_value")
     try:
-        expected = query_result(parts.family, parts.value)
-    except (CodecError, ValueError, TypeError, AttributeError):
-        raise ProofInvalid(f"value: it is not a stored {parts.family} value") from None
-    if parts.result != expected:
-        raise ProofInvalid("result: it is not what the value decodes to")
-    root = fold(bucket, leaf_hash(parts.blob), parts.siblings)
-    if root != parts.block.header.state_root:
-        raise ProofInvalid(f"state root: the records and siblings hash to {root.hex()}, "
-                           f"not header.state_root {parts.block.header.state_root.hex()}")
-
-
-def _parse(proof: Any) -> tuple[_Parts, list[Change]]:
-    top = object_of(proof, STATE_PROOF_KEYS, "proof")
-    if type(top["version"]) is not int or top["version"] != STATE_PROOF_VERSION:
-        raise ProofInvalid(f"shape: version must be {STATE_PROOF_VERSION}")
-    family = str_of(top["family"], "family")
-    if family not in FAMILIES:
-        raise ProofInvalid('shape: family must be "kv" or "notary"')
-    siblings = top["siblings"]
-    if not isinstance(siblings, list) or len(siblings) != DEPTH:
-        raise ProofInvalid(f"shape: siblings must be an array of {DEPTH} hashes")
-    value = None if top["value"] is None else _hex(top["value"], "value")
-    parts = _Parts(
-        family=family, key=str_of(top["key"], "key"), value=value, result=top["result"],
-        blob=_hex(top["records"], "records"), siblings=[_hex(s, f"siblings[{i}]", 32) for i, s in enumerate(siblings)],
-        block=certified(top, ""),
-    )
-    return parts, changes(top)
-
-
-def _hex(value: Any, where: str, size: int | None = None) -> bytes:
-    """Lowercase hex, possibly empty (an empty bucket's records); exactly `size` bytes when given."""
-    if not isinstance(value, str) or not _HEX.fullmatch(value) or (size is not None and len(value) != 2 * size):
-        length = f"{2 * size} " if size is not None else "an even number of "
-        raise ProofInvalid(f"shape: {where} must be {length}lowercase hex characters")
-    return bytes.fromhex(value)
+        decoded = query_result(family, value)
+    except (ValueError, TypeError, AttributeError):
+        raise ProofInvalid("value: state_value is not a state value of its family") from None
+    if result != decoded:
+        raise ProofInvalid("value: result is not state_value decoded")

@@ -1,4 +1,4 @@
-"""Client commands: status, tx put/get, notarize, lookup, verify-proof."""
+"""Client commands: status, tx put/get, notarize, lookup, verify-proof (transaction and state proofs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from node.chain.genesis import load_genesis
 from node.chain.proof import VerifiedProof, verify_proof
-from node.chain.state_proof import VerifiedState, verify_state_proof
+from node.chain.state_proof import VerifiedState, is_state_proof, verify_state_proof
 from node.chain.tx import to_json
 from node.client import Client, RpcError, file_digest
 from node.client.sync import split_url
@@ -117,7 +117,14 @@ def cmd_tx_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_tx_get(args: argparse.Namespace) -> None:
-    entry = _client(args).query("kv", args.key_name)
+    client = _client(args)
+    if args.prove:
+        _check_writable(Path(args.prove))
+        proof = client.query("kv", args.key_name, prove=True)
+        write_atomic(Path(args.prove), json.dumps(proof, indent=2) + "\n")
+        entry = proof.get("result")
+    else:
+        entry = client.query("kv", args.key_name)
     if entry is None:
         raise Absent(f"no such key {args.key_name!r}")
     value = bytes.fromhex(entry["value"])
@@ -164,13 +171,12 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         return
     client = _client(args)
     if args.verify:
-        state = _verify_state(client.call("query", family="notary", key=digest.hex(), prove=True), args)
-        if state.result is None:
-            _print({"digest": digest.hex(), "recorded": False, "verified": True, "height": state.height,
-                    "block_hash": state.block_hash.hex(), "state_root": state.header.state_root.hex()})
-            raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded: proved absent from the state "
-                         f"after block {state.height}, against the genesis")
-    record = client.query("notary", digest.hex())
+        state = _verify_state_file(client.query("notary", digest.hex(), prove=True), args)
+        record = state.result
+        if record is None:
+            raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded, proved absent at height {state.height}")
+    else:
+        record = client.query("notary", digest.hex())
     if record is None:
         raise Absent(f"{args.file} (sha256 {digest.hex()}) is not recorded")
     if not args.verify:
@@ -183,12 +189,17 @@ def cmd_lookup(args: argparse.Namespace) -> None:
     differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record.get(k) != evidence[k]]
     if differing:
         raise VerificationFailed(f"the node's record of {args.file} disagrees with its proof on {', '.join(differing)}")
-    _print(evidence)
+    _print({**evidence, "proved_at_height": state.height})
 
 
 def _verify_file(proof: Any, args: argparse.Namespace) -> VerifiedProof:
     chain_id, validators = genesis_keys(args.genesis)
     return verify_proof(proof, chain_id, validators)
+
+
+def _verify_state_file(proof: Any, args: argparse.Namespace) -> VerifiedState:
+    chain_id, validators = genesis_keys(args.genesis)
+    return verify_state_proof(proof, chain_id, validators)
 
 
 def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str, Any]:
@@ -213,24 +224,20 @@ def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str
 # ---- verify-proof ---------------------------------------------------------------------------------
 
 
-def _verify_state(proof: Any, args: argparse.Namespace) -> VerifiedState:
-    chain_id, validators = genesis_keys(args.genesis)
-    return verify_state_proof(proof, chain_id, validators)
-
-
 def cmd_verify_proof(args: argparse.Namespace) -> None:
     proof = read_proof(Path(args.proof_file))
-    if isinstance(proof, dict) and "family" in proof and "tx_hash" not in proof:
-        _print(state_summary(_verify_state(proof, args)))
+    if is_state_proof(proof):
+        _print(state_summary(_verify_state_file(proof, args), args))
     else:
         _print(proof_summary(_verify_file(proof, args)))
 
 
-def state_summary(verified: VerifiedState) -> dict[str, Any]:
+def state_summary(verified: VerifiedState, args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "family": verified.family, "key": verified.key, "present": verified.result is not None,
+        "family": verified.family, "key": verified.key, "present": verified.present,
         "result": verified.result, "height": verified.height, "block_hash": verified.block_hash.hex(),
-        "state_root": verified.header.state_root.hex(), "time": verified.time_ms, "time_utc": _utc(verified.time_ms),
+        "time": verified.time_ms, "time_utc": _utc(verified.time_ms), "chain_id": verified.header.chain_id,
+        "genesis": str(args.genesis or os.environ.get("ALLIANCE_GENESIS") or "genesis.toml"),
         "signatures": verified.signatures, "quorum": verified.quorum,
         "validators": len(verified.validators), "validator_changes": verified.validator_changes,
     }

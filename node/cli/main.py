@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_client_options(p, signing=True)
     p = _command(tx_sub, "get", client_cmds.cmd_tx_get, "read KEY: value, owner and height")
     p.add_argument("key_name", metavar="KEY")
+    p.add_argument("--prove", metavar="OUT.json",
+                   help="also fetch KEY's state proof (present or absent) and write it to OUT.json")
     client_cmds.add_client_options(p)
     p = _command(tx_sub, "delete", client_cmds.cmd_tx_delete, "delete KEY (its owner only)")
     p.add_argument("key_name", metavar="KEY")
@@ -143,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     gov_cmd.add_parser(sub)
 
     p = _command(sub, "lookup", client_cmds.cmd_lookup, "show who recorded the SHA-256 of FILE, and when",
-                 "Shows the notary record of FILE's SHA-256. With --verify, also fetches the proofs of the record "
-                 "(a state proof, and the proof of the recording transaction) and checks them against the genesis; "
-                 "an unrecorded file is proved absent (exit 5). With --proof, checks a saved proof without "
+                 "Shows the notary record of FILE's SHA-256. With --verify, also fetches the state proof of the "
+                 "record (or of its absence) and the proof of the recording transaction and checks them against the "
+                 "genesis; with --proof, checks a saved proof without "
                  "contacting any node.")
     p.add_argument("file", metavar="FILE")
     how = p.add_mutually_exclusive_group()
@@ -155,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_client_options(p)
 
     p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction or state proof offline",
-                 "Checks PROOF.json (from get_proof, `alliance notarize --proof`, or query with prove: true) against "
-                 "the genesis, with no node involved; prints what it proves (a transaction, or a key's value or "
-                 "absence) and exits 0 only if it holds (docs/proofs.md).")
+                 "Checks PROOF.json (from get_proof, query with prove, `alliance notarize --proof` or "
+                 "`alliance tx get --prove`) against the genesis, with no "
+                 "node involved; prints what it proves and exits 0 only if it holds (docs/proofs.md).")
     p.add_argument("proof_file", metavar="PROOF.json")
     client_cmds.add_genesis_option(p, "genesis file of the chain")
     return parser

@@ -42,5 +42,6 @@ __all__ = [
     "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
     "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
     "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "file_digest",
-    "generate_key", "load_key", "public_key_hex", "save_key", "verify_proof", "verify_state_proof",
+    "generate_key", "load_key", "public_key_hex", "save_key", "verify_proof",
+    "verify_state_proof",
 ]

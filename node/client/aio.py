@@ -20,7 +20,7 @@ from node.client.sync import DEFAULT_RPC, split_url
 from node.client.types import Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
 
 if TYPE_CHECKING:
-    from node.client.proofs import VerifiedProof, VerifiedState
+    from node.client.proofs import VerifiedProof
     from node.client.ws_trio import AsyncEventStream
 
 
@@ -88,6 +88,12 @@ class AsyncClient:
     async def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Results in call order; a failed call's place holds its RpcError."""
         return await self._run(self._core.batch(calls))
+
+    async def query(self, family: str, key: str, prove: bool = False, height: int | None = None) -> Any:
+        """The key's value; with `prove`, its state proof at `height` (default: the tip)."""
+        if prove:
+            return await self._run(self._core.state_proof(family, key, height))
+        return await self.call("query", family=family, key=key)
 
     # ---- typed queries ----------------------------------------------------------------------
 
@@ -173,24 +179,6 @@ class AsyncClient:
         raise wait_timed_out(tx_hash, timeout_s)
 
     # ---- proofs -----------------------------------------------------------------------------
-
-    async def get_state_proof(self, family: str, key: str) -> dict[str, Any]:
-        """The node's proof of what the latest state holds under `family`/`key`, or that it holds
-        nothing (JSON, checkable offline with verify_state_proof)."""
-        return await self._run(self._core.get_state_proof(family, key))
-
-    async def get_verified_state(
-        self,
-        family: str,
-        key: str,
-        genesis: str | Path | None = None,
-        *,
-        chain_id: str | None = None,
-        validators: Sequence[str | bytes] | None = None,
-    ) -> VerifiedState:
-        """Fetches a state proof and checks it against the genesis (or chain id and validators), not the node;
-        `.result` is the value (None: proved absent)."""
-        return await self._run(self._core.verified_state(family, key, genesis, chain_id, validators))
 
     async def get_proof(self, tx_hash: str | bytes) -> dict[str, Any]:
         """The node's proof of a committed transaction (JSON, checkable offline with verify_proof)."""

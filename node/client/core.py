@@ -25,7 +25,6 @@ from node.chain.membership import ChangeMalformed, parse_change
 from node.chain.tx import NONCE_MAX, Transaction, sign_tx, tx_json
 
 if TYPE_CHECKING:
-    from node.chain.state_proof import VerifiedState
     from node.client.proofs import VerifiedProof
 
 T = TypeVar("T")
@@ -233,6 +232,15 @@ class Core:
             raise BadAnswer(f"get_proof: expected a JSON object, got {proof!r:.100}")
         return proof
 
+    def state_proof(self, family: str, key: str, height: int | None = None) -> Op[dict[str, Any]]:
+        """`query` with `prove` (docs/proofs.md): the key's state proof at `height` (default: the tip)."""
+        params: dict[str, Any] = {"family": family, "key": key, "prove": True,
+                                  "height": "latest" if height is None else height}
+        proof = yield from self.call("query", params)
+        if not isinstance(proof, dict):
+            raise BadAnswer(f"query: expected a state proof object, got {proof!r:.100}")
+        return proof
+
     def verified_proof(
         self,
         tx_hash: str | bytes,
@@ -247,27 +255,6 @@ class Core:
 
         anchor = trust_anchor(genesis, chain_id, validators)
         return verify_proof((yield from self.get_proof(tx_hash)), *anchor)
-
-    def get_state_proof(self, family: str, key: str) -> Op[dict[str, Any]]:
-        proof = yield from self.call("query", {"family": family, "key": key, "prove": True})
-        if not isinstance(proof, dict):
-            raise BadAnswer(f"query with prove: expected a JSON object, got {proof!r:.100}")
-        return proof
-
-    def verified_state(
-        self,
-        family: str,
-        key: str,
-        genesis: str | Path | None,
-        chain_id: str | None,
-        validators: Sequence[str | bytes] | None,
-    ) -> Op[VerifiedState]:
-        """The state proof of `family`/`key` checked against the genesis, never against the node."""
-        from node.client.proofs import trust_anchor
-        from node.chain.state_proof import verify_state_proof
-
-        anchor = trust_anchor(genesis, chain_id, validators)
-        return verify_state_proof((yield from self.get_state_proof(family, key)), *anchor)
 
     # -- transactions
 

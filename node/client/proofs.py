@@ -40,9 +40,8 @@ def verify_state_proof(
     chain_id: str | None = None,
     validators: Sequence[str | bytes] | None = None,
 ) -> VerifiedState:
-    """Checks a state proof (`query` with `prove: true`) against a genesis file, or against `chain_id`
-    and the genesis validators' keys: the value under the key after the proof's block, or that there
-    is none. Raises ProofInvalid, with its `reason`, if the proof does not hold."""
+    """Checks a state proof (`query` with `prove`) against a genesis file, or `chain_id` and the
+    genesis validators' keys, as `verify_proof` does. Raises ProofInvalid if it does not hold."""
     return _verify_state(proof, *trust_anchor(genesis, chain_id, validators))
 
 

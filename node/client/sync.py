@@ -22,7 +22,7 @@ from node.client.types import Block, KvEntry, Members, NotaryRecord, ProposalInf
 from node.errors import AllianceError
 
 if TYPE_CHECKING:
-    from node.client.proofs import VerifiedProof, VerifiedState
+    from node.client.proofs import VerifiedProof
     from node.client.ws_sync import EventStream
 
 DEFAULT_RPC = "http://127.0.0.1:26600"
@@ -148,7 +148,11 @@ class Client:
         tx = core.build_tx(key, self.status()["chain_id"], family, op, args)
         return self.send_tx(tx, wait=wait, timeout_s=timeout_s)
 
-    def query(self, family: str, key: str) -> Any:
+    def query(self, family: str, key: str, prove: bool = False, height: int | None = None) -> Any:
+        """The key's value; with `prove`, its state proof at `height` (default: the tip), for
+        `verify_state_proof` (node.client.proofs)."""
+        if prove:
+            return self._run(self._core.state_proof(family, key, height))
         return self.call("query", family=family, key=key)
 
     # ---- typed queries ----------------------------------------------------------------------
@@ -235,24 +239,6 @@ class Client:
                 raise wait_timed_out(tx_hash, timeout_s) from None
 
     # ---- proofs -----------------------------------------------------------------------------
-
-    def get_state_proof(self, family: str, key: str) -> dict[str, Any]:
-        """The node's proof of what the latest state holds under `family`/`key`, or that it holds
-        nothing (JSON, checkable offline with verify_state_proof)."""
-        return self._run(self._core.get_state_proof(family, key))
-
-    def get_verified_state(
-        self,
-        family: str,
-        key: str,
-        genesis: str | Path | None = None,
-        *,
-        chain_id: str | None = None,
-        validators: Sequence[str | bytes] | None = None,
-    ) -> VerifiedState:
-        """Fetches a state proof and checks it against the genesis (or chain id and validators), not the node;
-        `.result` is the value (None: proved absent)."""
-        return self._run(self._core.verified_state(family, key, genesis, chain_id, validators))
 
     def get_proof(self, tx_hash: str | bytes) -> dict[str, Any]:
         """The node's proof of a committed transaction (JSON, checkable offline with verify_proof)."""

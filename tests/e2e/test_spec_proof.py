@@ -169,7 +169,7 @@ def _check_shape(p: Any) -> None:
 
 def _check_header_shape(h: Any, where: str) -> None:
     _closed(h, HEADER_KEYS, where)
-    _field(h, "version", _is_int(h["version"]) and h["version"] == 3, "3", where)
+    _field(h, "version", _is_int(h["version"]) and h["version"] == 4, "4", where)
     _field(h, "chain_id", type(h["chain_id"]) is str, "a str", where)
     for key in ("height", "time", "tx_count"):
         _field(h, key, _is_int(h[key]), "an int", where)
@@ -294,7 +294,7 @@ def receipt_item(tx_hash: bytes, code: int, log: str) -> bytes:
 def header_hash(h: dict[str, Any]) -> bytes:
     """Step 3: SHA-256 of the canonical array of the twelve header fields."""
     header = [
-        3, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
+        4, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
         h["tx_count"], *(bytes.fromhex(h[k]) for k in HEADER_HASHES[2:]),
     ]  # fmt: skip
     return hashlib.sha256(msgpack.packb(header, use_bin_type=True)).digest()
@@ -1160,18 +1160,18 @@ def test_worked_example_intermediate_values(example: Example) -> None:
     p = example.proofs[2]
     h, step = p["header"], p["validator_changes"][0]
     header = msgpack.packb(
-        [3, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
+        [4, h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time"], bytes.fromhex(h["proposer"]),
          h["tx_count"], *(bytes.fromhex(h[k]) for k in HEADER_HASHES[2:])],
         use_bin_type=True,
     )  # fmt: skip
     assert len(header) == 265 and header[:1] == b"\x9c"
-    assert header.hex().startswith("9c03ad61636d652d696e766f6963657304c4202c77bd0b")
+    assert header.hex().startswith("9c04ad61636d652d696e766f6963657304c4207c1f5f51")
     assert "cf000001a20ab49dda" in header.hex()
     assert hashlib.sha256(header).hexdigest() == p["commit"]["block_hash"] == header_hash(h).hex()
-    assert p["commit"]["block_hash"] == "b1a41597ee522beff7ab5b059ead4f90a09ff7a5cb85395f1132aa13c46f8fb9"
+    assert p["commit"]["block_hash"] == "c809872c0baa549e15c88e8fd4b83c365b8437fc61d6b28d90a0bf6ba409c30e"
     # The step: block 3, the last of the four genesis validators, announcing the five.
     assert step["header"]["height"] == 3 and header_hash(step["header"]).hex() == step["commit"]["block_hash"]
-    assert step["commit"]["block_hash"] == "2c77bd0bf537dde4685b21516e160024f3988cef38fdb7c9d40323c06e6b1216"
+    assert step["commit"]["block_hash"] == "7c1f5f510e385b3d05a6ad8f23415d4851927d19aa9c3a256bd69bd5324f8936"
     genesis_keys = [bytes.fromhex(v) for v in example.genesis.validators]
     new_keys = [bytes.fromhex(v) for v in step["validators"]]
     assert len(msgpack.packb(genesis_keys, use_bin_type=True)) == 137 and new_keys[:4] == genesis_keys
@@ -1280,7 +1280,7 @@ def test_worked_example_accepted_by_cli(example: Example, tmp_path: Path) -> Non
     run = verify_proof_cli(proof_file, genesis_file)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     shown = json.loads(run.stdout)
-    assert shown["block_hash"] == "b1a41597ee522beff7ab5b059ead4f90a09ff7a5cb85395f1132aa13c46f8fb9"
+    assert shown["block_hash"] == "c809872c0baa549e15c88e8fd4b83c365b8437fc61d6b28d90a0bf6ba409c30e"
     assert shown["height"] == 4 and shown["index"] == 2 and shown["quorum"] == 4 and shown["signatures"] == 4
     assert shown["validators"] == 5 and shown["validator_changes"] == 1
     dropped = copy.deepcopy(example.proofs[2])

@@ -1,100 +1,123 @@
-"""State proofs from a real 4-node consortium: `query` with `prove`, checked offline by
-`alliance verify-proof` and `alliance lookup --verify`, for present and absent keys, and refused
-once tampered (exit 6)."""
+"""State proofs end to end: a 4-node testnet of real processes, proofs fetched over RPC and with the CLI,
+checked offline by `alliance verify-proof` and `alliance lookup --verify`, tampered ones refused (exit 6)."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node.client import RpcError
-from tests.e2e.nodeproc import NodeProcess, alliance, make_testnet, node_process
+from node.client import NotFound, RpcError
+
+from tests.e2e.nodeproc import NodeProcess, alliance, node_process, wait_for
+
+BASE_PORT = 28000  # 28000..28049: four nodes, ten ports each
+VERIFICATION_FAILED, NOT_FOUND = 6, 5
 
 
 @pytest.fixture(scope="module")
-def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[NodeProcess]]]:
-    net, base = make_testnet(tmp_path_factory.mktemp("state-proof"), nodes=4)
-    nodes = [node_process(net, base, i) for i in range(4)]
-    for node in nodes:
-        node.start()
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, NodeProcess]]:
+    out = tmp_path_factory.mktemp("state-proof") / "net"
+    alliance("testnet", "--nodes", "4", "--out", str(out), "--base-port", str(BASE_PORT))
+    nodes = [node_process(out, BASE_PORT, i) for i in range(4)]
     try:
-        signing = ["--rpc", nodes[0].rpc_url, "--key", str(net / "client.key")]
-        for i in range(20):
-            alliance("tx", "put", f"invoice/{i}", f"status {i}", *signing, *(["--wait"] if i == 19 else []))
-        yield net, nodes
+        for node in nodes:
+            node.start()
+        yield out, nodes[1]
     finally:
         for node in nodes:
-            node.stop()
+            if node.process is not None:
+                node.stop()
 
 
-def _verify(net: Path, proof: Any, tmp: Path) -> tuple[int, dict[str, Any] | str]:
-    path = tmp / "proof.json"
+def _rpc(node: NodeProcess) -> list[str]:
+    return ["--rpc", node.rpc_url]
+
+
+def _verify(net: Path, proof: dict[str, Any], tmp: Path, name: str = "proof.json") -> Any:
+    path = tmp / name
     path.write_text(json.dumps(proof))
-    result = alliance("verify-proof", str(path), "--genesis", str(net / "genesis.toml"), check=False)
-    assert "Traceback" not in result.stderr
-    return result.returncode, json.loads(result.stdout) if result.returncode == 0 else result.stderr
+    return alliance("verify-proof", str(path), "--genesis", str(net / "genesis.toml"), check=False)
 
 
-def test_present_and_absent_kv_keys_are_proved_offline(consortium: tuple[Path, list[NodeProcess]],
-                                                       tmp_path: Path) -> None:
-    net, nodes = consortium
-    present = nodes[2].client().call("query", family="kv", key="invoice/7", prove=True)
-    code, summary = _verify(net, present, tmp_path)
-    assert code == 0 and isinstance(summary, dict)
-    assert summary["present"] and bytes.fromhex(summary["result"]["value"]) == b"status 7"
-    absent = nodes[1].client().call("query", family="kv", key="invoice/never", prove=True)
-    code, summary = _verify(net, absent, tmp_path)
-    assert code == 0 and isinstance(summary, dict) and summary["present"] is False and summary["result"] is None
+def test_state_proofs_verify_and_tampered_ones_exit_6(net: tuple[Path, NodeProcess], tmp_path: Path) -> None:
+    out, node = net
+    key = ["--key", str(out / "client.key")]
+    put = json.loads(alliance("tx", "put", "invoice/7/status", "paid", *_rpc(node), *key).stdout)
+    wait_for(lambda: node.client().status()["height"] >= put["height"], "the put to reach node1")
+    got = json.loads(alliance("tx", "get", "invoice/7/status", "--prove", str(tmp_path / "kv.json"),
+                              *_rpc(node)).stdout)
+    assert got["value_text"] == "paid"
+    present = json.loads((tmp_path / "kv.json").read_text())
+    checked = _verify(out, present, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    summary = json.loads(checked.stdout)
+    assert summary["present"] and summary["height"] == present["header"]["height"] >= put["height"]
+    assert bytes.fromhex(summary["result"]["value"]) == b"paid" and summary["genesis"].endswith("genesis.toml")
+
+    absent = node.client().query("kv", "invoice/8/status", prove=True)
+    assert absent["state_value"] is None
+    assert json.loads(_verify(out, absent, tmp_path).stdout)["present"] is False
+    digest = hashlib.sha256(b"never recorded").hexdigest()
+    unrecorded = node.client().query("notary", digest, prove=True)
+    assert json.loads(_verify(out, unrecorded, tmp_path).stdout)["present"] is False
+
+    def flip(text: str) -> str:
+        return text[:-1] + ("0" if text[-1] != "0" else "1")
+
+    tamperings: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
+        ("value", lambda p: p.__setitem__("state_value", flip(p["state_value"]))),
+        ("records", lambda p: p.__setitem__("records", p["records"][:-2])),
+        ("state root", lambda p: p["siblings"].__setitem__(0, flip(p["siblings"][0]))),
+        ("block hash", lambda p: p["header"].__setitem__("time", p["header"]["time"] + 1)),
+        ("certificate", lambda p: p["commit"]["signatures"][0].__setitem__(
+            "signature", flip(p["commit"]["signatures"][0]["signature"]))),
+    ]
+    for check, change in tamperings:
+        proof = copy.deepcopy(present)
+        change(proof)
+        result = _verify(out, proof, tmp_path)
+        assert result.returncode == VERIFICATION_FAILED, (check, result.stderr)
+        assert "Traceback" not in result.stderr and check in result.stderr, (check, result.stderr)
 
 
-def _flip(text: str) -> str:
-    return text[:-1] + ("0" if text[-1] != "0" else "1")
+def test_lookup_verify_proves_recorded_and_unrecorded_files(net: tuple[Path, NodeProcess], tmp_path: Path) -> None:
+    out, node = net
+    genesis = ["--genesis", str(out / "genesis.toml")]
+    document = tmp_path / "contract.pdf"
+    document.write_bytes(b"%PDF-1.7 contract 7")
+    other = tmp_path / "draft.pdf"
+    other.write_bytes(b"%PDF-1.7 draft")
+    recorded = json.loads(alliance("notarize", str(document), "--meta", "contract 7", *_rpc(node),
+                                   "--key", str(out / "client.key")).stdout)
+    wait_for(lambda: node.client().status()["height"] >= recorded["height"], "the record to reach node1")
+    evidence = json.loads(alliance("lookup", str(document), "--verify", *genesis, *_rpc(node)).stdout)
+    assert evidence["verified"] and evidence["meta"] == "contract 7" and evidence["height"] == recorded["height"]
+    assert evidence["proved_at_height"] >= recorded["height"] and evidence["recorder"]
+    missing = alliance("lookup", str(other), "--verify", *genesis, *_rpc(node), check=False)
+    assert missing.returncode == NOT_FOUND and "Traceback" not in missing.stderr
+    assert "not recorded, proved absent at height" in missing.stderr
+    proof = node.client().query("notary", hashlib.sha256(document.read_bytes()).hexdigest(), prove=True)
+    proof["result"]["meta"] = "contract 8"
+    assert _verify(out, proof, tmp_path).returncode == VERIFICATION_FAILED
 
 
-@pytest.mark.parametrize("field", ["value", "records", "siblings", "state_root", "signature", "result"])
-def test_a_tampered_state_proof_fails_offline(consortium: tuple[Path, list[NodeProcess]], tmp_path: Path,
-                                              field: str) -> None:
-    net, nodes = consortium
-    proof = copy.deepcopy(nodes[0].client().call("query", family="kv", key="invoice/3", prove=True))
-    if field == "siblings":
-        proof["siblings"][0] = _flip(proof["siblings"][0])
-    elif field == "state_root":
-        proof["header"]["state_root"] = _flip(proof["header"]["state_root"])
-    elif field == "signature":
-        signature = proof["commit"]["signatures"][0]
-        signature["signature"] = _flip(signature["signature"])
-    elif field == "result":
-        proof["result"]["owner"] = "00" * 32
-    else:
-        proof[field] = _flip(proof[field])
-    code, stderr = _verify(net, proof, tmp_path)
-    assert code == 6, stderr
-
-
-def test_a_state_proof_at_another_height_is_not_kept(consortium: tuple[Path, list[NodeProcess]]) -> None:
-    _, nodes = consortium
-    with pytest.raises(RpcError) as caught:
-        nodes[0].client().call("query", family="kv", key="invoice/1", prove=True, height=1)
-    assert caught.value.code == -32005 and caught.value.data["reason"] == "state_not_kept"
-
-
-def test_lookup_verify_proves_a_recorded_and_an_unrecorded_file(consortium: tuple[Path, list[NodeProcess]],
-                                                                tmp_path: Path) -> None:
-    net, nodes = consortium
-    genesis, rpc = str(net / "genesis.toml"), ["--rpc", nodes[3].rpc_url]
-    recorded, unrecorded = tmp_path / "invoice.pdf", tmp_path / "forged.pdf"
-    recorded.write_bytes(b"%PDF-1.7 invoice 2026-0042")
-    unrecorded.write_bytes(b"%PDF-1.7 invoice 2026-0042 altered")
-    alliance("notarize", str(recorded), "--wait", "--rpc", nodes[0].rpc_url, "--key", str(net / "client.key"))
-    shown = json.loads(alliance("lookup", str(recorded), "--verify", "--genesis", genesis, *rpc).stdout)
-    assert shown["verified"] is True and shown["digest"] == hashlib.sha256(recorded.read_bytes()).hexdigest()
-    result = alliance("lookup", str(unrecorded), "--verify", "--genesis", genesis, *rpc, check=False)
-    assert result.returncode == 5 and "proved absent" in result.stderr and "Traceback" not in result.stderr
-    printed = json.loads(result.stdout)
-    assert printed["recorded"] is False and printed["verified"] is True
+def test_query_proves_only_at_the_tip_and_checks_its_params(net: tuple[Path, NodeProcess]) -> None:
+    _, node = net
+    client = node.client()
+    wait_for(lambda: client.status()["height"] >= 2, "two blocks")
+    tip = client.query("kv", "x", prove=True)["header"]["height"]
+    with pytest.raises(NotFound) as caught:
+        client.query("kv", "x", prove=True, height=1)
+    assert caught.value.data["reason"] == "state_not_kept" and caught.value.data["heights"][0] >= tip
+    assert client.query("kv", "x", prove=False) is None  # unchanged without prove
+    for params in ({"prove": "yes"}, {"prove": True, "key": ""}, {"prove": True, "family": "gov"},
+                   {"prove": True, "height": -1}):
+        with pytest.raises(RpcError) as refused:
+            client.call("query", **{"family": "kv", "key": "x", **params})
+        assert refused.value.code == -32602

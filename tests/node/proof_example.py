@@ -19,7 +19,7 @@ from typing import Any
 import tomli_w
 from nacl.signing import SigningKey
 
-from node.api.lookup import build_proof
+from node.api.lookup import build_proof, build_state_proof
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
 from node.chain.membership import Member
@@ -98,6 +98,17 @@ def proofs() -> list[dict[str, object]]:
     return [p for p in built if p is not None]
 
 
+PRESENT_KV_KEY = "invoice/2026-0001/status"
+ABSENT_DIGEST = hashlib.sha256(b"invoice 2026-0004").hexdigest()
+
+
+def state_proofs() -> list[dict[str, Any]]:
+    """The state proofs at height 4 of a present kv key and of a notary digest never recorded."""
+    ledger, _ = build_ledger()
+    built = [build_state_proof(ledger, "kv", PRESENT_KV_KEY), build_state_proof(ledger, "notary", ABSENT_DIGEST)]
+    return [p for p in built if p is not None]
+
+
 def genesis_toml() -> str:
     return tomli_w.dumps(GENESIS.to_dict())
 
@@ -117,3 +128,4 @@ def hex_locations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any,
 if __name__ == "__main__":
     print(genesis_toml())
     print(json.dumps(proofs(), indent=2))
+    print(json.dumps(state_proofs(), indent=2))
