@@ -336,7 +336,10 @@ class RpcService:
             raise RpcError(NOT_FOUND, f"no state proof at height {height}: this node proves state at {heights}",
                            {"reason": "state_not_kept", "heights": heights})
         try:
-            proof = await self.run_blocking(build_state_proof, self.ledger, params["family"], params["key"])
+            key = params["key"]
+            if params["family"] == "notary" and isinstance(key, str):
+                key = key.lower()  # a digest is read in either case, as everywhere, and proved in lowercase
+            proof = await self.run_blocking(build_state_proof, self.ledger, params["family"], key)
         except KeyInvalid as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         if proof is None or proof["header"]["height"] != height:

@@ -12,6 +12,7 @@ node/api/lookup.py.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +50,12 @@ def state_key_of(family: str, key: Any) -> bytes:
             raise KeyInvalid(f"a kv key is 1 to {KV_KEY_BYTES_MAX} bytes of UTF-8")
         return kv_key(key)
     if family == "notary":
-        if not isinstance(key, str) or len(key) != 64:
-            raise KeyInvalid("a notary key is a digest of 64 hex characters")
+        if not isinstance(key, str) or len(key) != 64 or key != key.lower():
+            raise KeyInvalid("a notary key is a digest of 64 lowercase hex characters")
         try:
             return notary_key(bytes.fromhex(key))
         except ValueError:
-            raise KeyInvalid("a notary key is a digest of 64 hex characters") from None
+            raise KeyInvalid("a notary key is a digest of 64 lowercase hex characters") from None
     raise KeyInvalid('family must be "kv" or "notary"')
 
 
@@ -157,5 +158,5 @@ def _check_value(family: str, blob: bytes, bucket: int, kh: bytes, value: bytes 
         decoded = query_result(family, value)
     except (ValueError, TypeError, AttributeError):
         raise ProofInvalid("value: state_value is not a state value of its family") from None
-    if result != decoded:
+    if json.dumps(result, sort_keys=True) != json.dumps(decoded, sort_keys=True):  # 152.0 and true are not 152, 1
         raise ProofInvalid("value: result is not state_value decoded")

@@ -16,7 +16,7 @@ from node.chain.genesis import load_genesis
 from node.chain.proof import VerifiedProof, verify_proof
 from node.chain.state_proof import VerifiedState, is_state_proof, verify_state_proof
 from node.chain.tx import to_json
-from node.client import Client, RpcError, file_digest
+from node.client import Client, NotFound, RpcError, file_digest
 from node.client.sync import split_url
 from node.errors import AllianceError, ExitCode, VerificationFailed
 from node.keys import load_key
@@ -184,7 +184,13 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         return
     if not isinstance(record, dict) or not isinstance(record.get("tx_hash"), str):
         raise AllianceError(f"the node at {args.rpc} answered a malformed notary record: {record!r:.200}")
-    verified = _verify_file(client.call("get_proof", tx_hash=record["tx_hash"]), args)
+    try:
+        tx_proof = client.call("get_proof", tx_hash=record["tx_hash"])
+    except NotFound as exc:  # a pruned node, or one started from a snapshot: the state proof stands alone
+        _print({"digest": digest.hex(), **record, "verified": True, "proved_at_height": state.height,
+                "tx_proof": f"not held by the node at {args.rpc}: {exc}"})
+        return
+    verified = _verify_file(tx_proof, args)
     evidence = recorded_file(verified, digest, args.file)
     differing = [k for k in ("recorder", "height", "time", "tx_hash", "meta") if record.get(k) != evidence[k]]
     if differing:

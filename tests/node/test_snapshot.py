@@ -22,7 +22,7 @@ from node.chain.state_tree import EMPTY, bucket_of, key_hash
 from node.chain.tx import sign_tx
 from node.cli.main import build_parser
 from node.errors import AllianceError
-from node.disk.integrity import verify_window
+from node.disk.integrity import check_store, verify_window
 from node.disk.safety_file import SafetyFile
 from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restore_directory, validator_changes
 from node.ops.metrics import Metrics
@@ -90,6 +90,11 @@ def test_a_snapshot_verifies_and_restores_to_the_same_state(built: tuple[Ledger,
     with pytest.raises(BlockPruned):
         restored.block(3)
     assert validator_changes(restored, 5) == list(decoded.changes)  # a restored node can serve snapshots too
+    assert check_store(store, GENESIS, replay=False) == (0, None)  # `alliance check`: whole from its base
+    bucket, blob = next(store.iterate_buckets())
+    store.kv.put(b"z/" + bucket.to_bytes(4, "big"), blob[:-1] + bytes([blob[-1] ^ 1]))
+    _, fault = check_store(store, GENESIS, replay=False)
+    assert fault is not None and fault.height == 5 and "state is damaged" in str(fault)
 
 
 def _one_chunk(chunks: list[bytes]) -> int:
