@@ -11,7 +11,7 @@ A proof of a key is its bucket's blob and the DEPTH sibling hashes from the buck
 key's record (presence) or that no record holds its kh (absence). The tree is fixed-depth, so the
 verifier knows each hash's level; a leaf's input (1 + 64k bytes) never has a node's length (64).
 Chosen by measurement (docs/performance.md): one LevelDB value per bucket and the levels in memory
-cost some 15 us of CPU per written key; a tree of nodes on disk costs four to six times more.
+cost some 15 to 25 us of CPU per written key; a tree of nodes on disk costs three to five times more.
 """
 
 from __future__ import annotations
