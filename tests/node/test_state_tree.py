@@ -153,3 +153,17 @@ def test_the_vector_of_encoding_md_is_the_trees() -> None:
     for text in (f"kh `{kh.hex()}`", f"bucket {bucket_of(kh)}", f"vh `{vh.hex()}`",
                  f"leaf `{leaf_hash(kh + vh).hex()}`", f"root\n`{tree.root.hex()}`"):
         assert text in page
+
+
+def test_a_ledger_refuses_a_store_whose_state_tree_was_altered() -> None:
+    from node.chain.ledger import Ledger
+    from storage.kv import StoreCorrupt
+    from tests.node import proof_example
+
+    ledger, _ = proof_example.build_ledger()
+    store = ledger.store
+    assert Ledger(store, proof_example.GENESIS).tree.root == ledger.state_root  # whole, it reopens
+    bucket, blob = next(store.iterate_buckets())
+    store.kv.put(b"z/" + bucket.to_bytes(4, "big"), blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(StoreCorrupt, match="the state is damaged"):
+        Ledger(store, proof_example.GENESIS)
