@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck bench clean
+.PHONY: run test typecheck bench clean debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,17 @@ run: $(STAMP)
 	$(BIN)/alliance localnet --home .localnet --fresh --load 100
 
 ## test: install with test extras and run the whole suite
-test: $(STAMP)
+test: $(STAMP) debian-packages
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 ## bench: a 4-member consortium under as much load as it takes, for 60 s; one JSON line of figures
 bench: $(STAMP)
 	$(BIN)/alliance bench --duration 60
+
+## debian-packages: promtool, systemd-analyze, ip, curl, openssl, chromium and its driver, where missing
+debian-packages:
+	@bash .ci/debian-packages
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
