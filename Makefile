@@ -18,10 +18,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/alliance localnet --home .localnet --fresh --load 100
 
-## test: install with test extras and run the whole suite
+## test: install with test extras and the Debian packages the tests use, then run the whole suite;
+##   the CPU-bound simulator, consensus and storage tests on both cores, then the rest (real processes) in turn
+PARALLEL_TESTS := tests/sim tests/consensus tests/storage
 test: $(STAMP) debian-packages
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 $(PARALLEL_TESTS)
+	$(BIN)/pytest -q $(addprefix --ignore=,$(PARALLEL_TESTS))
 
 ## bench: a 4-member consortium under as much load as it takes, for 60 s; one JSON line of figures
 bench: $(STAMP)
