@@ -9,6 +9,7 @@
 import { compareBytes } from "./bytes.js";
 
 const MAX_DEPTH = 32; // canonical.py refuses containers nested deeper
+const STACK_MAX = 1024; // msgpack's own limit of open containers
 const UINT64_MAX = (1n << 64n) - 1n;
 const INT64_MIN = -(1n << 63n);
 
@@ -80,11 +81,15 @@ function write(value, out) {
 
 // ---- decoding -----------------------------------------------------------------------------
 
-// Decodes `bytes`, refusing anything that is not its own canonical encoding.
+// Decodes `bytes`, refusing anything that is not its own canonical encoding, with the faults in the
+// order canonical.unpack meets them: while parsing (msgpack's own errors, map keys at each map's end),
+// extra bytes, then floats and nesting, then a re-encoding that differs.
 export function decodeCanonical(bytes) {
   const reader = { bytes, at: 0 };
   const value = read(reader, 0);
   if (reader.at !== bytes.length) throw new CodecError("malformed", "not MessagePack (ExtraData)");
+  if (value instanceof Float) throw new CodecError("malformed", "type float is not allowed");
+  if (Array.isArray(value) || value instanceof Map) checkDecoded(value, 0);
   const again = encode(value);
   if (again.length !== bytes.length || again.some((b, i) => b !== bytes[i])) {
     throw new CodecError("not_canonical", "bytes differ from the canonical encoding");
@@ -92,8 +97,20 @@ export function decodeCanonical(bytes) {
   return value;
 }
 
+class Float {} // msgpack reads floats; canonical.py refuses them after parsing
+
+function checkDecoded(obj, depth) {
+  if (depth > MAX_DEPTH) throw new CodecError("malformed", `nesting deeper than ${MAX_DEPTH}`);
+  for (const value of obj instanceof Map ? obj.values() : obj) {
+    if (Array.isArray(value) || value instanceof Map) checkDecoded(value, depth + 1);
+    else if (value instanceof Float) throw new CodecError("malformed", "type float is not allowed");
+  }
+}
+
+const incomplete = () => new CodecError("malformed", "not MessagePack (ValueError)");
+
 function take(reader, n) {
-  if (reader.at + n > reader.bytes.length) throw new CodecError("malformed", "not MessagePack (truncated)");
+  if (reader.at + n > reader.bytes.length) throw incomplete();
   const out = reader.bytes.subarray(reader.at, reader.at + n);
   reader.at += n;
   return out;
@@ -112,33 +129,55 @@ function sint(reader, n) {
 }
 
 function str(reader, n) {
+  const raw = take(reader, n);
   try {
-    return strictUtf8.decode(take(reader, n));
-  } catch (err) {
-    if (err instanceof CodecError) throw err;
-    throw new CodecError("malformed", "not MessagePack (invalid UTF-8)");
+    return strictUtf8.decode(raw);
+  } catch {
+    throw new CodecError("malformed", "not MessagePack (UnicodeDecodeError)");
   }
 }
 
 function container(reader, size, depth, isMap) {
-  if (depth > MAX_DEPTH) throw new CodecError("malformed", `nesting deeper than ${MAX_DEPTH}`);
-  if ((isMap ? 2 : 1) * size > reader.bytes.length - reader.at) {  // each element takes a byte at least
-    throw new CodecError("malformed", "not MessagePack (truncated)");
-  }
-  if (!isMap) return Array.from({ length: size }, () => read(reader, depth + 1));
-  const map = new Map();
-  let previous = null;
+  if (size > 0 && depth >= STACK_MAX) throw new CodecError("malformed", "not MessagePack (StackError)");
+  const items = [];
   for (let i = 0; i < size; i++) {
-    const key = read(reader, depth + 1);
-    if (typeof key !== "string") throw new CodecError("malformed", "map key is not a string");
+    const item = read(reader, depth + 1);
+    if (!isMap) { items.push(item); continue; }
+    const value = read(reader, depth + 1);
+    if (typeof item !== "string" && !(item instanceof Uint8Array)) throw incomplete(); // strict_map_key
+    items.push([item, value]);
+  }
+  return isMap ? sortedMap(items) : items;
+}
+
+// canonical.py's object_pairs_hook: str keys, in UTF-8 byte order, none twice.
+function sortedMap(pairs) {
+  let previous = null;
+  for (const [key] of pairs) {
+    if (typeof key !== "string") throw new CodecError("malformed", `map key ${bytesRepr(key)} is not a string`);
     const keyBytes = utf8.encode(key);
     if (previous !== null && compareBytes(keyBytes, previous) <= 0) {
       throw new CodecError("not_canonical", "map keys are not sorted and unique");
     }
     previous = keyBytes;
-    map.set(key, read(reader, depth + 1));
   }
-  return map;
+  return new Map(pairs);
+}
+
+// Python's repr of bytes.
+function bytesRepr(bytes) {
+  const text = Array.from(bytes, (b) => String.fromCharCode(b)).join("");
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const named = { 9: "\\t", 10: "\\n", 13: "\\r", 92: "\\\\" };
+  const body = Array.from(bytes, (b) => named[b] ?? (b === quote.charCodeAt(0) ? `\\${quote}`
+    : b >= 32 && b < 127 ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`)).join("");
+  return `b${quote}${body}${quote}`;
+}
+
+function ext(reader, size) {
+  const [code] = take(reader, 1);
+  take(reader, size);
+  throw new CodecError("malformed", `extension type ${(code << 24) >> 24} is not allowed`);
 }
 
 function read(reader, depth) {
@@ -158,7 +197,9 @@ function read(reader, depth) {
     case 0xd9: case 0xda: case 0xdb: return str(reader, Number(uint(reader, 1 << (b - 0xd9))));
     case 0xdc: case 0xdd: return container(reader, Number(uint(reader, 2 << (b - 0xdc))), depth, false);
     case 0xde: case 0xdf: return container(reader, Number(uint(reader, 2 << (b - 0xde))), depth, true);
-    case 0xca: case 0xcb: throw new CodecError("malformed", "type float is not allowed");
-    default: throw new CodecError("malformed", `extension or reserved byte 0x${b.toString(16)} is not allowed`);
+    case 0xca: case 0xcb: take(reader, b === 0xca ? 4 : 8); return new Float();
+    case 0xc7: case 0xc8: case 0xc9: return ext(reader, Number(uint(reader, 1 << (b - 0xc7))));
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: return ext(reader, 1 << (b - 0xd4));
+    default: throw new CodecError("malformed", "not MessagePack (FormatError)"); // 0xc1, never used
   }
 }

@@ -17,7 +17,7 @@ import { JsonFloat, parseJson } from "./json.js";
 import { concat, equal, sha256, toHex } from "./bytes.js";
 import { decodeCanonical, encode } from "./msgpack.js";
 import {
-  ProofInvalid, STATE_PROOF_KEYS, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint, jsonVersion,
+  ProofInvalid, STATE_PROOF_KEYS, UINT64_MAX, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint, jsonVersion,
   parseCertified, parseChanges, parseTransactionProof, repr,
 } from "./proof_shape.js";
 import { checkStateValue, fold, leafHash, stateKeyOf } from "./state.js";
@@ -56,8 +56,9 @@ export async function verifyProof(proof, genesis) {
 }
 
 function genesisKeys(genesis) {
-  if (genesis instanceof Error || typeof genesis === "string") {
-    throw new ProofInvalid(`genesis: ${genesis instanceof Error ? genesis.message : genesis}`);
+  if (genesis instanceof Error || typeof genesis === "string") { // what parseGenesis threw, or said
+    const message = genesis instanceof Error ? genesis.message : genesis;
+    throw new ProofInvalid(message.startsWith("genesis: ") ? message : `genesis: ${message}`);
   }
   if (!isObject(genesis) || typeof genesis.chain_id !== "string" || !Array.isArray(genesis.validators)) {
     throw new ProofInvalid("genesis: not a genesis (give what parseGenesis returns)");
@@ -209,6 +210,20 @@ function toJson(value) {
   return value;
 }
 
+// node/chain/tx.py _check_fields: the first field of the wrong type, or null.
+function fieldFault(obj) {
+  if (!Array.isArray(obj) || obj.length !== 8) return "a transaction is an array of 8 elements";
+  const [version, chainId, sender, nonce, family, op, args, signature] = obj;
+  if (version !== 1n) return "version must be 1";
+  if (typeof chainId !== "string") return "chain_id must be a string";
+  if (!(sender instanceof Uint8Array) || sender.length !== 32) return "sender must be 32 bytes";
+  if (typeof nonce !== "bigint" || nonce < 0n || nonce > UINT64_MAX) return "nonce must be an integer in 0..2**64-1";
+  if (typeof family !== "string" || typeof op !== "string") return "family and op must be strings";
+  if (!(args instanceof Map)) return "args must be a map";
+  if (!(signature instanceof Uint8Array) || signature.length !== 64) return "signature must be 64 bytes";
+  return null;
+}
+
 function decodeTx(raw) {
   const malformed = (detail) => new ProofInvalid(`transaction: tx is not a canonical transaction (${detail})`);
   if (raw.length > TX_BYTES_MAX) throw malformed(`oversize: transaction is ${raw.length} bytes, more than ${TX_BYTES_MAX}`);
@@ -218,11 +233,8 @@ function decodeTx(raw) {
   } catch (err) {
     throw malformed(err.message);
   }
-  const bytesOf = (v, n) => v instanceof Uint8Array && v.length === n;
-  const ok = Array.isArray(obj) && obj.length === 8 && obj[0] === 1n && typeof obj[1] === "string"
-    && bytesOf(obj[2], 32) && typeof obj[3] === "bigint" && obj[3] >= 0n && typeof obj[4] === "string"
-    && typeof obj[5] === "string" && obj[6] instanceof Map && bytesOf(obj[7], 64);
-  if (!ok) throw malformed("malformed: not [1, chain_id, sender, nonce, family, op, args, signature] of their types");
+  const fault = fieldFault(obj);
+  if (fault !== null) throw malformed(`malformed: ${fault}`);
   const [, chainId, sender, nonce, family, op, args, signature] = obj;
   return { chainId, sender, nonce, family, op, args, signature };
 }
