@@ -16,8 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
+from nacl.signing import SigningKey
 
+from node.chain.block import Header
+from node.chain.execution import Receipt, receipt_bytes
 from node.chain.genesis import load_genesis
+from node.chain.membership import validators_hash
+from node.chain.merkle import merkle_root
 from node.chain.proof import ProofInvalid, verify_proof
 from node.chain.state_proof import is_state_proof, verify_state_proof
 from node.client.sync import Client
@@ -305,6 +310,65 @@ def test_transactions_are_decoded_as_canonically_as_python_decodes_them(page: "W
         proof = {**doc, "tx": tx.hex()}
         cases.append(_case(name, proof, chain_id, validators))
     assert all(c["python"].startswith("transaction: ") for c in cases), [c["python"] for c in cases]
+    _check_agree(page, cases)
+
+
+# ---- Ed25519 as strict as libsodium (PyNaCl) ------------------------------------------------------
+
+ORDER = 2**252 + 27742317777372353535851937790883648493
+IDENTITY = (1).to_bytes(32, "little")
+
+
+def _seal_with_identity_r(seed: bytes, message: bytes) -> bytes:
+    """A signature whose R is the identity point: S = k * a, which satisfies the cofactorless
+    equation [S]B = R + [k]A but which libsodium refuses (R of small order)."""
+    h = bytearray(hashlib.sha512(seed).digest()[:32])
+    h[0] &= 248
+    h[31] = (h[31] & 127) | 64
+    public = bytes(SigningKey(seed).verify_key)
+    k = int.from_bytes(hashlib.sha512(IDENTITY + public + message).digest(), "little") % ORDER
+    return IDENTITY + (k * int.from_bytes(h, "little") % ORDER).to_bytes(32, "little")
+
+
+def _forged(validator: bytes, sign: Callable[[bytes], bytes]) -> tuple[dict[str, Any], str]:
+    """The documented transaction alone in a block 1 decided by the single `validator`, sealed by `sign`."""
+    doc, chain_id, _ = test_proof._doc_example()
+    tx_hash = bytes.fromhex(doc["tx_hash"])
+    hashes = [merkle_root([tx_hash]), merkle_root([receipt_bytes(tx_hash, Receipt(0, ""))]),
+              validators_hash((validator,))]
+    header = {**doc["header"], "height": 1, "tx_count": 1, "tx_root": hashes[0].hex(), "receipt_root": hashes[1].hex(),
+              "validators_hash": hashes[2].hex(), "next_validators_hash": hashes[2].hex()}
+    block_hash = _header_of(header).hash()
+    seal = sign(b"alliance-commit-v1\x00" + block_hash)
+    commit = {"height": 1, "block_hash": block_hash.hex(),
+              "signatures": [{"validator": validator.hex(), "signature": seal.hex()}]}
+    return {**doc, "index": 0, "tx_path": [], "receipt_path": [], "header": header, "commit": commit,
+            "validator_changes": []}, chain_id
+
+
+def _header_of(header: dict[str, Any]) -> Header:
+    names = ("chain_id", "height", "prev_hash", "time", "proposer", "tx_count", "tx_root", "receipt_root",
+             "state_root", "validators_hash", "next_validators_hash")
+    return Header(*(bytes.fromhex(header[n]) if isinstance(header[n], str) and n != "chain_id" else header[n]
+                    for n in names))
+
+
+def test_signatures_libsodium_refuses_are_refused(page: "WebDriver") -> None:
+    seed = b"v" * 32
+    key = SigningKey(seed)
+    public = bytes(key.verify_key)
+    y_is_p_plus_1 = bytes([0xee]) + b"\xff" * 30 + b"\x7f"  # the identity, encoded with y = p + 1
+    forged = [
+        ("a valid seal", *_forged(public, lambda m: key.sign(m).signature)),
+        ("R the identity", *_forged(public, lambda m: _seal_with_identity_r(seed, m))),
+        ("the identity as validator", *_forged(IDENTITY, lambda m: IDENTITY + bytes(32))),
+        ("a non-canonical identity", *_forged(y_is_p_plus_1, lambda m: IDENTITY + bytes(32))),
+        ("S not below the order", *_forged(public, lambda m: key.sign(m).signature[:32] + (
+            int.from_bytes(key.sign(m).signature[32:], "little") + ORDER).to_bytes(32, "little"))),
+    ]
+    cases = [_case(name, proof, chain_id, [bytes.fromhex(proof["commit"]["signatures"][0]["validator"])])
+             for name, proof, chain_id in forged]
+    assert cases[0]["python"] is None and all(c["python"].startswith("certificate: ") for c in cases[1:])
     _check_agree(page, cases)
 
 

@@ -15,6 +15,7 @@
 import { parseGenesis } from "./genesis.js";
 import { JsonFloat, parseJson } from "./json.js";
 import { concat, equal, sha256, toHex } from "./bytes.js";
+import { verifyEd25519 } from "./ed25519.js";
 import { decodeCanonical, encode } from "./msgpack.js";
 import {
   ProofInvalid, STATE_PROOF_KEYS, UINT64_MAX, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint, jsonVersion,
@@ -85,20 +86,6 @@ function quorum(n) {
   return Math.floor((n + Math.floor((n - 1) / 3)) / 2) + 1;
 }
 
-const imported = new Map();
-
-async function ed25519Verify(key, message, signature) {
-  const hex = toHex(key);
-  try {
-    if (!imported.has(hex)) {
-      imported.set(hex, await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]));
-    }
-    return await crypto.subtle.verify({ name: "Ed25519" }, imported.get(hex), signature, message);
-  } catch {
-    return false; // a key that is no curve point verifies nothing
-  }
-}
-
 async function checkBlockHash(block, where) {
   const computed = await sha256(headerBytes(block.header));
   if (!equal(computed, block.blockHash)) {
@@ -121,7 +108,7 @@ async function checkCertificate(block, validators, where) {
     if (!members.has(hex)) throw new ProofInvalid(`${where}signature ${i} is by ${hex}, not a validator of that height`);
     if (seen.has(hex)) throw new ProofInvalid(`${where}validator ${hex} signs more than once`);
     seen.add(hex);
-    if (!await ed25519Verify(validator, message, seal)) {
+    if (!await verifyEd25519(validator, message, seal)) {
       throw new ProofInvalid(`${where}signature ${i} by ${hex} does not verify`);
     }
   }
@@ -243,7 +230,7 @@ async function checkTransaction(parts, chainId) {
   const tx = decodeTx(parts.tx);
   if (tx.chainId !== chainId) throw new ProofInvalid(`transaction: tx chain id ${repr(tx.chainId)} is not ${repr(chainId)}`);
   const signing = concat(TX_PREFIX, [0x97], parts.tx.subarray(1, parts.tx.length - 66));
-  if (!await ed25519Verify(tx.sender, signing, tx.signature)) {
+  if (!await verifyEd25519(tx.sender, signing, tx.signature)) {
     throw new ProofInvalid("transaction: the client signature of tx does not verify");
   }
   const hash = await sha256(signing);
