@@ -26,6 +26,7 @@ from node.chain.merkle import merkle_root
 from node.chain.proof import ProofInvalid, verify_proof
 from node.chain.state_proof import is_state_proof, verify_state_proof
 from node.client.sync import Client
+from node.errors import AllianceError
 from node.keys import load_key
 from tests.e2e.browser import chromium
 from tests.e2e.nodeproc import alliance, node_process
@@ -162,8 +163,16 @@ def test_sha256_and_the_genesis_reader_agree_with_python(page: "WebDriver", tmp_
       done({genesis: texts.map((t) => v.parseGenesis(t)), hashes, refused});
     })();
     """
+    member = '[[validators]]\nname = "a"\npubkey = "%s"\naddress = "127.0.0.1:1"\n'
     bad = ['chain_id = 1.5\n', '[table]\nchain_id = "x"\n', 'chain_id = "x"\n', 'chain_id = true\n',
-           'chain_id = "x"\n[[validators]]\nname = "a"\npubkey = "zz"\n', 'chain_id = "a"\nchain_id = "b"\n']
+           'chain_id = "x"\n' + member % "zz", 'chain_id = "a"\nchain_id = "b"\n',
+           'chain_id = "x"\n' + member % ("ab" * 32) + member % ("ab" * 32),
+           'chain_id = "x"\nadmin_threshold = 1\n' + member % ("ab" * 32),
+           'chain_id = "x"\n' + (member % ("ab" * 32)).replace(":1\"", ":0\"")]
+    for text in bad:  # the node refuses them all too
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(AllianceError):
+            load_genesis(tmp_path / "bad.toml")
     got = page.execute_async_script(script, texts, [d.hex() for d in data], bad)
     assert got["hashes"] == [hashlib.sha256(d).hexdigest() for d in data]
     for text, parsed in zip(texts, got["genesis"]):
@@ -346,11 +355,13 @@ def _forged(validator: bytes, sign: Callable[[bytes], bytes]) -> tuple[dict[str,
             "validator_changes": []}, chain_id
 
 
-def _header_of(header: dict[str, Any]) -> Header:
-    names = ("chain_id", "height", "prev_hash", "time", "proposer", "tx_count", "tx_root", "receipt_root",
-             "state_root", "validators_hash", "next_validators_hash")
-    return Header(*(bytes.fromhex(header[n]) if isinstance(header[n], str) and n != "chain_id" else header[n]
-                    for n in names))
+def _header_of(h: dict[str, Any]) -> Header:
+    def raw(name: str) -> bytes:
+        return bytes.fromhex(h[name])
+
+    return Header(h["chain_id"], h["height"], raw("prev_hash"), h["time"], raw("proposer"), h["tx_count"],
+                  raw("tx_root"), raw("receipt_root"), raw("state_root"), raw("validators_hash"),
+                  raw("next_validators_hash"))
 
 
 def test_signatures_libsodium_refuses_are_refused(page: "WebDriver") -> None:
@@ -414,7 +425,7 @@ def test_json_text_is_read_strictly(page: "WebDriver") -> None:
         text + " x",
         text.replace('"log": ""', '"log": "\\ud800"'),
     ]
-    reasons = [r.get("reason") for r in _run(page, [{"proof": t, "genesis": genesis} for t in variants])]
+    reasons = [str(r.get("reason")) for r in _run(page, [{"proof": t, "genesis": genesis} for t in variants])]
     assert reasons[0].startswith("shape: the proof is not valid JSON: the key \"index\" appears twice")
     assert all(r.startswith("shape: index must be an integer") for r in reasons[1:4]), reasons
     assert reasons[4].startswith("shape: the proof is not valid JSON")

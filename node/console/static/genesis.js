@@ -15,12 +15,33 @@ export function parseGenesis(text) {
   if (typeof data.chain_id !== "string" || data.chain_id === "") {
     throw new Error("genesis: chain_id must be a non-empty string");
   }
-  const genesis = { chain_id: data.chain_id };
+  const time = data.genesis_time_ms ?? 0;
+  if (!Number.isSafeInteger(time) || time < 0) throw new Error("genesis: genesis_time_ms must be a non-negative integer");
+  const genesis = { chain_id: data.chain_id, genesis_time_ms: time };
   for (const [role, fields] of Object.entries(MEMBER_FIELDS)) genesis[role] = members(data, role, fields);
   if (genesis.validators.length === 0) throw new Error("genesis: at least one validator is required");
-  genesis.genesis_time_ms = data.genesis_time_ms ?? 0;
-  if (data.admin_threshold !== undefined) genesis.admin_threshold = data.admin_threshold;
+  checkUnique(genesis, Object.keys(MEMBER_FIELDS), "pubkey", "a public key");
+  checkUnique(genesis, ["validators", "observers"], "name", "a name");
+  checkUnique(genesis, ["clients", "admins"], "name", "a name");
+  const threshold = data.admin_threshold;
+  if (threshold !== undefined) {
+    if (!Number.isSafeInteger(threshold) || threshold < 1 || threshold > genesis.admins.length) {
+      throw new Error(`genesis: admin_threshold = ${threshold} must be a positive integer the ${genesis.admins.length} admins can meet`);
+    }
+    genesis.admin_threshold = threshold;
+  }
   return genesis;
+}
+
+// What node/chain/genesis.py refuses: a key in two roles, a name twice among the nodes or the senders.
+function checkUnique(genesis, roles, field, what) {
+  const where = new Map();
+  for (const role of roles) {
+    genesis[role].forEach((m, i) => {
+      if (where.has(m[field])) throw new Error(`genesis: ${what} is listed twice, as ${where.get(m[field])} and ${role}[${i}]`);
+      where.set(m[field], `${role}[${i}]`);
+    });
+  }
 }
 
 function members(data, role, fields) {
@@ -34,8 +55,16 @@ function members(data, role, fields) {
     for (const key of Object.keys(entry)) {
       if (!fields.includes(key)) throw new Error(`genesis: ${where}: unknown field '${key}'`);
     }
+    const nameBytes = new TextEncoder().encode(entry.name).length;
+    if (nameBytes < 1 || nameBytes > 64) throw new Error(`genesis: ${where}.name must be 1..64 bytes of UTF-8`);
     if (typeof entry.pubkey !== "string" || !/^[0-9a-fA-F]{64}$/.test(entry.pubkey)) {
       throw new Error(`genesis: ${where}.pubkey is not 64 hex characters`);
+    }
+    if (fields.includes("address")) {
+      const match = typeof entry.address === "string" ? /^(.+):([0-9]+)$/.exec(entry.address) : null;
+      if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+        throw new Error(`genesis: ${where}.address must be 'host:port' with a port in 1..65535`);
+      }
     }
     return { ...entry, pubkey: entry.pubkey.toLowerCase() };
   });

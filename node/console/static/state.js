@@ -6,6 +6,7 @@ import { JsonFloat } from "./json.js";
 import { decodeCanonical } from "./msgpack.js";
 import { ProofInvalid, has, isInteger, isObject } from "./proof_shape.js";
 
+export const DEPTH = 18; // levels of the state tree
 const KV_KEY_BYTES_MAX = 256;
 const EMPTY = new Uint8Array(32);
 const utf8 = new TextEncoder();
@@ -46,7 +47,8 @@ function pyFromHex(text) {
   return Uint8Array.from(out);
 }
 
-const bucketOf = (kh) => ((kh[0] << 10) | (kh[1] << 2) | (kh[2] >> 6)) >>> 0;
+// The first DEPTH bits of a key hash, big-endian.
+export const bucketOf = (kh) => ((kh[0] << 10) | (kh[1] << 2) | (kh[2] >> 6)) >>> 0;
 
 // The records of a bucket: 64 bytes each (kh || vh), of `bucket`, strictly in kh order.
 function records(blob, bucket) {

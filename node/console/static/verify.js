@@ -21,14 +21,13 @@ import {
   ProofInvalid, STATE_PROOF_KEYS, UINT64_MAX, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint, jsonVersion,
   parseCertified, parseChanges, parseTransactionProof, repr,
 } from "./proof_shape.js";
-import { checkStateValue, fold, leafHash, stateKeyOf } from "./state.js";
+import { DEPTH, bucketOf, checkStateValue, fold, leafHash, stateKeyOf } from "./state.js";
 
 export { parseGenesis };
 
 const COMMIT_PREFIX = new TextEncoder().encode("alliance-commit-v1\x00");
 const TX_PREFIX = new TextEncoder().encode("alliance-tx-v1\x00");
 const TX_BYTES_MAX = 64 * 1024;
-const DEPTH = 18;
 
 export async function sha256Hex(bytes) {
   return toHex(await sha256(bytes));
@@ -299,7 +298,7 @@ async function verifyState(proof, chainId, genesis) {
   const checks = ["the proof has the shape of a state proof (docs/proofs.md section 6, version 1)"];
   if (!equal(stateKeyOf(family, top.key), stateKey)) throw new ProofInvalid("state key: state_key is not the state key of family and key");
   const kh = await sha256(stateKey);
-  const keyBucket = ((kh[0] << 10) | (kh[1] << 2) | (kh[2] >> 6)) >>> 0;
+  const keyBucket = bucketOf(kh);
   if (bucket !== BigInt(keyBucket)) throw new ProofInvalid(`bucket: the key hash is in bucket ${keyBucket}, not ${bucket}`);
   checks.push(`the state key is that of ${family} ${JSON.stringify(top.key)}, in bucket ${keyBucket} of the state tree`);
   await checkStateValue(family, blob, keyBucket, kh, value, top.result);
