@@ -158,7 +158,9 @@ def test_sha256_and_the_genesis_reader_agree_with_python(page: "WebDriver", tmp_
     (async () => {
       const v = window.verifier;
       const hashes = [];
-      for (const hex of data) hashes.push(await v.sha256Hex(Uint8Array.from(hex.match(/../g) || [], (h) => parseInt(h, 16))));
+      for (const hex of data) {
+        hashes.push(await v.sha256Hex(Uint8Array.from(hex.match(/../g) || [], (h) => parseInt(h, 16))));
+      }
       const refused = bad.map((t) => { try { v.parseGenesis(t); return null; } catch (err) { return err.message; } });
       done({genesis: texts.map((t) => v.parseGenesis(t)), hashes, refused});
     })();
@@ -216,7 +218,8 @@ def _change_tamperings() -> list[dict[str, Any]]:
     cases.append(_case("a step from after the block", late, chain_id, keys))
     for name, validators in [("a later set", keys[1:] + [bytes(test_proof_changes.KEYS[4].verify_key)]),
                              ("reordered", keys[::-1]), ("one fewer", keys[:3])]:
-        cases.append(_case(f"genesis: {name}", test_proof_changes.proof_of(test_proof_changes.BASE), chain_id, validators))
+        proof = test_proof_changes.proof_of(test_proof_changes.BASE)
+        cases.append(_case(f"genesis: {name}", proof, chain_id, validators))
     return cases
 
 

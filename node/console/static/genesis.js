@@ -16,7 +16,9 @@ export function parseGenesis(text) {
     throw new Error("genesis: chain_id must be a non-empty string");
   }
   const time = data.genesis_time_ms ?? 0;
-  if (!Number.isSafeInteger(time) || time < 0) throw new Error("genesis: genesis_time_ms must be a non-negative integer");
+  if (!Number.isSafeInteger(time) || time < 0) {
+    throw new Error("genesis: genesis_time_ms must be a non-negative integer");
+  }
   const genesis = { chain_id: data.chain_id, genesis_time_ms: time };
   for (const [role, fields] of Object.entries(MEMBER_FIELDS)) genesis[role] = members(data, role, fields);
   if (genesis.validators.length === 0) throw new Error("genesis: at least one validator is required");
@@ -26,7 +28,8 @@ export function parseGenesis(text) {
   const threshold = data.admin_threshold;
   if (threshold !== undefined) {
     if (!Number.isSafeInteger(threshold) || threshold < 1 || threshold > genesis.admins.length) {
-      throw new Error(`genesis: admin_threshold = ${threshold} must be a positive integer the ${genesis.admins.length} admins can meet`);
+      throw new Error(`genesis: admin_threshold = ${threshold} must be a positive integer `
+        + `the ${genesis.admins.length} admins can meet`);
     }
     genesis.admin_threshold = threshold;
   }
@@ -38,7 +41,9 @@ function checkUnique(genesis, roles, field, what) {
   const where = new Map();
   for (const role of roles) {
     genesis[role].forEach((m, i) => {
-      if (where.has(m[field])) throw new Error(`genesis: ${what} is listed twice, as ${where.get(m[field])} and ${role}[${i}]`);
+      if (where.has(m[field])) {
+        throw new Error(`genesis: ${what} is listed twice, as ${where.get(m[field])} and ${role}[${i}]`);
+      }
       where.set(m[field], `${role}[${i}]`);
     });
   }
@@ -85,7 +90,9 @@ function parseToml(text) {
     if (header) {
       const name = header[1];
       if (!(name in root)) root[name] = [];
-      if (!Array.isArray(root[name]) || root[name].inline) throw new Error(`${where}: ${name} is not an array of tables`);
+      if (!Array.isArray(root[name]) || root[name].inline) {
+        throw new Error(`${where}: ${name} is not an array of tables`);
+      }
       table = Object.create(null);
       root[name].push(table);
       return;

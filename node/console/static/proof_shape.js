@@ -46,7 +46,9 @@ export function isInteger(value) {
 }
 
 export function jsonVersion(value, expected, where) {
-  if (!isInteger(value) || BigInt(value) !== BigInt(expected)) throw new ProofInvalid(`shape: ${where} must be ${expected}`);
+  if (!isInteger(value) || BigInt(value) !== BigInt(expected)) {
+    throw new ProofInvalid(`shape: ${where} must be ${expected}`);
+  }
 }
 
 export function jsonUint(value, where) {

@@ -52,7 +52,9 @@ export const bucketOf = (kh) => ((kh[0] << 10) | (kh[1] << 2) | (kh[2] >> 6)) >>
 
 // The records of a bucket: 64 bytes each (kh || vh), of `bucket`, strictly in kh order.
 function records(blob, bucket) {
-  if (blob.length % 64) throw new ProofInvalid(`records: a bucket is 64-byte records; this one is ${blob.length} bytes`);
+  if (blob.length % 64) {
+    throw new ProofInvalid(`records: a bucket is 64-byte records; this one is ${blob.length} bytes`);
+  }
   const found = [];
   for (let at = 0; at < blob.length; at += 64) found.push(blob.subarray(at, at + 64));
   found.forEach((record, i) => {
@@ -111,7 +113,9 @@ export async function checkStateValue(family, blob, bucket, kh, value, result) {
     return;
   }
   if (!found.length) throw new ProofInvalid("value: the records do not hold the key, the proof gives it a value");
-  if (!equal(found[0], await sha256(value))) throw new ProofInvalid("value: the key's record is not the hash of state_value");
+  if (!equal(found[0], await sha256(value))) {
+    throw new ProofInvalid("value: the key's record is not the hash of state_value");
+  }
   const decoded = queryResult(family, value);
   if (decoded === null) throw new ProofInvalid("value: state_value is not a state value of its family");
   if (!sameJson(result, decoded)) throw new ProofInvalid("value: result is not state_value decoded");

@@ -12,14 +12,14 @@
 // `proof` is best given as the JSON text: then integers keep their exact value and type (4.0 is not
 // 4) and an object repeating a key is refused, as the CLI does. A parsed object is accepted too.
 
-import { parseGenesis } from "./genesis.js";
-import { JsonFloat, parseJson } from "./json.js";
 import { concat, equal, sha256, toHex } from "./bytes.js";
 import { verifyEd25519 } from "./ed25519.js";
+import { parseGenesis } from "./genesis.js";
+import { JsonFloat, parseJson } from "./json.js";
 import { decodeCanonical, encode } from "./msgpack.js";
 import {
-  ProofInvalid, STATE_PROOF_KEYS, UINT64_MAX, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint, jsonVersion,
-  parseCertified, parseChanges, parseTransactionProof, repr,
+  ProofInvalid, STATE_PROOF_KEYS, UINT64_MAX, has, isObject, jsonHex, jsonList, jsonObject, jsonStr, jsonUint,
+  jsonVersion, parseCertified, parseChanges, parseTransactionProof, repr,
 } from "./proof_shape.js";
 import { DEPTH, bucketOf, checkStateValue, fold, leafHash, stateKeyOf } from "./state.js";
 
@@ -32,7 +32,6 @@ const TX_BYTES_MAX = 64 * 1024;
 export async function sha256Hex(bytes) {
   return toHex(await sha256(bytes));
 }
-
 
 export async function verifyProof(proof, genesis) {
   try {
@@ -51,7 +50,8 @@ export async function verifyProof(proof, genesis) {
     const isState = isObject(value) && has(value, "state_key");
     return await (isState ? verifyState : verifyTransaction)(value, chainId, validators);
   } catch (err) {
-    return { ok: false, reason: err instanceof Error ? err.message : String(err) };
+    if (err instanceof ProofInvalid) return { ok: false, reason: err.message };
+    return { ok: false, reason: `the verifier failed: ${err instanceof Error ? err.message : err}` };
   }
 }
 
@@ -104,7 +104,9 @@ async function checkCertificate(block, validators, where) {
   const message = concat(COMMIT_PREFIX, block.blockHash);
   for (const [i, [validator, seal]] of block.signatures.entries()) {
     const hex = toHex(validator);
-    if (!members.has(hex)) throw new ProofInvalid(`${where}signature ${i} is by ${hex}, not a validator of that height`);
+    if (!members.has(hex)) {
+      throw new ProofInvalid(`${where}signature ${i} is by ${hex}, not a validator of that height`);
+    }
     if (seen.has(hex)) throw new ProofInvalid(`${where}validator ${hex} signs more than once`);
     seen.add(hex);
     if (!await verifyEd25519(validator, message, seal)) {
@@ -113,7 +115,8 @@ async function checkCertificate(block, validators, where) {
   }
   const needed = quorum(validators.length);
   if (seen.size < needed) {
-    throw new ProofInvalid(`${where}${seen.size} signatures, below the quorum of ${needed} of ${validators.length} validators`);
+    throw new ProofInvalid(`${where}${seen.size} signatures, below the quorum of ${needed} `
+      + `of ${validators.length} validators`);
   }
   return needed;
 }
@@ -125,7 +128,8 @@ async function walkChanges(changes, chainId, genesis, height, checks) {
     const h = change.block.header;
     const where = `validator change: validator_changes[${i}] (block ${h.height}): `;
     if (h.chainId !== chainId) {
-      throw new ProofInvalid(`${where}header.chain_id is ${repr(h.chainId)}, not the genesis chain id ${repr(chainId)}`);
+      throw new ProofInvalid(`${where}header.chain_id is ${repr(h.chainId)}, `
+        + `not the genesis chain id ${repr(chainId)}`);
     }
     if (!(previous < h.height && h.height < height)) {
       throw new ProofInvalid(`${where}its height must be above ${previous} (the previous step's) `
@@ -144,7 +148,9 @@ async function walkChanges(changes, chainId, genesis, height, checks) {
     if (!equal(h.nextValidatorsHash, await validatorsHash(next))) {
       throw new ProofInvalid(`${where}header.next_validators_hash is not the hash of its validators`);
     }
-    if (equal(h.nextValidatorsHash, h.validatorsHash)) throw new ProofInvalid(`${where}the validators do not change after this block`);
+    if (equal(h.nextValidatorsHash, h.validatorsHash)) {
+      throw new ProofInvalid(`${where}the validators do not change after this block`);
+    }
     checks.push(`validator change ${i + 1}: block ${h.height} (hash ${toHex(change.block.blockHash)}), signed by `
       + `${change.block.signatures.length} of its ${inForce.length} validators (quorum ${needed}), hands over to `
       + `the ${next.length} validators it lists`);
@@ -212,7 +218,9 @@ function fieldFault(obj) {
 
 function decodeTx(raw) {
   const malformed = (detail) => new ProofInvalid(`transaction: tx is not a canonical transaction (${detail})`);
-  if (raw.length > TX_BYTES_MAX) throw malformed(`oversize: transaction is ${raw.length} bytes, more than ${TX_BYTES_MAX}`);
+  if (raw.length > TX_BYTES_MAX) {
+    throw malformed(`oversize: transaction is ${raw.length} bytes, more than ${TX_BYTES_MAX}`);
+  }
   let obj;
   try {
     obj = decodeCanonical(raw);
@@ -227,7 +235,9 @@ function decodeTx(raw) {
 
 async function checkTransaction(parts, chainId) {
   const tx = decodeTx(parts.tx);
-  if (tx.chainId !== chainId) throw new ProofInvalid(`transaction: tx chain id ${repr(tx.chainId)} is not ${repr(chainId)}`);
+  if (tx.chainId !== chainId) {
+    throw new ProofInvalid(`transaction: tx chain id ${repr(tx.chainId)} is not ${repr(chainId)}`);
+  }
   const signing = concat(TX_PREFIX, [0x97], parts.tx.subarray(1, parts.tx.length - 66));
   if (!await verifyEd25519(tx.sender, signing, tx.signature)) {
     throw new ProofInvalid("transaction: the client signature of tx does not verify");
@@ -261,7 +271,9 @@ async function verifyTransaction(proof, chainId, genesis) {
   checks.push(`the transaction ${toHex(parts.txHash)} (${tx.family}.${tx.op}) is canonical, of this chain, `
     + `and signed by its sender ${toHex(tx.sender)}`);
   const h = parts.block.header;
-  if (parts.index >= h.txCount) throw new ProofInvalid(`index: index ${parts.index} is not below header.tx_count ${h.txCount}`);
+  if (parts.index >= h.txCount) {
+    throw new ProofInvalid(`index: index ${parts.index} is not below header.tx_count ${h.txCount}`);
+  }
   if (!await verifyPath(parts.txHash, parts.index, h.txCount, parts.txPath, h.txRoot)) {
     throw new ProofInvalid(`tx path: tx_path does not prove tx_hash at index ${parts.index} under header.tx_root`);
   }
@@ -296,11 +308,16 @@ async function verifyState(proof, chainId, genesis) {
   const block = parseCertified(top, "");
   const changes = parseChanges(top);
   const checks = ["the proof has the shape of a state proof (docs/proofs.md section 6, version 1)"];
-  if (!equal(stateKeyOf(family, top.key), stateKey)) throw new ProofInvalid("state key: state_key is not the state key of family and key");
+  if (!equal(stateKeyOf(family, top.key), stateKey)) {
+    throw new ProofInvalid("state key: state_key is not the state key of family and key");
+  }
   const kh = await sha256(stateKey);
   const keyBucket = bucketOf(kh);
-  if (bucket !== BigInt(keyBucket)) throw new ProofInvalid(`bucket: the key hash is in bucket ${keyBucket}, not ${bucket}`);
-  checks.push(`the state key is that of ${family} ${JSON.stringify(top.key)}, in bucket ${keyBucket} of the state tree`);
+  if (bucket !== BigInt(keyBucket)) {
+    throw new ProofInvalid(`bucket: the key hash is in bucket ${keyBucket}, not ${bucket}`);
+  }
+  checks.push(`the state key is that of ${family} ${JSON.stringify(top.key)}, `
+    + `in bucket ${keyBucket} of the state tree`);
   await checkStateValue(family, blob, keyBucket, kh, value, top.result);
   checks.push(value === null
     ? "no record of the bucket holds the key: it is absent"
