@@ -151,7 +151,11 @@ def test_the_documented_examples_verify_with_what_they_establish(page: "WebDrive
 
 def test_sha256_and_the_genesis_reader_agree_with_python(page: "WebDriver", tmp_path: Path) -> None:
     alliance("testnet", "--nodes", "4", "--out", str(tmp_path / "net"), "--base-port", str(NODE_BASE_PORT + 100))
-    texts = [proof_example.genesis_toml(), (tmp_path / "net" / "genesis.toml").read_text()]
+    unusual = proof_example.GENESIS.to_dict()
+    unusual["chain_id"] = 'acme "invoices" \\ \u00e9\U0001f600 # not a comment'
+    unusual["clients"][0]["name"] = "cliént 'one'"
+    texts = [proof_example.genesis_toml(), (tmp_path / "net" / "genesis.toml").read_text(),
+             "# a comment\n" + tomli_w.dumps(unusual).replace("\n[[", "  # trailing\n\n[[", 1)]
     data = [b"", b"abc", proof_example.DOCUMENT, bytes(range(256)) * 5]
     script = """
     const [texts, data, bad, done] = arguments;
@@ -202,6 +206,8 @@ def _tx_proof_tamperings() -> list[dict[str, Any]]:
         cases.append(_case(f"doc: {name}", proof, chain_id, validators))
     proof, chain_id, validators = test_proof._doc_example()
     cases.append(_case("no genesis validators", proof, chain_id, []))
+    for other in ("it's", 'say "hi"', "a'b\"c\\\n\t\x01"):
+        cases.append(_case(f"genesis chain id {other!r}", proof, other, validators))
     return cases
 
 

@@ -2,7 +2,7 @@
 // as node/chain/proof.py checks it, with the same reasons. Values come from json.js (integers as
 // BigInt) or from JSON.parse (integers as Numbers, where 4.0 and 4 can no longer be told apart).
 
-import { fromHex } from "./bytes.js";
+import { compareBytes, fromHex } from "./bytes.js";
 import { JsonFloat } from "./json.js";
 
 export const UINT64_MAX = (1n << 64n) - 1n;
@@ -29,17 +29,27 @@ export function isObject(value) {
     && !(value instanceof Uint8Array);
 }
 
-// Python's repr of a simple str, for reasons that read like the CLI's.
-export const repr = (text) => `'${text}'`;
+// Python's repr of a str (its ASCII escapes; other characters as they are), so that reasons read
+// exactly as the CLI's.
+export function repr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const named = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  const body = Array.from(text, (c) => named[c] ?? (c === quote ? `\\${c}`
+    : c < " " || c === "\x7f" ? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}` : c)).join("");
+  return `${quote}${body}${quote}`;
+}
 
 export function jsonObject(value, keys, where) {
   if (!isObject(value)) throw new ProofInvalid(`shape: ${where} must be an object`);
   const missing = keys.find((k) => !has(value, k));
   if (missing !== undefined) throw new ProofInvalid(`shape: ${where} lacks the key ${repr(missing)}`);
-  const extra = Object.keys(value).filter((k) => !keys.includes(k)).sort();
+  const extra = Object.keys(value).filter((k) => !keys.includes(k)).sort(byCodePoint);
   if (extra.length) throw new ProofInvalid(`shape: ${where} has the unknown key ${repr(extra[0])}`);
   return value;
 }
+
+const utf8 = new TextEncoder();
+const byCodePoint = (a, b) => compareBytes(utf8.encode(a), utf8.encode(b)); // Python's order of str
 
 export function isInteger(value) {
   return typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value));
