@@ -9,7 +9,7 @@ export const UINT64_MAX = (1n << 64n) - 1n;
 const LOWER_HEX = /^(?:[0-9a-f]{2})+$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-export const PROOF_KEYS = ["version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header",
+const PROOF_KEYS = ["version", "tx_hash", "tx", "receipt", "index", "tx_path", "receipt_path", "header",
   "commit", "validator_changes"];
 export const STATE_PROOF_KEYS = ["version", "family", "key", "state_key", "state_value", "result", "bucket",
   "records", "siblings", "header", "commit", "validator_changes"];
