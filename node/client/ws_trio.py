@@ -12,6 +12,7 @@ from trio_websocket import (
     ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url,
 )
 
+from node.client.auth import Credentials, unreachable
 from node.client.errors import NodeUnreachable
 from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
@@ -19,8 +20,10 @@ from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refus
 class AsyncEventStream(Generic[E]):
     """A subscription on a socket of its own, used as `async with stream: async for event in stream`."""
 
-    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float) -> None:
+    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float,
+                 credentials: Credentials = Credentials()) -> None:
         self.url = url
+        self._credentials = credentials
         self._subscription: Subscription[E] = subscription
         self._open_timeout_s = open_timeout_s
         self._pending: collections.deque[E] = collections.deque()
@@ -29,12 +32,17 @@ class AsyncEventStream(Generic[E]):
 
     async def __aenter__(self) -> AsyncEventStream[E]:
         try:
+            tls = self._credentials.ssl_context() if self.url.startswith("wss:") else None
+            headers = [(name.lower().encode(), value.encode()) for name, value in self._credentials.headers().items()]
             self._ws = await self._stack.enter_async_context(open_websocket_url(
-                self.url, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s
+                self.url, tls, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s,
+                extra_headers=headers,
             ))
         except ConnectionRejected as exc:
             raise handshake_refused(self.url, exc.status_code, exc.body) from None
-        except (OSError, HandshakeError) as exc:
+        except OSError as exc:  # refused, or a TLS failure (an untrusted certificate, say)
+            raise unreachable(self.url, exc) from None
+        except HandshakeError as exc:
             raise NodeUnreachable(f"cannot open the event stream {self.url}: {exc!r}") from None
         try:
             await self._subscribe()
