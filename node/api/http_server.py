@@ -284,6 +284,7 @@ def _config(sock: socket.socket, limits: Limits, tls: TlsFiles | None) -> Config
     config = Config()
     if tls is not None:  # Hypercorn serves an fd:// bind over TLS once a certificate and key are set
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+        config.alpn_protocols = ["http/1.1"]  # the limits above are those of HTTP/1.1 (h11), not of HTTP/2
         if tls.client_ca is not None:
             config.ca_certs = str(tls.client_ca)
             config.verify_mode = ssl.CERT_REQUIRED

@@ -3,6 +3,7 @@ certificate, and a client certificate (docs/sdk.md, "TLS and tokens"); and the e
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ class Credentials:
         return context
 
 
+CLIENT_CERT_HINT = "; a node that asks for client certificates needs one (client_cert, --client-cert)"
+
+
 def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
     """The one-line error of a connection that failed, saying so plainly when the node's certificate is not trusted."""
     text = str(exc)
@@ -47,8 +51,10 @@ def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
                                "give the CA that signed it (ca_file, --ca)")
     if isinstance(exc, ssl.SSLError) or "SSL" in text or "TLS" in text:
         first = text.splitlines()[0] if text else repr(exc)
-        return NodeUnreachable(f"cannot reach node at {url}: TLS handshake failed ({first}); a node that asks "
-                               "for client certificates needs one (client_cert, --client-cert)")
+        return NodeUnreachable(f"cannot reach node at {url}: TLS handshake failed ({first}){CLIENT_CERT_HINT}")
+    if url.startswith(("https:", "wss:")) and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
+        # TLS 1.3: a node that asks for a client certificate closes the connection after the handshake.
+        return NodeUnreachable(f"cannot reach node at {url}: {exc}{CLIENT_CERT_HINT}")
     return NodeUnreachable(f"cannot reach node at {url}: {exc}")
 
 
