@@ -110,6 +110,9 @@ def access_policy(config: NodeConfig) -> AccessPolicy:
     if tokens and tls is None and not is_loopback(config.rpc_listen.host):
         log.warning("event=rpc_tokens_in_clear listen=%s reason=%r", config.rpc_listen,
                     "tokens are accepted without TLS on a non-loopback address: anyone on the path can read them")
+    if config.rpc_access == "closed" and not tokens:
+        log.warning("event=rpc_closed_without_tokens listen=%s reason=%r", config.rpc_listen,
+                    "access is closed and no token is configured: every RPC request is refused (docs/configuration.md)")
     return AccessPolicy(config.rpc_access, tokens)
 
 

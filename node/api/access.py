@@ -78,7 +78,7 @@ class AccessPolicy:
 
     @property
     def everything_open(self) -> bool:
-        """Whether no request needs a token (so bodies need not be looked at)."""
+        """Whether no request needs a token."""
         return self.anonymous == frozenset(ROLES)
 
     def roles_of(self, token: str | None) -> frozenset[str] | None:
@@ -207,9 +207,10 @@ class AccessGate:
 
     async def admit_call(self, scope: Scope, body: bytes, send: Send) -> bool:
         """Whether a JSON-RPC body (every call of a batch) may be answered; if not, the refusal is sent."""
-        if self.policy.everything_open:
-            return True
-        refusal = self._refusal(bearer_token(scope), roles_needed(body))
+        token = bearer_token(scope)
+        if token is None and self.policy.everything_open:
+            return True  # the body need not be looked at
+        refusal = self._refusal(token, roles_needed(body))
         if refusal is not None:
             status, obj, extra = refusal
             await respond_json(send, status, obj, extra=extra)

@@ -4,6 +4,7 @@ new [rpc]/[metrics] settings and the start-up check of TLS files: no node proces
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from node.api.tls import check_tls
 from node.config import TlsFiles, load_config
 from node.errors import ConfigError
 from node.ops.metrics import Metrics
+from node.server import access_policy
 from tests.e2e.tls_certs import make_certs
 
 TOKENS = {"reader": ("read",), "submitter": ("read", "submit"), "watcher": ("subscribe",)}
@@ -206,3 +208,26 @@ def test_tls_files_checked_at_start(tmp_path: Path) -> None:
     certs.server_key.chmod(0o640)
     with pytest.raises(ConfigError, match="metrics.tls_key .* accessible by group or others"):
         check_tls(TlsFiles(certs.server_cert, certs.server_key), "metrics")
+
+
+def test_the_start_logs_the_mode_and_warns_of_tokens_in_clear(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    add_token(tmp_path / "tokens.toml", "app", ["read"])
+    config = load_config(_home(tmp_path, 'listen = "0.0.0.0:1"\ntokens_file = "tokens.toml"'))
+    with caplog.at_level(logging.INFO, logger="alliance.node"):
+        policy = access_policy(config)
+    assert policy.mode == "closed" and len(policy.tokens) == 1
+    assert "event=rpc_access mode=closed tokens=1 tls=off" in caplog.text
+    assert "event=rpc_tokens_in_clear" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="alliance.node"):
+        (tmp_path / "other").mkdir()
+        access_policy(load_config(_home(tmp_path / "other", 'listen = "0.0.0.0:1"')))
+    assert "event=rpc_closed_without_tokens" in caplog.text and "rpc_tokens_in_clear" not in caplog.text
+
+
+def test_an_unknown_token_is_refused_even_when_open() -> None:
+    gate = AccessGate(AccessPolicy("open"), Metrics())
+    sent = Sent()
+    assert trio.run(gate.admit_call, {"headers": []}, body("send_tx"), Sent())
+    assert not trio.run(gate.admit_call, {"headers": [(b"authorization", b"Bearer revoked")]}, body("status"), sent)
+    assert sent.messages[0]["status"] == 401
