@@ -58,6 +58,7 @@ class Limits:
     keep_alive_timeout_s: float = 5.0
     read_timeout_s: int = 75  # silence that closes any connection: above send_tx's longest wait (60 s)
     ws_ping_interval_s: float = 25.0  # pings a WebSocket peer must answer within read_timeout_s
+    tls_handshake_timeout_s: float = 5.0  # as for a request head: a connection not yet counted in the caps
 
 
 class BodyTooLarge(Exception):
@@ -285,6 +286,7 @@ def _config(sock: socket.socket, limits: Limits, tls: TlsFiles | None) -> Config
     if tls is not None:  # Hypercorn serves an fd:// bind over TLS once a certificate and key are set
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
         config.alpn_protocols = ["http/1.1"]  # the limits above are those of HTTP/1.1 (h11), not of HTTP/2
+        config.ssl_handshake_timeout = limits.tls_handshake_timeout_s
         if tls.client_ca is not None:
             config.ca_certs = str(tls.client_ca)
             config.verify_mode = ssl.CERT_REQUIRED

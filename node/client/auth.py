@@ -44,18 +44,28 @@ CLIENT_CERT_HINT = "; a node that asks for client certificates needs one (client
 
 def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
     """The one-line error of a connection that failed, saying so plainly when the node's certificate is not trusted."""
-    text = str(exc)
-    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-        detail = getattr(exc, "verify_message", None) or "certificate verify failed"
+    causes = _causes(exc)
+    text = "; ".join(str(cause) for cause in causes if str(cause))
+    verify = [cause for cause in causes if isinstance(cause, ssl.SSLCertVerificationError)]
+    if verify or "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = (verify[0].verify_message if verify else None) or "certificate verify failed"
         return NodeUnreachable(f"cannot reach node at {url}: its TLS certificate is not trusted ({detail}); "
                                "give the CA that signed it (ca_file, --ca)")
-    if isinstance(exc, ssl.SSLError) or "SSL" in text or "TLS" in text:
+    if any(isinstance(cause, ssl.SSLError) for cause in causes) or "SSL" in text or "TLS" in text:
         first = text.splitlines()[0] if text else repr(exc)
         return NodeUnreachable(f"cannot reach node at {url}: TLS handshake failed ({first}){CLIENT_CERT_HINT}")
     if url.startswith(("https:", "wss:")) and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
         # TLS 1.3: a node that asks for a client certificate closes the connection after the handshake.
         return NodeUnreachable(f"cannot reach node at {url}: {exc}{CLIENT_CERT_HINT}")
-    return NodeUnreachable(f"cannot reach node at {url}: {exc}")
+    return NodeUnreachable(f"cannot reach node at {url}: {text or repr(exc)}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from (httpx and trio wrap the ssl module's errors)."""
+    found = [exc]
+    while len(found) < 8 and (inner := found[-1].__cause__ or found[-1].__context__) is not None:
+        found.append(inner)
+    return found
 
 
 def access_denied(url: str, status: int, body: bytes) -> AccessDenied | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ssl
 from types import TracebackType
 from typing import Generic
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -33,6 +35,8 @@ class AsyncEventStream(Generic[E]):
     async def __aenter__(self) -> AsyncEventStream[E]:
         try:
             tls = self._credentials.ssl_context() if self.url.startswith("wss:") else None
+            if tls is not None:
+                await self._check_tls(tls)
             headers = [(name.lower().encode(), value.encode()) for name, value in self._credentials.headers().items()]
             self._ws = await self._stack.enter_async_context(open_websocket_url(
                 self.url, tls, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s,
@@ -50,6 +54,19 @@ class AsyncEventStream(Generic[E]):
             await self._stack.aclose()
             raise
         return self
+
+    async def _check_tls(self, tls: ssl.SSLContext) -> None:
+        """A TLS handshake of its own first: trio_websocket turns a failed one (an untrusted certificate)
+        into a timeout, which would not say what is wrong."""
+        parts = urlsplit(self.url)
+        with trio.move_on_after(self._open_timeout_s):
+            stream = await trio.open_ssl_over_tcp_stream(parts.hostname or "", parts.port or 443, ssl_context=tls)
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:  # the ssl module's error is its cause
+                raise unreachable(self.url, exc) from None
+            finally:
+                await trio.aclose_forcefully(stream)
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self._stack.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.request
@@ -20,7 +21,7 @@ from websockets.sync.client import connect
 
 from node.client import AsyncClient, Client, Forbidden, NodeUnreachable, Unauthenticated, load_key
 from node.client.errors import ERROR_CLASSES, NotAuthorised
-from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, _port_free, alliance, wait_for
+from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, alliance, wait_for
 from tests.e2e.tls_certs import Certs, make_certs
 
 BASE_PORTS = (30100, 30130, 30160)  # this module's share of the ports
@@ -59,6 +60,17 @@ class TlsNode:
 
 
 ROLES = {"reader": "read", "submitter": "read,submit", "watcher": "subscribe", "everything": "read,submit,subscribe"}
+
+
+def _port_free(port: int) -> bool:
+    """Whether the node could bind `port` (it sets SO_REUSEADDR: a port in TIME_WAIT is free to it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _configure(home: Path, certs: Certs) -> dict[str, str]:
@@ -139,6 +151,10 @@ def test_an_untrusted_certificate_or_no_client_certificate_is_one_line(node: Tls
         node.client(ca=node.certs.other_ca).get_status()
     with pytest.raises(NodeUnreachable, match="client_cert"):
         node.client(client_cert=False).get_status()
+    with pytest.raises(NodeUnreachable, match="not trusted"):
+        node.client("everything", ca=node.certs.other_ca).blocks()
+    with pytest.raises(NodeUnreachable):
+        node.client("everything", client_cert=False).blocks()
 
 
 def test_sync_client_roles(node: TlsNode) -> None:
@@ -162,6 +178,9 @@ def test_ws_needs_the_subscribe_role(node: TlsNode) -> None:
         node.client().blocks()
     with pytest.raises(Forbidden):
         node.client("reader").blocks()
+    with node.client("everything") as client, client.blocks() as blocks:
+        info = client.kv_put("wss", "v")
+        assert wait_for(lambda: blocks.next_event(DEADLINE_S).height >= info.height, "the block over wss")
     context = ssl.create_default_context(cafile=str(node.certs.ca))
     context.load_cert_chain(node.certs.client_cert, node.certs.client_key)
     url = node.url.replace("https:", "wss:") + "/ws?access_token=" + node.tokens["watcher"]  # as a browser does
@@ -194,6 +213,13 @@ def test_trio_client_and_wss_subscription(node: TlsNode) -> None:
                                client_cert=node.certs.client_cert, client_key=node.certs.client_key) as reader:
             with pytest.raises(Forbidden):
                 await reader.kv_put("trio", "w")
+        async with AsyncClient(node.url, ca_file=node.certs.other_ca, client_cert=node.certs.client_cert,
+                               client_key=node.certs.client_key) as untrusting:
+            with pytest.raises(NodeUnreachable, match="not trusted"):
+                await untrusting.get_status()
+            with pytest.raises(NodeUnreachable, match="not trusted"):
+                async with untrusting.blocks():
+                    pass
 
     trio.run(main)
 
