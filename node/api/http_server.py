@@ -320,7 +320,8 @@ async def serve_http(
     guarded = _Guard(route(app, websocket), limits, local)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_reset_all_when_cancelled, local)
-        serve = partial(hypercorn.trio.serve, guarded, _config(sock, limits, tls), mode="asgi")  # type: ignore[arg-type]
+        config = _config(sock, limits, tls)
+        serve = partial(hypercorn.trio.serve, guarded, config, mode="asgi")  # type: ignore[arg-type]
         await nursery.start(serve)
         task_status.started()
 

@@ -21,8 +21,9 @@ def _readable(path: Path, what: str) -> None:
 
 
 def check_tls(files: TlsFiles, section: str) -> None:
-    """Checks `files` (the [section] tls_* settings) as Hypercorn will load them: ConfigError for a file that is missing,
-    unreadable or not what it should be, a key readable by group or others, or a key not of the certificate."""
+    """Checks `files` (the [section] tls_* settings) as Hypercorn will load them: ConfigError for a file
+    that is missing, unreadable or not what it should be, a key readable by group or others, or a key
+    not of the certificate."""
     _readable(files.cert, f"{section}.tls_cert")
     _readable(files.key, f"{section}.tls_key")
     mode = files.key.stat().st_mode

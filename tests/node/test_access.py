@@ -179,8 +179,8 @@ def test_access_defaults_by_listen_address(tmp_path: Path, listen: str, access: 
 
 
 def test_tls_and_access_settings(tmp_path: Path) -> None:
-    config = load_config(_home(tmp_path, 'tls_cert = "c.pem"\ntls_key = "k.pem"\ntls_client_ca = "ca.pem"\n'
-                                         'access = "read"\ntokens_file = "t.toml"', 'tls_cert = "m.pem"\ntls_key = "mk.pem"'))
+    rpc = 'tls_cert = "c.pem"\ntls_key = "k.pem"\ntls_client_ca = "ca.pem"\naccess = "read"\ntokens_file = "t.toml"'
+    config = load_config(_home(tmp_path, rpc, 'tls_cert = "m.pem"\ntls_key = "mk.pem"'))
     assert config.rpc_tls == TlsFiles(tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem")
     assert config.metrics_tls == TlsFiles(tmp_path / "m.pem", tmp_path / "mk.pem")
     assert config.rpc_access == "read" and config.rpc_tokens_file == tmp_path / "t.toml"
