@@ -26,7 +26,8 @@ from node.ops.metrics import Metrics
 
 READ, SUBMIT, SUBSCRIBE = "read", "submit", "subscribe"
 ROLES = (READ, SUBMIT, SUBSCRIBE)
-ANONYMOUS_ROLES = {"open": frozenset(ROLES), "read": frozenset({READ}), "closed": frozenset()}
+ALL_ROLES = frozenset(ROLES)
+ANONYMOUS_ROLES = {"open": ALL_ROLES, "read": frozenset({READ}), "closed": frozenset()}
 SUBMIT_METHODS = frozenset({"send_tx"})
 SOCKET_METHODS = frozenset({"subscribe", "unsubscribe"})  # the /ws connection's own; /ws needs SUBSCRIBE anyway
 TOKENS_MAX = 10_000
@@ -79,7 +80,7 @@ class AccessPolicy:
     @property
     def everything_open(self) -> bool:
         """Whether no request needs a token."""
-        return self.anonymous == frozenset(ROLES)
+        return self.anonymous == ALL_ROLES
 
     def roles_of(self, token: str | None) -> frozenset[str] | None:
         """What a request with `token` (None: none) may do; None for a token that is not known."""
@@ -229,6 +230,8 @@ class AccessGate:
     def refuse_frame(self, roles: frozenset[str], body: bytes) -> tuple[bool, Any]:
         """Whether a /ws request needs a role its connection lacks, and if so its answer: an error per
         call that expects one (None when none does)."""
+        if roles == ALL_ROLES:
+            return False, None  # the frame need not be looked at
         needed = roles_needed(body)
         if needed <= roles:
             return False, None

@@ -10,7 +10,7 @@ from typing import Generic
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from node.client.auth import Credentials, unreachable
+from node.client.auth import CLIENT_CERT_HINT, Credentials, unreachable
 from node.client.errors import NodeUnreachable
 from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
@@ -34,7 +34,11 @@ class EventStream(Generic[E]):
             raise handshake_refused(url, exc.response.status_code, bytes(exc.response.body)) from None
         except OSError as exc:  # refused, or a TLS failure (an untrusted certificate, say)
             raise unreachable(url, exc) from None
-        except (TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (ConnectionClosed, InvalidHandshake) as exc:
+            # TLS 1.3: a node that wants a client certificate closes the connection after the TLS handshake.
+            hint = CLIENT_CERT_HINT if url.startswith("wss:") else ""
+            raise NodeUnreachable(f"cannot open the event stream {url}: {exc}{hint}") from None
+        except (TimeoutError, InvalidURI) as exc:
             raise NodeUnreachable(f"cannot open the event stream {url}: {exc}") from None
         try:
             self._send_subscribe(open_timeout_s)

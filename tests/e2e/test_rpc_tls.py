@@ -153,7 +153,7 @@ def test_an_untrusted_certificate_or_no_client_certificate_is_one_line(node: Tls
         node.client(client_cert=False).get_status()
     with pytest.raises(NodeUnreachable, match="not trusted"):
         node.client("everything", ca=node.certs.other_ca).blocks()
-    with pytest.raises(NodeUnreachable):
+    with pytest.raises(NodeUnreachable, match="client_cert"):
         node.client("everything", client_cert=False).blocks()
 
 
