@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from node.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("logfmt", "json")
+ACCESS_MODES = ("open", "read", "closed")  # what an anonymous RPC request may do (docs/configuration.md)
 PORTS = (1, 65535)
 
 # section -> key -> default; "" is the top level. The default's type is the setting's type.
@@ -23,9 +25,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "log_level": "info",
         "log_format": "logfmt",
     },
-    "rpc": {"listen": "127.0.0.1:26600"},
+    # Paths are relative to the node home; "" is unset. access "" is the default for the listen address.
+    "rpc": {"listen": "127.0.0.1:26600", "tls_cert": "", "tls_key": "", "tls_client_ca": "", "access": "",
+            "tokens_file": ""},
     "p2p": {"listen": "127.0.0.1:26601"},
-    "metrics": {"listen": "127.0.0.1:26602"},
+    "metrics": {"listen": "127.0.0.1:26602", "tls_cert": "", "tls_key": ""},
     "consensus": {"round_timeout_ms": 1000, "round_timeout_max_ms": 30000},
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
@@ -61,6 +65,15 @@ class Address:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A listener's certificate and key, and the CA its clients' certificates must chain to (None: none asked)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     home: Path
     name: str
@@ -82,7 +95,17 @@ class NodeConfig:
     snapshot_timeout_ms: int
     retain_blocks: int  # 0 keeps every block
     archive_dir: Path | None  # where blocks are archived before they are pruned
+    rpc_tls: TlsFiles | None = None  # None: plain HTTP
+    rpc_access: str = "open"  # one of ACCESS_MODES
+    rpc_tokens_file: Path | None = None
+    metrics_tls: TlsFiles | None = None
 
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -159,12 +182,33 @@ def _check_ranges(values: dict[str, Any], path: Path) -> None:
     if 0 < retain < RETAIN_BLOCKS_MIN:
         raise ConfigError(f"{path}: storage.retain_blocks = {retain} is too few: 0 keeps every block, "
                           f"otherwise at least {RETAIN_BLOCKS_MIN} (peers catching up fetch from the retained blocks)")
-    for name, choices in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
-        if values[name] not in choices:
+    for name, choices in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS), ("rpc.access", ACCESS_MODES)):
+        if values[name] not in choices and not (name == "rpc.access" and values[name] == ""):
             raise ConfigError(f"{path}: {name} = {_shown(values[name])} must be one of {', '.join(choices)}")
+    _check_tls(values, path)
+
+
+def _check_tls(values: dict[str, Any], path: Path) -> None:
+    for section in ("rpc", "metrics"):
+        cert, key = values[f"{section}.tls_cert"], values[f"{section}.tls_key"]
+        if bool(cert) != bool(key):
+            given, missing = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
+            raise ConfigError(f"{path}: {section}.{given} is set without {section}.{missing}: TLS needs both")
+    if values["rpc.tls_client_ca"] and not values["rpc.tls_cert"]:
+        raise ConfigError(f"{path}: rpc.tls_client_ca needs rpc.tls_cert and rpc.tls_key (client certificates "
+                          "are asked for in the TLS handshake)")
+
+
+def _tls(home: Path, v: dict[str, Any], section: str) -> TlsFiles | None:
+    if not v[f"{section}.tls_cert"]:
+        return None
+    ca = v.get(f"{section}.tls_client_ca", "")
+    return TlsFiles(home / v[f"{section}.tls_cert"], home / v[f"{section}.tls_key"], home / ca if ca else None)
 
 
 def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
+    rpc_listen = parse_address(v["rpc.listen"], "rpc.listen")
+    access = v["rpc.access"] or ("open" if is_loopback(rpc_listen.host) else "closed")
     return NodeConfig(
         home=home,
         name=v["name"],
@@ -173,7 +217,7 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         data_dir=home / v["data_dir"],
         log_level=v["log_level"],
         log_format=v["log_format"],
-        rpc_listen=parse_address(v["rpc.listen"], "rpc.listen"),
+        rpc_listen=rpc_listen,
         p2p_listen=parse_address(v["p2p.listen"], "p2p.listen"),
         metrics_listen=parse_address(v["metrics.listen"], "metrics.listen"),
         round_timeout_ms=v["consensus.round_timeout_ms"],
@@ -186,4 +230,8 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         snapshot_timeout_ms=v["sync.snapshot_timeout_ms"],
         retain_blocks=v["storage.retain_blocks"],
         archive_dir=home / v["storage.archive_dir"] if v["storage.archive_dir"] else None,
+        rpc_tls=_tls(home, v, "rpc"),
+        rpc_access=access,
+        rpc_tokens_file=home / v["rpc.tokens_file"] if v["rpc.tokens_file"] else None,
+        metrics_tls=_tls(home, v, "metrics"),
     )

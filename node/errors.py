@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     REFUSED = 4  # the node answered with an error
     NOT_FOUND = 5  # the block, transaction or record asked for does not exist
     VERIFICATION_FAILED = 6  # a proof or a stored chain did not verify
+    DENIED = 7  # the node refused access (HTTP 401/403): no token, an unknown one, or one without the role
 
 
 class AllianceError(Exception):

@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 from consensus.config import ReplicaConfig
 from consensus.quorum import fault_tolerance
 from consensus.replica import Replica
+from node.api.access import AccessGate, AccessPolicy, load_tokens
 from node.api.endpoints import OpsApp, RpcApp
 from node.api.http_server import bind, serve_http
 from node.api.lookup import ChainLookup
@@ -21,11 +22,12 @@ from node.api.members import MembershipGauges
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
 from node.api.subscriptions import Hub
+from node.api.tls import check_tls
 from node.api.ws import EventSocket
 from node.chain.crypto import NodeCrypto
 from node.chain.genesis import Genesis, load_genesis
 from node.chain.ledger import GenesisMismatch, Ledger
-from node.config import NodeConfig
+from node.config import NodeConfig, is_loopback
 from node.disk.safety_file import UNKNOWN
 from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restored_record, snapshot_root
 from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
@@ -92,6 +94,26 @@ def _log_role(role: str | None, key: bytes, height: int) -> None:
     # client transaction until governance admits it; it signs from the height it becomes a validator.
     log.info("event=node_follows key=%s height=%d role=%s", key.hex(), height,
              "observer" if role == "observers" else "none")
+
+
+def access_policy(config: NodeConfig) -> AccessPolicy:
+    """The RPC listener's access policy, its TLS files checked first; logged, with a warning when tokens
+    would cross the network in clear."""
+    for files, section in ((config.rpc_tls, "rpc"), (config.metrics_tls, "metrics")):
+        if files is not None:
+            check_tls(files, section)
+    tokens = load_tokens(config.rpc_tokens_file) if config.rpc_tokens_file is not None else []
+    tls = config.rpc_tls
+    log.info("event=rpc_access mode=%s tokens=%d tls=%s client_certs=%s metrics_tls=%s", config.rpc_access,
+             len(tokens), "on" if tls else "off", "required" if tls and tls.client_ca else "off",
+             "on" if config.metrics_tls else "off")
+    if tokens and tls is None and not is_loopback(config.rpc_listen.host):
+        log.warning("event=rpc_tokens_in_clear listen=%s reason=%r", config.rpc_listen,
+                    "tokens are accepted without TLS on a non-loopback address: anyone on the path can read them")
+    if config.rpc_access == "closed" and not tokens:
+        log.warning("event=rpc_closed_without_tokens listen=%s reason=%r", config.rpc_listen,
+                    "access is closed and no token is configured: every RPC request is refused (docs/configuration.md)")
+    return AccessPolicy(config.rpc_access, tokens)
 
 
 def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], None]:
@@ -164,12 +186,14 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
     """Runs a node until cancelled; raises AllianceError/StorageError for what stops it starting."""
     genesis = load_genesis(config.genesis_file)
     key = load_key(config.key_file)
+    policy = access_policy(config)
     crypto = NodeCrypto(key)
     with ExitStack() as stack:
         ledger = _open_ledger(config, genesis, stack)
         guarded = open_guarded(config, ledger.store, genesis)
         stack.callback(guarded.safety_file.close)
         metrics = Metrics()
+        gate = AccessGate(policy, metrics)
         ledger, guarded, joined = await _state_synced(config, genesis, key, ledger, guarded, metrics)
         replica = _replica(config, genesis, crypto, ledger, guarded)
         rpc_sock = stack.enter_context(bind(config.rpc_listen, "rpc.listen"))
@@ -239,8 +263,10 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                     if guarded.sign_from == UNKNOWN:
                         reports = fault_tolerance(len(ledger.members(ledger.height + 1).validators)) + 1
                         nursery.start_soon(learn_sign_from, syncer, replica, guarded.safety_file, reports)
-                    await nursery.start(partial(serve_http, RpcApp(rpc), rpc_sock, websocket=EventSocket(hub, rpc)))
-                    await nursery.start(serve_http, OpsApp(metrics, status), metrics_sock)
+                    await nursery.start(partial(serve_http, RpcApp(rpc, gate), rpc_sock,
+                                                websocket=EventSocket(hub, rpc, gate), tls=config.rpc_tls))
+                    await nursery.start(partial(serve_http, OpsApp(metrics, status), metrics_sock,
+                                                tls=config.metrics_tls))
                     log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
                              config.name, ledger.height, config.rpc_listen, config.p2p_listen,
                              config.metrics_listen, genesis.chain_id)

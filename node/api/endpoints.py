@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.api.access import AccessGate
 from node.api.http_server import RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
@@ -11,8 +12,9 @@ from node.ops.metrics import Metrics
 class RpcApp:
     """The ASGI app of the RPC listener's HTTP requests."""
 
-    def __init__(self, rpc: RpcService) -> None:
+    def __init__(self, rpc: RpcService, gate: AccessGate) -> None:
         self.rpc = rpc
+        self.gate = gate  # who may call what
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] != "/":
@@ -23,6 +25,8 @@ class RpcApp:
             body = await read_body(scope, receive, RPC_BODY_BYTES_MAX)
         except BodyTooLarge:
             return await respond_json(send, 413, {"error": f"request body over {RPC_BODY_BYTES_MAX} bytes"})
+        if not await self.gate.admit_call(scope, body, send):
+            return
         answer = await self.rpc.handle(body)
         if answer is None:
             return await respond(send, 204, b"")

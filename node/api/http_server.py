@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -19,7 +20,7 @@ import trio
 from hypercorn.config import Config
 
 from node.api.tcp_reset import reset_all, reset_connection
-from node.config import Address
+from node.config import Address, TlsFiles
 from node.errors import AllianceError
 from node.ops.ratelog import RateLog
 
@@ -57,6 +58,7 @@ class Limits:
     keep_alive_timeout_s: float = 5.0
     read_timeout_s: int = 75  # silence that closes any connection: above send_tx's longest wait (60 s)
     ws_ping_interval_s: float = 25.0  # pings a WebSocket peer must answer within read_timeout_s
+    tls_handshake_timeout_s: float = 5.0  # as for a request head: a connection not yet counted in the caps
 
 
 class BodyTooLarge(Exception):
@@ -71,17 +73,20 @@ class ClientGone(Exception):
     """The client disconnected before its request body was read."""
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
 async def respond(send: Send, status: int, body: bytes, content_type: str = "application/json",
-                  close: bool = False) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+                  close: bool = False, extra: Headers = ()) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *extra]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def respond_json(send: Send, status: int, obj: Any, close: bool = False) -> None:
-    await respond(send, status, json.dumps(obj, separators=(",", ":")).encode(), close=close)
+async def respond_json(send: Send, status: int, obj: Any, close: bool = False, extra: Headers = ()) -> None:
+    await respond(send, status, json.dumps(obj, separators=(",", ":")).encode(), close=close, extra=extra)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -110,10 +115,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def refuse_websocket(send: Send, status: int, obj: Any) -> None:
+async def refuse_websocket(send: Send, status: int, obj: Any, extra: Headers = ()) -> None:
     """Answers a WebSocket handshake with a plain HTTP response instead of accepting it."""
     body = json.dumps(obj, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
 
@@ -276,8 +281,15 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     await send({"type": "lifespan.shutdown.complete"})
 
 
-def _config(sock: socket.socket, limits: Limits) -> Config:
+def _config(sock: socket.socket, limits: Limits, tls: TlsFiles | None) -> Config:
     config = Config()
+    if tls is not None:  # Hypercorn serves an fd:// bind over TLS once a certificate and key are set
+        config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+        config.alpn_protocols = ["http/1.1"]  # the limits above are those of HTTP/1.1 (h11), not of HTTP/2
+        config.ssl_handshake_timeout = limits.tls_handshake_timeout_s
+        if tls.client_ca is not None:
+            config.ca_certs = str(tls.client_ca)
+            config.verify_mode = ssl.CERT_REQUIRED
     config.bind = [f"fd://{os.dup(sock.fileno())}"]  # the socket bound at start-up; Hypercorn owns the copy
     config.backlog = BACKLOG
     config.accesslog = None
@@ -292,9 +304,10 @@ def _config(sock: socket.socket, limits: Limits) -> Config:
 
 async def serve_http(
     app: App, sock: socket.socket, *, websocket: App | None = None, limits: Limits = Limits(),
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    tls: TlsFiles | None = None, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves `app` over HTTP (and WebSocket handshakes with `websocket`) on `sock` until cancelled.
+    """Serves `app` over HTTP, or HTTPS with `tls` (and WebSocket handshakes with `websocket`), on `sock`
+    until cancelled.
 
     Hypercorn shields its socket writes from cancellation, so a peer that stops reading
     would hold a write, its connection and the node's shutdown forever. Each request's
@@ -307,7 +320,8 @@ async def serve_http(
     guarded = _Guard(route(app, websocket), limits, local)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_reset_all_when_cancelled, local)
-        serve = partial(hypercorn.trio.serve, guarded, _config(sock, limits), mode="asgi")  # type: ignore[arg-type]
+        config = _config(sock, limits, tls)
+        serve = partial(hypercorn.trio.serve, guarded, config, mode="asgi")  # type: ignore[arg-type]
         await nursery.start(serve)
         task_status.started()
 

@@ -17,10 +17,12 @@ import logging
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import trio
 
+from node.api.access import AccessGate
 from node.api.http_server import RESET, YIELD, Receive, Scope, Send, refuse_websocket
 from node.api.rpc import RpcService
 from node.api.subscriptions import CONNECTIONS_MAX, Hub, Notification, Subscriber, Subscription, compact_json, dropped_text
@@ -47,20 +49,25 @@ _created: ContextVar[list[Subscription]] = ContextVar("created")
 class EventSocket:
     """The ASGI WebSocket app of /ws."""
 
-    def __init__(self, hub: Hub, rpc: RpcService) -> None:
+    def __init__(self, hub: Hub, rpc: RpcService, gate: AccessGate) -> None:
         self.hub = hub
         self.rpc = rpc
+        self.gate = gate  # who may open a connection, and call what on it
         self.sessions: list[_Session] = []  # oldest first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] != "/ws":
             return await refuse_websocket(send, 404, {"error": "not found; events are served at /ws"})
+        roles = await self.gate.admit_socket(scope, send)
+        if roles is None:
+            return
         subscriber = self.hub.connect()
         if subscriber is None and self._make_room():
             subscriber = self.hub.connect()
         if subscriber is None:
             return await refuse_websocket(send, 503, {"error": f"over {CONNECTIONS_MAX} WebSocket connections"})
-        session = _Session(self.hub, self.rpc, subscriber, receive, send, scope["state"][RESET])
+        session = _Session(self.hub, self.rpc, partial(self.gate.refuse_frame, roles), subscriber, receive, send,
+                           scope["state"][RESET])
         scope["state"][YIELD](session.idle, session.give_up)
         self.sessions.append(session)
         try:
@@ -82,10 +89,11 @@ class EventSocket:
 class _Session:
     """One connection: a reader, a writer, and the deadlines that reset it."""
 
-    def __init__(self, hub: Hub, rpc: RpcService, subscriber: Subscriber, receive: Receive, send: Send,
-                 reset: Callable[[], None]) -> None:
+    def __init__(self, hub: Hub, rpc: RpcService, refused: Callable[[bytes], tuple[bool, Any]], subscriber: Subscriber,
+                 receive: Receive, send: Send, reset: Callable[[], None]) -> None:
         self.hub = hub
         self.rpc = rpc
+        self.refused = refused  # whether this connection may not make a request, and the answer then
         self.methods = {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe}  # this connection's own
         self.subscriber = subscriber
         self.receive = receive
@@ -133,7 +141,9 @@ class _Session:
         created: list[Subscription] = []
         _created.set(created)
         request = _without_socket_notifications(body)
-        answer = None if request is None else await self.rpc.handle(request, self.methods)
+        refused, answer = (False, None) if request is None else self.refused(request)
+        if request is not None and not refused:
+            answer = await self.rpc.handle(request, self.methods)
         self.requests -= 1
         if answer is None:
             self.slots.release()

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
+
 from node.chain.genesis import load_genesis
 from node.chain.proof import VerifiedProof, verify_proof
 from node.chain.state_proof import VerifiedState, is_state_proof, verify_state_proof
@@ -67,6 +69,12 @@ def seconds(text: str) -> float:
 def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -> None:
     parser.add_argument("--rpc", type=rpc_url, default=os.environ.get("ALLIANCE_RPC", "http://127.0.0.1:26600"),
                         help="node RPC URL (default: $ALLIANCE_RPC or http://127.0.0.1:26600)")
+    parser.add_argument("--token", default=os.environ.get("ALLIANCE_TOKEN"),
+                        help="bearer token for a node with access control (default: $ALLIANCE_TOKEN)")
+    parser.add_argument("--ca", default=os.environ.get("ALLIANCE_CA"), metavar="FILE",
+                        help="CA certificate (PEM) of an https node (default: $ALLIANCE_CA, else the system's CAs)")
+    parser.add_argument("--client-cert", metavar="FILE", help="client certificate (PEM), for a node that asks for one")
+    parser.add_argument("--client-key", metavar="FILE", help="key of --client-cert, if not in the same file")
     commit = f"; the commit is waited for as long (at most 60 s), plus {COMMIT_MARGIN_S:g} s" if signing else ""
     parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help=f"seconds to wait for each answer of the node before giving up, exit 3{commit} "
@@ -79,10 +87,16 @@ def add_client_options(parser: argparse.ArgumentParser, signing: bool = False) -
         wait.add_argument("--no-wait", action="store_true", help="return once accepted, without waiting for commit")
 
 
+def connect(args: argparse.Namespace, timeout_s: float, key: SigningKey | None = None) -> Client:
+    """A client of --rpc with the command line's token and TLS files."""
+    return Client(args.rpc, timeout_s=timeout_s, key=key, token=args.token, ca_file=args.ca,
+                  client_cert=args.client_cert, client_key=args.client_key)
+
+
 def _client(args: argparse.Namespace) -> Client:
     """A client whose every request gives up after --timeout, plus the node's commit wait if there is one."""
     waits = hasattr(args, "no_wait") and not args.no_wait
-    return Client(args.rpc, timeout_s=args.timeout + (COMMIT_MARGIN_S if waits else 0))
+    return connect(args, args.timeout + (COMMIT_MARGIN_S if waits else 0))
 
 
 def add_genesis_option(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from node.chain.membership import CHANGE_FIELDS
-from node.cli.client_cmds import COMMIT_MARGIN_S, COMMIT_WAIT_MAX_S, TxFailed, UsageError, add_client_options
+from node.cli.client_cmds import COMMIT_MARGIN_S, COMMIT_WAIT_MAX_S, TxFailed, UsageError, add_client_options, connect
 from node.client import Client, InvalidInput, TxInfo
 from node.client.core import propose_args
 from node.errors import AllianceError, ExitCode
@@ -48,7 +48,7 @@ def change_of(kind: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.rpc, timeout_s=args.timeout + COMMIT_MARGIN_S, key=load_key(Path(args.key)))
+    return connect(args, args.timeout + COMMIT_MARGIN_S, load_key(Path(args.key)))
 
 
 def _committed(info: TxInfo, op: str) -> TxInfo:
@@ -93,12 +93,12 @@ def cmd_approve(args: argparse.Namespace) -> None:
 
 def cmd_members(args: argparse.Namespace) -> None:
     params = {} if args.height is None else {"height": args.height}
-    with Client(args.rpc, timeout_s=args.timeout) as client:
+    with connect(args, args.timeout) as client:
         print(json.dumps(client.call("get_members", **params), indent=2))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    with Client(args.rpc, timeout_s=args.timeout) as client:
+    with connect(args, args.timeout) as client:
         print(json.dumps(client.call("get_proposal", proposal=args.proposal), indent=2))
 
 

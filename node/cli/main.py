@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
-from node.cli import archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup, snapshot_cmd
+from node.cli import (
+    archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup, snapshot_cmd, token_cmd,
+)
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
 from node.ops.logs import stderr_is_journal
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parsers(sub, _command)
     snapshot_cmd.add_parser(sub, _command)
     archive_cmd.add_parser(sub, _command)
+    token_cmd.add_parser(sub, _command)
 
     p = _command(sub, "localnet", localnet.cmd_localnet, "run a local testnet as separate processes with a live view",
                  "Creates a testnet in --home if there is none, starts every node as its own process, shows "

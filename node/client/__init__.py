@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.client.core import build_tx, file_digest, generate_key, load_key, public_key_hex, save_key
 from node.client.errors import (
-    BadAnswer, CommitTimeout, DuplicateTx, InvalidInput, NoAnswer, NodeUnreachable, NotAuthorised, NotFound, Overloaded,
+    AccessDenied, BadAnswer, Forbidden, Unauthenticated, CommitTimeout, DuplicateTx, InvalidInput, NoAnswer, NodeUnreachable, NotAuthorised, NotFound, Overloaded,
     RpcError, SubscriptionDropped, TxRefused,
 )
 from node.client.sync import DEFAULT_RPC, Client
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_RPC", "AsyncClient", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
+    "DEFAULT_RPC", "AccessDenied", "AsyncClient", "Forbidden", "Unauthenticated", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
     "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
     "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
     "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "file_digest",

@@ -13,6 +13,7 @@ import trio
 from nacl.signing import SigningKey
 
 from node.chain.tx import Transaction
+from node.client.auth import Credentials, access_denied, unreachable
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
@@ -27,12 +28,17 @@ if TYPE_CHECKING:
 class AsyncClient:
     """A pooled keep-alive HTTP client of one node, for trio; `key` signs transactions."""
 
-    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None, *,
+                 token: str | None = None, ca_file: str | Path | None = None, client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None) -> None:
         split_url(url)  # a malformed URL is refused here, not at the first call
         self.url = url
         self._timeout_s = timeout_s
+        self.credentials = Credentials(token, ca_file, client_cert, client_key)
+        verify = self.credentials.ssl_context() if url.startswith("https:") else True
         # Proxy settings in the environment are ignored, as by Client and the event streams.
-        self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+        self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False, verify=verify,
+                                       headers=self.credentials.headers())
         self._core = Core(key)
 
     async def __aenter__(self) -> AsyncClient:
@@ -61,10 +67,13 @@ class AsyncClient:
                 f"no answer from node at {self.url} within {self._timeout_s} s; the request may still take effect"
             ) from None
         except httpx.HTTPError as exc:
-            raise NodeUnreachable(f"cannot reach node at {self.url}: {exc!r}") from None
+            raise unreachable(self.url, exc) from None
         if response.status_code == 204:
             return None
         body = response.content
+        denied = access_denied(self.url, response.status_code, body)
+        if denied is not None:
+            raise denied
         if response.status_code != 200:
             raise NodeUnreachable(f"node at {self.url} answered HTTP {response.status_code}: {body[:200]!r}")
         try:
@@ -167,14 +176,16 @@ class AsyncClient:
         """Every block the node commits from now on: `async with client.blocks() as blocks: async for ...`."""
         from node.client.ws_trio import AsyncEventStream
 
-        return AsyncEventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s)
+        return AsyncEventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s,
+                                self.credentials)
 
     async def wait_for_tx(self, tx_hash: str | bytes, timeout_s: float = 30) -> TxInfo:
         """The transaction once committed (at once if it already is); CommitTimeout after `timeout_s`."""
         from node.client.ws_trio import AsyncEventStream
 
         with trio.move_on_after(timeout_s):
-            async with AsyncEventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s) as stream:
+            async with AsyncEventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s,
+                                         self.credentials) as stream:
                 return await stream.next_event()
         raise wait_timed_out(tx_hash, timeout_s)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import AllianceError
+from node.errors import AllianceError, ExitCode
 
 
 class RpcError(Exception):
@@ -75,6 +75,20 @@ class NodeUnreachable(AllianceError):
 class NoAnswer(NodeUnreachable):
     """The request went out but no answer came within the client's timeout: it may still take effect
     (a transaction may still be accepted and commit). The client never sends it again by itself."""
+
+
+class AccessDenied(AllianceError):
+    """The node refused access: HTTP 401 or 403 (docs/configuration.md, "Access control")."""
+
+    exit_code = ExitCode.DENIED
+
+
+class Unauthenticated(AccessDenied):
+    """HTTP 401: a token is needed, or the one given is not known to the node."""
+
+
+class Forbidden(AccessDenied):
+    """HTTP 403: the token is known but lacks the role (read, submit, subscribe) the request needs."""
 
 
 class BadAnswer(AllianceError):

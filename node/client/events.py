@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from node.client.auth import access_denied
 from node.client.core import Core, hash_hex, result_of
-from node.client.errors import BadAnswer, CommitTimeout, NodeUnreachable, Overloaded, SubscriptionDropped
+from node.client.errors import AccessDenied, BadAnswer, CommitTimeout, NodeUnreachable, Overloaded, SubscriptionDropped
 from node.client.types import Block, TxInfo, block_from, tx_info_from
 
 # A block of many transactions makes a large notification; far above the node's own 1 MiB inbound limit.
@@ -21,9 +22,9 @@ E = TypeVar("E")
 
 
 def ws_url(rpc_url: str) -> str:
-    """The event endpoint of a node's http://HOST:PORT RPC address."""
+    """The event endpoint of a node's http://HOST:PORT (or https) RPC address."""
     parts = urlsplit(rpc_url)
-    return urlunsplit(("ws", parts.netloc, "/ws", "", ""))
+    return urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, "/ws", "", ""))
 
 
 class Subscription(Generic[E]):
@@ -94,9 +95,12 @@ def wait_timed_out(tx_hash: str | bytes, timeout_s: float) -> CommitTimeout:
     )
 
 
-def handshake_refused(url: str, status: int, body: bytes | None) -> Overloaded | NodeUnreachable:
+def handshake_refused(url: str, status: int, body: bytes | None) -> Overloaded | NodeUnreachable | AccessDenied:
     """The error of a WebSocket handshake the node answered with plain HTTP: Overloaded for 503 (all its
-    WebSocket connections are taken; retry later), NodeUnreachable otherwise."""
+    WebSocket connections are taken; retry later), AccessDenied for 401/403, NodeUnreachable otherwise."""
+    denied = access_denied(url, status, body or b"")
+    if denied is not None:
+        return denied
     reason = _refusal_reason(body or b"")
     if status == 503:
         return Overloaded(-32004, f"the node refused the event stream {url}: {reason}", {"http_status": status})

@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 
 from node.chain.tx import Transaction
 from node.client import core
+from node.client.auth import Credentials, access_denied, unreachable
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
@@ -32,21 +33,27 @@ STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionR
 
 def split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise AllianceError(f"RPC URL {url!r} must look like http://HOST:PORT")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AllianceError(f"RPC URL {url!r} must look like http://HOST:PORT or https://HOST:PORT")
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise AllianceError(f"RPC URL {url!r} has an invalid port; it must look like http://HOST:PORT") from None
     return parts.hostname, port
 
 
 class Client:
-    """One keep-alive connection to a node's RPC address; `key` signs transactions."""
+    """One keep-alive connection to a node's RPC address; `key` signs transactions. An https URL is checked
+    against `ca_file` (default: the system's CAs); `token` is sent as a bearer token; `client_cert` and
+    `client_key` answer a node that asks for client certificates."""
 
-    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_RPC, timeout_s: float = 75.0, key: SigningKey | None = None, *,
+                 token: str | None = None, ca_file: str | Path | None = None, client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None) -> None:
         self._host, self._port = split_url(url)
         self.url = url
+        self.credentials = Credentials(token, ca_file, client_cert, client_key)
+        self._tls = self.credentials.ssl_context() if url.startswith("https:") else None
         self._timeout_s = timeout_s
         self._conn: http.client.HTTPConnection | None = None
         self._core = Core(key)
@@ -86,10 +93,11 @@ class Client:
                 f"no answer from node at {self.url} within {self._timeout_s} s; the request may still take effect"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise NodeUnreachable(f"cannot reach node at {self.url}: {exc}") from None
+            raise unreachable(self.url, exc) from None
 
     def _connect(self) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        conn = (http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s) if self._tls is None else
+                http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout_s, context=self._tls))
         try:
             conn.connect()
         except TimeoutError:  # not a NoAnswer: nothing was sent
@@ -100,7 +108,7 @@ class Client:
     def _exchange(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
         """One request and its answer; the connection is dropped if anything goes wrong."""
         try:
-            conn.request("POST", "/", body, {"Content-Type": "application/json"})
+            conn.request("POST", "/", body, {"Content-Type": "application/json", **self.credentials.headers()})
             response = conn.getresponse()
             answer = response.status, response.read()
         except BaseException:
@@ -115,6 +123,9 @@ class Client:
         status, data, _ = self.post_raw(json.dumps(payload).encode())
         if status == 204:
             return None
+        denied = access_denied(self.url, status, data)
+        if denied is not None:
+            raise denied
         if status != 200:
             raise NodeUnreachable(f"node at {self.url} answered HTTP {status}: {data[:200]!r}")
         try:
@@ -225,14 +236,14 @@ class Client:
         """Every block the node commits from now on: `with client.blocks() as blocks: for block in blocks: ...`."""
         from node.client.ws_sync import EventStream  # imported when used: only events need websockets
 
-        return EventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s)
+        return EventStream(ws_url(self.url), blocks_subscription(self._core), open_timeout_s, self.credentials)
 
     def wait_for_tx(self, tx_hash: str | bytes, timeout_s: float = 30) -> TxInfo:
         """The transaction once committed (at once if it already is); CommitTimeout after `timeout_s`."""
         from node.client.ws_sync import EventStream
 
         deadline = time.monotonic() + timeout_s
-        with EventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s) as stream:
+        with EventStream(ws_url(self.url), tx_subscription(self._core, tx_hash), timeout_s, self.credentials) as stream:
             try:
                 return stream.next_event(max(0.0, deadline - time.monotonic()))
             except TimeoutError:

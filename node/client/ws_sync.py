@@ -10,6 +10,7 @@ from typing import Generic
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from node.client.auth import CLIENT_CERT_HINT, Credentials, unreachable
 from node.client.errors import NodeUnreachable
 from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
@@ -17,18 +18,27 @@ from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refus
 class EventStream(Generic[E]):
     """A subscription on a socket of its own; iterate for its events, close (or `with`) when done."""
 
-    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float) -> None:
+    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float,
+                 credentials: Credentials = Credentials()) -> None:
         self.url = url
         self._subscription: Subscription[E] = subscription
         self._pending: collections.deque[E] = collections.deque()
         self._stack = contextlib.ExitStack()
         try:
             self._ws: ClientConnection = self._stack.enter_context(
-                connect(url, open_timeout=open_timeout_s, max_size=MAX_FRAME_BYTES, proxy=None)
+                connect(url, open_timeout=open_timeout_s, max_size=MAX_FRAME_BYTES, proxy=None,
+                        ssl=credentials.ssl_context() if url.startswith("wss:") else None,
+                        additional_headers=credentials.headers())
             )
         except InvalidStatus as exc:
             raise handshake_refused(url, exc.response.status_code, bytes(exc.response.body)) from None
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except OSError as exc:  # refused, or a TLS failure (an untrusted certificate, say)
+            raise unreachable(url, exc) from None
+        except (ConnectionClosed, InvalidHandshake) as exc:
+            # TLS 1.3: a node that wants a client certificate closes the connection after the TLS handshake.
+            hint = CLIENT_CERT_HINT if url.startswith("wss:") else ""
+            raise NodeUnreachable(f"cannot open the event stream {url}: {exc}{hint}") from None
+        except (TimeoutError, InvalidURI) as exc:
             raise NodeUnreachable(f"cannot open the event stream {url}: {exc}") from None
         try:
             self._send_subscribe(open_timeout_s)

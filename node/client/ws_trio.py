@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ssl
 from types import TracebackType
 from typing import Generic
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
     ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url,
 )
 
+from node.client.auth import Credentials, unreachable
 from node.client.errors import NodeUnreachable
 from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refused
 
@@ -19,8 +22,10 @@ from node.client.events import MAX_FRAME_BYTES, E, Subscription, handshake_refus
 class AsyncEventStream(Generic[E]):
     """A subscription on a socket of its own, used as `async with stream: async for event in stream`."""
 
-    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float) -> None:
+    def __init__(self, url: str, subscription: Subscription[E], open_timeout_s: float,
+                 credentials: Credentials = Credentials()) -> None:
         self.url = url
+        self._credentials = credentials
         self._subscription: Subscription[E] = subscription
         self._open_timeout_s = open_timeout_s
         self._pending: collections.deque[E] = collections.deque()
@@ -29,12 +34,19 @@ class AsyncEventStream(Generic[E]):
 
     async def __aenter__(self) -> AsyncEventStream[E]:
         try:
+            tls = self._credentials.ssl_context() if self.url.startswith("wss:") else None
+            if tls is not None:
+                await self._check_tls(tls)
+            headers = [(name.lower().encode(), value.encode()) for name, value in self._credentials.headers().items()]
             self._ws = await self._stack.enter_async_context(open_websocket_url(
-                self.url, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s
+                self.url, tls, max_message_size=MAX_FRAME_BYTES, connect_timeout=self._open_timeout_s,
+                extra_headers=headers,
             ))
         except ConnectionRejected as exc:
             raise handshake_refused(self.url, exc.status_code, exc.body) from None
-        except (OSError, HandshakeError) as exc:
+        except OSError as exc:  # refused, or a TLS failure (an untrusted certificate, say)
+            raise unreachable(self.url, exc) from None
+        except HandshakeError as exc:
             raise NodeUnreachable(f"cannot open the event stream {self.url}: {exc!r}") from None
         try:
             await self._subscribe()
@@ -42,6 +54,19 @@ class AsyncEventStream(Generic[E]):
             await self._stack.aclose()
             raise
         return self
+
+    async def _check_tls(self, tls: ssl.SSLContext) -> None:
+        """A TLS handshake of its own first: trio_websocket turns a failed one (an untrusted certificate)
+        into a timeout, which would not say what is wrong."""
+        parts = urlsplit(self.url)
+        with trio.move_on_after(self._open_timeout_s):
+            stream = await trio.open_ssl_over_tcp_stream(parts.hostname or "", parts.port or 443, ssl_context=tls)
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:  # the ssl module's error is its cause
+                raise unreachable(self.url, exc) from None
+            finally:
+                await trio.aclose_forcefully(stream)
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self._stack.aclose()

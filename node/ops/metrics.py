@@ -31,6 +31,8 @@ MESSAGE_DROP_REASONS = (
     "invalid_round_change", "invalid_validator_set", "non_member", "old", "sender_over_limit",
     "unjustified_proposal",
 )
+# Why the RPC listener refused a request or /ws handshake (node/api/access.py): 401 and 403.
+RPC_REFUSAL_REASONS = ("unauthenticated", "forbidden")
 # Why a state-syncing node refused a snapshot chunk (node/chain/snapshot.py checks it).
 CHUNK_REFUSAL_REASONS = ("invalid", "missing")
 
@@ -70,6 +72,10 @@ class Metrics:
         )
         self.rpc_requests = Counter(
             "alliance_rpc_requests", "JSON-RPC calls by method and outcome.", ["method", "outcome"], registry=r
+        )
+        self.rpc_refused = Counter(
+            "alliance_rpc_refused", "RPC requests and /ws handshakes refused by access control, by reason.",
+            ["reason"], registry=r,
         )
         self.messages_dropped = Counter(
             "alliance_consensus_messages_dropped", "Consensus messages dropped, by reason.", ["reason"], registry=r
@@ -117,6 +123,8 @@ class Metrics:
             self.rpc_requests.labels(method, "error")
         for reason in MESSAGE_DROP_REASONS:
             self.messages_dropped.labels(reason)
+        for reason in RPC_REFUSAL_REASONS:
+            self.rpc_refused.labels(reason)
         for reason in CHUNK_REFUSAL_REASONS:
             self.snapshot_chunks_refused.labels(reason)
 

@@ -90,7 +90,10 @@ class Machine:
         return run("ip", "netns", "exec", self.ns, *argv, check=check, timeout=timeout)
 
     def alliance(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.exec(ALLIANCE, *args, check=check)
+        """`alliance` in this machine's namespace, with the application's token once it has one (section 1a)."""
+        token = self.home / "app.token"
+        env = ["env", f"ALLIANCE_TOKEN={token.read_text().strip()}"] if token.exists() else []
+        return self.exec(*env, ALLIANCE, *args, check=check)
 
     def start(self) -> None:
         self.log = self.home / "run.log"
@@ -218,11 +221,15 @@ def write_config(machine: Machine) -> None:
         "key_file": "node.key",
         "genesis_file": "genesis.toml",
         "data_dir": str(machine.home / "data"),
-        "rpc": {"listen": f"{machine.address}:{RPC_PORT}"},
+        # Not loopback, so closed by default: the application gets a token (section 1a).
+        "rpc": {"listen": f"{machine.address}:{RPC_PORT}", "tokens_file": "tokens.toml"},
         "p2p": {"listen": f"{machine.address}:{P2P_PORT}"},
         "metrics": {"listen": f"{machine.address}:{METRICS_PORT}"},
     }
     (machine.home / "node.toml").write_text(tomli_w.dumps(config))
+    token = machine.alliance("token", "new", "--name", "app", "--roles", "read,submit",
+                             "--file", str(machine.home / "tokens.toml")).stdout.strip()
+    (machine.home / "app.token").write_text(token)
 
 
 def put(machine: Machine, key: str, value: str) -> dict[str, Any]:
