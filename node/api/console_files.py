@@ -44,7 +44,7 @@ def _plain_name(name: str) -> bool:
 def load_static() -> dict[str, bytes]:
     """Every servable file of node/console/static, by name; read once."""
     files: dict[str, bytes] = {}
-    for entry in resources.files("node.console").joinpath("static").iterdir():
+    for entry in resources.files("node").joinpath("console", "static").iterdir():
         name = entry.name
         if entry.is_file() and _plain_name(name) and _content_type(name) and len(files) < FILES_MAX:
             data = entry.read_bytes()
