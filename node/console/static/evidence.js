@@ -14,7 +14,7 @@ function verdict(id, ok, text, checks = []) {
   box.className = ok ? "ok" : "bad";
   box.dataset.verdict = ok ? "verified" : "not-verified";
   box.replaceChildren(h("p", {}, h("strong", {}, ok ? "" : "NOT verified: "), text),
-    checks.length ? h("ul", { class: "checks" }, checks.map((c) => h("li", {}, c))) : null);
+    h("ul", { class: "checks" }, checks.map((c) => h("li", {}, c))));
 }
 
 function genesisNames(genesis, fallback) {
@@ -56,7 +56,7 @@ export async function evidencePage(call, loadNames) {
     const supplied = await suppliedGenesis(lib, id);
     if (!supplied) return;
     const result = await lib.verifyProof(given, supplied.genesis);
-    if (!result.ok) return verdict(id, false, result.reason);
+    if (!result.ok) return verdict(id, false, `${result.reason} (checked against the genesis you supplied: ${supplied.about})`);
     const named = genesisNames(supplied.genesis, memberNames);
     const signers = (proof.commit.signatures || []).map((s) => named.get(s.validator) || short(s.validator)).join(", ");
     verdict(id, true, `${describe(result)}, proved by the certificate of validators ${signers} of the genesis you supplied (${supplied.about}).`,
@@ -112,6 +112,6 @@ export async function evidencePage(call, loadNames) {
       genesisFile, genesisText),
     h("section", {}, h("h2", {}, "2. Check a file"), drop, h("div", { id: "ev-digest" }), h("div", { id: "ev-result" }), h("div", { id: "ev-record" })),
     h("section", {}, h("h2", {}, "Or verify a proof file"),
-      h("p", { class: "hint" }, "A proof from alliance tx get --prove, alliance lookup --prove, get_proof or query with prove."),
+      h("p", { class: "hint" }, "A proof from alliance tx get --prove, alliance notarize --proof, get_proof or query with prove."),
       proofFile, proofText, h("button", { id: "pf-verify", onclick: checkProofText }, "Verify proof"), h("div", { id: "pf-result" })));
 }
