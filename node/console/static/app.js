@@ -12,11 +12,13 @@ let names = new Map(); // pubkey -> member name, from get_members
 const nameOf = (pubkey) => names.get(pubkey) || short(pubkey);
 const errorBox = (e) => h("p", { class: "bad" }, e instanceof RpcError || e instanceof Error ? e.message : String(e));
 
+const ROLES = ["validators", "observers", "clients", "admins"];
+const namesOf = (members) => new Map(ROLES.flatMap((k) => members[k] || []).map((m) => [m.pubkey, m.name]));
+
+// The members' names by public key, from the node: to label keys, never to decide anything.
 async function loadNames() {
-  const members = await call("get_members");
-  names = new Map(["validators", "observers", "clients", "admins"].flatMap((k) => members[k] || [])
-    .map((m) => [m.pubkey, m.name]));
-  return members;
+  names = namesOf(await call("get_members"));
+  return names;
 }
 
 function vote(last) {
@@ -40,10 +42,7 @@ function stuckView(state) {
 async function overview() {
   const [status, members, state] = await batch([["status", {}], ["get_members", {}], ["consensus_state", {}]]);
   if (status instanceof Error) return errorBox(status);
-  if (!(members instanceof Error)) {
-    names = new Map(["validators", "observers", "clients", "admins"].flatMap((k) => members[k] || [])
-      .map((m) => [m.pubkey, m.name]));
-  }
+  if (!(members instanceof Error)) names = namesOf(members);
   return h("div", {},
     h("section", {}, h("h2", {}, "Chain"), kv([
       ["chain id", h("span", { id: "ov-chain" }, status.chain_id)],
@@ -59,7 +58,7 @@ async function overview() {
       status.peers.map((p) => [p.name || short(p.pubkey),
         h("span", { class: p.connected ? "up" : "down" }, p.connected ? "connected" : "not connected")]))),
     members instanceof Error ? errorBox(members) : h("section", {}, h("h2", {}, `Members at height ${members.height}`),
-      table(["role", "name", "public key", "address"], ["validators", "observers", "clients", "admins"]
+      table(["role", "name", "public key", "address"], ROLES
         .flatMap((role) => (members[role] || []).map((m) => [role.replace(/s$/, ""), m.name, h("code", {}, short(m.pubkey)), m.address || ""])))));
 }
 
@@ -104,14 +103,14 @@ function history(params) {
     const p = { family: family.value, key: key.value.trim() };
     if (before !== undefined) p.before_height = before;
     try {
-      const page = await call("get_history", p);
-      results.append(table(["height", "index", "tx", "sender", "op", "code"], page.entries.map((e) => [
+      const answer = await call("get_history", p);
+      results.append(table(["height", "index", "tx", "sender", "op", "code"], answer.entries.map((e) => [
         h("a", { href: `#/block/${e.height}` }, e.height), e.index, h("a", { href: `#/tx/${e.tx_hash}`, class: "mono" }, short(e.tx_hash)),
         nameOf(e.sender), e.op, e.code])));
-      if (page.next_before_height !== null) {
-        const more = h("button", { onclick: () => { more.remove(); load(page.next_before_height); } }, "Older");
+      if (answer.next_before_height !== null) {
+        const more = h("button", { onclick: () => { more.remove(); load(answer.next_before_height); } }, "Older");
         results.append(more);
-      } else if (!page.entries.length && before === undefined) results.append(h("p", {}, "No transaction touched this key."));
+      } else if (!answer.entries.length && before === undefined) results.append(h("p", {}, "No transaction touched this key."));
     } catch (e) { results.append(errorBox(e)); }
   }
   const form = h("form", { onsubmit: (ev) => { ev.preventDefault(); results.replaceChildren(); load(); } },

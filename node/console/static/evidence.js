@@ -78,10 +78,7 @@ export async function evidencePage(call, loadNames) {
       return verdict("ev-result", false, "the node answered a proof of another record");
     }
     const found = proof.result;
-    try {
-      const members = await loadNames();
-      memberNames = new Map(["validators", "clients"].flatMap((k) => members[k] || []).map((m) => [m.pubkey, m.name]));
-    } catch { /* names are a convenience */ }
+    try { memberNames = await loadNames(); } catch { /* names are a convenience */ }
     await check(proof, proof, "ev-result", (r) => {
       if (!r.present) return `Verified absent at height ${r.height}: no record of this file's SHA-256 ${short(digest)} in the state`;
       record.replaceChildren(h("h2", {}, "The record"), kv([["recorder", h("code", {}, found.recorder)], ["height", found.height],
