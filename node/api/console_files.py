@@ -41,6 +41,10 @@ def _plain_name(name: str) -> bool:
             and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name) and ".." not in name)
 
 
+def _accepts_html(scope: Scope) -> bool:
+    return any(name == b"accept" and b"text/html" in value.lower() for name, value in scope.get("headers", []))
+
+
 def load_static() -> dict[str, bytes]:
     """Every servable file of node/console/static, by name; read once."""
     files: dict[str, bytes] = {}
@@ -61,9 +65,12 @@ class ConsoleFiles:
 
     @staticmethod
     def serves(scope: Scope) -> bool:
-        """Whether the request is the console's: a GET or HEAD of / or of a path under /console/."""
-        path = scope["path"]
-        return scope["method"] in ("GET", "HEAD") and (path == "/" or path.startswith(PREFIX))
+        """Whether the request is the console's: a GET or HEAD of a path under /console/, or of / from a
+        browser (one that accepts text/html); any other client's GET / is answered as before, refused."""
+        path, method = scope["path"], scope["method"]
+        if method not in ("GET", "HEAD"):
+            return False
+        return path.startswith(PREFIX) or (path == "/" and _accepts_html(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]

@@ -45,7 +45,7 @@ async def _get(files: ConsoleFiles, path: str, method: str = "GET") -> tuple[int
         await trio.sleep_forever()
         raise AssertionError
 
-    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    scope = {"type": "http", "method": method, "path": path, "headers": [(b"accept", b"text/html,*/*;q=0.8")]}
     assert files.serves(scope)
     await files(scope, receive, send)
     headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
@@ -87,6 +87,10 @@ async def test_anything_but_a_file_of_the_directory_is_404(path: str) -> None:
 
 def test_json_rpc_and_other_methods_are_not_the_console() -> None:
     assert not ConsoleFiles.serves({"method": "POST", "path": "/"})
+    # GET / from a client that is no browser is refused as before (the client protocol's tests check it)
+    assert not ConsoleFiles.serves({"method": "GET", "path": "/", "headers": []})
+    assert not ConsoleFiles.serves({"method": "GET", "path": "/", "headers": [(b"accept", b"application/json")]})
+    assert ConsoleFiles.serves({"method": "GET", "path": "/console/app.js", "headers": []})
     assert not ConsoleFiles.serves({"method": "PUT", "path": "/console/app.js"})
     assert not ConsoleFiles.serves({"method": "GET", "path": "/ws"})
 
