@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.client
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -169,6 +170,28 @@ def _assert_verdict(verdict: tuple[str, str], ok: bool, words: str) -> None:
         assert verdict[0] == "not-verified" and "verify.js" in verdict[1], verdict
         return
     assert verdict[0] == ("verified" if ok else "not-verified") and words in verdict[1], verdict
+
+
+def test_the_node_serves_the_console_beside_json_rpc(net: tuple[Path, list[NodeProcess]]) -> None:
+    _, nodes = net
+
+    def get(path: str, accept: str = "*/*") -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", nodes[0].rpc_port, timeout=DEADLINE_S)
+        try:
+            connection.request("GET", path, headers={"Accept": accept})
+            reply = connection.getresponse()
+            return reply.status, reply.getheader("content-security-policy") or "", reply.read()
+        finally:
+            connection.close()
+
+    status, policy, body = get("/", "text/html")
+    assert status == 200 and body == (STATIC / "index.html").read_bytes() and "default-src 'self'" in policy
+    assert get("/console/app.js")[0] == 200
+    for path in ("/console/../pyproject.toml", "/console/%2e%2e/pyproject.toml", "/console/..%2fpyproject.toml",
+                 "/console/%2fetc%2fpasswd", "/console/missing.js"):
+        assert get(path)[0] == 404, path
+    assert get("/")[0] == 405  # not a browser: JSON-RPC is POST /
+    assert nodes[0].client().status()["chain_id"]
 
 
 def test_overview_shows_the_heights_the_node_reports(net: tuple[Path, list[NodeProcess]], browser: "WebDriver") -> None:
