@@ -1,8 +1,10 @@
-"""The node's two HTTP apps: JSON-RPC at POST / (beside /ws), and the operations endpoints."""
+"""The node's two HTTP apps: JSON-RPC at POST / (beside /ws) and the web console at GET /, and the
+operations endpoints."""
 
 from __future__ import annotations
 
 from node.api.access import AccessGate
+from node.api.console_files import ConsoleFiles, load_static
 from node.api.http_server import RPC_BODY_BYTES_MAX, BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
@@ -10,17 +12,20 @@ from node.ops.metrics import Metrics
 
 
 class RpcApp:
-    """The ASGI app of the RPC listener's HTTP requests."""
+    """The ASGI app of the RPC listener's HTTP requests: JSON-RPC, and the console's static files."""
 
-    def __init__(self, rpc: RpcService, gate: AccessGate) -> None:
+    def __init__(self, rpc: RpcService, gate: AccessGate, console: ConsoleFiles | None = None) -> None:
         self.rpc = rpc
         self.gate = gate  # who may call what
+        self.console = console if console is not None else ConsoleFiles(load_static())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.console.serves(scope):
+            return await self.console(scope, receive, send)
         if scope["path"] != "/":
             return await respond_json(send, 404, {"error": "not found; JSON-RPC is served at POST /"})
         if scope["method"] != "POST":
-            return await respond_json(send, 405, {"error": "method not allowed; use POST /"})
+            return await respond_json(send, 405, {"error": "method not allowed; use POST / (the console is at GET /)"})
         try:
             body = await read_body(scope, receive, RPC_BODY_BYTES_MAX)
         except BodyTooLarge:
