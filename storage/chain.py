@@ -16,6 +16,9 @@ Key layout:
     t/<tx hash>          -> transaction entry
     s/<state key>        -> state value
     z/<bucket>           -> the state tree's bucket records (4-byte BE bucket; node/chain/state_tree.py)
+    y/<subject><~height><~index> -> one committed transaction that touched a record (its history):
+                            subject is what node/chain/history.py names (a family byte and a 32-byte hash),
+                            ~height and ~index the 8- and 4-byte BE complements, so newest come first
     x/safety             -> consensus safety state (older nodes; now in its own file)
     m/restoring          -> present while a snapshot is being restored into an empty store
     m/<name>             -> node metadata (any name but "height")
@@ -23,7 +26,8 @@ Key layout:
 Pruning (`prune`, node/chain/ledger.py decides what): a pruned block loses b/, h/ and the t/
 entries of its transactions; its c/ goes too unless the node keeps its header under e/ (the last
 block before each change of the validators, which proofs of later blocks link through). So
-what stays of a pruned height is nothing, or a header and certificate of a few hundred bytes at
+what stays of a pruned height is nothing (but its history entries, a few dozen bytes per
+transaction), or a header and certificate of a few hundred bytes at
 each membership change: with `compact` run every so often, the store holds the retained window,
 the state and LevelDB's write buffer, however long the chain.
 """
@@ -31,7 +35,7 @@ the state and LevelDB's write buffer, however long the chain.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from storage.kv import KeyValueStore, ReadView, StorageError, StoreCorrupt, WriteBatch
 
@@ -47,6 +51,7 @@ _HASH_PREFIX = b"h/"
 _TX_PREFIX = b"t/"
 _STATE_PREFIX = b"s/"
 _BUCKET_PREFIX = b"z/"
+_HISTORY_PREFIX = b"y/"
 _META_PREFIX = b"m/"
 _HEIGHT_BYTES = 8
 # The key ranges pruning deletes from (b/, c/, e/, h/ and t/): what `compact` rewrites, never the state.
@@ -64,6 +69,7 @@ class BlockWrite:
     txs: list[tuple[bytes, bytes]]  # (tx_hash, tx entry bytes), in block order
     state: dict[bytes, bytes | None]  # state writes; None deletes
     buckets: dict[int, bytes]  # the state tree's changed buckets; b"" empties one
+    history: list[tuple[bytes, int, bytes]] = field(default_factory=list)  # (subject, tx index, entry)
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,19 @@ class ChainStore:
                 raise StoreCorrupt(f"state tree key {key!r} is not z/ and a 4-byte bucket")
             yield int.from_bytes(key[len(_BUCKET_PREFIX):], "big"), blob
 
+    def history(self, subject: bytes, before_height: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+        """(height, tx index, entry) of the transactions that touched `subject`, newest first, below
+        `before_height` when given."""
+        if before_height is not None and before_height < 2:
+            return
+        prefix = _HISTORY_PREFIX + subject
+        start = prefix + _complement(before_height - 1, _HEIGHT_BYTES) if before_height is not None else b""
+        for key, entry in self.kv.iterate(prefix, start):
+            rest = key[len(prefix):]
+            if len(rest) != _HEIGHT_BYTES + 4:
+                raise StoreCorrupt(f"history key {key.hex()} has the wrong length")
+            yield (_complement_of(rest[:_HEIGHT_BYTES]), _complement_of(rest[_HEIGHT_BYTES:]), entry)
+
     def state_view(self) -> StateView:
         """The committed state as it is now, unchanged by later commits (a snapshot is written from it)."""
         return StateView(self.kv.snapshot())
@@ -288,8 +307,19 @@ def _block_batch(w: BlockWrite) -> WriteBatch:
         batch.writes[_STATE_PREFIX + key] = value
     for bucket, blob in w.buckets.items():
         batch.writes[_BUCKET_PREFIX + bucket.to_bytes(4, "big")] = blob or None
+    for subject, index, entry in w.history:
+        batch.put(_HISTORY_PREFIX + subject + _complement(w.height, _HEIGHT_BYTES) + _complement(index, 4), entry)
     batch.put(_HEIGHT_KEY, height)
     return batch
+
+
+def _complement(n: int, size: int) -> bytes:
+    """n's big-endian complement: a larger n sorts first."""
+    return ((1 << (8 * size)) - 1 - n).to_bytes(size, "big")
+
+
+def _complement_of(data: bytes) -> int:
+    return (1 << (8 * len(data))) - 1 - int.from_bytes(data, "big")
 
 
 def _meta_key(name: str) -> bytes:

@@ -40,7 +40,7 @@ class ReadView(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
 
     def close(self) -> None: ...
 
@@ -52,8 +52,8 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: bytes, *, sync: bool = False) -> None: ...
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Pairs whose key starts with `prefix`, in key order."""
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key starts with `prefix`, in key order, from the first key >= `start`."""
         ...
 
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
@@ -69,3 +69,9 @@ class KeyValueStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The least key above every key that starts with `prefix`; None when there is none."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None

@@ -14,7 +14,7 @@ from typing import Any
 
 import plyvel
 
-from storage.kv import StorageError, StoreCorrupt, StoreLocked, WriteBatch
+from storage.kv import StorageError, StoreCorrupt, StoreLocked, WriteBatch, prefix_end
 
 # LevelDB's POSIX env words lock failures as "IO error: lock <dir>/LOCK: ...",
 # both when another process holds the lock ("Resource temporarily
@@ -88,13 +88,13 @@ class LevelDBStore:
         with self._mapped_errors("write"):
             self._live_db().delete(key, sync=sync)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Pairs whose key starts with `prefix`, in key order.
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key starts with `prefix`, in key order, from the first key >= `start`.
 
         The iterator is created when called, so it reads a snapshot taken now.
         """
         with self._mapped_errors("read"):
-            raw = self._live_db().iterator(prefix=prefix, verify_checksums=True)
+            raw = _iterator(self._live_db(), prefix, start)
         return self._pairs(raw)
 
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
@@ -153,9 +153,9 @@ class LevelDBView:
             value: bytes | None = self._raw.get(key, verify_checksums=True)
         return value
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         with self._store._mapped_errors("read"):
-            raw = self._raw.iterator(prefix=prefix, verify_checksums=True)
+            raw = _iterator(self._raw, prefix, start)
         return self._store._pairs(raw)
 
     def close(self) -> None:
@@ -198,3 +198,12 @@ def _detail(exc: BaseException) -> str:
     if isinstance(exc, plyvel.Error) and exc.args and isinstance(exc.args[0], bytes):
         return exc.args[0].decode("utf-8", "replace")
     return str(exc)
+
+
+def _iterator(db: Any, prefix: bytes, start: bytes) -> Any:
+    """plyvel takes a prefix or a range, not both: a start within the prefix becomes a range."""
+    if start <= prefix:
+        return db.iterator(prefix=prefix, verify_checksums=True)
+    if not start.startswith(prefix):
+        return iter(())
+    return db.iterator(start=start, stop=prefix_end(prefix), verify_checksums=True)

@@ -37,14 +37,14 @@ class MemoryStore:
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         self._apply([(key, None)], sync=sync)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Pairs whose key starts with `prefix`, in key order.
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key starts with `prefix`, in key order, from the first key >= `start`.
 
         The pairs are taken when called, like LevelDB's implicit snapshot.
         """
         self._check_open()
         # bytes order like LevelDB's default bytewise comparator.
-        pairs = sorted(kv for kv in self._visible.items() if kv[0].startswith(prefix))
+        pairs = sorted(kv for kv in self._visible.items() if kv[0].startswith(prefix) and kv[0] >= start)
         return self._yield_while_open(pairs)
 
     def write_batch(self, batch: WriteBatch, *, sync: bool) -> None:
@@ -106,8 +106,8 @@ class MemoryView:
     def get(self, key: bytes) -> bytes | None:
         return self._pairs.get(key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return iter(sorted(kv for kv in self._pairs.items() if kv[0].startswith(prefix)))
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return iter(sorted(kv for kv in self._pairs.items() if kv[0].startswith(prefix) and kv[0] >= start))
 
     def close(self) -> None:
         self._pairs = {}

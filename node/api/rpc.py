@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import trio
 
 from node.api.lookup import ChainLookup, archived_proof, build_proof, build_state_proof, provable_heights
+from node.api.history import HistoryMethods
 from node.api.members import MemberMethods
 from node.api.params import check_names as _params, hash_param as _hash_param, height_param
 from node.chain.execution import KV_KEY_BYTES_MAX, kv_key, notary_key
@@ -112,6 +113,7 @@ class RpcService:
             "get_proof": self._get_proof,
             "query": self._query,
             **MemberMethods(ledger).methods(),
+            **HistoryMethods(ledger).methods(),
         }
 
     # ---- envelope ---------------------------------------------------------------------

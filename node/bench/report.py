@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from array import array
+from pathlib import Path
 from typing import Any
 
 from node.bench.load import LoadPlan, LoadResult
 from node.bench.settings import Settings
 from node.bench.watch import BlockWatcher, percentile
+from storage.leveldb import LevelDBStore
+
+HISTORY_PREFIX = b"y/"  # storage/chain.py
 
 
 def window_figures(settings: Settings, plan: LoadPlan, signing_s: float, result: LoadResult, watcher: BlockWatcher,
@@ -54,3 +58,17 @@ def window_figures(settings: Settings, plan: LoadPlan, signing_s: float, result:
         "latency_samples": len(latencies),
         "uncommitted": result.accepted - len(latencies),
     }
+
+
+def history_index_cost(data_dir: Path) -> dict[str, Any]:
+    """What the record-history index holds in one stopped node's store, over the whole chain: its
+    entries (one per transaction that touched a record) and their bytes before LevelDB's compression."""
+    store = LevelDBStore.open(data_dir)
+    try:
+        entries = size = 0
+        for key, value in store.iterate(HISTORY_PREFIX):
+            entries += 1
+            size += len(key) + len(value)
+    finally:
+        store.close()
+    return {"entries": entries, "bytes": size, "bytes_per_entry": round(size / entries, 1) if entries else None}

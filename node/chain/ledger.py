@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from node.chain.block import (
@@ -14,6 +14,7 @@ from node.chain.canonical import CodecError, pack_flat, unpack
 from node.chain.execution import GENESIS_STATE_ROOT, Execution, Receipt
 from node.chain.genesis import Genesis
 from node.chain.governance import ACTIVATION_DELAY, ACTIVATIONS_KEY, ReadState, past_members, upcoming_members
+from node.chain.history import HistoryEntry, block_history, decode_entry, subject_of
 from node.chain.membership import Membership
 from node.chain.state_tree import StateTree, TreeUpdate
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
@@ -244,6 +245,12 @@ class Ledger:
             execution.tree = self.tree.update(execution.writes)
         return execution.tree
 
+    def history(self, state_key: bytes, before_height: int | None = None) -> Iterator[HistoryEntry]:
+        """The committed transactions that touched a record, newest first (from the base, for a
+        node restored from a snapshot)."""
+        for height, index, raw in self.store.history(subject_of(state_key), before_height):
+            yield decode_entry(height, index, raw)
+
     def members(self, height: int) -> Membership:
         """The membership in force at `height`: known from the genesis up to ACTIVATION_DELAY past the tip.
 
@@ -306,6 +313,7 @@ class Ledger:
             txs=entries,
             state=execution.writes,
             buckets=tree.buckets,
+            history=block_history(txs, execution.receipts),
         )
 
         def persist() -> None:

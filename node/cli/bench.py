@@ -35,6 +35,7 @@ from node.bench.consortium import check_alive, check_clean_exit, start_nodes, wa
 from node.bench.join import snapshot_interval, with_snapshots
 from node.bench.measurement import measure
 from node.bench.profile import profile_paths, summarise_profiles
+from node.bench.report import history_index_cost
 from node.bench.progress import progress
 from node.bench.settings import Settings
 from node.cli.localnet import LocalNode, prepare_home, stop_nodes, wait_ready
@@ -144,6 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         check_alive(nodes)
         stop_nodes(nodes)
         check_clean_exit(nodes)
+        report["history_index"] = history_index_cost(home / "node0" / "data")
         if profiles:
             report["profiles"] = [str(p) for p in profiles]
             summarise_profiles(profiles, args.profile_sort, args.profile_top)

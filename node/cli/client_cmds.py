@@ -18,6 +18,7 @@ from node.chain.genesis import load_genesis
 from node.chain.proof import VerifiedProof, verify_proof
 from node.chain.state_proof import VerifiedState, is_state_proof, verify_state_proof
 from node.chain.tx import to_json
+from node.cli.history_cmd import print_history
 from node.client import Client, NotFound, RpcError, file_digest
 from node.client.sync import split_url
 from node.errors import AllianceError, ExitCode, VerificationFailed
@@ -175,10 +176,19 @@ def cmd_notarize(args: argparse.Namespace) -> None:
     _print(result)
 
 
+def cmd_history(args: argparse.Namespace) -> None:
+    print_history(_client(args), args.family, args.key_name, args)
+
+
 def cmd_lookup(args: argparse.Namespace) -> None:
     if args.genesis and not (args.verify or args.proof):
         raise UsageError("--genesis is for --verify or --proof")
+    if (args.limit is not None or args.before_height is not None or args.all) and not args.history:
+        raise UsageError("--limit, --before-height and --all are for --history")
     digest = file_digest(Path(args.file))
+    if args.history:
+        print_history(_client(args), "notary", digest.hex(), args)
+        return
     if args.proof:
         verified = _verify_file(read_proof(Path(args.proof)), args)
         _print(recorded_file(verified, digest, args.file))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
 from node.cli import (
-    archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, localnet, run, setup, snapshot_cmd, token_cmd,
+    archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, history_cmd, localnet, run, setup, snapshot_cmd, token_cmd,
 )
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
@@ -156,7 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--verify", action="store_true", help="check the record with its proof, against the genesis")
     how.add_argument("--proof", metavar="PROOF.json", help="check FILE against this proof only, offline")
+    how.add_argument("--history", action="store_true", help="list every committed transaction that recorded "
+                     "FILE's digest (or tried to), newest first")
+    history_cmd.add_history_options(p)
     client_cmds.add_genesis_option(p, "genesis file to check the proof against")
+    client_cmds.add_client_options(p)
+
+    p = _command(sub, "history", client_cmds.cmd_history, "list the committed transactions that touched a record",
+                 "Lists every committed transaction that touched KEY (a kv key, or with --family notary a "
+                 "digest in hex), newest first, with height, index, tx_hash, sender, op and receipt code "
+                 "(code 0: it took effect); one page, or all of them with --all.")
+    p.add_argument("key_name", metavar="KEY")
+    p.add_argument("--family", choices=["kv", "notary"], default="kv", help="the record's family (default: kv)")
+    history_cmd.add_history_options(p)
     client_cmds.add_client_options(p)
 
     p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction or state proof offline",

@@ -12,7 +12,7 @@ from node.client.errors import (
 )
 from node.client.sync import DEFAULT_RPC, Client
 from node.client.types import (
-    Block, Commit, KvEntry, MemberInfo, Members, NotaryRecord, PendingProposal, Peer, ProposalInfo, Signature, Status,
+    Block, Commit, History, HistoryEntry, KvEntry, MemberInfo, Members, NotaryRecord, PendingProposal, Peer, ProposalInfo, Signature, Status,
     TxBody, TxInfo,
 )
 
@@ -39,6 +39,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_RPC", "AccessDenied", "AsyncClient", "Forbidden", "Unauthenticated", "BadAnswer", "Block", "Client", "Commit", "CommitTimeout", "DuplicateTx",
+    "History", "HistoryEntry",
     "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
     "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
     "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "file_digest",

@@ -18,7 +18,7 @@ from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
 from node.client.sync import DEFAULT_RPC, split_url
-from node.client.types import Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
+from node.client.types import Block, History, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
 
 if TYPE_CHECKING:
     from node.client.proofs import VerifiedProof
@@ -127,6 +127,11 @@ class AsyncClient:
     async def get_members(self, height: int | None = None) -> Members:
         """The membership in force at `height` (default: the latest block), with the pending proposals."""
         return await self._run(self._core.get_members(height))
+
+    async def get_history(self, family: str, key: str | bytes, limit: int | None = None,
+                    before_height: int | None = None) -> History:
+        """A page of a record's history (kv key, or notary digest as hex or bytes), newest first."""
+        return await self._run(self._core.get_history(family, key, limit, before_height))
 
     async def get_proposal(self, proposal: str | bytes) -> ProposalInfo:
         """A governance proposal by its id (the tx_hash of its propose); NotFound if there is none."""

@@ -18,7 +18,8 @@ from nacl.signing import SigningKey, VerifyKey
 from node import keys
 from node.client.errors import BadAnswer, InvalidInput, RpcError, rpc_error
 from node.client.types import (
-    Block, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo, block_from, kv_entry_from, members_from,
+    Block, History, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo, block_from, history_from,
+    kv_entry_from, members_from,
     notary_record_from, proposal_from, status_from, tx_body_from, tx_hash_from, tx_info_from,
 )
 from node.chain.membership import ChangeMalformed, parse_change
@@ -225,6 +226,23 @@ class Core:
     def get_proposal(self, proposal: str | bytes) -> Op[ProposalInfo]:
         params = {"proposal": hash_hex(proposal, "proposal")}
         return proposal_from((yield from self.call("get_proposal", params)))
+
+    def get_history(self, family: str, key: str | bytes, limit: int | None = None,
+                    before_height: int | None = None) -> Op[History]:
+        """A page of the committed transactions that touched a kv key or a notary digest, newest first."""
+        if family not in ("kv", "notary"):
+            raise InvalidInput(f'family must be "kv" or "notary", got {family!r}')
+        params: dict[str, Any] = {"family": family,
+                                  "key": hash_hex(key, "digest") if family == "notary" else key}
+        if limit is not None:
+            if not (type(limit) is int and 1 <= limit <= 1000):
+                raise InvalidInput(f"limit must be an integer in 1..1000, got {limit!r}")
+            params["limit"] = limit
+        if before_height is not None:
+            if not (type(before_height) is int and before_height >= 1):
+                raise InvalidInput(f"before_height must be a positive integer, got {before_height!r}")
+            params["before_height"] = before_height
+        return history_from((yield from self.call("get_history", params)))
 
     def get_proof(self, tx_hash: str | bytes) -> Op[dict[str, Any]]:
         proof = yield from self.call("get_proof", {"tx_hash": hash_hex(tx_hash, "tx_hash")})

@@ -334,3 +334,38 @@ def proposal_from(value: Any) -> ProposalInfo:
         height=_field(obj, "height", int, "get_proposal"),
         activation=_optional(obj, "activation", int, "get_proposal"),
     )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One committed transaction that touched a record (get_history)."""
+
+    height: int
+    index: int
+    tx_hash: str
+    sender: str
+    op: str
+    code: int
+
+
+@dataclass(frozen=True)
+class History:
+    """A page of a record's history, newest first; ask again with `before_height=next_before_height`
+    while it is not None."""
+
+    entries: tuple[HistoryEntry, ...]
+    next_before_height: int | None
+
+
+def history_from(value: Any) -> History:
+    obj = _object(value, "get_history")
+    what = "get_history.entries[]"
+    entries = tuple(
+        HistoryEntry(
+            height=_field(e, "height", int, what), index=_field(e, "index", int, what),
+            tx_hash=_field(e, "tx_hash", str, what), sender=_field(e, "sender", str, what),
+            op=_field(e, "op", str, what), code=_field(e, "code", int, what),
+        )
+        for e in (_object(item, what) for item in _field(obj, "entries", list, "get_history"))
+    )
+    return History(entries, _optional(obj, "next_before_height", int, "get_history"))

@@ -54,6 +54,22 @@ def test_iterate_prefix_ending_in_ff(store: KeyValueStore) -> None:
     assert [k for k, _ in store.iterate(b"a\xff")] == [b"a\xff", b"a\xff\x00", b"a\xff\xff"]
 
 
+@pytest.mark.parametrize("kind", ["memory", "leveldb"])
+@settings(max_examples=60, deadline=None)
+@given(keys=st.sets(st.binary(max_size=3), max_size=12), prefix=st.binary(max_size=2), start=st.binary(max_size=3))
+def test_iterate_from_a_start_key_within_a_prefix(kind: str, keys: set[bytes], prefix: bytes, start: bytes) -> None:
+    expected = sorted(k for k in keys if k.startswith(prefix) and k >= start)
+    with tempfile.TemporaryDirectory() as tmp:
+        kv = _fresh_store(kind, Path(tmp) / "db")
+        for key in keys:
+            kv.put(key, key)
+        assert [k for k, _ in kv.iterate(prefix, start)] == expected
+        view = kv.snapshot()
+        assert [k for k, _ in view.iterate(prefix, start)] == expected
+        view.close()
+        kv.close()
+
+
 def test_empty_prefix_iterates_everything_in_order(store: KeyValueStore) -> None:
     keys = [b"\xff", b"b", b"", b"\x00", b"a", b"ab"]
     for key in keys:
