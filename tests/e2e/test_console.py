@@ -20,7 +20,6 @@ import pytest
 import trio
 
 from node.api.console_files import PREFIX, ConsoleFiles, load_static
-from node.client import RpcError
 
 from tests.e2e.browser import chromium
 from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, alliance, node_process, wait_for
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 BASE_PORT = 30200  # 30200..30239: four nodes, ten ports each
 STATIC = Path(__file__).parents[2] / "node" / "console" / "static"
-HAS_VERIFIER = (STATIC / "verify.js").is_file()
 SCREENSHOTS = os.environ.get("ALLIANCE_SCREENSHOTS")
 
 
@@ -166,9 +164,6 @@ def _check_file(driver: "WebDriver", node: NodeProcess, genesis: Path, document:
 
 
 def _assert_verdict(verdict: tuple[str, str], ok: bool, words: str) -> None:
-    if not HAS_VERIFIER:  # the page says the verifier is missing instead of deciding
-        assert verdict[0] == "not-verified" and "verify.js" in verdict[1], verdict
-        return
     assert verdict[0] == ("verified" if ok else "not-verified") and words in verdict[1], verdict
 
 
@@ -228,12 +223,6 @@ def test_history_lists_what_touched_a_key(net: tuple[Path, list[NodeProcess]], b
     second = json.loads(alliance("tx", "put", "invoice/5/status", "paid", *rpc, *key).stdout)
     _open(browser, nodes[0], "history?family=kv&key=invoice/5/status", "hist-results")
     wait_for(lambda: _text(browser, "hist-results"), "the history page to answer")
-    try:
-        nodes[0].client().call("get_history", family="kv", key="invoice/5/status")
-    except RpcError as exc:
-        if exc.code == -32601:
-            pytest.skip("this node has no get_history yet: the history page is not checked")
-        raise
     shown = _text(browser, "hist-results")
     assert shown.index(second["tx_hash"][:12]) < shown.index(first["tx_hash"][:12])  # newest first
 
@@ -247,9 +236,8 @@ def test_a_notarised_file_is_verified_against_the_genesis(net: tuple[Path, list[
     digest = hashlib.sha256(document.read_bytes()).hexdigest()
     verdict = _check_file(browser, nodes[0], out / "genesis.toml", document)
     _assert_verdict(verdict, True, "Verified: this file's SHA-256")
-    if HAS_VERIFIER:
-        assert digest in _text(browser, "ev-digest") and "invoice 42" in _text(browser, "ev-record")
-        assert "genesis you supplied" in verdict[1]
+    assert digest in _text(browser, "ev-digest") and "invoice 42" in _text(browser, "ev-record")
+    assert "genesis you supplied" in verdict[1]
     _shot(browser, "evidence-verified")
 
     other = tmp_path / "other"
@@ -328,13 +316,6 @@ def test_a_stalled_consortium_shows_who_is_missing(net: tuple[Path, list[NodePro
         return all(any(f">{node.home.name}<" in r for r in rows) for node in nodes[2:])
 
     wait_for(peers_down, "the overview to show node2 and node3 not connected", deadline_s=DEADLINE_S)
-    try:
-        nodes[0].client().call("consensus_state")
-    except RpcError as exc:
-        if exc.code == -32601:
-            _shot(browser, "stuck")
-            pytest.skip("this node has no consensus_state yet: the waiting_for sentence is not checked")
-        raise
     wait_for(lambda: all(node.home.name in _text(browser, "waiting-for") for node in nodes[2:]),
              "the waiting_for sentence to name node2 and node3")
     _shot(browser, "stuck")
