@@ -227,7 +227,8 @@ def _introduce(home: Path, nodes: list[LocalNode]) -> None:
     print("in another terminal, for example:")
     print(f"  export ALLIANCE_RPC={nodes[0].rpc_url}")
     print(f"  export ALLIANCE_KEY={home / 'client.key'}")
-    print("  alliance tx put hello world; alliance tx get hello", flush=True)
+    print("  alliance tx put hello world; alliance tx get hello")
+    print(f"web console: {nodes[0].rpc_url}/ (docs/console.md)", flush=True)
 
 
 def _live_view(nodes: list[LocalNode], duration_s: float | None, load: LoadStats | None, parent: int) -> None:
