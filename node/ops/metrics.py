@@ -21,7 +21,7 @@ TX_REJECTION_REASONS = (
     "unauthorised", "duplicate", "mempool_full", "not_a_member", "invalid_params",
 )
 RPC_METHODS = (
-    "status", "send_tx", "get_tx", "get_block", "get_proof", "query", "get_members", "get_proposal",
+    "status", "send_tx", "get_tx", "get_block", "get_proof", "query", "get_members", "get_proposal", "get_history",
     "subscribe", "unsubscribe",
 )
 RPC_NON_METHODS = ("invalid", "unknown")
