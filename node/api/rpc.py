@@ -93,6 +93,7 @@ class RpcService:
         on_store_damaged: Callable[[StoreCorrupt], object],
         run_blocking: BlockingRunner = trio.to_thread.run_sync,
         archive: Path | None = None,
+        consensus: Mapping[str, Method] = NO_METHODS,
     ) -> None:
         self.ledger = ledger
         self.archive = archive  # get_proof of a pruned transaction looks there (storage.archive_dir)
@@ -112,6 +113,7 @@ class RpcService:
             "get_proof": self._get_proof,
             "query": self._query,
             **MemberMethods(ledger).methods(),
+            **consensus,  # consensus_state (node/api/consensus_view.py)
         }
 
     # ---- envelope ---------------------------------------------------------------------
