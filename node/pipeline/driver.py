@@ -32,7 +32,7 @@ from consensus.events import (
     TransactionsPending,
     ValidatorSetKnown,
 )
-from consensus.messages import RoundChange, Signed
+from consensus.messages import RoundChange, Signed, signing_bytes
 from consensus.replica import Replica
 from consensus.safety_state import encode_safety
 from node.chain.candidate import BlockInvalid
@@ -206,11 +206,19 @@ class Driver:
                 await self._perform(self._handle(event), _round_reason(event))
 
     def _handle(self, event: Event) -> list[Action]:
-        """The replica's actions for `event`; a peer's message it accepted (signature checked) is watched."""
-        dropped, validators = self.replica.dropped.total(), self.replica.validators
+        """The replica's actions for `event`; a peer's message it accepted (signature checked) is watched,
+        and so is a late vote for the height just decided once its signature checks here."""
+        dropped, old, height = self.replica.dropped.total(), self.replica.dropped["old"], self.replica.height
+        validators = self.replica.validators
         actions = self.replica.handle(event)
-        if isinstance(event, MessageReceived) and self.replica.dropped.total() == dropped:
-            self.watch.record(event.signed.sender, event.signed.message, validators)
+        if isinstance(event, MessageReceived):
+            signed, replica = event.signed, self.replica
+            accepted = replica.dropped.total() == dropped
+            late = (replica.dropped["old"] == old + 1 and signed.message.height == height - 1
+                    and replica.crypto.verify(signed.sender, signing_bytes(replica.config.chain_id, signed.message),
+                                              signed.signature))
+            if accepted or late:
+                self.watch.record(signed.sender, signed.message, validators)
         return actions
 
     async def _perform(self, actions: list[Action], reason: str = "resumed") -> None:
