@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consensus.messages import Commit, Prepare, Proposal, RoundChange
 from consensus.round_state import RoundTally
+from node.cli.consensus_cmd import render
+from node.client import BadAnswer
 from node.pipeline.consensus_watch import ConsensusWatch, Seen, waiting_for
 
 KEYS = tuple(bytes([i]) * 32 for i in range(4))
@@ -75,3 +79,19 @@ def test_an_idle_round_waits_for_transactions_and_a_parked_one_for_its_set() -> 
 def test_a_round_with_both_quorums_is_committing() -> None:
     text = waiting_for(tally(0, prepares=(0, 1, 2), commits=(0, 1, 3)), 812, KEYS, KEYS[0], NAMES)
     assert text == "committing the block of height 812, view 0"
+
+
+def test_the_cli_shows_the_round_its_lack_and_a_row_per_validator() -> None:
+    watch = ConsensusWatch(lambda: 10_000)
+    watch.record(KEYS[0], Commit(5, 0, H, b"s" * 64), KEYS)
+    state = {"height": 6, "view": 1, "leader": KEYS[1].hex(), "waiting_for": "waiting for round changes",
+             "validators": [watch.validator(KEYS[0], "node0", True), watch.validator(KEYS[1], "node1", False)]}
+    lines = render(state, now_ms=12_500).splitlines()
+    assert lines[:2] == ["height 6, view 1, leader node1", "waiting for round changes"]
+    assert lines[4].split() == ["node0", "yes", "5/0", "-", "-", "5/0", "2.5s", "ago"]
+    assert lines[5].split() == ["node1", "NO", "-", "-", "-", "-"]
+
+
+def test_the_cli_refuses_an_answer_that_is_not_the_protocol_s() -> None:
+    with pytest.raises(BadAnswer):
+        render({"height": 6}, now_ms=0)
