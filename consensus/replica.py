@@ -27,7 +27,7 @@ from consensus.events import BlockBuilt, BlockSynced, BlockValidated, Event, Mes
 from consensus.events import TransactionsPending, ValidatorSetKnown
 from consensus.heights import DELIVER, KEPT, Heights
 from consensus.messages import Commit, Crypto, Prepare, PreparedCertificate, Proposal, RoundChange, Signed
-from consensus.round_state import Rounds, RoundState
+from consensus.round_state import Rounds, RoundState, RoundTally
 from consensus.safety_state import SafetyState
 from consensus.safety_rules import SafetyRules, SigningRefused, Unsealed
 from consensus.signer import Signer
@@ -93,6 +93,14 @@ class Replica:
     def proposer(self, height: int, round_: int) -> bytes:
         """The proposer of `round_` at `height` (LookupError if that height's set is not known)."""
         return self._heights.proposer(height, round_)
+
+    def tally(self) -> RoundTally | None:
+        """Who was heard from in the current round; None while parked (no round runs)."""
+        if self.parked:
+            return None
+        rs = self._rounds.get(self.round) or RoundState()
+        return RoundTally(self.height, self.round, self._active, rs.proposal is not None, frozenset(rs.prepares),
+                          frozenset(rs.commits), frozenset(rs.round_changes))
 
     def start(self) -> list[Action]:
         """First actions after construction: resume from the safety state or start round 0."""

@@ -35,6 +35,19 @@ class RoundState:
                 self.my_commit = True
 
 
+@dataclass(frozen=True)
+class RoundTally:
+    """Whom a replica heard from in its current round: a read-only summary for a node's status."""
+
+    height: int
+    round: int
+    active: bool  # a round timer runs (there is work, or others are at this height)
+    proposal: bool
+    prepares: frozenset[bytes]
+    commits: frozenset[bytes]
+    round_changes: frozenset[bytes]
+
+
 class Rounds:
     """The rounds of one height, tallied against the validator set of that height."""
 

@@ -18,6 +18,7 @@ from node.api.access import AccessGate, AccessPolicy, load_tokens
 from node.api.endpoints import OpsApp, RpcApp
 from node.api.http_server import bind, serve_http
 from node.api.lookup import ChainLookup
+from node.api.consensus_view import ConsensusMethods
 from node.api.members import MembershipGauges
 from node.api.rpc import RpcService
 from node.api.status import NodeStatus
@@ -43,7 +44,8 @@ from node.p2p.snapshot_server import SnapshotServer
 from node.p2p.state_sync import StateSyncFailed, state_sync
 from node.p2p.sync import HeightAnnouncer, Syncer
 from node.pipeline.commit import CommitPipeline
-from node.pipeline.driver import Driver, Inbox, Wakeup
+from node.pipeline.consensus_watch import ConsensusWatch
+from node.pipeline.driver import Driver, Inbox, Wakeup, now_ms
 from node.pipeline.pruner import Pruner
 from node.pipeline.sign_floor import SIGN_NOTHING, learn_sign_from
 from node.txpool.admission import Admission
@@ -228,8 +230,9 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         # the driver), waits on it.
         sync_wanted = Wakeup()
         pruner = Pruner(ledger, config.retain_blocks, config.archive_dir) if config.retain_blocks else None
+        consensus_watch = ConsensusWatch(now_ms)
         driver = Driver(replica, pipeline, mempool, inbox, metrics, outbox, guarded.safety_file, fetcher, gossip,
-                        txlog, sync_wanted, on_committed=(
+                        txlog, sync_wanted, watch=consensus_watch, on_committed=(
                             hub.publish, lambda height: heights.announce(), gauges.committed, writer.committed,
                             # The network is built below (its router needs the syncer, which needs the
                             # driver); it is looked up at the first commit, once it exists.
@@ -240,7 +243,8 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
         storage_closed = trio.Event()
         status = NodeStatus(config, genesis, ledger, replica, outbox, syncer, storage_closed, joined)
         rpc = RpcService(ledger, driver, admission, lookup, metrics, status.status,
-                         on_admitted=gossip.announce, on_store_damaged=watch.report, archive=config.archive_dir)
+                         on_admitted=gossip.announce, on_store_damaged=watch.report, archive=config.archive_dir,
+                         consensus=ConsensusMethods(ledger, replica, consensus_watch, outbox).methods())
         network = PeerNetwork(genesis.chain_id, key, ledger.members(ledger.height + 1), metrics, outbox,
                               handler=Router(syncer, gossip, fetcher, inbox, metrics,
                                              SnapshotServer(snapshots, outbox, metrics)).route,

@@ -94,6 +94,7 @@ class RpcService:
         on_store_damaged: Callable[[StoreCorrupt], object],
         run_blocking: BlockingRunner = trio.to_thread.run_sync,
         archive: Path | None = None,
+        consensus: Mapping[str, Method] = NO_METHODS,
     ) -> None:
         self.ledger = ledger
         self.archive = archive  # get_proof of a pruned transaction looks there (storage.archive_dir)
@@ -114,6 +115,7 @@ class RpcService:
             "query": self._query,
             **MemberMethods(ledger).methods(),
             **HistoryMethods(ledger).methods(),
+            **consensus,  # consensus_state (node/api/consensus_view.py)
         }
 
     # ---- envelope ---------------------------------------------------------------------

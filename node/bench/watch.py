@@ -74,16 +74,15 @@ class BlockWatcher(threading.Thread):
 
 
 def view_changes(metrics_url: str) -> int | None:
-    """The node's alliance_consensus_view_changes_total, from its /metrics; None if it does not answer."""
+    """The node's alliance_consensus_view_changes_total (summed over its reasons), from its /metrics; None if it does not answer."""
     try:
         with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
         return None
-    for line in text.splitlines():
-        if line.startswith("alliance_consensus_view_changes_total "):
-            return int(float(line.split()[1]))
-    return None
+    counts = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith(("alliance_consensus_view_changes_total ", "alliance_consensus_view_changes_total{"))]
+    return int(sum(counts)) if counts else None
 
 
 def cpu_seconds(pid: int) -> float:

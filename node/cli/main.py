@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 
 from node.chain.proof import ProofInvalid
 from node.cli import (
-    archive_cmd, bench, check, client_cmds, genesis_cmd, gov_cmd, history_cmd, localnet, run, setup, snapshot_cmd, token_cmd,
+    archive_cmd, bench, check, client_cmds, consensus_cmd, genesis_cmd, gov_cmd, history_cmd, localnet, run, setup,
+    snapshot_cmd, token_cmd,
 )
 from node.client import BadAnswer, NodeUnreachable, NotFound, RpcError
 from node.errors import AllianceError, ExitCode
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "status", client_cmds.cmd_status, "print a node's status")
     client_cmds.add_client_options(p)
+    p = _command(sub, "consensus", consensus_cmd.cmd_consensus,
+                 "print what a node sees of the round it is deciding, and what that round still lacks")
+    client_cmds.add_client_options(p)
+    p.add_argument("--json", action="store_true", help="print the consensus_state answer as JSON")
 
     tx = _command(sub, "tx", lambda a: tx.print_help(), "key-value transactions: put, get, delete")
     tx_sub = tx.add_subparsers(title="tx commands", metavar="COMMAND", required=True)

@@ -124,6 +124,10 @@ class AsyncClient:
     async def notary_lookup_file(self, path: str | Path) -> NotaryRecord | None:
         return await self._run(self._core.notary_lookup_file(path))
 
+    async def consensus_state(self) -> dict[str, Any]:
+        """This node's view of the round it is deciding: each validator's last messages and what the round lacks."""
+        return await self._run(self._core.consensus_state())
+
     async def get_members(self, height: int | None = None) -> Members:
         """The membership in force at `height` (default: the latest block), with the pending proposals."""
         return await self._run(self._core.get_members(height))

@@ -244,6 +244,12 @@ class Core:
             params["before_height"] = before_height
         return history_from((yield from self.call("get_history", params)))
 
+    def consensus_state(self) -> Op[dict[str, Any]]:
+        state = yield from self.call("consensus_state", {})
+        if not isinstance(state, dict):
+            raise BadAnswer(f"consensus_state: expected a JSON object, got {state!r:.100}")
+        return state
+
     def get_proof(self, tx_hash: str | bytes) -> Op[dict[str, Any]]:
         proof = yield from self.call("get_proof", {"tx_hash": hash_hex(tx_hash, "tx_hash")})
         if not isinstance(proof, dict):

@@ -149,6 +149,10 @@ class Client:
         result: dict[str, Any] = self.call("status")
         return result
 
+    def consensus_state(self) -> dict[str, Any]:
+        """This node's view of the round it is deciding: each validator's last messages and what the round lacks."""
+        return self._run(self._core.consensus_state())
+
     def send_tx(self, tx: Transaction, wait: bool = False, timeout_s: float = 10) -> dict[str, Any]:
         result: dict[str, Any] = self.call("send_tx", tx=tx.raw.hex(), wait=wait, timeout=timeout_s)
         return result

@@ -22,8 +22,9 @@ TX_REJECTION_REASONS = (
 )
 RPC_METHODS = (
     "status", "send_tx", "get_tx", "get_block", "get_proof", "query", "get_members", "get_proposal", "get_history",
-    "subscribe", "unsubscribe",
+    "subscribe", "unsubscribe", "consensus_state",
 )
+VIEW_CHANGE_REASONS = ("timeout", "round_changes", "proposal", "resumed")  # node/pipeline/driver.py
 RPC_NON_METHODS = ("invalid", "unknown")
 MESSAGE_DROP_REASONS = (
     "malformed", "sender_mismatch", "decided", "queue_full",
@@ -63,8 +64,12 @@ class Metrics:
         self.mempool_txs_max = Gauge("alliance_mempool_txs_max", "Capacity of the mempool (mempool.txs_max).", registry=r)
         self.consensus_view = Gauge("alliance_consensus_view", "Current round (view) at the current height.", registry=r)
         self.view_changes = Counter(
-            "alliance_consensus_view_changes", "Moves to a higher round within a height.", registry=r
+            "alliance_consensus_view_changes", "Moves to a higher round within a height, by reason: its round "
+            "timer expired (timeout), it joined later rounds on others' round changes (round_changes) or on a "
+            "justified proposal (proposal), or it resumed a round after a restart (resumed).", ["reason"], registry=r
         )
+        for reason in VIEW_CHANGE_REASONS:
+            self.view_changes.labels(reason)
         self.peers_connected = Gauge("alliance_peers_connected", "Peers with an open session.", registry=r)
         self.block_commit_seconds = Histogram(
             "alliance_block_commit_seconds", "Time from proposal to commit of a block.",

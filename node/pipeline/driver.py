@@ -32,7 +32,7 @@ from consensus.events import (
     TransactionsPending,
     ValidatorSetKnown,
 )
-from consensus.messages import Signed
+from consensus.messages import RoundChange, Signed, signing_bytes
 from consensus.replica import Replica
 from consensus.safety_state import encode_safety
 from node.chain.candidate import BlockInvalid
@@ -41,6 +41,7 @@ from node.chain.proposal import proposal_body
 from node.chain.tx import Transaction
 from node.ops.metrics import Metrics
 from node.pipeline.commit import AlreadyStored, CommitPipeline, Committed, Deferred
+from node.pipeline.consensus_watch import ConsensusWatch
 from node.txpool.mempool import Mempool
 
 log = logging.getLogger("alliance.driver")
@@ -148,8 +149,10 @@ class Driver:
         sync_wanted: Wakeup,
         on_committed: Sequence[Callable[[int], None]],
         run_blocking: BlockingRunner = trio.to_thread.run_sync,
+        watch: ConsensusWatch | None = None,
     ):
         self.replica = replica
+        self.watch = watch if watch is not None else ConsensusWatch(now_ms)  # what each validator last sent
         self.pipeline = pipeline
         self.ledger = pipeline.ledger
         self.mempool = mempool
@@ -200,14 +203,30 @@ class Driver:
             task_status.started()
             async for event in self.inbox.events:
                 self.last_loop_s = trio.current_time()
-                await self._perform(self.replica.handle(event))
+                await self._perform(self._handle(event), _round_reason(event))
 
-    async def _perform(self, actions: list[Action]) -> None:
+    def _handle(self, event: Event) -> list[Action]:
+        """The replica's actions for `event`; a peer's message it accepted (signature checked) is watched,
+        and so is a late vote for the height just decided once its signature checks here."""
+        dropped, old, height = self.replica.dropped.total(), self.replica.dropped["old"], self.replica.height
+        validators = self.replica.validators
+        actions = self.replica.handle(event)
+        if isinstance(event, MessageReceived):
+            signed, replica = event.signed, self.replica
+            accepted = replica.dropped.total() == dropped
+            late = (replica.dropped["old"] == old + 1 and signed.message.height == height - 1
+                    and replica.crypto.verify(signed.sender, signing_bytes(replica.config.chain_id, signed.message),
+                                              signed.signature))
+            if accepted or late:
+                self.watch.record(signed.sender, signed.message, validators)
+        return actions
+
+    async def _perform(self, actions: list[Action], reason: str = "resumed") -> None:
         queue = deque(actions)
         while queue:
             for follow_up in await self._carry_out(queue.popleft()):
                 queue.extend(self.replica.handle(follow_up))
-        self._observe_replica()
+        self._observe_replica(reason)
 
     async def _carry_out(self, action: Action) -> list[Event]:
         """Does what `action` says; returns the events it leads to, for the replica at once."""
@@ -215,8 +234,10 @@ class Driver:
             data = encode_safety(action.state)
             await self.run_blocking(self.safety.save_safety, data)
         elif isinstance(action, Broadcast):
+            self.watch.record(self.replica.me, action.signed.message, self.replica.validators)
             self.peers.broadcast_consensus(action.signed)
         elif isinstance(action, SendTo):
+            self.watch.record(self.replica.me, action.signed.message, self.replica.validators)
             self.peers.send_consensus(action.peer, action.signed)
         elif isinstance(action, ScheduleTimeout):
             self._schedule_timeout(action)
@@ -336,12 +357,14 @@ class Driver:
         if dropped:
             log.info("event=txs_dropped_unauthorised height=%d txs=%d", height + 1, len(dropped))
 
-    def _observe_replica(self) -> None:
+    def _observe_replica(self, reason: str) -> None:
         view = (self.replica.height, self.replica.round)
         if view[0] == self._view[0] and view[1] > self._view[1] and not self.replica.parked:
-            self.metrics.view_changes.inc(view[1] - self._view[1])
-            log.info("event=view_change height=%d round=%d leader=%s", view[0], view[1],
-                     self.replica.proposer(*view).hex()[:16])
+            self.metrics.view_changes.labels(reason).inc(view[1] - self._view[1])
+            log.info("event=view_change height=%d round=%d leader=%s reason=%s", view[0], view[1],
+                     self.replica.proposer(*view).hex()[:16], reason)
+        if view[0] != self._view[0] and not self.replica.parked:
+            self.watch.keep_only(self.replica.validators)
         self._view = view
         self.metrics.consensus_view.set(self.replica.round)
         for reason, count in self.replica.dropped.items():
@@ -349,3 +372,12 @@ class Driver:
             if count > seen:
                 self.metrics.messages_dropped.labels(reason).inc(count - seen)
                 self._dropped_seen[reason] = count
+
+
+def _round_reason(event: Event) -> str:
+    """Why a higher round that `event` led to was entered (the view-change counter's `reason`)."""
+    if isinstance(event, TimeoutFired):
+        return "timeout"
+    if isinstance(event, MessageReceived):
+        return "round_changes" if isinstance(event.signed.message, RoundChange) else "proposal"
+    return "resumed"

@@ -53,7 +53,7 @@ def test_every_labelled_counter_is_at_zero_from_the_start() -> None:
 
 def test_every_rpc_method_is_listed() -> None:
     service: Any = RpcService(None, None, None, None, Metrics(), dict, None, None)  # type: ignore[arg-type]
-    assert set(service.methods) | {"send_tx", "subscribe", "unsubscribe"} == set(RPC_METHODS)
+    assert set(service.methods) | {"send_tx", "subscribe", "unsubscribe", "consensus_state"} == set(RPC_METHODS)
 
 
 def test_every_rejection_reason_the_node_gives_is_listed() -> None:
