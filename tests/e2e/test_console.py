@@ -309,6 +309,8 @@ def test_a_stalled_consortium_shows_who_is_missing(net: tuple[Path, list[NodePro
     out, nodes = net
     for node in nodes[2:]:
         node.kill9()
+    # A transaction to decide: an idle chain waits for transactions, not for votes.
+    alliance("tx", "put", "stuck/1", "v", "--no-wait", "--rpc", nodes[0].rpc_url, "--key", str(out / "client.key"))
     _open(browser, nodes[0], "overview", "ov-height")
 
     def peers_down() -> bool:
