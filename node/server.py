@@ -99,15 +99,21 @@ def _log_role(role: str | None, key: bytes, height: int) -> None:
 
 
 def access_policy(config: NodeConfig) -> AccessPolicy:
-    """The RPC listener's access policy, its TLS files checked first; logged, with a warning when tokens
-    would cross the network in clear."""
+    """The RPC listener's access policy, its TLS files checked first (before the store is opened, so
+    that a mistake in them is the start's one error)."""
     for files, section in ((config.rpc_tls, "rpc"), (config.metrics_tls, "metrics")):
         if files is not None:
             check_tls(files, section)
     tokens = load_tokens(config.rpc_tokens_file) if config.rpc_tokens_file is not None else []
-    tls = config.rpc_tls
+    return AccessPolicy(config.rpc_access, tokens)
+
+
+def log_access(config: NodeConfig, policy: AccessPolicy) -> None:
+    """Says how the RPC listener is guarded, once the node serves; warns where tokens cross the network
+    in clear, or where nothing can get in."""
+    tls, tokens = config.rpc_tls, len(policy.tokens)
     log.info("event=rpc_access mode=%s tokens=%d tls=%s client_certs=%s metrics_tls=%s", config.rpc_access,
-             len(tokens), "on" if tls else "off", "required" if tls and tls.client_ca else "off",
+             tokens, "on" if tls else "off", "required" if tls and tls.client_ca else "off",
              "on" if config.metrics_tls else "off")
     if tokens and tls is None and not is_loopback(config.rpc_listen.host):
         log.warning("event=rpc_tokens_in_clear listen=%s reason=%r", config.rpc_listen,
@@ -115,7 +121,6 @@ def access_policy(config: NodeConfig) -> AccessPolicy:
     if config.rpc_access == "closed" and not tokens:
         log.warning("event=rpc_closed_without_tokens listen=%s reason=%r", config.rpc_listen,
                     "access is closed and no token is configured: every RPC request is refused (docs/configuration.md)")
-    return AccessPolicy(config.rpc_access, tokens)
 
 
 def _greeter(heights: HeightAnnouncer, gossip: TxGossip) -> Callable[[bytes], None]:
@@ -271,6 +276,7 @@ async def run_node(config: NodeConfig, *, task_status: trio.TaskStatus[Node] = t
                                                 websocket=EventSocket(hub, rpc, gate), tls=config.rpc_tls))
                     await nursery.start(partial(serve_http, OpsApp(metrics, status), metrics_sock,
                                                 tls=config.metrics_tls))
+                    log_access(config, policy)
                     log.info("event=node_started name=%s height=%d rpc=%s p2p=%s metrics=%s chain_id=%s",
                              config.name, ledger.height, config.rpc_listen, config.p2p_listen,
                              config.metrics_listen, genesis.chain_id)

@@ -20,7 +20,7 @@ from node.api.tls import check_tls
 from node.config import TlsFiles, load_config
 from node.errors import ConfigError
 from node.ops.metrics import Metrics
-from node.server import access_policy
+from node.server import access_policy, log_access
 from tests.e2e.tls_certs import make_certs
 
 TOKENS = {"reader": ("read",), "submitter": ("read", "submit"), "watcher": ("subscribe",)}
@@ -215,13 +215,15 @@ def test_the_start_logs_the_mode_and_warns_of_tokens_in_clear(tmp_path: Path, ca
     config = load_config(_home(tmp_path, 'listen = "0.0.0.0:1"\ntokens_file = "tokens.toml"'))
     with caplog.at_level(logging.INFO, logger="alliance.node"):
         policy = access_policy(config)
+        log_access(config, policy)
     assert policy.mode == "closed" and len(policy.tokens) == 1
     assert "event=rpc_access mode=closed tokens=1 tls=off" in caplog.text
     assert "event=rpc_tokens_in_clear" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="alliance.node"):
         (tmp_path / "other").mkdir()
-        access_policy(load_config(_home(tmp_path / "other", 'listen = "0.0.0.0:1"')))
+        closed = load_config(_home(tmp_path / "other", 'listen = "0.0.0.0:1"'))
+        log_access(closed, access_policy(closed))
     assert "event=rpc_closed_without_tokens" in caplog.text and "rpc_tokens_in_clear" not in caplog.text
 
 
