@@ -36,6 +36,7 @@ TIMED_OUT = "handshake timed out"
 SEND_QUEUE_FRAMES_MAX = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
+REMOVED_DRAIN_S = 2.0  # a removed member's session lives this long at most, to send what was queued for it
 
 Handler = Callable[[bytes, Message], None]
 
@@ -85,8 +86,9 @@ class PeerNetwork:
             return  # the usual case: a block that changed no peer
         peers = self._peers_of(members)
         for peer, link in list(self.outbox.links.items()):
-            if peer not in peers:  # nothing more is sent to it, from now on
-                link.scope.cancel()
+            if peer not in peers:  # nothing more is queued for it; what is (its last votes) still goes
+                link.queue.close()
+                link.scope.deadline = min(link.scope.deadline, trio.current_time() + REMOVED_DRAIN_S)
                 self.outbox.detach(peer, link)
                 self._connections_changed(peer, "peer_disconnected", "no longer a member")
         self._peers, self._dialed = peers, self._dialed_of(members)
@@ -195,7 +197,7 @@ class PeerNetwork:
             self._connections_changed(peer, "peer_connected")
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write, session, receive)
+                    nursery.start_soon(self._write, session, receive, nursery.cancel_scope)
                     await self._read(session)
             except* TransportError as group:
                 reason = str(group.exceptions[0])
@@ -212,9 +214,10 @@ class PeerNetwork:
         if event == "peer_connected":
             self.on_connect(peer)
 
-    async def _write(self, session: Session, frames: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _write(self, session: Session, frames: trio.MemoryReceiveChannel[bytes], done: trio.CancelScope) -> None:
         async for payload in frames:
             await session.send(payload)
+        done.cancel()  # the queue was closed: the peer left the membership and was sent what it was owed
 
     async def _read(self, session: Session) -> None:
         while True:

@@ -8,6 +8,7 @@ from typing import Protocol
 import trio
 
 from node.chain.genesis import Genesis
+from node.chain.governance import ACTIVATION_DELAY
 from node.chain.ledger import Ledger
 from node.chain.tx import TX_BYTES_MAX, Transaction, TxError, decode_for_chain
 from node.txpool.mempool import Mempool, MempoolFull
@@ -38,8 +39,9 @@ class PendingListener(Protocol):
 
 
 class NotAMember(Exception):
-    """This node's key is not a validator or observer at the next height: no peer takes what it passes on,
-    so it must not acknowledge a client's transaction."""
+    """This node's key is not a validator or observer at the next height, or governance removed it
+    from a height soon after: no peer takes what it passes on, so it must not acknowledge a client's
+    transaction."""
 
 
 class Admission:
@@ -85,9 +87,18 @@ class Admission:
         members = self.ledger.members(self.ledger.height + 1)
         if tx.sender not in members.authorised_senders:
             raise Refused(UNAUTHORISED, "unauthorised", "sender not authorised")
-        if not from_peer and self.node_key is not None and self.node_key not in members.peer_keys:
-            raise NotAMember(f"this node's key is not a member of the chain at height {self.ledger.height + 1}")
+        if not from_peer and self.node_key is not None:
+            self._check_member(members.peer_keys)
         return tx
+
+    def _check_member(self, next_peers: frozenset[bytes]) -> None:
+        """A node whose removal has passed (in force within ACTIVATION_DELAY blocks) acknowledges nothing
+        more: its peers cut it off at the activation, and it may not even learn the blocks before it."""
+        height = self.ledger.height
+        if self.node_key not in next_peers:
+            raise NotAMember(f"this node's key is not a member of the chain at height {height + 1}")
+        if self.node_key not in self.ledger.members(height + ACTIVATION_DELAY).peer_keys:
+            raise NotAMember(f"governance removes this node's key from the chain by height {height + ACTIVATION_DELAY}")
 
     async def admit(
         self, txs: Sequence[Transaction], from_peer: bool = False

@@ -71,6 +71,13 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
         time.sleep(poll_s)
 
 
+def wait_connected(nodes: list[NodeProcess]) -> None:
+    """Waits until every node has a session with every other one."""
+    def all_connected() -> bool:
+        return all(sum(p["connected"] for p in n.client().status()["peers"]) == len(nodes) - 1 for n in nodes)
+    wait_for(all_connected, "every node to connect to every other")
+
+
 @dataclass
 class NodeProcess:
     home: Path

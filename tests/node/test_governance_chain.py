@@ -244,3 +244,15 @@ def test_a_node_that_is_no_member_acknowledges_no_client_tx(removed_client: Chai
     member = Admission(GENESIS, ledger, mempool, Verifier(ledger, mempool), Quiet(),
                        node_key=GENESIS.validators[0].pubkey)
     assert member.check(put(OTHER, "c").raw).sender == key(OTHER)
+
+
+def test_a_validator_whose_removal_passed_acknowledges_no_client_tx(removal: Chain) -> None:
+    ledger, mempool = removal.builder, Mempool(100)
+
+    def node(validator: int) -> Admission:
+        return Admission(GENESIS, ledger, mempool, Verifier(ledger, mempool), Quiet(), node_key=OLD[validator])
+
+    with pytest.raises(NotAMember, match="removes this node's key from the chain by height 4"):
+        node(3).check(put(OTHER, "a").raw)  # still a validator of block 3, but cut off at 4
+    assert node(3).check(put(OTHER, "b").raw, from_peer=True).sender == key(OTHER)
+    assert node(0).check(put(OTHER, "c").raw).sender == key(OTHER)
