@@ -74,7 +74,29 @@ class LoadStats:
 
 
 class Stopped(Exception):
-    """SIGTERM, SIGHUP or the end of the parent process: stop every node and exit."""
+    """A signal or the end of the parent process: stop every node and exit."""
+
+
+class StopRequest:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) are noted here and acted on where the loops check:
+    an exception raised by a signal handler at any instant could leave a lock held, and the exit hang."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.why = ""
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.why = self.why or ("on Ctrl-C" if signum == signal.SIGINT else f"on {signal.Signals(signum).name}")
+        self.event.set()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise Stopped(self.why)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps, and raises Stopped as soon as a stop is asked for."""
+        self.event.wait(seconds)
+        self.check()
 
 
 def prepare_home(home: Path, nodes: int, base_port: int, fresh: bool) -> None:
@@ -119,7 +141,7 @@ def check_alive(nodes: list[LocalNode], during: str = "") -> None:
             raise AllianceError(node.exited(during))
 
 
-def wait_ready(nodes: list[LocalNode]) -> None:
+def wait_ready(nodes: list[LocalNode], stopping: StopRequest | None = None) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for node in nodes:
         while True:
@@ -132,7 +154,10 @@ def wait_ready(nodes: list[LocalNode]) -> None:
             except NodeUnreachable:
                 if time.monotonic() > deadline:
                     raise AllianceError(f"node{node.index} did not answer within {STARTUP_TIMEOUT_S:.0f} s") from None
-                time.sleep(0.1)
+                if stopping is None:
+                    time.sleep(0.1)
+                else:
+                    stopping.sleep(0.1)
 
 
 def stop_nodes(nodes: list[LocalNode]) -> None:
@@ -176,15 +201,15 @@ def run_load(url: str, key: SigningKey, stop: threading.Event, stats: LoadStats)
         stop.wait(max(0.0, batch_s - (time.monotonic() - started)))
 
 
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal) raise Stopped, as SIGINT raises KeyboardInterrupt."""
-    def stop(signum: int, _frame: Any) -> None:
-        raise Stopped(f"on {signal.Signals(signum).name}")
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    request = StopRequest()
+    previous = {sig: signal.signal(sig, request) for sig in SIGNALS}
     try:
-        yield
+        yield request
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -198,26 +223,22 @@ def cmd_localnet(args: argparse.Namespace) -> None:
     nodes = local_nodes(home, args.nodes, args.base_port)
     stop = threading.Event()
     outcome = ""
-    with stop_on_signals():
+    with stop_on_signals() as stopping:
         try:
             for node in nodes:
                 start_process(node)
-            wait_ready(nodes)
+            wait_ready(nodes, stopping)
             _introduce(home, nodes)
             stats = LoadStats(args.load)
             if args.load > 0:
                 key = load_key(home / "client.key")
                 threading.Thread(target=run_load, args=(nodes[0].rpc_url, key, stop, stats), daemon=True).start()
-            _live_view(nodes, args.duration, stats if args.load > 0 else None, parent)
-        except KeyboardInterrupt:
-            outcome = " on Ctrl-C"
+            _live_view(nodes, args.duration, stats if args.load > 0 else None, parent, stopping)
         except Stopped as exc:
             outcome = f" {exc}"
         finally:
-            for sig in (signal.SIGTERM, signal.SIGHUP):  # a second request must not cut the stopping short
-                signal.signal(sig, signal.SIG_IGN)
             stop.set()
-            stop_nodes(nodes)
+            stop_nodes(nodes)  # a second signal is noted and changes nothing: the stopping is not cut short
     with contextlib.suppress(OSError):  # the terminal may be gone
         print(f"localnet stopped{outcome}; logs in {home}/node*/node.log", flush=True)
 
@@ -231,15 +252,17 @@ def _introduce(home: Path, nodes: list[LocalNode]) -> None:
     print(f"web console: {nodes[0].rpc_url}/ (docs/console.md)", flush=True)
 
 
-def _live_view(nodes: list[LocalNode], duration_s: float | None, load: LoadStats | None, parent: int) -> None:
+def _live_view(nodes: list[LocalNode], duration_s: float | None, load: LoadStats | None, parent: int,
+               stopping: StopRequest) -> None:
     """Redraws the view once a second until the duration is over (or a signal, or the parent's end)."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
     with LiveView([f"node{n.index}" for n in nodes], [n.metrics_url for n in nodes], sys.stdout) as view:
         while deadline is None or time.monotonic() < deadline:
+            stopping.check()
             if os.getppid() != parent:
                 raise Stopped("as its parent process exited")
             exited = {f"node{n.index}": code for n in nodes if n.process and (code := n.process.poll()) is not None}
             if len(exited) == len(nodes):
                 raise AllianceError(f"every node has exited; {nodes[0].exited()}")
             view.frame(exited, load.summary() if load else None)
-            time.sleep(max(0.0, 1.0 - view.last_frame_s))
+            stopping.sleep(max(0.0, 1.0 - view.last_frame_s))
