@@ -253,32 +253,39 @@ async def test_a_burst_of_announcements_makes_one_frame(running: Setup, autojump
     assert _frames(running) == [[tx.raw for tx in txs]]
 
 
-async def test_announcements_within_one_interval_share_a_frame(running: Setup, autojump_clock: Autojump) -> None:
-    first, second = running.c.tx("first"), running.c.tx("second")
+async def test_announcements_within_one_interval_of_a_frame_share_the_next(
+    running: Setup, autojump_clock: Autojump
+) -> None:
+    first, second, third = running.c.tx("first"), running.c.tx("second"), running.c.tx("third")
     running.gossip.announce(first)
-    await trio.sleep(GOSSIP_INTERVAL_S / 2)
+    await trio.sleep(GOSSIP_INTERVAL_S / 4)
     running.gossip.announce(second)
+    await trio.sleep(GOSSIP_INTERVAL_S / 4)
+    running.gossip.announce(third)
     await _settle()
-    assert _frames(running) == [[first.raw, second.raw]]
+    assert _frames(running) == [[first.raw], [second.raw, third.raw]]
 
 
-async def test_announcements_after_a_frame_go_in_the_next_one(running: Setup, autojump_clock: Autojump) -> None:
+async def test_announcements_after_a_quiet_interval_go_at_once(running: Setup, autojump_clock: Autojump) -> None:
     first, second = running.c.tx("first"), running.c.tx("second")
     running.gossip.announce(first)
     await _settle()
     running.gossip.announce(second)
-    await _settle()
+    await trio.testing.wait_all_tasks_blocked()
     assert _frames(running) == [[first.raw], [second.raw]]
 
 
-async def test_frame_is_sent_one_interval_after_the_first_announcement(
+async def test_a_frame_goes_one_interval_after_the_last_one_while_announcements_keep_coming(
     running: Setup, autojump_clock: Autojump
 ) -> None:
     running.gossip.announce(running.c.tx("t"))
-    started = trio.current_time()
-    while not running.outbox.broadcasts:
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(running.outbox.broadcasts) == 1  # after a quiet spell: at once, without waiting
+    first_at = trio.current_time()
+    running.gossip.announce(running.c.tx("u"))
+    while len(running.outbox.broadcasts) == 1:
         await trio.sleep(GOSSIP_INTERVAL_S / 100)
-    assert trio.current_time() - started == pytest.approx(GOSSIP_INTERVAL_S, abs=GOSSIP_INTERVAL_S / 50)
+    assert trio.current_time() - first_at == pytest.approx(GOSSIP_INTERVAL_S, abs=GOSSIP_INTERVAL_S / 50)
 
 
 async def test_a_large_burst_is_split_into_bounded_frames_in_order(running: Setup, autojump_clock: Autojump) -> None:
