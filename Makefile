@@ -18,13 +18,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/alliance localnet --home .localnet --fresh --load 100
 
-## test: install with test extras and the Debian packages the tests use, then run the whole suite;
-##   the CPU-bound simulator, consensus and storage tests on both cores, then the rest (real processes) in turn
-PARALLEL_TESTS := tests/sim tests/consensus tests/storage
+## test: install with test extras and the Debian packages the tests use, then run the whole suite on both
+##   cores: the in-process tests spread test by test, then the real-process ones module by module (a module's
+##   consortium stays in one worker; each worker picks ports in its own range, tests/e2e/nodeproc.py)
+IN_PROCESS_TESTS := tests/sim tests/consensus tests/storage tests/node tests/shell
 test: $(STAMP) debian-packages
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2 $(PARALLEL_TESTS)
-	$(BIN)/pytest -q $(addprefix --ignore=,$(PARALLEL_TESTS))
+	$(BIN)/pytest -q -n 2 $(IN_PROCESS_TESTS)
+	$(BIN)/pytest -q -n 2 --dist loadfile $(addprefix --ignore=,$(IN_PROCESS_TESTS))
 
 ## bench: a 4-member consortium under as much load as it takes, for 60 s; one JSON line of figures
 bench: $(STAMP)

@@ -29,18 +29,32 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+RANDOM_PORTS = (10000, 21000)  # the modules with fixed ports take theirs from 21000 up
+
+
 def free_base_port(span: int = 40) -> int:
     """A base port P such that P..P+span are free on 127.0.0.1 right now.
 
     Below the ephemeral range: a node restarted on its port must not find it
-    taken by some outgoing connection meanwhile.
+    taken by some outgoing connection meanwhile. Each pytest-xdist worker picks
+    in its own share of RANDOM_PORTS, so that two running at once never pick
+    the same range.
     """
-    top = min(_ephemeral_low(), 60000) - span
+    low, high = _share(*RANDOM_PORTS)
+    top = min(high, _ephemeral_low()) - span
     for _ in range(200):
-        base = random.randrange(10000, top, 10)
+        base = random.randrange(low, top, 10)
         if all(_port_free(base + i) for i in range(span)):
             return base
     raise RuntimeError("no free port range found")
+
+
+def _share(low: int, high: int) -> tuple[int, int]:
+    """This pytest-xdist worker's part of [low, high): all of it without xdist."""
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", "gw0"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw"))
+    size = (high - low) // workers // 10 * 10
+    return low + index * size, low + (index + 1) * size
 
 
 def _port_free(port: int) -> bool:

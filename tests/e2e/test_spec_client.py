@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -35,6 +34,8 @@ import msgpack
 import pytest
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+from tests.e2e.nodeproc import free_base_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLIANCE = ROOT / ".venv" / "bin" / "alliance"
@@ -277,24 +278,6 @@ class Node:
 # --------------------------------------------------------------------------
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_base_port() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - 3)  # below the ephemeral ports of outgoing connections
-        if all(_port_free(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no free port range found in 30000-40000")
-
-
 def _log_tail(path: Path, n: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -306,7 +289,7 @@ def _log_tail(path: Path, n: int = 60) -> str:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("spec_client")
     home = tmp / "testnet"
-    base = pick_base_port()
+    base = free_base_port(3)
     gen = subprocess.run(
         [str(ALLIANCE), "testnet", "--nodes", "1", "--out", str(home),
          "--chain-id", CHAIN_ID, "--base-port", str(base)],
