@@ -53,7 +53,10 @@ def new_token() -> str:
 
 
 def role_needed(method: Any) -> str:
-    """The role a JSON-RPC method needs; anything not a submitting method (even unknown) is a read."""
+    """The role a JSON-RPC method needs; anything not a submitting method (even unknown, or not a
+    string at all) is a read."""
+    if not isinstance(method, str):
+        return READ  # answered as an invalid request; a list or object would not even hash
     return SUBMIT if method in SUBMIT_METHODS else SUBSCRIBE if method in SOCKET_METHODS else READ
 
 

@@ -64,6 +64,9 @@ def test_roles_needed() -> None:
     assert roles_needed(b"not json") == {"read"}
     assert roles_needed(b"[]") == {"read"}
     assert roles_needed(b"[1, 2]") == {"read"}
+    # A method that is not a string (answered -32600) is a read, not an unhashable crash.
+    assert roles_needed(b'{"method": []}') == {"read"}
+    assert roles_needed(b'[{"method": {}}, {"method": "send_tx"}]') == {"read", "submit"}
 
 
 @pytest.mark.parametrize("mode, anonymous", [("open", set(ROLES)), ("read", {"read"}), ("closed", set())])
