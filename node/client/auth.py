@@ -19,6 +19,11 @@ class Credentials:
     client_cert: str | Path | None = None  # PEM, for a node that asks for client certificates
     client_key: str | Path | None = None  # its key, if not in client_cert
 
+    def __post_init__(self) -> None:
+        # A newline or other control character would end the header (or fail deep in http.client).
+        if self.token and not all("!" <= c <= "~" for c in self.token):
+            raise InvalidInput("a token is printable ASCII without spaces, as 'alliance token new' prints it")
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 

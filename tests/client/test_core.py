@@ -235,3 +235,11 @@ def test_refused_and_dropped_subscriptions_raise_typed_errors() -> None:
 
 def test_event_url_is_the_rpc_address_at_ws() -> None:
     assert ws_url("http://127.0.0.1:26600") == "ws://127.0.0.1:26600/ws"
+
+
+@pytest.mark.parametrize("token", ["a\nb", "a\r\nX-Injected: 1", "tab\there", "nul\x00", "é"])
+def test_a_token_that_cannot_be_a_header_is_refused_before_sending(token: str) -> None:
+    from node.client import AsyncClient, Client
+    for make in (Client, AsyncClient):
+        with pytest.raises(InvalidInput, match="token"):
+            make("http://127.0.0.1:1", token=token)
