@@ -29,13 +29,14 @@ class Credentials:
 
     def ssl_context(self) -> ssl.SSLContext:
         """The context of an https or wss connection; InvalidInput for a file that cannot be used."""
+        for path in (self.ca_file, self.client_cert, self.client_key):  # ssl does not say which one is missing
+            if path is not None and not Path(path).exists():
+                raise InvalidInput(f"TLS file {path} does not exist")
         try:
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file is not None else None)
             if self.client_cert is not None:
                 key = str(self.client_key) if self.client_key is not None else None
                 context.load_cert_chain(str(self.client_cert), key)
-        except FileNotFoundError as exc:
-            raise InvalidInput(f"TLS file {exc.filename or self.ca_file} does not exist") from None
         except (OSError, ssl.SSLError) as exc:
             raise InvalidInput(f"cannot use the TLS files (ca {self.ca_file}, client certificate "
                                f"{self.client_cert}): {getattr(exc, 'reason', None) or exc}") from None

@@ -243,3 +243,12 @@ def test_a_token_that_cannot_be_a_header_is_refused_before_sending(token: str) -
     for make in (Client, AsyncClient):
         with pytest.raises(InvalidInput, match="token"):
             make("http://127.0.0.1:1", token=token)
+
+
+def test_a_missing_tls_file_is_the_one_named(tmp_path: Path) -> None:
+    from node.client import Client
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read: a missing file is named first")
+    for given in ({"client_cert": tmp_path / "none.pem"}, {"client_cert": ca, "client_key": tmp_path / "none.key"}):
+        with pytest.raises(InvalidInput, match="none"):
+            Client("https://127.0.0.1:1", ca_file=ca, **given)
