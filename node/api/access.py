@@ -164,7 +164,19 @@ def load_tokens(path: Path) -> list[Token]:
     entries = data.get("token", [])
     if len(entries) > TOKENS_MAX:
         raise ConfigError(f"tokens file {path} holds {len(entries)} tokens; at most {TOKENS_MAX}")
-    return [_token(entry, path, i) for i, entry in enumerate(entries)]
+    tokens = [_token(entry, path, i) for i, entry in enumerate(entries)]
+    _check_unique(tokens, path)
+    return tokens
+
+
+def _check_unique(tokens: list[Token], path: Path) -> None:
+    """Two entries of one name, or of one hash (whose roles would then depend on the order), are a mistake."""
+    for field, values in (("name", [t.name for t in tokens]), ("sha256", [t.sha256.hex() for t in tokens])):
+        seen: dict[str, int] = {}
+        for i, (token, value) in enumerate(zip(tokens, values), 1):
+            first = seen.setdefault(value, i)
+            if first != i:
+                raise ConfigError(f"tokens file {path}: token {i} ({token.name}): the {field} is also token {first}'s")
 
 
 def add_token(path: Path, name: str, roles: list[str]) -> str:

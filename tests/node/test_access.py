@@ -105,6 +105,10 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     (f'[[token]]\nsha256 = "{"0" * 64}"\nroles = ["read"]\n', "name must be"),
     ('[token]\nname = "a"\n', "must hold only [[token]] tables"),
     ("not toml [", "is not valid TOML"),
+    (f'[[token]]\nname = "a"\nsha256 = "{"0" * 64}"\nroles = ["read"]\n'
+     f'[[token]]\nname = "a"\nsha256 = "{"1" * 64}"\nroles = ["submit"]\n', "token 2 .a.: the name is also token 1's"),
+    (f'[[token]]\nname = "a"\nsha256 = "{"0" * 64}"\nroles = ["read"]\n'
+     f'[[token]]\nname = "b"\nsha256 = "{"0" * 64}"\nroles = ["submit"]\n', "token 2 .b.: the sha256 is also token 1's"),
 ])
 def test_tokens_file_faults(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "tokens.toml"
