@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, response
+from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, parse, response
 from node.api.http_server import Headers, Scope, Send, refuse_websocket, respond_json
 from node.errors import ConfigError
 from node.ops.metrics import Metrics
@@ -62,10 +62,11 @@ def role_needed(method: Any) -> str:
 
 def roles_needed(body: bytes) -> frozenset[str]:
     """The roles every call of a JSON-RPC body (one call or a batch) needs; a body that does not parse
-    needs READ (it is answered with an error, which tells nothing of the chain)."""
+    needs READ (it is answered with an error, which tells nothing of the chain). It is parsed as the
+    service parses it, so that every call the service would answer is looked at."""
     try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        request = parse(body)
+    except RpcError:
         return frozenset({READ})
     calls = request if isinstance(request, list) else [request]
     return frozenset(role_needed(call.get("method") if isinstance(call, dict) else None) for call in calls) or \
@@ -255,8 +256,8 @@ class AccessGate:
         error = RpcError(NOT_AUTHORISED, f"forbidden: this connection lacks a role needed ({lacking})",
                          {"reason": FORBIDDEN})
         try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            request = parse(body)
+        except RpcError:
             return False, None  # answered as a parse error, which tells nothing of the chain
         calls = request if isinstance(request, list) else [request]
         answers = [response(call, error=error) for call in calls if expects_answer(call)]

@@ -240,3 +240,18 @@ def test_an_unknown_token_is_refused_even_when_open() -> None:
     assert trio.run(gate.admit_call, {"headers": []}, body("send_tx"), Sent())
     assert not trio.run(gate.admit_call, {"headers": [(b"authorization", b"Bearer revoked")]}, body("status"), sent)
     assert sent.messages[0]["status"] == 401
+
+
+# A body the service parses must be read the same way by the gate: Python's json.loads refuses an integer
+# of more than 4,300 digits, which the service reads (as an invalid id) and answers.
+HUGE_ID_BATCH = ('[{"jsonrpc": "2.0", "method": "send_tx", "params": {"tx": "00"}, "id": 1},'
+                 '{"jsonrpc": "2.0", "method": "status", "id": ' + "9" * 5000 + '}]').encode()
+
+
+def test_a_send_tx_beside_an_integer_python_json_refuses_still_needs_submit() -> None:
+    assert roles_needed(HUGE_ID_BATCH) == {"read", "submit"}
+    assert AccessPolicy("read").decide(None, roles_needed(HUGE_ID_BATCH)) == UNAUTHENTICATED
+    gate = AccessGate(AccessPolicy("read", POLICY_TOKENS), Metrics())
+    refused_frame, answers = gate.refuse_frame(frozenset({"read", "subscribe"}), HUGE_ID_BATCH)
+    assert refused_frame and [a["id"] for a in answers] == [1, None]
+    assert gate.refuse_frame(frozenset({"subscribe"}), b"not json") == (False, None)  # answered as a parse error
