@@ -126,6 +126,8 @@ def bearer_token(scope: dict[str, Any], query_too: bool = False) -> str | None:
 
 def _check_mode(path: Path) -> None:
     mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"tokens file {path} is not a file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"tokens file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
                           f"run: chmod 600 {path}")

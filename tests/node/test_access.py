@@ -126,6 +126,9 @@ def test_tokens_file_must_be_private(tmp_path: Path) -> None:
         load_tokens(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_tokens(tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="is not a file") as refused:  # not "run: chmod 600" on a directory
+        load_tokens(tmp_path)
+    assert "chmod" not in str(refused.value)
 
 
 class Sent:
