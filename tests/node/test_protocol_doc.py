@@ -16,3 +16,12 @@ def test_every_method_has_a_row_in_the_methods_table() -> None:
     rows = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE))
     assert "status" in rows  # the pattern still finds the table
     assert set(RPC_METHODS) - set(ELSEWHERE) <= rows
+
+
+def test_the_readme_names_every_exit_status() -> None:
+    table = DOC.read_text().split("### 5.1 Exit status", 1)[1]
+    statuses = set(re.findall(r"^\| (\d) \|", table, re.MULTILINE)) - {"0"}
+    assert {"1", "6", "7"} <= statuses  # the pattern still finds the table
+    readme = " ".join((DOC.parents[1] / "README.md").read_text().split())
+    summary = readme.split("Every command exits 0 on success", 1)[1].split("([the table]", 1)[0]
+    assert statuses <= set(re.findall(r"\b(\d) [a-z]", summary)), summary
