@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,12 @@ def test_tls_files_checked_at_start(tmp_path: Path) -> None:
         check_tls(TlsFiles(certs.server_cert, certs.server_key, tmp_path / "none.pem"), "rpc")
     with pytest.raises(ConfigError, match="not a PEM CA certificate"):
         check_tls(TlsFiles(certs.server_cert, certs.server_key, certs.server_key), "rpc")
+    encrypted = tmp_path / "encrypted.key"  # the node cannot ask for a passphrase: refused, never prompted for
+    subprocess.run(["openssl", "pkey", "-in", str(certs.server_key), "-aes256", "-passout", "pass:secret",
+                    "-out", str(encrypted)], check=True, capture_output=True, timeout=30)
+    encrypted.chmod(0o600)
+    with pytest.raises(ConfigError, match="rpc.tls_key .* is encrypted with a passphrase"):
+        check_tls(TlsFiles(certs.server_cert, encrypted), "rpc")
     certs.server_key.chmod(0o640)
     with pytest.raises(ConfigError, match="metrics.tls_key .* accessible by group or others"):
         check_tls(TlsFiles(certs.server_cert, certs.server_key), "metrics")
