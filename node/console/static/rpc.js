@@ -16,7 +16,10 @@ async function post(body) {
   const headers = { "Content-Type": "application/json" };
   if (token.get()) headers.Authorization = `Bearer ${token.get()}`;
   const response = await fetch("/", { method: "POST", headers, body: JSON.stringify(body) });
-  if (response.status === 401) throw new RpcError("this node needs an access token (see Access token above)", 401);
+  if (response.status === 401) {
+    const why = token.get() ? "this node does not know this access token" : "this node needs an access token";
+    throw new RpcError(`${why} (see Access token above)`, 401);
+  }
   if (response.status === 403) throw new RpcError("the access token does not allow this", 403);
   if (!response.ok) throw new RpcError(`HTTP ${response.status}`, response.status);
   return response.json();
