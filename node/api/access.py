@@ -155,7 +155,7 @@ def load_tokens(path: Path) -> list[Token]:
     """The tokens of a tokens file (mode 0600, like key files); a ConfigError names the fault."""
     try:
         _check_mode(path)
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"tokens file {path} does not exist (create one with 'alliance token new')") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -187,14 +187,17 @@ def add_token(path: Path, name: str, roles: list[str]) -> str:
     which is stored nowhere."""
     if not name or any(role not in ROLES for role in roles) or not roles:
         raise ConfigError(f"a token needs a name and roles among {', '.join(ROLES)}")
+    if not name.isprintable():  # no control character, which TOML would not take raw (nor a lone surrogate)
+        raise ConfigError(f"a token name must be printable text, got {name!r}")
     if path.exists() and any(known.name == name for known in load_tokens(path)):
         raise ConfigError(f"tokens file {path} already holds a token named {name!r}")
     token = new_token()
-    entry = (f"\n[[token]]\nname = {json.dumps(name)}\nsha256 = \"{token_hash(token).hex()}\"\n"
+    # Not ASCII-escaped: json.dumps writes a character beyond U+FFFF as a surrogate pair, which TOML refuses.
+    entry = (f"\n[[token]]\nname = {json.dumps(name, ensure_ascii=False)}\nsha256 = \"{token_hash(token).hex()}\"\n"
              f"roles = {json.dumps(sorted(set(roles)))}\n")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(entry)
     except OSError as exc:
         raise ConfigError(f"cannot write tokens file {path}: {exc.strerror or exc}") from None

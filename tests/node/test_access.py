@@ -98,6 +98,12 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     assert policy.decide(second, frozenset({"submit"})) == FORBIDDEN
     with pytest.raises(ConfigError, match="already holds a token named 'alice'"):
         add_token(path, "alice", ["read"])
+    add_token(path, 'app 😀 "billing" \\ ü', ["read"])  # any printable name, written as valid TOML
+    assert load_tokens(path)[-1].name == 'app 😀 "billing" \\ ü'
+    for name in ("a\nb", "del\x7f", "\udcff"):
+        with pytest.raises(ConfigError, match="printable"):
+            add_token(path, name, ["read"])
+    assert len(load_tokens(path)) == 3
 
 
 @pytest.mark.parametrize("text, message", [
