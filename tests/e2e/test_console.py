@@ -214,6 +214,7 @@ def test_blocks_lead_to_their_transactions(net: tuple[Path, list[NodeProcess]], 
     _open(browser, nodes[0], f"tx/{put['tx_hash']}", "page")
     wait_for(lambda: "committed" in _text(browser, "page"), "the transaction page")
     assert "invoice/4/status" in _text(browser, "page")
+    assert f"nonce\n{put['tx']['nonce']}\n" in _text(browser, "page")  # 64 bits, not rounded to a double
 
 
 def test_history_lists_what_touched_a_key(net: tuple[Path, list[NodeProcess]], browser: "WebDriver") -> None:
