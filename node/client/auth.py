@@ -45,6 +45,7 @@ class Credentials:
         return context
 
 
+HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 CLIENT_CERT_HINT = "; a node that asks for client certificates needs one (client_cert, --client-cert)"
 
 
@@ -53,6 +54,9 @@ def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
     causes = _causes(exc)
     text = "; ".join(str(cause) for cause in causes if str(cause))
     verify = [cause for cause in causes if isinstance(cause, ssl.SSLCertVerificationError)]
+    if verify and verify[0].verify_code == HOSTNAME_MISMATCH:  # trusted, but for another name: no CA helps
+        return NodeUnreachable(f"cannot reach node at {url}: {verify[0].verify_message}; use a name or address "
+                               "the node's certificate lists (its subjectAltName)")
     if verify or "CERTIFICATE_VERIFY_FAILED" in text:
         detail = (verify[0].verify_message if verify else None) or "certificate verify failed"
         return NodeUnreachable(f"cannot reach node at {url}: its TLS certificate is not trusted ({detail}); "

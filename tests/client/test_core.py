@@ -252,3 +252,14 @@ def test_a_missing_tls_file_is_the_one_named(tmp_path: Path) -> None:
     for given in ({"client_cert": tmp_path / "none.pem"}, {"client_cert": ca, "client_key": tmp_path / "none.key"}):
         with pytest.raises(InvalidInput, match="none"):
             Client("https://127.0.0.1:1", ca_file=ca, **given)
+
+
+def test_a_certificate_for_another_host_is_said_so() -> None:
+    import ssl
+    from node.client.auth import unreachable
+    exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    exc.verify_code, exc.verify_message = 62, "Hostname mismatch, certificate is not valid for 'localhost'."
+    message = str(unreachable("https://localhost:26600", exc))
+    assert "not valid for 'localhost'" in message and "--ca" not in message, message
+    exc.verify_code, exc.verify_message = 19, "self-signed certificate in certificate chain"
+    assert "--ca" in str(unreachable("https://localhost:26600", exc))
