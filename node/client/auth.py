@@ -55,8 +55,9 @@ def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
     text = "; ".join(str(cause) for cause in causes if str(cause))
     verify = [cause for cause in causes if isinstance(cause, ssl.SSLCertVerificationError)]
     if verify and verify[0].verify_code == HOSTNAME_MISMATCH:  # trusted, but for another name: no CA helps
-        return NodeUnreachable(f"cannot reach node at {url}: {verify[0].verify_message}; use a name or address "
-                               "the node's certificate lists (its subjectAltName)")
+        why = verify[0].verify_message.rstrip(".")
+        return NodeUnreachable(f"cannot reach node at {url}: {why}; use a name or address the node's certificate "
+                               "lists (its subjectAltName)")
     if verify or "CERTIFICATE_VERIFY_FAILED" in text:
         detail = (verify[0].verify_message if verify else None) or "certificate verify failed"
         return NodeUnreachable(f"cannot reach node at {url}: its TLS certificate is not trusted ({detail}); "
@@ -64,7 +65,8 @@ def unreachable(url: str, exc: BaseException) -> NodeUnreachable:
     if any(isinstance(cause, ssl.SSLError) for cause in causes) or "SSL" in text or "TLS" in text:
         first = text.splitlines()[0] if text else repr(exc)
         return NodeUnreachable(f"cannot reach node at {url}: TLS handshake failed ({first}){CLIENT_CERT_HINT}")
-    if url.startswith(("https:", "wss:")) and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
+    if url.startswith(("https:", "wss:")) and isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)) \
+            and not isinstance(exc, ConnectionRefusedError):  # refused: nothing listens, no TLS session was had
         # TLS 1.3: a node that asks for a client certificate closes the connection after the handshake.
         return NodeUnreachable(f"cannot reach node at {url}: {exc}{CLIENT_CERT_HINT}")
     return NodeUnreachable(f"cannot reach node at {url}: {text or repr(exc)}")

@@ -263,3 +263,10 @@ def test_a_certificate_for_another_host_is_said_so() -> None:
     assert "not valid for 'localhost'" in message and "--ca" not in message, message
     exc.verify_code, exc.verify_message = 19, "self-signed certificate in certificate chain"
     assert "--ca" in str(unreachable("https://localhost:26600", exc))
+
+
+def test_a_refused_connection_is_not_blamed_on_a_client_certificate() -> None:
+    from node.client.auth import unreachable
+    message = str(unreachable("https://127.0.0.1:1", ConnectionRefusedError(111, "Connection refused")))
+    assert "Connection refused" in message and "client" not in message, message
+    assert "client_cert" in str(unreachable("https://127.0.0.1:1", ConnectionResetError(104, "reset by peer")))
