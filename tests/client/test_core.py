@@ -270,3 +270,26 @@ def test_a_refused_connection_is_not_blamed_on_a_client_certificate() -> None:
     message = str(unreachable("https://127.0.0.1:1", ConnectionRefusedError(111, "Connection refused")))
     assert "Connection refused" in message and "client" not in message, message
     assert "client_cert" in str(unreachable("https://127.0.0.1:1", ConnectionResetError(104, "reset by peer")))
+
+
+def test_an_https_url_in_capitals_is_still_tls_and_never_sends_the_token_in_clear() -> None:
+    import socket
+    import threading
+    from node.client import Client, NodeUnreachable
+    server = socket.create_server(("127.0.0.1", 0))
+    first: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            first.append(conn.recv(5))  # then hang up, as a node refusing the handshake would
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    url = f"HTTPS://127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(NodeUnreachable), Client(url, timeout_s=5, token="secret-token") as client:
+        client.status()
+    thread.join(5)
+    server.close()
+    assert first and first[0][:1] == b"\x16", first  # a TLS handshake record, not "POST / ..." with the token
