@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, parse, response
 from node.api.http_server import Headers, Scope, Send, refuse_websocket, respond_json
@@ -119,6 +119,16 @@ def bearer_token(scope: dict[str, Any], query_too: bool = False) -> str | None:
         if found:
             return str(found[0])
     return None
+
+
+def _other_site(scope: dict[str, Any]) -> bool:
+    """Whether a handshake comes from a browser page of another site than this node: its Origin (which
+    browsers always send, and other clients do not) names another host and port than its Host."""
+    headers = dict(scope.get("headers", []))
+    origin, host = headers.get(b"origin"), headers.get(b"host")
+    if origin is None:
+        return False
+    return host is None or urlsplit(origin.decode("latin-1")).netloc.lower() != host.decode("latin-1").lower()
 
 
 # ---- the tokens file -------------------------------------------------------------------------------
@@ -242,6 +252,10 @@ class AccessGate:
         """The roles a /ws connection is granted, or None once its handshake has been refused."""
         token = bearer_token(scope, query_too=True)
         refusal = self._refusal(token, frozenset({SUBSCRIBE}))
+        if refusal is None and token is None and _other_site(scope):
+            # A browser applies no same-origin rule to a WebSocket: any page could read an open node.
+            self.metrics.rpc_refused.labels(FORBIDDEN).inc()
+            refusal = 403, {"error": "forbidden: a page of another site opens /ws only with a token"}, ()
         if refusal is not None:
             status, obj, extra = refusal
             await refuse_websocket(send, status, obj, extra)

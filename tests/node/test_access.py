@@ -271,3 +271,27 @@ def test_a_send_tx_beside_an_integer_python_json_refuses_still_needs_submit() ->
     refused_frame, answers = gate.refuse_frame(frozenset({"read", "subscribe"}), HUGE_ID_BATCH)
     assert refused_frame and [a["id"] for a in answers] == [1, None]
     assert gate.refuse_frame(frozenset({"subscribe"}), b"not json") == (False, None)  # answered as a parse error
+
+
+def test_a_page_of_another_site_opens_ws_only_with_a_token() -> None:
+    # Browsers send Origin on every WebSocket handshake and apply no same-origin rule to the socket: without
+    # this check any web page its operator visits could read an open node on 127.0.0.1 through /ws.
+    metrics = Metrics()
+    gate = AccessGate(AccessPolicy("open", POLICY_TOKENS), metrics)
+
+    def handshake(origin: bytes | None, query: bytes = b"") -> dict[str, Any]:
+        headers = [(b"host", b"127.0.0.1:26600")] + ([(b"origin", origin)] if origin is not None else [])
+        return {"headers": headers, "query_string": query}
+
+    async def main() -> None:
+        assert await gate.admit_socket(handshake(None), Sent()) == set(ROLES)  # not a browser
+        assert await gate.admit_socket(handshake(b"http://127.0.0.1:26600"), Sent()) == set(ROLES)  # the console
+        for origin in (b"https://evil.example", b"http://127.0.0.1:8080", b"null"):
+            refused_socket = Sent()
+            assert await gate.admit_socket(handshake(origin), refused_socket) is None
+            assert refused_socket.messages[0]["status"] == 403
+        watcher = handshake(b"https://evil.example", b"access_token=secret-watcher")  # a token says who it is
+        assert await gate.admit_socket(watcher, Sent()) == set(ROLES)
+
+    trio.run(main)
+    assert refused(metrics, "forbidden") == 3
