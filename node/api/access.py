@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
-from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, response
+from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, parse, response
 from node.api.http_server import Headers, Scope, Send, refuse_websocket, respond_json
 from node.errors import ConfigError
 from node.ops.metrics import Metrics
@@ -53,16 +53,20 @@ def new_token() -> str:
 
 
 def role_needed(method: Any) -> str:
-    """The role a JSON-RPC method needs; anything not a submitting method (even unknown) is a read."""
+    """The role a JSON-RPC method needs; anything not a submitting method (even unknown, or not a
+    string at all) is a read."""
+    if not isinstance(method, str):
+        return READ  # answered as an invalid request; a list or object would not even hash
     return SUBMIT if method in SUBMIT_METHODS else SUBSCRIBE if method in SOCKET_METHODS else READ
 
 
 def roles_needed(body: bytes) -> frozenset[str]:
     """The roles every call of a JSON-RPC body (one call or a batch) needs; a body that does not parse
-    needs READ (it is answered with an error, which tells nothing of the chain)."""
+    needs READ (it is answered with an error, which tells nothing of the chain). It is parsed as the
+    service parses it, so that every call the service would answer is looked at."""
     try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        request = parse(body)
+    except RpcError:
         return frozenset({READ})
     calls = request if isinstance(request, list) else [request]
     return frozenset(role_needed(call.get("method") if isinstance(call, dict) else None) for call in calls) or \
@@ -117,11 +121,23 @@ def bearer_token(scope: dict[str, Any], query_too: bool = False) -> str | None:
     return None
 
 
+def _other_site(scope: dict[str, Any]) -> bool:
+    """Whether a handshake comes from a browser page of another site than this node: its Origin (which
+    browsers always send, and other clients do not) names another host and port than its Host."""
+    headers = dict(scope.get("headers", []))
+    origin, host = headers.get(b"origin"), headers.get(b"host")
+    if origin is None:
+        return False
+    return host is None or urlsplit(origin.decode("latin-1")).netloc.lower() != host.decode("latin-1").lower()
+
+
 # ---- the tokens file -------------------------------------------------------------------------------
 
 
 def _check_mode(path: Path) -> None:
     mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"tokens file {path} is not a file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"tokens file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
                           f"run: chmod 600 {path}")
@@ -149,7 +165,7 @@ def load_tokens(path: Path) -> list[Token]:
     """The tokens of a tokens file (mode 0600, like key files); a ConfigError names the fault."""
     try:
         _check_mode(path)
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"tokens file {path} does not exist (create one with 'alliance token new')") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -161,7 +177,19 @@ def load_tokens(path: Path) -> list[Token]:
     entries = data.get("token", [])
     if len(entries) > TOKENS_MAX:
         raise ConfigError(f"tokens file {path} holds {len(entries)} tokens; at most {TOKENS_MAX}")
-    return [_token(entry, path, i) for i, entry in enumerate(entries)]
+    tokens = [_token(entry, path, i) for i, entry in enumerate(entries)]
+    _check_unique(tokens, path)
+    return tokens
+
+
+def _check_unique(tokens: list[Token], path: Path) -> None:
+    """Two entries of one name, or of one hash (whose roles would then depend on the order), are a mistake."""
+    for field, values in (("name", [t.name for t in tokens]), ("sha256", [t.sha256.hex() for t in tokens])):
+        seen: dict[str, int] = {}
+        for i, (token, value) in enumerate(zip(tokens, values), 1):
+            first = seen.setdefault(value, i)
+            if first != i:
+                raise ConfigError(f"tokens file {path}: token {i} ({token.name}): the {field} is also token {first}'s")
 
 
 def add_token(path: Path, name: str, roles: list[str]) -> str:
@@ -169,14 +197,17 @@ def add_token(path: Path, name: str, roles: list[str]) -> str:
     which is stored nowhere."""
     if not name or any(role not in ROLES for role in roles) or not roles:
         raise ConfigError(f"a token needs a name and roles among {', '.join(ROLES)}")
+    if not name.isprintable():  # no control character, which TOML would not take raw (nor a lone surrogate)
+        raise ConfigError(f"a token name must be printable text, got {name!r}")
     if path.exists() and any(known.name == name for known in load_tokens(path)):
         raise ConfigError(f"tokens file {path} already holds a token named {name!r}")
     token = new_token()
-    entry = (f"\n[[token]]\nname = {json.dumps(name)}\nsha256 = \"{token_hash(token).hex()}\"\n"
+    # Not ASCII-escaped: json.dumps writes a character beyond U+FFFF as a surrogate pair, which TOML refuses.
+    entry = (f"\n[[token]]\nname = {json.dumps(name, ensure_ascii=False)}\nsha256 = \"{token_hash(token).hex()}\"\n"
              f"roles = {json.dumps(sorted(set(roles)))}\n")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(entry)
     except OSError as exc:
         raise ConfigError(f"cannot write tokens file {path}: {exc.strerror or exc}") from None
@@ -221,6 +252,10 @@ class AccessGate:
         """The roles a /ws connection is granted, or None once its handshake has been refused."""
         token = bearer_token(scope, query_too=True)
         refusal = self._refusal(token, frozenset({SUBSCRIBE}))
+        if refusal is None and token is None and _other_site(scope):
+            # A browser applies no same-origin rule to a WebSocket: any page could read an open node.
+            self.metrics.rpc_refused.labels(FORBIDDEN).inc()
+            refusal = 403, {"error": "forbidden: a page of another site opens /ws only with a token"}, ()
         if refusal is not None:
             status, obj, extra = refusal
             await refuse_websocket(send, status, obj, extra)
@@ -240,8 +275,8 @@ class AccessGate:
         error = RpcError(NOT_AUTHORISED, f"forbidden: this connection lacks a role needed ({lacking})",
                          {"reason": FORBIDDEN})
         try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            request = parse(body)
+        except RpcError:
             return False, None  # answered as a parse error, which tells nothing of the chain
         calls = request if isinstance(request, list) else [request]
         answers = [response(call, error=error) for call in calls if expects_answer(call)]

@@ -20,6 +20,14 @@ def _readable(path: Path, what: str) -> None:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+class _Encrypted(Exception):
+    """The key asks for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted  # instead of OpenSSL prompting on the terminal (or failing without one)
+
+
 def check_tls(files: TlsFiles, section: str) -> None:
     """Checks `files` (the [section] tls_* settings) as Hypercorn will load them: ConfigError for a file
     that is missing, unreadable or not what it should be, a key readable by group or others, or a key
@@ -32,7 +40,10 @@ def check_tls(files: TlsFiles, section: str) -> None:
                           f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {files.key}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(files.cert, files.key)
+        context.load_cert_chain(files.cert, files.key, password=_no_passphrase)
+    except _Encrypted:
+        raise ConfigError(f"{section}.tls_key {files.key} is encrypted with a passphrase, which the node cannot "
+                          f"ask for; write it unencrypted (mode 0600): openssl pkey -in KEY -out PLAIN.key") from None
     except ssl.SSLError as exc:
         why = "the key does not belong to the certificate" if "MISMATCH" in str(exc) else \
             "not a PEM certificate and private key"

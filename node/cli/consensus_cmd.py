@@ -26,6 +26,8 @@ def render(state: dict[str, Any], now_ms: float) -> str:
         rows = [COLUMNS] + [_row(v, now_ms) for v in state["validators"]]
         head = (f"height {state['height']}, view {state['view']}, leader "
                 f"{names.get(leader, leader[:16]) if leader else 'unknown'}\n{state['waiting_for']}\n")
+        if not all(isinstance(cell, str) for row in rows for cell in row):
+            raise TypeError("a name that is not a string")
     except (KeyError, TypeError) as exc:
         raise BadAnswer(f"consensus_state: not the answer the protocol specifies ({exc!r})") from None
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

@@ -17,7 +17,7 @@ from node.client.auth import Credentials, access_denied, unreachable
 from node.client.core import Core, Op, T
 from node.client.errors import NoAnswer, NodeUnreachable, RpcError
 from node.client.events import blocks_subscription, tx_subscription, wait_timed_out, ws_url
-from node.client.sync import DEFAULT_RPC, split_url
+from node.client.sync import DEFAULT_RPC, is_https, split_url
 from node.client.types import Block, History, KvEntry, Members, NotaryRecord, ProposalInfo, Status, TxInfo
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class AsyncClient:
         self.url = url
         self._timeout_s = timeout_s
         self.credentials = Credentials(token, ca_file, client_cert, client_key)
-        verify = self.credentials.ssl_context() if url.startswith("https:") else True
+        verify = self.credentials.ssl_context() if is_https(url) else True
         # Proxy settings in the environment are ignored, as by Client and the event streams.
         self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False, verify=verify,
                                        headers=self.credentials.headers())

@@ -42,6 +42,11 @@ def split_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
+def is_https(url: str) -> bool:
+    """Whether `url` asks for TLS: its scheme, in any case ("HTTPS://" too), is https."""
+    return urlsplit(url).scheme == "https"
+
+
 class Client:
     """One keep-alive connection to a node's RPC address; `key` signs transactions. An https URL is checked
     against `ca_file` (default: the system's CAs); `token` is sent as a bearer token; `client_cert` and
@@ -53,7 +58,7 @@ class Client:
         self._host, self._port = split_url(url)
         self.url = url
         self.credentials = Credentials(token, ca_file, client_cert, client_key)
-        self._tls = self.credentials.ssl_context() if url.startswith("https:") else None
+        self._tls = self.credentials.ssl_context() if is_https(url) else None
         self._timeout_s = timeout_s
         self._conn: http.client.HTTPConnection | None = None
         self._core = Core(key)

@@ -235,3 +235,61 @@ def test_refused_and_dropped_subscriptions_raise_typed_errors() -> None:
 
 def test_event_url_is_the_rpc_address_at_ws() -> None:
     assert ws_url("http://127.0.0.1:26600") == "ws://127.0.0.1:26600/ws"
+
+
+@pytest.mark.parametrize("token", ["a\nb", "a\r\nX-Injected: 1", "tab\there", "nul\x00", "é"])
+def test_a_token_that_cannot_be_a_header_is_refused_before_sending(token: str) -> None:
+    from node.client import AsyncClient, Client
+    for make in (Client, AsyncClient):
+        with pytest.raises(InvalidInput, match="token"):
+            make("http://127.0.0.1:1", token=token)
+
+
+def test_a_missing_tls_file_is_the_one_named(tmp_path: Path) -> None:
+    from node.client import Client
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read: a missing file is named first")
+    for given in ({"client_cert": tmp_path / "none.pem"}, {"client_cert": ca, "client_key": tmp_path / "none.key"}):
+        with pytest.raises(InvalidInput, match="none"):
+            Client("https://127.0.0.1:1", ca_file=ca, **given)
+
+
+def test_a_certificate_for_another_host_is_said_so() -> None:
+    import ssl
+    from node.client.auth import unreachable
+    exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    exc.verify_code, exc.verify_message = 62, "Hostname mismatch, certificate is not valid for 'localhost'."
+    message = str(unreachable("https://localhost:26600", exc))
+    assert "not valid for 'localhost'" in message and "--ca" not in message, message
+    exc.verify_code, exc.verify_message = 19, "self-signed certificate in certificate chain"
+    assert "--ca" in str(unreachable("https://localhost:26600", exc))
+
+
+def test_a_refused_connection_is_not_blamed_on_a_client_certificate() -> None:
+    from node.client.auth import unreachable
+    message = str(unreachable("https://127.0.0.1:1", ConnectionRefusedError(111, "Connection refused")))
+    assert "Connection refused" in message and "client" not in message, message
+    assert "client_cert" in str(unreachable("https://127.0.0.1:1", ConnectionResetError(104, "reset by peer")))
+
+
+def test_an_https_url_in_capitals_is_still_tls_and_never_sends_the_token_in_clear() -> None:
+    import socket
+    import threading
+    from node.client import Client, NodeUnreachable
+    server = socket.create_server(("127.0.0.1", 0))
+    first: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            first.append(conn.recv(5))  # then hang up, as a node refusing the handshake would
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    url = f"HTTPS://127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(NodeUnreachable), Client(url, timeout_s=5, token="secret-token") as client:
+        client.status()
+    thread.join(5)
+    server.close()
+    assert first and first[0][:1] == b"\x16", first  # a TLS handshake record, not "POST / ..." with the token

@@ -214,6 +214,7 @@ def test_blocks_lead_to_their_transactions(net: tuple[Path, list[NodeProcess]], 
     _open(browser, nodes[0], f"tx/{put['tx_hash']}", "page")
     wait_for(lambda: "committed" in _text(browser, "page"), "the transaction page")
     assert "invoice/4/status" in _text(browser, "page")
+    assert f"nonce\n{put['tx']['nonce']}\n" in _text(browser, "page")  # 64 bits, not rounded to a double
 
 
 def test_history_lists_what_touched_a_key(net: tuple[Path, list[NodeProcess]], browser: "WebDriver") -> None:
@@ -225,6 +226,11 @@ def test_history_lists_what_touched_a_key(net: tuple[Path, list[NodeProcess]], b
     wait_for(lambda: _text(browser, "hist-results"), "the history page to answer")
     shown = _text(browser, "hist-results")
     assert shown.index(second["tx_hash"][:12]) < shown.index(first["tx_hash"][:12])  # newest first
+    spaced = json.loads(alliance("tx", "put", " invoice/5/status ", "draft", *rpc, *key).stdout)
+    _open(browser, nodes[0], "history?family=kv&key=%20invoice/5/status%20", "hist-results")
+    wait_for(lambda: _text(browser, "hist-results"), "the history of the key with spaces to answer")
+    shown = _text(browser, "hist-results")  # a kv key is asked for as given, spaces and all
+    assert spaced["tx_hash"][:12] in shown and second["tx_hash"][:12] not in shown, shown
 
 
 def test_a_notarised_file_is_verified_against_the_genesis(net: tuple[Path, list[NodeProcess]], browser: "WebDriver",

@@ -86,6 +86,11 @@ def test_the_console_over_https_asks_for_a_token_then_shows_and_verifies(
                  "the page to say it needs an access token")
         assert driver.execute_script("return window.isSecureContext && !!crypto.subtle")
         driver.execute_script("document.getElementById('settings').open = true")
+        _by_id(driver, "token").send_keys("not-a-token-of-this-node")
+        _by_id(driver, "token-form").submit()
+        wait_for(lambda: "does not know this access token" in driver.find_element("tag name", "main").text,
+                 "the page to say the token it was given is not known")
+        _by_id(driver, "token").clear()
         _by_id(driver, "token").send_keys(token)
         _by_id(driver, "token-form").submit()
         height = str(client.status()["height"])

@@ -193,6 +193,11 @@ def test_ws_needs_the_subscribe_role(node: TlsNode) -> None:
         answer = json.loads(ws.recv(timeout=DEADLINE_S))
         assert answer["id"] == 3 and answer["error"]["code"] == NOT_AUTHORISED, answer
         assert answer["error"]["data"] == {"reason": "forbidden"}, answer
+        # Beside an integer json.loads refuses (over 4,300 digits), a send_tx is still looked at and refused.
+        ws.send('[{"jsonrpc": "2.0", "id": 4, "method": "send_tx", "params": {"tx": "00"}}, {"jsonrpc": "2.0", '
+                '"method": "status", "id": ' + "9" * 5000 + '}]')
+        answers = json.loads(ws.recv(timeout=DEADLINE_S))
+        assert [a["error"]["data"] for a in answers] == [{"reason": "forbidden"}] * 2, answers
 
 
 def test_trio_client_and_wss_subscription(node: TlsNode) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ def test_roles_needed() -> None:
     assert roles_needed(b"not json") == {"read"}
     assert roles_needed(b"[]") == {"read"}
     assert roles_needed(b"[1, 2]") == {"read"}
+    # A method that is not a string (answered -32600) is a read, not an unhashable crash.
+    assert roles_needed(b'{"method": []}') == {"read"}
+    assert roles_needed(b'[{"method": {}}, {"method": "send_tx"}]') == {"read", "submit"}
 
 
 @pytest.mark.parametrize("mode, anonymous", [("open", set(ROLES)), ("read", {"read"}), ("closed", set())])
@@ -94,6 +98,12 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     assert policy.decide(second, frozenset({"submit"})) == FORBIDDEN
     with pytest.raises(ConfigError, match="already holds a token named 'alice'"):
         add_token(path, "alice", ["read"])
+    add_token(path, 'app 😀 "billing" \\ ü', ["read"])  # any printable name, written as valid TOML
+    assert load_tokens(path)[-1].name == 'app 😀 "billing" \\ ü'
+    for name in ("a\nb", "del\x7f", "\udcff"):
+        with pytest.raises(ConfigError, match="printable"):
+            add_token(path, name, ["read"])
+    assert len(load_tokens(path)) == 3
 
 
 @pytest.mark.parametrize("text, message", [
@@ -102,6 +112,10 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     (f'[[token]]\nsha256 = "{"0" * 64}"\nroles = ["read"]\n', "name must be"),
     ('[token]\nname = "a"\n', "must hold only [[token]] tables"),
     ("not toml [", "is not valid TOML"),
+    (f'[[token]]\nname = "a"\nsha256 = "{"0" * 64}"\nroles = ["read"]\n'
+     f'[[token]]\nname = "a"\nsha256 = "{"1" * 64}"\nroles = ["submit"]\n', "token 2 .a.: the name is also token 1's"),
+    (f'[[token]]\nname = "a"\nsha256 = "{"0" * 64}"\nroles = ["read"]\n'
+     f'[[token]]\nname = "b"\nsha256 = "{"0" * 64}"\nroles = ["submit"]\n', "token 2 .b.: the sha256 is also token 1's"),
 ])
 def test_tokens_file_faults(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "tokens.toml"
@@ -119,6 +133,9 @@ def test_tokens_file_must_be_private(tmp_path: Path) -> None:
         load_tokens(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_tokens(tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="is not a file") as refused:  # not "run: chmod 600" on a directory
+        load_tokens(tmp_path)
+    assert "chmod" not in str(refused.value)
 
 
 class Sent:
@@ -205,6 +222,12 @@ def test_tls_files_checked_at_start(tmp_path: Path) -> None:
         check_tls(TlsFiles(certs.server_cert, certs.server_key, tmp_path / "none.pem"), "rpc")
     with pytest.raises(ConfigError, match="not a PEM CA certificate"):
         check_tls(TlsFiles(certs.server_cert, certs.server_key, certs.server_key), "rpc")
+    encrypted = tmp_path / "encrypted.key"  # the node cannot ask for a passphrase: refused, never prompted for
+    subprocess.run(["openssl", "pkey", "-in", str(certs.server_key), "-aes256", "-passout", "pass:secret",
+                    "-out", str(encrypted)], check=True, capture_output=True, timeout=30)
+    encrypted.chmod(0o600)
+    with pytest.raises(ConfigError, match="rpc.tls_key .* is encrypted with a passphrase"):
+        check_tls(TlsFiles(certs.server_cert, encrypted), "rpc")
     certs.server_key.chmod(0o640)
     with pytest.raises(ConfigError, match="metrics.tls_key .* accessible by group or others"):
         check_tls(TlsFiles(certs.server_cert, certs.server_key), "metrics")
@@ -233,3 +256,42 @@ def test_an_unknown_token_is_refused_even_when_open() -> None:
     assert trio.run(gate.admit_call, {"headers": []}, body("send_tx"), Sent())
     assert not trio.run(gate.admit_call, {"headers": [(b"authorization", b"Bearer revoked")]}, body("status"), sent)
     assert sent.messages[0]["status"] == 401
+
+
+# A body the service parses must be read the same way by the gate: Python's json.loads refuses an integer
+# of more than 4,300 digits, which the service reads (as an invalid id) and answers.
+HUGE_ID_BATCH = ('[{"jsonrpc": "2.0", "method": "send_tx", "params": {"tx": "00"}, "id": 1},'
+                 '{"jsonrpc": "2.0", "method": "status", "id": ' + "9" * 5000 + '}]').encode()
+
+
+def test_a_send_tx_beside_an_integer_python_json_refuses_still_needs_submit() -> None:
+    assert roles_needed(HUGE_ID_BATCH) == {"read", "submit"}
+    assert AccessPolicy("read").decide(None, roles_needed(HUGE_ID_BATCH)) == UNAUTHENTICATED
+    gate = AccessGate(AccessPolicy("read", POLICY_TOKENS), Metrics())
+    refused_frame, answers = gate.refuse_frame(frozenset({"read", "subscribe"}), HUGE_ID_BATCH)
+    assert refused_frame and [a["id"] for a in answers] == [1, None]
+    assert gate.refuse_frame(frozenset({"subscribe"}), b"not json") == (False, None)  # answered as a parse error
+
+
+def test_a_page_of_another_site_opens_ws_only_with_a_token() -> None:
+    # Browsers send Origin on every WebSocket handshake and apply no same-origin rule to the socket: without
+    # this check any web page its operator visits could read an open node on 127.0.0.1 through /ws.
+    metrics = Metrics()
+    gate = AccessGate(AccessPolicy("open", POLICY_TOKENS), metrics)
+
+    def handshake(origin: bytes | None, query: bytes = b"") -> dict[str, Any]:
+        headers = [(b"host", b"127.0.0.1:26600")] + ([(b"origin", origin)] if origin is not None else [])
+        return {"headers": headers, "query_string": query}
+
+    async def main() -> None:
+        assert await gate.admit_socket(handshake(None), Sent()) == set(ROLES)  # not a browser
+        assert await gate.admit_socket(handshake(b"http://127.0.0.1:26600"), Sent()) == set(ROLES)  # the console
+        for origin in (b"https://evil.example", b"http://127.0.0.1:8080", b"null"):
+            refused_socket = Sent()
+            assert await gate.admit_socket(handshake(origin), refused_socket) is None
+            assert refused_socket.messages[0]["status"] == 403
+        watcher = handshake(b"https://evil.example", b"access_token=secret-watcher")  # a token says who it is
+        assert await gate.admit_socket(watcher, Sent()) == set(ROLES)
+
+    trio.run(main)
+    assert refused(metrics, "forbidden") == 3

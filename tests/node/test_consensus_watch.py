@@ -95,3 +95,9 @@ def test_the_cli_shows_the_round_its_lack_and_a_row_per_validator() -> None:
 def test_the_cli_refuses_an_answer_that_is_not_the_protocol_s() -> None:
     with pytest.raises(BadAnswer):
         render({"height": 6}, now_ms=0)
+    validator = {"pubkey": "aa" * 32, "name": 5, "connected": True, "height": 1, "view": 0,
+                 "last_proposal": None, "last_prepare": None, "last_commit": None}
+    for name in (5, ["node0"]):  # a name that is not a string
+        with pytest.raises(BadAnswer):
+            render({"height": 1, "view": 0, "leader": None, "waiting_for": "",
+                    "validators": [{**validator, "name": name}]}, now_ms=0)

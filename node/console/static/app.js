@@ -100,7 +100,8 @@ function history(params) {
   family.value = params.get("family") || "kv";
   key.value = params.get("key") || "";
   async function load(before) {
-    const p = { family: family.value, key: key.value.trim() };
+    // A kv key is asked for exactly as typed (spaces are part of it); a digest is hex, so blanks around it are not.
+    const p = { family: family.value, key: family.value === "kv" ? key.value : key.value.trim() };
     if (before !== undefined) p.before_height = before;
     try {
       const answer = await call("get_history", p);

@@ -16,10 +16,19 @@ async function post(body) {
   const headers = { "Content-Type": "application/json" };
   if (token.get()) headers.Authorization = `Bearer ${token.get()}`;
   const response = await fetch("/", { method: "POST", headers, body: JSON.stringify(body) });
-  if (response.status === 401) throw new RpcError("this node needs an access token (see Access token above)", 401);
+  if (response.status === 401) {
+    const why = token.get() ? "this node does not know this access token" : "this node needs an access token";
+    throw new RpcError(`${why} (see Access token above)`, 401);
+  }
   if (response.status === 403) throw new RpcError("the access token does not allow this", 403);
   if (!response.ok) throw new RpcError(`HTTP ${response.status}`, response.status);
-  return response.json();
+  return JSON.parse(await response.text(), exactIntegers);
+}
+
+// An integer no double holds exactly (a 64-bit nonce) is kept as the text of its digits, where the browser
+// gives the reviver the source; heights, indices and times are far below 2**53 and stay numbers.
+function exactIntegers(key, value, context) {
+  return Number.isInteger(value) && !Number.isSafeInteger(value) && context && context.source ? context.source : value;
 }
 
 function unwrap(answer) {
