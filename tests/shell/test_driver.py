@@ -22,7 +22,7 @@ from node.chain.ledger import Ledger
 from node.chain.membership import Member
 from node.chain.tx import Transaction, sign_tx
 from node.ops.metrics import Metrics
-from node.pipeline.driver import PEER_EVENTS_QUEUED_MAX, Driver, Inbox, Wakeup
+from node.pipeline.driver import INLINE_TXS_MAX, PEER_EVENTS_QUEUED_MAX, Driver, Inbox, Wakeup
 from node.txpool.mempool import Mempool
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
@@ -173,3 +173,31 @@ async def test_a_wakeup_set_several_times_before_its_wait_wakes_it_once(
     with trio.move_on_after(1) as waiting:
         await wakeup.wait()
     assert waiting.cancelled_caught
+
+
+async def test_small_blocks_are_worked_on_the_loop_and_large_ones_in_a_worker(nursery: trio.Nursery) -> None:
+    client, key = SigningKey.generate(), SigningKey.generate()
+    ledger = Ledger(ChainStore(MemoryStore()), _genesis([key], client))
+    replica = Replica(ReplicaConfig("shell-test", (bytes(key.verify_key),), round_timeout_ms=ROUND_TIMEOUT_MS),
+                      NodeCrypto(key), 1)
+    off_loop: list[str] = []
+
+    async def worker(fn: Callable[..., Any], *args: Any) -> Any:
+        off_loop.append(fn.__name__)
+        return fn(*args)
+
+    driver = driver_over(replica, ledger, block_txs_max=1000, run_blocking=worker)
+    await nursery.start(driver.run)
+    h = Harness(driver, Peers(), ledger, MemoryStore(), client, "shell-test")
+
+    async def commit(count: int) -> None:
+        txs = [h.tx(secrets.token_hex(8)) for _ in range(count)]
+        for tx in txs:
+            submit(driver, tx)
+        for tx in txs:
+            assert await driver.wait_committed(tx.hash, timeout_s=5)
+
+    await commit(3)
+    assert off_loop == []  # a thread's hop would cost more than building and writing three transactions
+    await commit(INLINE_TXS_MAX + 1)
+    assert "build" in off_loop and "commit" in off_loop
