@@ -18,10 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.chain.block import BlockError, Header, decode_certificate, header_from_wire, verify_certificate
+from node.chain.block import BlockError, Header, decode_certificate, header_from_wire
 from node.chain.canonical import CodecError, pack_flat, unpack
-from node.chain.membership import validators_hash
-from node.chain.state_tree import DEPTH, EMPTY, leaf_hash, node_hash
+from node.chain.proof import Certified, Change, ProofInvalid, verify_certified
+from node.chain.state_tree import DEPTH, EMPTY, bucket_of, leaf_hash, node_hash
 
 MANIFEST_VERSION = 1
 CHUNK_LEVEL = 8
@@ -91,42 +91,34 @@ def _change(obj: Any) -> ValidatorChange:
     return ValidatorChange(obj[0], obj[1], tuple(obj[2]))
 
 
-def _certified(header_bytes: bytes, certificate_bytes: bytes, validators: tuple[bytes, ...], what: str) -> Header:
-    """The header, once a quorum of `validators` certify it."""
+def _certified(header_bytes: bytes, certificate_bytes: bytes, what: str) -> Certified:
+    """A header of the manifest with its certificate, decoded (checked by proof.verify_certified)."""
     try:
         header = header_from_wire(unpack(header_bytes))
         seals = decode_certificate(certificate_bytes)
     except (BlockError, CodecError) as exc:
         raise SnapshotInvalid(f"{what}: {exc}") from None
-    if header.validators_hash != validators_hash(validators):
-        raise SnapshotInvalid(f"{what}: its header names other validators than those in force")
-    sealed = verify_certificate(header.hash(), seals, validators)
-    if not sealed.quorate:
-        raise SnapshotInvalid(f"{what}: {sealed.sealed} valid seals, below the quorum of {sealed.quorum}")
-    return header
+    return Certified(header, header.height, header.hash(), list(seals))
 
 
 def verify_manifest(manifest: Manifest, chain_id: str, genesis_validators: tuple[bytes, ...]) -> Header:
     """The certified header of the snapshot's height; SnapshotInvalid unless the validator changes lead
-    from the genesis validators to a quorum certifying it and the roots fold to its state_root."""
+    from the genesis validators to a quorum certifying it (as in a proof: docs/proofs.md, steps 2 to 6)
+    and the roots fold to its state_root."""
     if manifest.chain_id != chain_id:
         raise SnapshotInvalid(f"the manifest is of chain {manifest.chain_id!r}, not {chain_id!r}")
-    in_force, previous = genesis_validators, 0
-    for i, change in enumerate(manifest.changes):
-        what = f"validator change {i}"
-        header = _certified(change.header, change.certificate, in_force, what)
-        if not (header.chain_id == chain_id and previous < header.height < manifest.height):
-            raise SnapshotInvalid(f"{what}: not a block of this chain between {previous} and {manifest.height}")
-        if header.next_validators_hash != validators_hash(change.validators) or len(set(change.validators)) != len(
-                change.validators):
-            raise SnapshotInvalid(f"{what}: its header does not commit to the validators it lists")
-        in_force, previous = change.validators, header.height
-    header = _certified(manifest.header, manifest.certificate, in_force, f"the header of {manifest.height}")
-    if header.height != manifest.height or header.chain_id != chain_id:
-        raise SnapshotInvalid(f"the header is of block {header.height}, not {manifest.height}")
-    if fold_roots(manifest.roots) != header.state_root:
+    changes = [Change(_certified(c.header, c.certificate, f"validator change {i}"), list(c.validators))
+               for i, c in enumerate(manifest.changes)]
+    block = _certified(manifest.header, manifest.certificate, f"the header of {manifest.height}")
+    try:
+        verify_certified(block, changes, chain_id, genesis_validators)
+    except ProofInvalid as exc:
+        raise SnapshotInvalid(f"the header of {manifest.height}: {exc}") from None
+    if block.header.height != manifest.height:
+        raise SnapshotInvalid(f"the header is of block {block.header.height}, not {manifest.height}")
+    if fold_roots(manifest.roots) != block.header.state_root:
         raise SnapshotInvalid("the subtree roots do not fold to the header's state_root")
-    return header
+    return block.header
 
 
 def fold_roots(nodes: Sequence[bytes]) -> bytes:
@@ -142,15 +134,11 @@ def _sorted_records(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     return sorted((_sha256(key).digest(), key, value) for key, value in pairs)
 
 
-def _bucket(kh: bytes) -> int:
-    return int.from_bytes(kh[:4], "big") >> (32 - DEPTH)
-
-
 def subtree_root(index: int, records: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
     """The root of subtree `index` at CHUNK_LEVEL over records (kh, key, value) of its buckets, in kh order."""
     blobs: dict[int, list[bytes]] = {}
     for kh, _key, value in records:
-        blobs.setdefault(_bucket(kh) - index * BUCKETS_PER_CHUNK, []).append(kh + _sha256(value).digest())
+        blobs.setdefault(bucket_of(kh) - index * BUCKETS_PER_CHUNK, []).append(kh + _sha256(value).digest())
     level = {i: leaf_hash(b"".join(parts)) for i, parts in blobs.items()}
     for _ in range(DEPTH - CHUNK_LEVEL):
         parents: dict[int, bytes] = {}
@@ -162,7 +150,7 @@ def subtree_root(index: int, records: Sequence[tuple[bytes, bytes, bytes]]) -> b
 
 def chunk_of(key: bytes) -> int:
     """The chunk whose buckets hold `key`."""
-    return _bucket(_sha256(key).digest()) // BUCKETS_PER_CHUNK
+    return bucket_of(_sha256(key).digest()) // BUCKETS_PER_CHUNK
 
 
 def encode_chunk(index: int, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
@@ -203,8 +191,8 @@ def verify_chunk(index: int, chunk: bytes, root: bytes) -> list[tuple[bytes, byt
     records = [(_sha256(key).digest(), key, value) for key, value in obj]
     first, last = index * BUCKETS_PER_CHUNK, (index + 1) * BUCKETS_PER_CHUNK
     for i, (kh, _, _) in enumerate(records):
-        if not first <= _bucket(kh) < last:
-            raise SnapshotInvalid(f"chunk {index}: pair {i} is of bucket {_bucket(kh)}, not of this chunk")
+        if not first <= bucket_of(kh) < last:
+            raise SnapshotInvalid(f"chunk {index}: pair {i} is of bucket {bucket_of(kh)}, not of this chunk")
         if i and records[i - 1][0] >= kh:
             raise SnapshotInvalid(f"chunk {index}: pair {i} is not after pair {i - 1} in key-hash order")
     if subtree_root(index, records) != root:
@@ -217,5 +205,5 @@ def bucket_blobs(pairs: Sequence[tuple[bytes, bytes]]) -> dict[int, bytes]:
     blobs: dict[int, list[bytes]] = {}
     for key, value in pairs:
         kh = _sha256(key).digest()
-        blobs.setdefault(_bucket(kh), []).append(kh + _sha256(value).digest())
+        blobs.setdefault(bucket_of(kh), []).append(kh + _sha256(value).digest())
     return {bucket: b"".join(parts) for bucket, parts in blobs.items()}
