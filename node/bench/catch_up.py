@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.bench.consortium import check_alive, start_node, status
+from node.bench.consortium import start_node, status, time_to_height
 from node.bench.progress import progress
 from node.bench.watch import BlockWatcher, cpu_seconds
 from node.cli.localnet import LocalNode, stop_nodes
-from node.client import Client, NodeUnreachable
 from node.errors import AllianceError
 
 CATCH_UP_TIMEOUT_S = 300.0
@@ -42,7 +41,9 @@ def catch_up(stopped: Stopped, others: list[LocalNode], watcher: BlockWatcher, p
     restarted = time.monotonic()
     start_node(node, profiles[node.index] if profiles else None)
     progress(f"node{node.index} restarted, {target - stopped.height} block(s) behind")
-    rpc_s, peer_s, catch_up_s = _time_catch_up(node, target, restarted, poll_s)
+    reached = time_to_height(node, target, restarted, poll_s, CATCH_UP_TIMEOUT_S,
+                             f"did not catch up to height {target} after its restart")
+    rpc_s, peer_s, catch_up_s = reached.rpc_s, reached.peer_s, reached.height_s
     assert node.process is not None
     node_cpu_s = cpu_seconds(node.process.pid)
     progress(f"node{node.index} reached height {target} {catch_up_s:.2f} s after its restart")
@@ -61,33 +62,6 @@ def catch_up(stopped: Stopped, others: list[LocalNode], watcher: BlockWatcher, p
         "catch_up_peer_s": round(peer_s, 2),
         "catch_up_cpu_s": round(node_cpu_s, 2),
     }
-
-
-def _time_catch_up(node: LocalNode, target: int, restarted: float, poll_s: float) -> tuple[float, float, float]:
-    """Seconds from the restart until the node's RPC answered, it had a peer connected, and its height was `target`."""
-    client = Client(node.rpc_url, timeout_s=10)
-    rpc_at: float | None = None
-    peer_at: float | None = None
-    try:
-        while True:
-            check_alive([node])
-            try:
-                answer = client.status()
-            except NodeUnreachable:
-                answer = None
-            now = time.monotonic()
-            if answer is not None:
-                rpc_at = now if rpc_at is None else rpc_at
-                if peer_at is None and any(p["connected"] for p in answer["peers"]):
-                    peer_at = now
-                if answer["height"] >= target:
-                    return rpc_at - restarted, (peer_at or now) - restarted, now - restarted
-            if now - restarted > CATCH_UP_TIMEOUT_S:
-                raise AllianceError(f"node{node.index} did not catch up to height {target} within "
-                                    f"{CATCH_UP_TIMEOUT_S:g} s of its restart; see {node.home}/node.log")
-            time.sleep(poll_s)
-    finally:
-        client.close()
 
 
 def _wait_seen(watcher: BlockWatcher, height: int) -> None:

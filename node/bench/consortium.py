@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,43 @@ def start_node(node: LocalNode, profile: Path | None) -> None:
 
 def check_alive(nodes: list[LocalNode]) -> None:
     localnet.check_alive(nodes, " during the benchmark")
+
+
+@dataclass(frozen=True)
+class Reached:
+    """When a restarted or new node first answered, first had a peer, and reached a height (seconds from
+    `since`), and its status then."""
+    rpc_s: float
+    peer_s: float  # the time it reached the height, if no answer before showed a peer connected
+    height_s: float
+    status: dict[str, Any]
+
+
+def time_to_height(node: LocalNode, target: int, since: float, poll_s: float, timeout_s: float,
+                   failure: str) -> Reached:
+    """Polls the node's status until its height is `target`; AllianceError naming `failure` after `timeout_s`."""
+    client = Client(node.rpc_url, timeout_s=10)
+    rpc_at: float | None = None
+    peer_at: float | None = None
+    try:
+        while True:
+            check_alive([node])
+            try:
+                answer = client.status()
+            except NodeUnreachable:
+                answer = None
+            now = time.monotonic()
+            if answer is not None:
+                rpc_at = now if rpc_at is None else rpc_at
+                if peer_at is None and any(p["connected"] for p in answer["peers"]):
+                    peer_at = now
+                if answer["height"] >= target:
+                    return Reached(rpc_at - since, (peer_at or now) - since, now - since, answer)
+            if now - since > timeout_s:
+                raise AllianceError(f"node{node.index} {failure} within {timeout_s:g} s; see {node.home}/node.log")
+            time.sleep(poll_s)
+    finally:
+        client.close()
 
 
 def wait_connected(nodes: list[LocalNode]) -> None:

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.bench.consortium import check_alive, start_node, status
+from node.bench.consortium import check_alive, start_node, status, time_to_height
 from node.bench.progress import progress
 from node.cli.localnet import LocalNode, stop_nodes
-from node.client import Client, NodeUnreachable
 from node.errors import AllianceError
 
 BLOCK_TXS = 1000  # a testnet's [block] txs_max: the load fills its blocks
@@ -53,7 +52,8 @@ def join(node: LocalNode, others: list[LocalNode], interval: int, poll_s: float)
             config.write_text(original + f"\n[sync]\nstate_sync = {'true' if state_sync else 'false'}\n")
             started = time.monotonic()
             start_node(node, None)
-            rpc_s, tip_s, sync = _time_join(node, target, started, poll_s)
+            reached = time_to_height(node, target, started, poll_s, JOIN_TIMEOUT_S, f"did not reach height {target}")
+            rpc_s, tip_s, sync = reached.rpc_s, reached.height_s, reached.status["sync"]
             if state_sync:
                 stop_nodes([node])  # the block-sync run is left running, as the others are
             progress(f"node{node.index} joined by {mode.replace('_', ' ')} in {tip_s:.2f} s ({sync['state_sync']})")
@@ -89,27 +89,3 @@ def _empty(node: LocalNode) -> None:
         shutil.rmtree(node.home / name, ignore_errors=True)
     for name in ("data.safety", "data.corrupt"):
         (node.home / name).unlink(missing_ok=True)
-
-
-def _time_join(node: LocalNode, target: int, started: float, poll_s: float) -> tuple[float, float, dict[str, Any]]:
-    """Seconds from the start until the node's RPC answered and until its height was `target`, and its sync."""
-    client = Client(node.rpc_url, timeout_s=10)
-    rpc_at: float | None = None
-    try:
-        while True:
-            check_alive([node])
-            try:
-                answer = client.status()
-            except NodeUnreachable:
-                answer = None
-            now = time.monotonic()
-            if answer is not None:
-                rpc_at = now if rpc_at is None else rpc_at
-                if answer["height"] >= target:
-                    return rpc_at - started, now - started, answer["sync"]
-            if now - started > JOIN_TIMEOUT_S:
-                raise AllianceError(f"node{node.index} did not reach height {target} within {JOIN_TIMEOUT_S:g} s; "
-                                    f"see {node.home}/node.log")
-            time.sleep(poll_s)
-    finally:
-        client.close()

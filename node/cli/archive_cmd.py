@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from node.chain.genesis import load_genesis
+from node.cli.check import open_stopped_store
 from node.config import load_config
 from node.disk.archive import SEGMENT_BLOCKS, ArchiveError, export, load_manifest
 from node.disk.archive_check import verify_archive
 from node.errors import AllianceError, VerificationFailed
 from storage.chain import ChainStore
-from storage.kv import StoreLocked
-from storage.leveldb import LevelDBStore
 
 
 def add_parser(sub: Any, command: Any) -> None:
@@ -47,12 +46,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise AllianceError("--segment-blocks must be at least 1")
     config = load_config(Path(args.home))
     genesis = load_genesis(config.genesis_file)
-    if not config.data_dir.is_dir():
-        raise AllianceError(f"{config.data_dir}: no data directory (has this node ever run?)")
-    try:
-        kv = LevelDBStore.open(config.data_dir)
-    except StoreLocked:
-        raise AllianceError(f"{config.data_dir} is in use by a running node; stop it first") from None
+    kv = open_stopped_store(config.data_dir)
     try:
         first, last = export(ChainStore(kv), genesis, Path(args.out), args.first, args.last, args.segment_blocks)
     except OSError as exc:

@@ -98,14 +98,20 @@ def _safety_file_summary(config: NodeConfig) -> Any:
     return {"committed": safety_file.record.committed_floor, "sign_from": safety_file.record.sign_from}
 
 
+def open_stopped_store(data_dir: Path, must_exist: bool = True) -> LevelDBStore:
+    """The store of a node that is not running; AllianceError if it runs, or has none and `must_exist`."""
+    if must_exist and not data_dir.is_dir():
+        raise AllianceError(f"{data_dir}: no data directory (has this node ever run?)")
+    try:
+        return LevelDBStore.open(data_dir)
+    except StoreLocked:
+        raise AllianceError(f"{data_dir} is in use by a running node; stop it first") from None
+
+
 def _open_stopped(config: NodeConfig, report: dict[str, Any]) -> LevelDBStore | None:
     """The store, or None (with the finding in `report`) when LevelDB finds it damaged; refuses a running node's."""
-    if not config.data_dir.is_dir():
-        raise AllianceError(f"{config.data_dir}: no data directory (has this node ever run?)")
     try:
-        return LevelDBStore.open(config.data_dir)
-    except StoreLocked:
-        raise AllianceError(f"{config.data_dir} is in use by a running node; stop it first") from None
+        return open_stopped_store(config.data_dir)
     except StorageError as exc:
         report.update(first_bad_height=None, finding=str(exc))
         return None

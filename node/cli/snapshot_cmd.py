@@ -9,13 +9,12 @@ from typing import Any
 from node.chain.genesis import load_genesis
 from node.chain.ledger import Ledger
 from node.chain.snapshot import SnapshotInvalid
+from node.cli.check import open_stopped_store
 from node.config import load_config
 from node.disk.safety_file import SafetyFile, SafetyRecord, safety_path
 from node.disk.snapshot_files import restore_directory, restored_record
 from node.errors import AllianceError
 from storage.chain import ChainStore
-from storage.kv import StoreLocked
-from storage.leveldb import LevelDBStore
 
 
 def add_parser(sub: Any, command: Any) -> None:
@@ -36,10 +35,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
     source = Path(args.source)
     if not (source / "manifest").is_file():
         raise AllianceError(f"{source} is not a snapshot directory (it has no manifest)")
-    try:
-        kv = LevelDBStore.open(config.data_dir)
-    except StoreLocked:
-        raise AllianceError(f"{config.data_dir} is in use by a running node; stop it first") from None
+    kv = open_stopped_store(config.data_dir, must_exist=False)
     try:
         store = ChainStore(kv)
         if store.restoring():
