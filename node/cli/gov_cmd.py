@@ -60,10 +60,10 @@ def _committed(info: TxInfo, op: str) -> TxInfo:
 def _print_status(client: Client, proposal: str, args: argparse.Namespace, started: float) -> None:
     """Prints the proposal's status; with --wait and a passed proposal, once more when it is in force."""
     found = client.get_proposal(proposal)
-    print(found.status, flush=True)
-    if not args.wait or found.status != "passed":
+    if not args.wait or found.activation is None:
+        print(found.status, flush=True)
         return
-    assert found.activation is not None
+    print("passed", flush=True)  # even if it is in force already: the blocks to its activation come at once
     deadline = started + args.timeout
     while client.get_status().height < found.activation:
         if time.monotonic() > deadline:
