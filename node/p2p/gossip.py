@@ -2,7 +2,8 @@
 
 Validators are fully connected, so a node sends the transactions its clients
 submitted to every validator of its next height, in batches (at most one frame
-per GOSSIP_INTERVAL_S), and never relays what it received. Observers decide nothing: they are sent none.
+per GOSSIP_INTERVAL_S), and never relays what it received. Observers decide
+nothing: they are sent none.
 Received batches wait in a bounded queue for the admission task, so that a
 burst of transactions never holds up the consensus messages behind it.
 """
