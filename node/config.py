@@ -125,7 +125,7 @@ def _shown(value: Any) -> str:
 def read_toml(path: Path, what: str, hint: str = "") -> dict[str, Any]:
     """A TOML file's content, or a ConfigError that names the file and the fault."""
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))  # TOML is UTF-8 whatever the locale
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import stat
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from node.api.jsonrpc import NOT_AUTHORISED, RpcError, expects_answer, parse, response
 from node.api.http_server import Headers, Scope, Send, refuse_websocket, respond_json
+from node.config import read_toml
 from node.errors import ConfigError
 from node.ops.metrics import Metrics
 
@@ -163,15 +163,14 @@ def _token(entry: Any, path: Path, i: int) -> Token:
 
 def load_tokens(path: Path) -> list[Token]:
     """The tokens of a tokens file (mode 0600, like key files); a ConfigError names the fault."""
+    hint = " (create one with 'alliance token new')"
     try:
         _check_mode(path)
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"tokens file {path} does not exist (create one with 'alliance token new')") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"tokens file {path} does not exist{hint}") from None
+    except OSError as exc:
         raise ConfigError(f"cannot read tokens file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"tokens file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "tokens file", hint)
     if set(data) - {"token"} or not isinstance(data.get("token", []), list):
         raise ConfigError(f"tokens file {path} must hold only [[token]] tables")
     entries = data.get("token", [])
