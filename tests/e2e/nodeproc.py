@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,22 @@ def make_testnet(tmp: Path, nodes: int = 1) -> tuple[Path, int]:
 
 def node_process(net: Path, base: int, index: int = 0) -> NodeProcess:
     return NodeProcess(net / f"node{index}", base + 10 * index)
+
+
+@contextmanager
+def running(net: Path, base: int, count: int, *, clean_exit: bool = False) -> Iterator[list[NodeProcess]]:
+    """The first `count` nodes of the testnet in `net`, started; afterwards those still up are stopped
+    (with `clean_exit`, each must then exit with status 0)."""
+    nodes = [node_process(net, base, i) for i in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                code = node.stop()
+                assert not clean_exit or code == 0, node.log_text()
 
 
 def set_mode(path: Path, mode: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from node.chain.tx import sign_tx
 from node.keys import load_key
-from tests.e2e.nodeproc import NodeProcess, alliance, node_process, wait_for
+from tests.e2e.nodeproc import NodeProcess, alliance, running, wait_for
 
 BASE_PORT = 29800
 
@@ -20,13 +20,8 @@ BASE_PORT = 29800
 def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[NodeProcess]]]:
     net = tmp_path_factory.mktemp("consensus") / "net"
     alliance("testnet", "--nodes", "4", "--out", str(net), "--base-port", str(BASE_PORT))
-    nodes = [node_process(net, BASE_PORT, i) for i in range(4)]
-    for node in nodes:
-        node.start()
-    yield net, nodes
-    for node in nodes:
-        if node.process is not None and node.process.poll() is None:
-            node.stop()
+    with running(net, BASE_PORT, 4) as nodes:
+        yield net, nodes
 
 
 def _put(net: Path, node: NodeProcess, key: str, wait: bool) -> None:

@@ -22,7 +22,7 @@ import trio
 from node.api.console_files import PREFIX, ConsoleFiles, load_static
 
 from tests.e2e.browser import chromium
-from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, alliance, node_process, wait_for
+from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, alliance, running, wait_for
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -100,15 +100,8 @@ def test_json_rpc_and_other_methods_are_not_the_console() -> None:
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[NodeProcess]]]:
     out = tmp_path_factory.mktemp("console") / "net"
     alliance("testnet", "--nodes", "4", "--out", str(out), "--base-port", str(BASE_PORT))
-    nodes = [node_process(out, BASE_PORT, i) for i in range(4)]
-    try:
-        for node in nodes:
-            node.start()
+    with running(out, BASE_PORT, 4) as nodes:
         yield out, nodes
-    finally:
-        for node in nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.stop()
 
 
 @pytest.fixture(scope="module")

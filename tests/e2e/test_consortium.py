@@ -17,11 +17,10 @@ import trio
 from nacl.signing import SigningKey
 
 from node.chain.tx import Transaction, sign_tx
-from node.client import NodeUnreachable
 from node.keys import load_key
 from node.p2p.transport import TransportError, handshake
 from tests.e2e.load import Load
-from tests.e2e.nodeproc import NodeProcess, make_testnet, node_process, wait_for
+from tests.e2e.nodeproc import NodeProcess, make_testnet, running, wait_connected, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +30,9 @@ NODES = 4
 @pytest.fixture
 def consortium(tmp_path: Path) -> Iterator[tuple[Path, list[NodeProcess]]]:
     net, base = make_testnet(tmp_path, nodes=NODES)
-    nodes = [node_process(net, base, i) for i in range(NODES)]
-    for node in nodes:
-        node.start()
-    wait_for(lambda: all(_connected(n) == NODES - 1 for n in nodes), "every node to connect to every peer")
-    yield net, nodes
-    for node in nodes:
-        if node.process is not None and node.process.poll() is None:
-            assert node.stop() == 0, node.log_text()
-
-
-def _connected(node: NodeProcess) -> int:
-    try:
-        return sum(p["connected"] for p in node.client().status()["peers"])
-    except NodeUnreachable:
-        return -1
+    with running(net, base, NODES, clean_exit=True) as nodes:
+        wait_connected(nodes)
+        yield net, nodes
 
 
 def _height(node: NodeProcess) -> int:

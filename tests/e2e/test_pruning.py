@@ -18,7 +18,7 @@ from node.chain.tx import Transaction, sign_tx
 from node.client import RpcError
 from node.keys import load_key
 from tests.e2e.load import Load
-from tests.e2e.nodeproc import NodeProcess, alliance, node_process, wait_for
+from tests.e2e.nodeproc import NodeProcess, alliance, running, wait_for
 
 BASE_PORT = 29000
 RETAIN = 128
@@ -42,13 +42,8 @@ def chain(tmp_path: Path) -> Iterator[tuple[Path, list[NodeProcess]]]:
         with (net / f"node{i}" / "node.toml").open("a") as config:
             archive = '\narchive_dir = "archive"' if i == ARCHIVING else ""
             config.write(f"\n[storage]\nretain_blocks = {RETAIN}{archive}\n")
-    nodes = [node_process(net, BASE_PORT, i) for i in range(4)]
-    for node in nodes:
-        node.start()
-    yield net, nodes
-    for node in nodes:
-        if node.process is not None and node.process.poll() is None:
-            node.stop()
+    with running(net, BASE_PORT, 4) as nodes:
+        yield net, nodes
 
 
 def _height(node: NodeProcess) -> int:

@@ -27,7 +27,7 @@ from node.api.subscriptions import CONNECTIONS_MAX, DROP_REASON, SUBSCRIPTIONS_P
 from node.api.ws import CLOSE_GRACE_S, IDLE_REASON, IDLE_TIMEOUT_S, REQUESTS_IN_FLIGHT_MAX, WRITE_TIMEOUT_S
 from node.chain.tx import Transaction, sign_tx
 from node.keys import load_key
-from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, make_testnet, node_process, wait_for
+from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, make_testnet, running, wait_connected, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -266,15 +266,9 @@ def rpc_while(node: NodeProcess, condition: Any, what: str, deadline_s: float) -
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[NodeProcess]]]:
     net, base = make_testnet(tmp_path_factory.mktemp("ws"), nodes=NODES)
-    nodes = [node_process(net, base, i) for i in range(NODES)]
-    for node in nodes:
-        node.start()
-    wait_for(lambda: all(sum(p["connected"] for p in http_call(n, "status")["peers"]) == NODES - 1 for n in nodes),
-             "every node to connect to every peer")
-    yield net, nodes
-    for node in nodes:
-        if node.process is not None and node.process.poll() is None:
-            assert node.stop() == 0, node.log_text()
+    with running(net, base, NODES, clean_exit=True) as nodes:
+        wait_connected(nodes)
+        yield net, nodes
 
 
 # ---- following the chain ------------------------------------------------------------------------
