@@ -142,6 +142,7 @@ def check_alive(nodes: list[LocalNode], during: str = "") -> None:
 
 
 def wait_ready(nodes: list[LocalNode], stopping: StopRequest | None = None) -> None:
+    stopping = stopping or StopRequest()  # none given: no signal is noted, and it only sleeps
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for node in nodes:
         while True:
@@ -154,10 +155,7 @@ def wait_ready(nodes: list[LocalNode], stopping: StopRequest | None = None) -> N
             except NodeUnreachable:
                 if time.monotonic() > deadline:
                     raise AllianceError(f"node{node.index} did not answer within {STARTUP_TIMEOUT_S:.0f} s") from None
-                if stopping is None:
-                    time.sleep(0.1)
-                else:
-                    stopping.sleep(0.1)
+                stopping.sleep(0.1)
 
 
 def stop_nodes(nodes: list[LocalNode]) -> None:
