@@ -8,7 +8,7 @@ from pathlib import Path
 import tomli_w
 
 from node.chain.genesis import load_genesis
-from tests.e2e.nodeproc import NodeProcess, alliance, free_base_port, wait_for
+from tests.e2e.nodeproc import NodeProcess, alliance, free_base_port, wait_connected
 
 
 def _assemble(tmp: Path, base: int) -> tuple[Path, list[Path]]:
@@ -89,8 +89,7 @@ def test_nodes_run_from_an_assembled_genesis(tmp_path: Path) -> None:
     for node in nodes:
         node.start()
     try:
-        wait_for(lambda: all(sum(p["connected"] for p in n.client().status()["peers"]) == 3 for n in nodes),
-                 "the four organisations to connect")
+        wait_connected(nodes)  # the four organisations
         status = nodes[2].client().status()
         assert status["chain_id"] == "acme-invoices" and len(status["validators"]) == 4
     finally:
