@@ -163,12 +163,12 @@ async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, l
         return ledger, guarded, {"mode": "blocks", "state_sync": "off"}
     with bind(config.p2p_listen, "p2p.listen") as sock:
         try:
-            height = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000)
+            height, leaves = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000)
         except StateSyncFailed as exc:
             log.warning("event=state_sync_fallback reason=%r", str(exc))
             return ledger, guarded, {"mode": "blocks", "state_sync": f"fell back: {exc}"}
     try:
-        ledger = Ledger(ledger.store, genesis)  # the tree of the restored state, checked against its header
+        ledger = Ledger(ledger.store, genesis, leaves)  # the restored state's tree, checked against its header
     except StoreCorrupt as exc:
         raise damaged(config, str(exc), len(genesis.validators)) from None
     # Never sign at or below the restored height: those heights were decided without this store.

@@ -101,8 +101,12 @@ class LevelDBStore:
         with self._mapped_errors("write"):
             # One LevelDB batch is one log record: applied all or nothing.
             raw = self._live_db().write_batch(sync=sync)
+            put, delete = raw.put, raw.delete
             for key, value in batch.writes.items():
-                _add_to_batch(raw, key, value)
+                if value is None:
+                    delete(key)
+                else:
+                    put(key, value)
             raw.write()
 
     def snapshot(self) -> LevelDBView:
@@ -175,13 +179,6 @@ def _error(path: Path, action: str, exc: Exception) -> StorageError:
     if _is_damage(exc, detail, action):
         return StoreCorrupt(f"LevelDB {action} in {path} found corruption: {detail}")
     return StorageError(f"LevelDB {action} failed in {path}: {detail}")
-
-
-def _add_to_batch(raw: Any, key: bytes, value: bytes | None) -> None:
-    if value is None:
-        raw.delete(key)
-    else:
-        raw.put(key, value)
 
 
 def _open_error(path: Path, exc: Exception) -> StorageError:

@@ -10,6 +10,7 @@ during the load, so it cannot sign twice) and it is started with `[sync] state_s
 from __future__ import annotations
 
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -38,31 +39,39 @@ def with_snapshots(home: Path, nodes: int, interval: int) -> None:
             path.write_text(text + f"\n[snapshot]\ninterval_blocks = {interval}\n")
 
 
-def join(node: LocalNode, others: list[LocalNode], interval: int, poll_s: float) -> dict[str, Any]:
-    """Times `node` from an empty data directory to the others' tip, by state sync, then by blocks."""
+def join(node: LocalNode, others: list[LocalNode], interval: int, poll_s: float, runs: int = 1) -> dict[str, Any]:
+    """Times `node` from an empty data directory to the others' tip, by state sync, then by blocks, `runs`
+    times in turn; the median of each, and each run's figures."""
     stop_nodes([node])
     snapshot = _wait_snapshots(others, interval)
     target = max(status(n)["height"] for n in others)
     config = node.home / "node.toml"
     original = config.read_text()
     figures: dict[str, Any] = {"join_height": target, "join_snapshot_height": snapshot}
+    times: dict[str, list[float]] = {}
     try:
-        for mode, state_sync in (("state_sync", True), ("block_sync", False)):
-            _empty(node)
-            config.write_text(original + f"\n[sync]\nstate_sync = {'true' if state_sync else 'false'}\n")
-            started = time.monotonic()
-            start_node(node, None)
-            reached = time_to_height(node, target, started, poll_s, JOIN_TIMEOUT_S, f"did not reach height {target}")
-            rpc_s, tip_s, sync = reached.rpc_s, reached.height_s, reached.status["sync"]
-            if state_sync:
-                stop_nodes([node])  # the block-sync run is left running, as the others are
-            progress(f"node{node.index} joined by {mode.replace('_', ' ')} in {tip_s:.2f} s ({sync['state_sync']})")
-            if state_sync and sync["mode"] != "state":
-                raise AllianceError(f"node{node.index} did not state-sync: {sync['state_sync']}")
-            figures[f"join_{mode}_s"] = round(tip_s, 2)
-            figures[f"join_{mode}_rpc_s"] = round(rpc_s, 2)
+        for run in range(runs):
+            for mode, state_sync in (("state_sync", True), ("block_sync", False)):
+                _empty(node)
+                config.write_text(original + f"\n[sync]\nstate_sync = {'true' if state_sync else 'false'}\n")
+                started = time.monotonic()
+                start_node(node, None)
+                reached = time_to_height(node, target, started, poll_s, JOIN_TIMEOUT_S, f"did not reach height {target}")
+                sync = reached.status["sync"]
+                if state_sync or run < runs - 1:
+                    stop_nodes([node])  # the last block-sync run is left running, as the others are
+                progress(f"node{node.index} joined by {mode.replace('_', ' ')} in {reached.height_s:.2f} s "
+                         f"({sync['state_sync']})")
+                if state_sync and sync["mode"] != "state":
+                    raise AllianceError(f"node{node.index} did not state-sync: {sync['state_sync']}")
+                times.setdefault(f"join_{mode}_s", []).append(round(reached.height_s, 2))
+                times.setdefault(f"join_{mode}_rpc_s", []).append(round(reached.rpc_s, 2))
     finally:
         config.write_text(original)
+    for name, values in times.items():
+        figures[name] = statistics.median(values)
+        if runs > 1:
+            figures[name.removesuffix("_s") + "_runs_s"] = values
     return figures
 
 

@@ -96,7 +96,8 @@ def measure(settings: Settings, home: Path, nodes: list[LocalNode], loads: list[
     report["watcher_cpu_s"] = round(cpu[-1], 2)
     report.update(caught_up)
     if stopped and settings.join:
-        report.update(join(stopped.node, running, snapshot_interval(settings.count), settings.poll_s))
+        report.update(join(stopped.node, running, snapshot_interval(settings.count), settings.poll_s,
+                           settings.join_runs))
     return report
 
 

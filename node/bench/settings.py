@@ -13,6 +13,7 @@ class Settings:
     catch_up: int | None  # transactions to commit with catch_up_node stopped, then time its catch-up
     catch_up_node: int
     join: bool  # with catch_up: then time catch_up_node joining from an empty store, by state and by block sync
+    join_runs: int  # how many times each
     count: int  # transactions pre-signed
     batch: int
     connections: int  # per node

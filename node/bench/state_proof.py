@@ -43,7 +43,7 @@ def _value(i: int) -> bytes:
 
 def build_state(store: ChainStore, keys: int) -> StateTree:
     """N keys `bench/<i>` written in batches, buckets and values in LevelDB."""
-    tree = StateTree(store.load_bucket, ())
+    tree = StateTree(store.load_bucket, {})
     for start in range(0, keys, BATCH):
         writes: dict[bytes, bytes | None] = {kv_key(f"bench/{i}"): _value(i) for i in range(start, min(keys, start + BATCH))}
         update = tree.update(writes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.chain.block import (
@@ -16,7 +16,7 @@ from node.chain.genesis import Genesis
 from node.chain.governance import ACTIVATION_DELAY, ACTIVATIONS_KEY, ReadState, past_members, upcoming_members
 from node.chain.history import HistoryEntry, block_history, decode_entry, subject_of
 from node.chain.membership import Membership
-from node.chain.state_tree import StateTree, TreeUpdate
+from node.chain.state_tree import StateTree, TreeUpdate, leaf_hashes
 from node.chain.tx import Transaction, TxError, decode_tx, tx_hash_of
 from storage.chain import BlockWrite, ChainStore, PrunedBlock
 from storage.kv import StoreCorrupt
@@ -57,7 +57,8 @@ class GenesisMismatch(Exception):
 
 
 class Ledger:
-    def __init__(self, store: ChainStore, genesis: Genesis) -> None:
+    def __init__(self, store: ChainStore, genesis: Genesis, leaves: Mapping[int, bytes] | None = None) -> None:
+        """The ledger of `store`; `leaves`: the state tree's leaf hashes when known (node/chain/state_tree.py)."""
         self.store = store
         self.genesis = genesis
         self._check_genesis()
@@ -68,7 +69,7 @@ class Ledger:
         self._members: dict[tuple[int, int], Membership] = {}  # (tip, height) -> membership at height
         if store.height() > 0:
             self.last_header = self.header(store.height())
-        self.tree = StateTree(self._read_bucket, store.iterate_buckets())
+        self.tree = StateTree(self._read_bucket, leaf_hashes(store.iterate_buckets()) if leaves is None else leaves)
         if self.tree.root != self.state_root:
             raise StoreCorrupt(
                 f"the state tree's root {self.tree.root.hex()[:16]}... is not the state root of block "

@@ -32,6 +32,7 @@ VALIDATOR_CHANGES_MAX = 10_000
 VALIDATORS_MAX = 1_000
 MANIFEST_BYTES_MAX = 4 * 1024 * 1024
 _sha256 = hashlib.sha256
+_BUCKET_SHIFT = 32 - DEPTH  # kh's first 4 bytes shifted by it: its bucket (state_tree.bucket_of)
 
 
 class SnapshotInvalid(ValueError):
@@ -134,18 +135,42 @@ def _sorted_records(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     return sorted((_sha256(key).digest(), key, value) for key, value in pairs)
 
 
-def subtree_root(index: int, records: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
-    """The root of subtree `index` at CHUNK_LEVEL over records (kh, key, value) of its buckets, in kh order."""
-    blobs: dict[int, list[bytes]] = {}
-    for kh, _key, value in records:
-        blobs.setdefault(bucket_of(kh) - index * BUCKETS_PER_CHUNK, []).append(kh + _sha256(value).digest())
-    level = {i: leaf_hash(b"".join(parts)) for i, parts in blobs.items()}
+def chunk_buckets(index: int, records: Iterable[tuple[bytes, bytes]]) -> dict[int, bytes]:
+    """The bucket blobs (bucket -> z/ value) of chunk `index` given its records (kh, value) in kh order;
+    SnapshotInvalid when a record is of another chunk's buckets or out of order."""
+    first, last = index * BUCKETS_PER_CHUNK, (index + 1) * BUCKETS_PER_CHUNK
+    blobs: dict[int, bytes] = {}
+    parts: list[bytes] = []
+    bucket, previous = -1, b""
+    for i, (kh, value) in enumerate(records):
+        if kh <= previous:
+            raise SnapshotInvalid(f"chunk {index}: pair {i} is not after pair {i - 1} in key-hash order")
+        previous, at = kh, int.from_bytes(kh[:4], "big") >> _BUCKET_SHIFT
+        if at != bucket:  # in kh order, a bucket's records come together
+            if not first <= at < last:
+                raise SnapshotInvalid(f"chunk {index}: pair {i} is of bucket {at}, not of this chunk")
+            if parts:
+                blobs[bucket] = b"".join(parts)
+            bucket, parts = at, []
+        parts.append(kh + _sha256(value).digest())
+    if parts:
+        blobs[bucket] = b"".join(parts)
+    return blobs
+
+
+def subtree_root(index: int, leaves: dict[int, bytes]) -> bytes:
+    """The root of subtree `index` at CHUNK_LEVEL over the leaf hashes of its buckets."""
+    level = {bucket - index * BUCKETS_PER_CHUNK: leaf for bucket, leaf in leaves.items()}
     for _ in range(DEPTH - CHUNK_LEVEL):
         parents: dict[int, bytes] = {}
         for i in {i >> 1 for i in level}:
             parents[i] = node_hash(level.get(2 * i, EMPTY), level.get(2 * i + 1, EMPTY))
         level = parents
     return level.get(0, EMPTY)
+
+
+def _leaves(buckets: dict[int, bytes]) -> dict[int, bytes]:
+    return {bucket: leaf_hash(blob) for bucket, blob in buckets.items()}
 
 
 def chunk_of(key: bytes) -> int:
@@ -160,7 +185,7 @@ def encode_chunk(index: int, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[byte
     chunk = pack_flat([[key, value] for _, key, value in records]) if records else b""
     if len(chunk) > CHUNK_BYTES_MAX:
         raise SnapshotInvalid(f"chunk {index} would be {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
-    return chunk, subtree_root(index, records)
+    return chunk, subtree_root(index, _leaves(chunk_buckets(index, ((kh, value) for kh, _, value in records))))
 
 
 def build_chunks(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
@@ -172,38 +197,34 @@ def build_chunks(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], lis
     return [chunk for chunk, _ in built], [root for _, root in built]
 
 
-def verify_chunk(index: int, chunk: bytes, root: bytes) -> list[tuple[bytes, bytes]]:
-    """The state pairs of chunk `index`; SnapshotInvalid unless they are of its buckets, in key-hash
+@dataclass(frozen=True)
+class VerifiedChunk:
+    """A chunk's state pairs and its buckets' blobs, as `ChainStore.restore_state` writes them, and
+    the buckets' leaf hashes (the state tree of a restore is built from them)."""
+
+    pairs: list[tuple[bytes, bytes]]
+    buckets: dict[int, bytes]
+    leaves: dict[int, bytes]
+
+
+def verify_chunk(index: int, chunk: bytes, root: bytes) -> VerifiedChunk:
+    """The state of chunk `index`; SnapshotInvalid unless its pairs are of its buckets, in key-hash
     order, within CHUNK_BYTES_MAX, and hash to `root`."""
     if len(chunk) > CHUNK_BYTES_MAX:
         raise SnapshotInvalid(f"chunk {index} is {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
     if not chunk:
         if root != EMPTY:
             raise SnapshotInvalid(f"chunk {index} is empty, its subtree is not")
-        return []
+        return VerifiedChunk([], {}, {})
     try:
         obj = unpack(chunk)
     except CodecError as exc:
         raise SnapshotInvalid(f"chunk {index} does not decode: {exc}") from None
     if not (isinstance(obj, list) and obj and all(
-            isinstance(p, list) and len(p) == 2 and isinstance(p[0], bytes) and isinstance(p[1], bytes) for p in obj)):
+            type(p) is list and len(p) == 2 and type(p[0]) is bytes and type(p[1]) is bytes for p in obj)):
         raise SnapshotInvalid(f"chunk {index} is not a non-empty list of [key, value]")
-    records = [(_sha256(key).digest(), key, value) for key, value in obj]
-    first, last = index * BUCKETS_PER_CHUNK, (index + 1) * BUCKETS_PER_CHUNK
-    for i, (kh, _, _) in enumerate(records):
-        if not first <= bucket_of(kh) < last:
-            raise SnapshotInvalid(f"chunk {index}: pair {i} is of bucket {bucket_of(kh)}, not of this chunk")
-        if i and records[i - 1][0] >= kh:
-            raise SnapshotInvalid(f"chunk {index}: pair {i} is not after pair {i - 1} in key-hash order")
-    if subtree_root(index, records) != root:
+    buckets = chunk_buckets(index, ((_sha256(key).digest(), value) for key, value in obj))
+    leaves = _leaves(buckets)
+    if subtree_root(index, leaves) != root:
         raise SnapshotInvalid(f"chunk {index} does not hash to its subtree root in the manifest")
-    return [(key, value) for key, value in obj]
-
-
-def bucket_blobs(pairs: Sequence[tuple[bytes, bytes]]) -> dict[int, bytes]:
-    """The state tree's bucket blobs (z/ values) of verified state pairs in key-hash order."""
-    blobs: dict[int, list[bytes]] = {}
-    for key, value in pairs:
-        kh = _sha256(key).digest()
-        blobs.setdefault(bucket_of(kh), []).append(kh + _sha256(value).digest())
-    return {bucket: b"".join(parts) for bucket, parts in blobs.items()}
+    return VerifiedChunk([(key, value) for key, value in obj], buckets, leaves)

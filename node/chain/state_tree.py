@@ -48,6 +48,11 @@ def leaf_hash(blob: bytes) -> bytes:
     return _sha256(b"\x00" + blob).digest() if blob else EMPTY
 
 
+def leaf_hashes(stored: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
+    """bucket -> leaf hash of stored (bucket, blob)."""
+    return {bucket: leaf_hash(blob) for bucket, blob in stored}
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     return EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
 
@@ -121,11 +126,15 @@ class StateTree:
     blob of one height with siblings of another.
     """
 
-    def __init__(self, read_bucket: BucketReader, stored: Iterable[tuple[int, bytes]]) -> None:
+    def __init__(self, read_bucket: BucketReader, leaves: Mapping[int, bytes]) -> None:
+        """Over the stored buckets' leaf hashes (`leaf_hashes` of their blobs)."""
         self.read_bucket = read_bucket
         self.lock = threading.RLock()
-        self._levels: list[list[bytes]] = [[EMPTY] * (1 << level) for level in range(DEPTH + 1)]
-        self._put(self._above({bucket: leaf_hash(blob) for bucket, blob in stored}))
+        # The leaves packed 32 bytes each (8 MiB; as a list of bytes they take 19 MiB), the levels above
+        # them as lists (faster to read, and together no larger than the leaves).
+        self._leaves = bytearray(32 * BUCKETS)
+        self._levels: list[list[bytes]] = [[EMPTY] * (1 << level) for level in range(DEPTH)]
+        self._put(self._above(dict(leaves)))
 
     @property
     def root(self) -> bytes:
@@ -139,10 +148,11 @@ class StateTree:
             change = kh if value is None else kh + _sha256(value).digest()
             changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - DEPTH), []).append(change)
         with self.lock:
-            leaves = self._levels[DEPTH]
+            leaves = self._leaves
             blobs: dict[int, bytes] = {}
             for bucket, bucket_changes in changes.items():
-                blobs[bucket] = _changed(None if leaves[bucket] is EMPTY else self.read_bucket(bucket), bucket_changes)
+                empty = leaves[32 * bucket:32 * bucket + 32] == EMPTY
+                blobs[bucket] = _changed(None if empty else self.read_bucket(bucket), bucket_changes)
             nodes = self._above({bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
             return TreeUpdate(self.root, nodes[0].get(0, self.root), blobs, nodes)
 
@@ -158,9 +168,11 @@ class StateTree:
         """The bucket's committed blob and its siblings, bucket level first. Call under `lock` to
         pair them with the header they belong to."""
         with self.lock:
-            blob = b"" if self._levels[DEPTH][bucket] is EMPTY else (self.read_bucket(bucket) or b"")
-            siblings, index = [], bucket
-            for level in range(DEPTH, 0, -1):
+            leaf = 32 * bucket
+            blob = b"" if self._leaves[leaf:leaf + 32] == EMPTY else (self.read_bucket(bucket) or b"")
+            sibling = 32 * (bucket ^ 1)
+            siblings, index = [bytes(self._leaves[sibling:sibling + 32])], bucket >> 1
+            for level in range(DEPTH - 1, 0, -1):
                 siblings.append(self._levels[level][index ^ 1])
                 index >>= 1
             return blob, siblings
@@ -168,7 +180,12 @@ class StateTree:
     def _above(self, leaves: dict[int, bytes]) -> list[dict[int, bytes]]:
         """The changed nodes of every level, given the changed `leaves`, over the committed levels."""
         nodes: list[dict[int, bytes]] = [{} for _ in range(DEPTH)] + [leaves]
-        for level in range(DEPTH, 0, -1):
+        packed, parent = self._leaves, nodes[DEPTH - 1]
+        for p in {i >> 1 for i in leaves}:
+            left = leaves.get(2 * p) or packed[64 * p:64 * p + 32]
+            right = leaves.get(2 * p + 1) or packed[64 * p + 32:64 * p + 64]
+            parent[p] = EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
+        for level in range(DEPTH - 1, 0, -1):
             child, fresh, parent = self._levels[level], nodes[level], nodes[level - 1]
             for p in {i >> 1 for i in fresh}:
                 left, right = fresh.get(2 * p) or child[2 * p], fresh.get(2 * p + 1) or child[2 * p + 1]
@@ -179,3 +196,6 @@ class StateTree:
         for level, changed in zip(self._levels, nodes):
             for index, node in changed.items():
                 level[index] = node
+        packed = self._leaves
+        for bucket, leaf in nodes[DEPTH].items():
+            packed[32 * bucket:32 * bucket + 32] = leaf

@@ -58,6 +58,10 @@ def _check_args(args: argparse.Namespace) -> None:
         if args.catch_up is not None:
             raise AllianceError("--join includes the catch-up run: give --join TXS or --catch-up TXS, not both")
         args.catch_up = args.join
+        if args.join_runs < 1:
+            raise AllianceError("--join-runs must be at least 1")
+    elif args.join_runs != 1:
+        raise AllianceError("--join-runs goes with --join TXS")
     if args.catch_up is not None:
         _check_catch_up_args(args)
     elif args.duration is None:  # None in the parser so that --catch-up can refuse an explicit --duration
@@ -100,6 +104,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         catch_up=args.catch_up,
         catch_up_node=CATCH_UP_NODE,
         join=args.join is not None,
+        join_runs=args.join_runs,
         count=_tx_count(args),
         batch=_batch_size(args),
         connections=args.connections,

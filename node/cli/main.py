@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join", type=int, metavar="TXS", help="as --catch-up TXS, the nodes writing a snapshot "
                    "twice over the chain (every TXS/2000 blocks, at least 5); then start the node from an empty data directory and time how long it takes to reach "
                    "the others' height by state sync, then by blocks from the genesis (join_* figures)")
+    p.add_argument("--join-runs", type=int, default=1, metavar="N", help="with --join, time each way of joining N "
+                   "times, in turn, and report the median (default: %(default)s)")
     p.add_argument("--profile", metavar="DIR", help="run each node under cProfile; write DIR/node<i>.pstats and "
                    "print each node's top functions to stderr")
     p.add_argument("--profile-sort", choices=["tottime", "cumtime"], default="tottime",

@@ -22,7 +22,7 @@ from node.chain.execution import Receipt, execute, validators_hashes
 from node.chain.genesis import Genesis
 from node.chain.governance import GovernanceCorrupt, ReadState, past_members
 from node.chain.membership import validators_hash
-from node.chain.state_tree import StateTree
+from node.chain.state_tree import StateTree, leaf_hashes
 from node.chain.tx import TxError, decode_tx, tx_hash_of
 from storage.chain import ChainStore
 from storage.kv import StorageError
@@ -119,7 +119,7 @@ def _check_state_tree(store: ChainStore, tip: int, header: Header | None) -> Non
             header = None
         if header is None:
             raise Fault(tip, "has no readable header below the base")
-    root = StateTree(_no_read, store.iterate_buckets()).root
+    root = StateTree(_no_read, leaf_hashes(store.iterate_buckets())).root
     if root != header.state_root:
         raise Fault(tip, f"commits to state root {header.state_root.hex()[:16]}..., but the stored state tree "
                          f"hashes to {root.hex()[:16]}...: the state is damaged")
@@ -137,7 +137,7 @@ class Replay:
         self.state: dict[bytes, bytes] = {}
         self.written_at: dict[bytes, int] = {}  # the height that last wrote each key
         self.buckets: dict[int, bytes] = {}
-        self.tree = StateTree(self.buckets.__getitem__, ())
+        self.tree = StateTree(self.buckets.__getitem__, {})
 
     def apply(self, header: Header, raw_txs: tuple[bytes, ...]) -> list[Receipt]:
         """Executes the block on the state, checked against its header; its receipts."""

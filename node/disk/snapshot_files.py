@@ -28,7 +28,7 @@ from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.canonical import pack_flat, unpack
 from node.chain.snapshot import (
-    CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, bucket_blobs, chunk_of, decode_manifest,
+    CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, ValidatorChange, chunk_of, decode_manifest,
     encode_chunk, fold_roots, verify_chunk, verify_manifest,
 )
 from node.disk.filesync import sync_directory, write_all
@@ -251,8 +251,8 @@ def restore_directory(directory: Path, store: ChainStore, genesis: Genesis) -> i
     try:
         for index, root in enumerate(manifest.roots):
             path = directory / f"chunk-{index}"
-            pairs = verify_chunk(index, path.read_bytes() if path.exists() else b"", root)
-            store.restore_state(pairs, bucket_blobs(pairs))
+            verified = verify_chunk(index, path.read_bytes() if path.exists() else b"", root)
+            store.restore_state(verified.pairs, verified.buckets)
         headers = [(manifest.height, manifest.header, manifest.certificate)] + [
             (header_from_wire(unpack(c.header)).height, c.header, c.certificate) for c in manifest.changes]
         store.finish_restore(manifest.height, header.hash(), headers)

@@ -5,8 +5,10 @@ It asks every peer it connects to for the snapshots it serves, takes the newest 
 fetches that snapshot's manifest and checks it against the genesis (node/chain/snapshot.py), then
 fetches each non-empty chunk from the peers offering the height in turn, checking each against the
 manifest's subtree root as it arrives. A peer that sends an invalid manifest or chunk is asked
-nothing more; a chunk it lacks is asked of the next peer. The state is written as it is checked,
-under a restoring marker, and the height pointer moves only once all of it is there.
+nothing more; a chunk it lacks is asked of the next peer. FETCHERS chunks are asked at once (of
+different peers), checked in worker processes (the check is pure and CPU-bound: the other cores do
+it while this one writes), and written as they are checked, under a restoring marker; the height
+pointer moves only once all of it is there.
 
 It runs before the node's other parts exist, on a network of its own over the p2p listener, and
 raises StateSyncFailed when no snapshot is offered within the timeout or none can be restored:
@@ -16,12 +18,14 @@ the node then catches up by blocks from the genesis.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
+import trio_parallel
 from nacl.signing import SigningKey
 
 from consensus.quorum import fault_tolerance
@@ -29,7 +33,9 @@ from node.chain.block import Header, header_from_wire
 from node.chain.canonical import unpack
 from node.chain.genesis import Genesis
 from node.chain.ledger import Ledger
-from node.chain.snapshot import Manifest, SnapshotInvalid, bucket_blobs, decode_manifest, verify_chunk, verify_manifest
+from node.chain.snapshot import (
+    Manifest, SnapshotInvalid, VerifiedChunk, decode_manifest, verify_chunk, verify_manifest,
+)
 from node.chain.state_tree import EMPTY
 from node.ops.metrics import Metrics
 from node.p2p.outbox import PeerOutbox
@@ -45,23 +51,36 @@ OFFER_GRACE_S = RECONNECT_MAX_S + 1.0
 # sending answers "don't have" (node/p2p/snapshot_server.py).
 ROUNDS = 3
 ROUND_PAUSE_S = 0.5
+# Chunks asked and checked at once: at most this many (8 MiB at most each) are held.
+FETCHERS = 4
+CHECKER_IDLE_S = 10.0  # the worker processes stop this long after the last chunk
 
 
 class StateSyncFailed(Exception):
     """No snapshot could be restored; the message says why."""
 
 
+class _Reply:
+    """A request's answer, once it came: None is "don't have" (or none in time)."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+
+
 class SnapshotClient:
     """Asks peers for a snapshot and restores it into the ledger's empty store."""
 
     def __init__(self, genesis: Genesis, ledger: Ledger, outbox: PeerOutbox, metrics: Metrics, timeout_s: float,
-                 run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync) -> None:
+                 run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
+                 run_check: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.genesis = genesis
         self.store = ledger.store  # restored into
         self.outbox = outbox
         self.metrics = metrics  # chunks refused
         self.timeout_s = timeout_s  # for the first offer, and for each answer
-        self.run_blocking = run_blocking  # checks and writes off the event loop
+        self.run_blocking = run_blocking  # the manifest's check and the writes, off the event loop
+        self.run_check = run_check  # chunks' checks; None: in worker processes
         self.offers: dict[bytes, tuple[int, ...]] = {}
         self.banned: set[bytes] = set()  # sent an invalid manifest or chunk
         # Enough peers said they have none (f+1 of the genesis validators' count): there is no snapshot
@@ -71,8 +90,8 @@ class SnapshotClient:
         # Every other genesis validator answered: no need to wait out the grace for a newer offer.
         self.answers_all = max(1, len(genesis.validators) - 1)
         self._all_answered = trio.Event()
-        self._expected: tuple[bytes, int, int, int] | None = None  # (peer, kind, height, index)
-        self._answers, self._answered = trio.open_memory_channel[bytes | None](1)
+        self._asked: dict[tuple[bytes, int, int, int], _Reply] = {}  # (peer, kind, height, index)
+        self.leaves: dict[int, bytes] = {}  # of the restored buckets: the ledger's tree is built from them
 
     # ---- frames ----------------------------------------------------------------------
 
@@ -94,23 +113,21 @@ class SnapshotClient:
             self._answer(peer, Chunk.KIND, message.height, message.index, message.data)
 
     def _answer(self, peer: bytes, kind: int, height: int, index: int, data: bytes | None) -> None:
-        if self._expected == (peer, kind, height, index):
-            self._expected = None  # one answer per request
-            with contextlib.suppress(trio.WouldBlock):  # the asker timed out as it came: it is dropped below
-                self._answers.send_nowait(data)
+        reply = self._asked.pop((peer, kind, height, index), None)  # one answer per request
+        if reply is not None:
+            reply.data = data
+            reply.done.set()
 
     async def _ask(self, peer: bytes, request: GetManifest | GetChunk) -> bytes | None:
         index = request.index if isinstance(request, GetChunk) else 0
         kind = Chunk.KIND if isinstance(request, GetChunk) else ManifestFrame.KIND
-        with contextlib.suppress(trio.WouldBlock):
-            self._answered.receive_nowait()  # an answer to an earlier request that came as it timed out
-        self._expected = (peer, kind, request.height, index)
+        asked, reply = (peer, kind, request.height, index), _Reply()
+        self._asked[asked] = reply
         self.outbox.send(peer, encode(request))
-        answer = None
         with trio.move_on_after(self.timeout_s):
-            answer = await self._answered.receive()
-        self._expected = None
-        return answer
+            await reply.done.wait()
+        self._asked.pop(asked, None)
+        return reply.data
 
     # ---- restoring ---------------------------------------------------------------------
 
@@ -141,18 +158,53 @@ class SnapshotClient:
         log.info("event=state_sync_manifest height=%d chunks=%d", height, sum(r != EMPTY for r in manifest.roots))
         await self.run_blocking(self.store.begin_restore)
         try:
-            turn = 0
-            for index, root in enumerate(manifest.roots):
-                if root != EMPTY:
-                    turn = await self._chunk(manifest, index, turn)
+            await self._chunks(manifest)
             headers = [(height, manifest.header, manifest.certificate)] + [
                 (_height_of(c.header), c.header, c.certificate) for c in manifest.changes]
             await self.run_blocking(self.store.finish_restore, height, header.hash(), headers)
         except BaseException:
+            self.leaves.clear()
             with trio.CancelScope(shield=True):
                 await self.run_blocking(self.store.abandon_restore)
             raise
         return height
+
+    async def _chunks(self, manifest: Manifest) -> None:
+        """Fetches, checks and writes every non-empty chunk of the manifest; raises StateSyncFailed."""
+        indices = iter([i for i, root in enumerate(manifest.roots) if root != EMPTY])
+        failed: list[StateSyncFailed] = []
+        checked, to_write = trio.open_memory_channel[VerifiedChunk](0)
+        async with contextlib.AsyncExitStack() as stack:
+            run_check = self.run_check
+            if run_check is None:
+                workers = await stack.enter_async_context(trio_parallel.open_worker_context(idle_timeout=CHECKER_IDLE_S))
+                run_check = functools.partial(workers.run_sync, kill_on_cancel=True)
+            async with trio.open_nursery() as nursery:
+                for turn in range(FETCHERS):
+                    nursery.start_soon(self._fetch, manifest, indices, turn, run_check, checked.clone(), failed,
+                                       nursery.cancel_scope)
+                checked.close()
+                async with to_write:
+                    async for chunk in to_write:
+                        await self.run_blocking(self.store.restore_state, chunk.pairs, chunk.buckets)
+                        self.leaves.update(chunk.leaves)
+        if failed:
+            raise failed[0]
+
+    async def _fetch(self, manifest: Manifest, indices: Iterator[int], turn: int,
+                     run_check: Callable[..., Awaitable[Any]], checked: trio.MemorySendChannel[VerifiedChunk],
+                     failed: list[StateSyncFailed], scope: trio.CancelScope) -> None:
+        """Takes chunks from `indices` until none is left, each to `checked`; on a chunk no peer gives,
+        notes the failure and cancels `scope` (the other fetchers and the writer)."""
+        async with checked:
+            for index in indices:
+                try:
+                    chunk, turn = await self._chunk(manifest, index, turn, run_check)
+                except StateSyncFailed as exc:
+                    failed.append(exc)
+                    scope.cancel()
+                    return
+                await checked.send(chunk)
 
     async def _manifest(self, height: int) -> tuple[Manifest, Header]:
         for peer in self._peers(height):
@@ -171,8 +223,9 @@ class SnapshotClient:
             return manifest, header
         raise StateSyncFailed(f"no peer gave a valid manifest of the snapshot at {height}")
 
-    async def _chunk(self, manifest: Manifest, index: int, turn: int) -> int:
-        """Fetches, checks and writes chunk `index`, asking the peers in turn from `turn`; the next turn."""
+    async def _chunk(self, manifest: Manifest, index: int, turn: int,
+                     run_check: Callable[..., Awaitable[Any]]) -> tuple[VerifiedChunk, int]:
+        """Chunk `index` fetched and checked, asking the peers in turn from `turn`; and the next turn."""
         peers = self._peers(manifest.height)
         for attempt in range(ROUNDS * len(peers)):
             peer = peers[(turn + attempt) % len(peers)]
@@ -185,13 +238,12 @@ class SnapshotClient:
                 self.metrics.snapshot_chunks_refused.labels("missing").inc()
                 continue
             try:
-                pairs = await self.run_blocking(verify_chunk, index, data, manifest.roots[index])
+                chunk = await run_check(verify_chunk, index, data, manifest.roots[index])
             except SnapshotInvalid as exc:
                 self.metrics.snapshot_chunks_refused.labels("invalid").inc()
                 self._ban(peer, str(exc))
                 continue
-            await self.run_blocking(self.store.restore_state, pairs, bucket_blobs(pairs))
-            return turn + attempt + 1
+            return chunk, turn + attempt + 1
         raise StateSyncFailed(f"no peer gave a valid chunk {index} of the snapshot at {manifest.height}")
 
     def _ban(self, peer: bytes, reason: str) -> None:
@@ -205,9 +257,9 @@ def _height_of(header: bytes) -> int:
 
 
 async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics: Metrics, sock: socket.socket,
-                     timeout_s: float) -> int:
-    """Restores a snapshot from the genesis' peers over the p2p listener `sock`; the restored height.
-    Raises StateSyncFailed (the store is then empty again)."""
+                     timeout_s: float) -> tuple[int, dict[int, bytes]]:
+    """Restores a snapshot from the genesis' peers over the p2p listener `sock`: the restored height and the
+    leaf hashes of its state tree. Raises StateSyncFailed (the store is then empty again)."""
     outbox = PeerOutbox(ledger, metrics)
     client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s)
     network = PeerNetwork(genesis.chain_id, key, ledger.members(1), metrics, outbox, handler=client.handle,
@@ -222,4 +274,4 @@ async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics:
         nursery.cancel_scope.cancel()
     if isinstance(outcome, StateSyncFailed):
         raise outcome
-    return outcome
+    return outcome, client.leaves

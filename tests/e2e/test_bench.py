@@ -118,6 +118,16 @@ def test_bench_catch_up() -> None:
     assert "node1 stopped at height" in stderr and "Traceback" not in stderr
 
 
+def test_bench_join_twice_each_way() -> None:
+    report, stderr = _bench("--join", "6000", "--join-runs", "2", nodes=4)
+    assert report["join_snapshot_height"] == 5 and report["join_height"] >= 6
+    for mode in ("state_sync", "block_sync"):
+        runs = report[f"join_{mode}_runs_s"]
+        assert len(runs) == 2 and all(t > 0 for t in runs)
+        assert report[f"join_{mode}_s"] == pytest.approx(sum(runs) / 2)  # the median of two
+    assert stderr.count("joined by state sync") == 2 and "restored at 5" in stderr and "Traceback" not in stderr
+
+
 def test_run_profile_needs_an_existing_directory(tmp_path: Path) -> None:
     net, _ = make_testnet(tmp_path)
     result = alliance("run", "--home", str(net / "node0"), "--profile", str(tmp_path / "no" / "such.pstats"),
@@ -134,6 +144,8 @@ def test_run_profile_needs_an_existing_directory(tmp_path: Path) -> None:
     (["--poll-ms", "0"], "--poll-ms must be in"),
     (["--catch-up", "100", "--nodes", "2"], "--catch-up stops a node"),
     (["--catch-up", "100", "--duration", "5"], "--catch-up sends exactly TXS"),
+    (["--join", "100", "--join-runs", "0"], "--join-runs must be at least 1"),
+    (["--join-runs", "2"], "--join-runs goes with --join"),
 ])
 def test_bench_refuses_bad_arguments(args: list[str], message: str) -> None:
     result = alliance("bench", *args, check=False)

@@ -15,7 +15,7 @@ import trio
 from node.chain.ledger import BlockPruned, Ledger
 from node.chain.proposal import build_block
 from node.chain.snapshot import (
-    BUCKETS_PER_CHUNK, CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, bucket_blobs, build_chunks,
+    BUCKETS_PER_CHUNK, CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, build_chunks,
     decode_manifest, verify_chunk, verify_manifest,
 )
 from node.chain.state_tree import EMPTY, bucket_of, key_hash
@@ -78,8 +78,8 @@ def test_a_snapshot_verifies_and_restores_to_the_same_state(built: tuple[Ledger,
     store = ChainStore(MemoryStore())
     store.begin_restore()
     for index, (chunk, root) in enumerate(zip(chunks, decoded.roots)):
-        pairs = verify_chunk(index, chunk, root)
-        store.restore_state(pairs, bucket_blobs(pairs))
+        verified = verify_chunk(index, chunk, root)
+        store.restore_state(verified.pairs, verified.buckets)
     change = decoded.changes[0]
     store.finish_restore(5, header.hash(), [(5, decoded.header, decoded.certificate), (3, change.header, change.certificate)])
     restored = Ledger(store, GENESIS)
@@ -115,7 +115,7 @@ def test_a_chunk_that_differs_from_its_subtree_root_is_refused(built: tuple[Ledg
         verify_chunk(other, chunks[other], manifest.roots[i])  # another subtree's root
     with pytest.raises(SnapshotInvalid, match="is empty"):
         verify_chunk(i, b"", manifest.roots[i])
-    assert verify_chunk(i, chunks[i], manifest.roots[i])
+    assert verify_chunk(i, chunks[i], manifest.roots[i]).pairs == [tuple(p) for p in msgpack.unpackb(chunks[i])]
 
 
 def test_a_chunk_with_keys_of_another_bucket_or_out_of_order_is_refused(
@@ -170,8 +170,8 @@ def test_a_restore_cut_short_leaves_a_store_that_is_emptied_at_the_next_start(
     store = ChainStore(kv)
     store.begin_restore()
     i = _one_chunk(chunks)
-    pairs = verify_chunk(i, chunks[i], manifest.roots[i])
-    store.restore_state(pairs, bucket_blobs(pairs))
+    verified = verify_chunk(i, chunks[i], manifest.roots[i])
+    store.restore_state(verified.pairs, verified.buckets)
     kv.put(b"m/other", b"synced", sync=True)
     kv.crash()
     store = ChainStore(kv)
@@ -221,8 +221,8 @@ def test_a_restored_node_answers_requests_for_blocks_below_its_base_with_none(
     store = ChainStore(MemoryStore())
     store.begin_restore()
     for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
-        pairs = verify_chunk(index, chunk, root)
-        store.restore_state(pairs, bucket_blobs(pairs))
+        verified = verify_chunk(index, chunk, root)
+        store.restore_state(verified.pairs, verified.buckets)
     change = manifest.changes[0]
     header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
     store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.chain.state_tree import (
-    DEPTH, EMPTY, BlobInvalid, StateTree, TreeUpdate, bucket_of, fold, key_hash, leaf_hash, records, value_hash,
+    DEPTH, EMPTY, BlobInvalid, StateTree, TreeUpdate, bucket_of, fold, key_hash, leaf_hash, leaf_hashes, records,
+    value_hash,
 )
 from tests.node.state_reference import reference_root
 
@@ -36,7 +37,7 @@ class Buckets:
 
 def _tree() -> tuple[StateTree, Buckets]:
     store = Buckets()
-    return StateTree(store.read, ()), store
+    return StateTree(store.read, {}), store
 
 
 def _commit(tree: StateTree, store: Buckets, writes: dict[bytes, bytes | None]) -> None:
@@ -58,7 +59,7 @@ def test_random_blocks_give_the_reference_root(blocks: list[dict[bytes, bytes | 
         _commit(tree, store, writes)
         state.update(writes)
         assert tree.root == reference_root(state)
-    reopened = StateTree(store.read, store.rows.items())
+    reopened = StateTree(store.read, leaf_hashes(store.rows.items()))
     assert reopened.root == tree.root
 
 

@@ -13,11 +13,12 @@ import trio
 import trio.testing
 
 from node.chain.ledger import Ledger
+from node.chain.state_tree import leaf_hashes
 from node.disk.safety_file import SafetyRecord
 from node.disk.snapshot_files import SnapshotFiles, restored_record
 from node.ops.metrics import Metrics
 from node.p2p.snapshot_server import QUEUED_FRAMES_MAX, SnapshotServer
-from node.p2p.state_sync import SnapshotClient, StateSyncFailed
+from node.p2p.state_sync import FETCHERS, SnapshotClient, StateSyncFailed
 from node.p2p.wire import Chunk, GetChunk, GetManifest, GetSnapshots, ManifestFrame, decode
 from storage.chain import ChainStore
 from storage.memory import MemoryStore
@@ -72,7 +73,8 @@ def _network(tmp_path: Path, corrupt: set[int], servers: int = 3) -> tuple[Snaps
         elif isinstance(message, GetChunk):
             server.on_get_chunk(CLIENT, message)
 
-    client = SnapshotClient(GENESIS, empty, Wire(to_server), metrics, 5.0, run_blocking=_inline)  # type: ignore[arg-type]
+    client = SnapshotClient(GENESIS, empty, Wire(to_server), metrics, 5.0, run_blocking=_inline,
+                            run_check=_inline)  # type: ignore[arg-type]
     client_box.append(client)
     for key in handlers:
         client.on_connect(key)
@@ -96,6 +98,22 @@ def test_a_corrupt_peer_is_refused_and_the_snapshot_restored_from_the_others(tmp
     assert metrics.snapshot_chunks_served._value.get() > 100  # every non-empty chunk, and the refused one
     restored = Ledger(empty.store, GENESIS)
     assert (restored.height, restored.base, restored.tree.root) == (5, 6, _ledger().tree.root)
+    assert client.leaves == leaf_hashes(empty.store.iterate_buckets())
+    assert Ledger(empty.store, GENESIS, client.leaves).tree.root == restored.tree.root
+
+
+def test_chunks_are_checked_in_worker_processes_and_a_bad_one_still_refused(tmp_path: Path) -> None:
+    client, metrics, empty = _network(tmp_path, corrupt={2})
+    client.run_check = None  # the node's default: trio_parallel workers (the refusal crosses the process boundary)
+
+    async def main() -> int:
+        return await client.run()
+
+    assert trio.run(main) == 5
+    assert client.banned == {bytes([2]) * 32}
+    # Chunks asked of it before the first refusal came back may be refused too.
+    assert 1 <= metrics.snapshot_chunks_refused.labels("invalid")._value.get() <= FETCHERS
+    assert Ledger(empty.store, GENESIS, client.leaves).tree.root == _ledger().tree.root
 
 
 def test_with_every_peer_corrupt_it_fails_and_leaves_the_store_empty(tmp_path: Path) -> None:
