@@ -13,7 +13,7 @@ from node.ops.metrics import Metrics
 from node.p2p.outbox import PeerOutbox
 from node.p2p.wire import SNAPSHOT_HEIGHTS_MAX, Chunk, GetChunk, GetManifest, ManifestFrame, Snapshots, encode
 
-QUEUED_FRAMES_MAX = 16  # a state sync asks for one chunk at a time; the rest is gossip and consensus
+QUEUED_FRAMES_MAX = 16  # a state sync asks for four chunks at once at most; the rest is gossip and consensus
 
 
 class SnapshotServer:
