@@ -34,7 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "block": {"txs_max": 1000},
     "mempool": {"txs_max": 10000},
     "snapshot": {"interval_blocks": 1000, "keep": 2},
-    "sync": {"state_sync": False, "snapshot_timeout_ms": 15000},
+    "sync": {"state_sync": False, "snapshot_timeout_ms": 15000, "state_sync_behind_blocks": 10000},
     "storage": {"retain_blocks": 0, "archive_dir": ""},
 }
 # Pruning keeps at least this many blocks: twice what catch-up serves in one answer
@@ -51,6 +51,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "snapshot.interval_blocks": (0, 100_000_000),
     "snapshot.keep": (1, 16),  # a peer is offered at most 16 heights
     "sync.snapshot_timeout_ms": (100, 600_000),
+    "sync.state_sync_behind_blocks": (1, 2**62),
     "storage.retain_blocks": (0, 2**62),
 }
 
@@ -93,6 +94,7 @@ class NodeConfig:
     snapshot_keep: int
     state_sync: bool
     snapshot_timeout_ms: int
+    state_sync_behind_blocks: int  # a store this far below the newest snapshot offered is replaced by it
     retain_blocks: int  # 0 keeps every block
     archive_dir: Path | None  # where blocks are archived before they are pruned
     rpc_tls: TlsFiles | None = None  # None: plain HTTP
@@ -228,6 +230,7 @@ def _build(home: Path, v: dict[str, Any]) -> NodeConfig:
         snapshot_keep=v["snapshot.keep"],
         state_sync=v["sync.state_sync"],
         snapshot_timeout_ms=v["sync.snapshot_timeout_ms"],
+        state_sync_behind_blocks=v["sync.state_sync_behind_blocks"],
         retain_blocks=v["storage.retain_blocks"],
         archive_dir=home / v["storage.archive_dir"] if v["storage.archive_dir"] else None,
         rpc_tls=_tls(home, v, "rpc"),

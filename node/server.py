@@ -154,19 +154,22 @@ def _open_ledger(config: NodeConfig, genesis: Genesis, stack: ExitStack) -> Ledg
 
 async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, ledger: Ledger, guarded: Guarded,
                         metrics: Metrics) -> tuple[Ledger, Guarded, dict[str, str]]:
-    """An empty store restored from a peer's snapshot (node/p2p/state_sync.py) when `sync.state_sync`
-    is on: the ledger over it, the guard with a sign floor above the restored height, and what was
-    done (the status' `sync`). Falls back to catching up by blocks from the genesis, and says why."""
-    if ledger.height > 0:
-        return ledger, guarded, {"mode": "blocks", "state_sync": "not needed: the store holds blocks"}
+    """The store restored from a peer's snapshot (node/p2p/state_sync.py) when `sync.state_sync` is on
+    and it is empty, or more than `sync.state_sync_behind_blocks` below the newest snapshot offered:
+    the ledger over it, the guard with a sign floor above the restored height, and what was done (the
+    status' `sync`). Otherwise catches up by blocks, and says why."""
     if not config.state_sync or len(genesis.validators) == 1:
         return ledger, guarded, {"mode": "blocks", "state_sync": "off"}
+    held = ledger.height
+    if held and config.archive_dir is not None:
+        return ledger, guarded, {"mode": "blocks", "state_sync": "not needed: the node archives its blocks"}
+    above = held + config.state_sync_behind_blocks if held else 0
     with bind(config.p2p_listen, "p2p.listen") as sock:
         try:
-            height, leaves = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000)
+            height, leaves = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000,
+                                              above)
         except StateSyncFailed as exc:
-            log.warning("event=state_sync_fallback reason=%r", str(exc))
-            return ledger, guarded, {"mode": "blocks", "state_sync": f"fell back: {exc}"}
+            return _blocks_instead(config, genesis, ledger, guarded, held, str(exc))
     try:
         ledger = Ledger(ledger.store, genesis, leaves)  # the restored state's tree, checked against its header
     except StoreCorrupt as exc:
@@ -174,8 +177,23 @@ async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, l
     # Never sign at or below the restored height: those heights were decided without this store.
     record = restored_record(guarded.safety_file.record, height)
     guarded.safety_file.write(record)
-    log.info("event=state_synced height=%d sign_from=%d", height, record.sign_from)
+    log.info("event=state_synced height=%d sign_from=%d replaced_height=%d", height, record.sign_from, held)
     return ledger, Guarded(guarded.safety_file, record.sign_from), {"mode": "state", "state_sync": f"restored at {height}"}
+
+
+def _blocks_instead(config: NodeConfig, genesis: Genesis, ledger: Ledger, guarded: Guarded, held: int,
+                    reason: str) -> tuple[Ledger, Guarded, dict[str, str]]:
+    """After a state sync that restored nothing: the node catches up by blocks from what its store holds."""
+    if held and ledger.store.height() == held:
+        log.info("event=state_sync_not_needed height=%d reason=%r", held, reason)
+        return ledger, guarded, {"mode": "blocks", "state_sync": f"not needed: {reason}"}
+    log.warning("event=state_sync_fallback reason=%r", reason)
+    if ledger.store.height() != held:  # emptied for a restore that then failed
+        try:
+            ledger = Ledger(ledger.store, genesis)
+        except StoreCorrupt as exc:
+            raise damaged(config, str(exc), len(genesis.validators)) from None
+    return ledger, guarded, {"mode": "blocks", "state_sync": f"fell back: {reason}"}
 
 
 async def _readmit(admission: Admission, txlog: TxLog, recovered: list[bytes]) -> None:

@@ -20,7 +20,7 @@ Key layout:
                             subject is what node/chain/history.py names (a family byte and a 32-byte hash),
                             ~height and ~index the 8- and 4-byte BE complements, so newest come first
     x/safety             -> consensus safety state (older nodes; now in its own file)
-    m/restoring          -> present while a snapshot is being restored into an empty store
+    m/restoring          -> present while a snapshot is being restored (into an empty or emptied store)
     m/<name>             -> node metadata (any name but "height")
 
 Pruning (`prune`, node/chain/ledger.py decides what): a pruned block loses b/, h/ and the t/
@@ -206,10 +206,14 @@ class ChainStore:
         """Whether a restore began and did not finish: the store then holds a part of a state."""
         return self.kv.get(_RESTORING_KEY) is not None
 
-    def begin_restore(self) -> None:
-        if self._height:
+    def begin_restore(self, *, replace: bool = False) -> None:
+        """Marks the store as being restored into (a start that finds the mark empties it). An empty
+        store only, unless `replace`: then the blocks and state it holds are deleted (its metadata stays)."""
+        if self._height and not replace:
             raise StorageError(f"a snapshot is restored into an empty store only; this one holds {self._height} blocks")
         self.kv.put(_RESTORING_KEY, b"1", sync=True)
+        if self._height:
+            self._clear(_HEIGHT_KEY, _BASE_KEY)
 
     def restore_state(self, pairs: list[tuple[bytes, bytes]], buckets: dict[int, bytes]) -> None:
         """Writes state pairs and their buckets' blobs (made durable by `finish_restore`'s synced batch)."""
@@ -237,8 +241,12 @@ class ChainStore:
 
     def abandon_restore(self) -> None:
         """Deletes what a restore that did not finish wrote: every key but the node's metadata."""
+        self._clear(_RESTORING_KEY, _HEIGHT_KEY, _BASE_KEY)
+
+    def _clear(self, *meta: bytes) -> None:
+        """Deletes every key but the node's metadata, and of that the keys `meta`, in one synced end."""
         batch = WriteBatch()
-        for key in (_RESTORING_KEY, _HEIGHT_KEY, _BASE_KEY):
+        for key in meta:
             batch.delete(key)
         for key, _ in self.kv.iterate(b""):
             if key.startswith(_META_PREFIX):

@@ -1,5 +1,6 @@
-"""State sync: a node with an empty store restores the state of a certified snapshot from its peers,
-then catches up by blocks from the height above it (docs/operations.md, "State sync").
+"""State sync: a node with an empty store (or one far behind the newest snapshot: node/server.py)
+restores the state of a certified snapshot from its peers in place of what it holds, then catches
+up by blocks from the height above it (docs/operations.md, "State sync").
 
 It asks every peer it connects to for the snapshots it serves, takes the newest height offered,
 fetches that snapshot's manifest and checks it against the genesis (node/chain/snapshot.py), then
@@ -12,7 +13,7 @@ pointer moves only once all of it is there.
 
 It runs before the node's other parts exist, on a network of its own over the p2p listener, and
 raises StateSyncFailed when no snapshot is offered within the timeout or none can be restored:
-the node then catches up by blocks from the genesis.
+the node then catches up by blocks (from the genesis if the store was emptied for the restore).
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ class SnapshotClient:
 
     def __init__(self, genesis: Genesis, ledger: Ledger, outbox: PeerOutbox, metrics: Metrics, timeout_s: float,
                  run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
-                 run_check: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 run_check: Callable[..., Awaitable[Any]] | None = None, above: int = 0) -> None:
         self.genesis = genesis
-        self.store = ledger.store  # restored into
+        self.store = ledger.store  # restored into (what it holds is deleted first)
+        self.above = above  # only snapshots of greater heights are restored
         self.outbox = outbox
         self.metrics = metrics  # chunks refused
         self.timeout_s = timeout_s  # for the first offer, and for each answer
@@ -141,8 +143,11 @@ class SnapshotClient:
             raise StateSyncFailed(f"no peer offered a snapshot ({len(self.offers)} peers answered they have none)")
         with trio.move_on_after(OFFER_GRACE_S):
             await self._all_answered.wait()
+        heights = sorted({h for offered in self.offers.values() for h in offered if h > self.above}, reverse=True)
+        if not heights:
+            raise StateSyncFailed(f"no snapshot offered above height {self.above}")
         reasons = []
-        for height in sorted({h for heights in self.offers.values() for h in heights}, reverse=True):
+        for height in heights:
             try:
                 return await self._restore(height)
             except StateSyncFailed as exc:
@@ -156,7 +161,7 @@ class SnapshotClient:
     async def _restore(self, height: int) -> int:
         manifest, header = await self._manifest(height)
         log.info("event=state_sync_manifest height=%d chunks=%d", height, sum(r != EMPTY for r in manifest.roots))
-        await self.run_blocking(self.store.begin_restore)
+        await self.run_blocking(functools.partial(self.store.begin_restore, replace=True))
         try:
             await self._chunks(manifest)
             headers = [(height, manifest.header, manifest.certificate)] + [
@@ -257,11 +262,12 @@ def _height_of(header: bytes) -> int:
 
 
 async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics: Metrics, sock: socket.socket,
-                     timeout_s: float) -> tuple[int, dict[int, bytes]]:
-    """Restores a snapshot from the genesis' peers over the p2p listener `sock`: the restored height and the
-    leaf hashes of its state tree. Raises StateSyncFailed (the store is then empty again)."""
+                     timeout_s: float, above: int = 0) -> tuple[int, dict[int, bytes]]:
+    """Restores a snapshot above height `above` from the genesis' peers over the p2p listener `sock`, in
+    place of what the store holds: the restored height and the leaf hashes of its state tree. Raises
+    StateSyncFailed: the store is then as it was when no snapshot was fetched, or empty."""
     outbox = PeerOutbox(ledger, metrics)
-    client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s)
+    client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s, above=above)
     network = PeerNetwork(genesis.chain_id, key, ledger.members(1), metrics, outbox, handler=client.handle,
                           on_connect=client.on_connect)
     outcome: int | StateSyncFailed = StateSyncFailed("stopped")

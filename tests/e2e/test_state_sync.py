@@ -1,6 +1,7 @@
 """State sync with real processes: a validator starting from an empty data directory restores a peer's
 snapshot (one peer serving corrupt chunks), then catches up by blocks; with no snapshot offered it
-falls back to catching up from the genesis, and says so."""
+falls back to catching up from the genesis, and says so; one that was down for long replaces its
+store with a snapshot, one down for a short while catches up by blocks."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.slow
 NODES = 4
 SYNC_BASE_PORT = 28500
 FALLBACK_BASE_PORT = 28700
+BEHIND_BASE_PORT = 28900
 
 
 def _testnet(tmp: Path, base: int, interval: int) -> tuple[Path, list[NodeProcess]]:
@@ -170,3 +172,39 @@ def test_with_no_snapshot_offered_an_empty_node_falls_back_to_blocks(tmp_path: P
     assert "event=state_sync_fallback" in joiner.log_text()
     wait_for(lambda: _same_tip(nodes), "the joiner to catch up by blocks")
     assert _committed(joiner, acked) and joiner.client().status()["sync"]["base"] == 1
+
+
+def test_a_validator_far_behind_replaces_its_store_with_a_snapshot(tmp_path: Path,
+                                                                   stopper: list[NodeProcess]) -> None:
+    net, nodes = _testnet(tmp_path, BEHIND_BASE_PORT, interval=10)
+    with (net / "node3" / "node.toml").open("a") as toml:
+        toml.write("state_sync_behind_blocks = 15\n")  # appended to its [sync] table
+    live, behind = nodes[:3], nodes[3]
+    for node in nodes:  # all four start empty: no snapshot yet, so node3 falls back to blocks
+        node.start()
+        stopper.append(node)
+    first = _load(net, live[0], 500)
+    wait_for(lambda: _committed(behind, first), "node3 to commit the first load")
+    assert behind.stop() == 0
+    _load(net, live[0], 300)  # a few blocks while it is down: not enough for a snapshot to pay
+    behind.start()
+    sync = behind.client().status()["sync"]
+    assert sync["mode"] == "blocks" and sync["state_sync"].startswith("not needed: no snapshot offered above"), sync
+    assert sync["base"] == 1 and "event=state_sync_not_needed" in behind.log_text()
+    wait_for(lambda: _same_tip(nodes), "node3 to catch up by blocks")
+    held = _tip(behind)[0]
+    assert behind.stop() == 0
+    second = _load(net, live[0], 3000)
+    wait_for(lambda: _committed(live[0], second) and _same_tip(live), "the second load to commit")
+    newest = _tip(live[0])[0] // 10 * 10
+    assert newest > held + 15
+    wait_for(lambda: all(max(_snapshot_heights(n), default=0) == newest for n in live),
+             "the three to write their snapshot of the tip")
+    behind.start()
+    sync = behind.client().status()["sync"]
+    assert sync == {"mode": "state", "state_sync": f"restored at {newest}", "base": newest + 1}, sync
+    assert f"event=state_synced height={newest} sign_from={newest + 1} replaced_height={held}" in behind.log_text()
+    wait_for(lambda: _same_tip(nodes), "node3 to reach the others' tip")
+    more = _load(net, behind, 200)
+    wait_for(lambda: all(_committed(n, more) for n in nodes), "node3's transactions to commit everywhere")
+    assert _in_state(behind, first + second + more)

@@ -30,6 +30,7 @@ from node.p2p.sync import Syncer
 from node.p2p.wire import Blocks, GetBlocks, decode
 from node.pipeline.driver import Wakeup
 from storage.chain import ChainStore
+from storage.kv import StorageError
 from storage.leveldb import LevelDBStore
 from storage.memory import MemoryStore
 from tests.node.proof_example import CHAIN_ID, CLIENT, GENESIS, GENESIS_TIME_MS, NODES, build_ledger, genesis_toml
@@ -190,6 +191,27 @@ def test_snapshot_files_are_written_whole_and_the_newest_kept(tmp_path: Path) ->
     assert files.heights() == [30, 20]
     assert files.manifest(30) == b"m30" and files.chunk(30, 0) == b"c" and files.chunk(30, 1) == b""
     assert files.chunk(30, CHUNKS) is None and files.chunk(10, 0) is None and files.manifest(40) is None
+
+
+def test_a_store_far_behind_is_emptied_and_then_restored(built: tuple[Ledger, Manifest, list[bytes]]) -> None:
+    original, manifest, chunks = built
+    behind, _ = build_ledger()  # the same chain four blocks long, in its own store
+    store = behind.store
+    assert store.height() == 4
+    with pytest.raises(StorageError, match="empty store only"):
+        store.begin_restore()
+    store.begin_restore(replace=True)
+    assert store.restoring() and store.height() == 0
+    assert [k for k, _ in store.kv.iterate(b"") if not k.startswith(b"m/")] == []  # blocks, state, tree: gone
+    for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
+        verified = verify_chunk(index, chunk, root)
+        store.restore_state(verified.pairs, verified.buckets)
+    change = manifest.changes[0]
+    header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
+    store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),
+                                            (3, change.header, change.certificate)])
+    restored = Ledger(store, GENESIS)  # the genesis mark was kept: the same chain
+    assert (restored.height, restored.base, restored.tree.root) == (5, 6, original.tree.root)
 
 
 def test_a_stopped_node_is_restored_offline_from_a_snapshot_directory(

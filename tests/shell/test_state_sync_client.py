@@ -116,6 +116,14 @@ def test_chunks_are_checked_in_worker_processes_and_a_bad_one_still_refused(tmp_
     assert Ledger(empty.store, GENESIS, client.leaves).tree.root == _ledger().tree.root
 
 
+def test_snapshots_at_or_below_the_floor_are_not_restored(tmp_path: Path) -> None:
+    client, metrics, empty = _network(tmp_path, corrupt=set())
+    client.above = 5  # the store is close enough to the newest snapshot (5): blocks will do
+    outcome = _restore(client)
+    assert isinstance(outcome, StateSyncFailed) and "no snapshot offered above height 5" in str(outcome)
+    assert metrics.snapshot_chunks_served._value.get() == 0 and not empty.store.restoring()
+
+
 def test_with_every_peer_corrupt_it_fails_and_leaves_the_store_empty(tmp_path: Path) -> None:
     client, _, empty = _network(tmp_path, corrupt={0, 1, 2})
     outcome = _restore(client)
