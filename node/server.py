@@ -31,7 +31,7 @@ from node.chain.ledger import GenesisMismatch, Ledger
 from node.config import NodeConfig, is_loopback
 from node.disk.safety_file import UNKNOWN
 from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restored_record, snapshot_root
-from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded
+from node.disk.store_guard import DamageWatch, Guarded, damaged, open_guarded, resync_record
 from node.errors import AllianceError
 from node.keys import load_key
 from node.ops.metrics import Metrics
@@ -167,7 +167,7 @@ async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, l
     with bind(config.p2p_listen, "p2p.listen") as sock:
         try:
             height, leaves = await state_sync(genesis, key, ledger, metrics, sock, config.snapshot_timeout_ms / 1000,
-                                              above)
+                                              above, lambda: _lower_committed_floor(guarded))
         except StateSyncFailed as exc:
             return _blocks_instead(config, genesis, ledger, guarded, held, str(exc))
     try:
@@ -179,6 +179,13 @@ async def _state_synced(config: NodeConfig, genesis: Genesis, key: SigningKey, l
     guarded.safety_file.write(record)
     log.info("event=state_synced height=%d sign_from=%d replaced_height=%d", height, record.sign_from, held)
     return ledger, Guarded(guarded.safety_file, record.sign_from), {"mode": "state", "state_sync": f"restored at {height}"}
+
+
+def _lower_committed_floor(guarded: Guarded) -> None:
+    """Before the store's blocks are deleted for a restore: the safety file no longer says they are
+    held (a crash then leaves an emptied store, not one that looks damaged), and still forbids signing
+    at any height this node may have signed at."""
+    guarded.safety_file.write(resync_record(guarded.safety_file))
 
 
 def _blocks_instead(config: NodeConfig, genesis: Genesis, ledger: Ledger, guarded: Guarded, held: int,
@@ -193,6 +200,7 @@ def _blocks_instead(config: NodeConfig, genesis: Genesis, ledger: Ledger, guarde
             ledger = Ledger(ledger.store, genesis)
         except StoreCorrupt as exc:
             raise damaged(config, str(exc), len(genesis.validators)) from None
+        guarded = Guarded(guarded.safety_file, guarded.safety_file.record.sign_from)
     return ledger, guarded, {"mode": "blocks", "state_sync": f"fell back: {reason}"}
 
 

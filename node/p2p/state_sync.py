@@ -74,10 +74,12 @@ class SnapshotClient:
 
     def __init__(self, genesis: Genesis, ledger: Ledger, outbox: PeerOutbox, metrics: Metrics, timeout_s: float,
                  run_blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
-                 run_check: Callable[..., Awaitable[Any]] | None = None, above: int = 0) -> None:
+                 run_check: Callable[..., Awaitable[Any]] | None = None, above: int = 0,
+                 before_replace: Callable[[], None] = lambda: None) -> None:
         self.genesis = genesis
         self.store = ledger.store  # restored into (what it holds is deleted first)
         self.above = above  # only snapshots of greater heights are restored
+        self.before_replace = before_replace  # called before a store holding blocks is emptied
         self.outbox = outbox
         self.metrics = metrics  # chunks refused
         self.timeout_s = timeout_s  # for the first offer, and for each answer
@@ -161,7 +163,11 @@ class SnapshotClient:
     async def _restore(self, height: int) -> int:
         manifest, header = await self._manifest(height)
         log.info("event=state_sync_manifest height=%d chunks=%d", height, sum(r != EMPTY for r in manifest.roots))
+        held = self.store.height()
+        if held:
+            await self.run_blocking(self.before_replace)
         await self.run_blocking(functools.partial(self.store.begin_restore, replace=True))
+        log.info("event=state_sync_restoring height=%d replaced_height=%d", height, held)
         try:
             await self._chunks(manifest)
             headers = [(height, manifest.header, manifest.certificate)] + [
@@ -262,12 +268,14 @@ def _height_of(header: bytes) -> int:
 
 
 async def state_sync(genesis: Genesis, key: SigningKey, ledger: Ledger, metrics: Metrics, sock: socket.socket,
-                     timeout_s: float, above: int = 0) -> tuple[int, dict[int, bytes]]:
+                     timeout_s: float, above: int = 0,
+                     before_replace: Callable[[], None] = lambda: None) -> tuple[int, dict[int, bytes]]:
     """Restores a snapshot above height `above` from the genesis' peers over the p2p listener `sock`, in
     place of what the store holds: the restored height and the leaf hashes of its state tree. Raises
-    StateSyncFailed: the store is then as it was when no snapshot was fetched, or empty."""
+    StateSyncFailed: the store is then as it was when no snapshot was fetched, or empty.
+    `before_replace` runs before a store that holds blocks is emptied."""
     outbox = PeerOutbox(ledger, metrics)
-    client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s, above=above)
+    client = SnapshotClient(genesis, ledger, outbox, metrics, timeout_s, above=above, before_replace=before_replace)
     network = PeerNetwork(genesis.chain_id, key, ledger.members(1), metrics, outbox, handler=client.handle,
                           on_connect=client.on_connect)
     outcome: int | StateSyncFailed = StateSyncFailed("stopped")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from node.chain.snapshot import CHUNKS
 from node.chain.tx import Transaction, sign_tx
 from node.client import NodeUnreachable, RpcError
 from node.keys import load_key
-from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, alliance, node_process, wait_for
+from tests.e2e.nodeproc import ALLIANCE, DEADLINE_S, NodeProcess, alliance, node_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +111,18 @@ def _corrupt_chunks(node: NodeProcess) -> int:
     return changed
 
 
+def _killed_once_restoring(node: NodeProcess) -> None:
+    """Starts the node and SIGKILLs it as soon as it starts restoring a snapshot (its store marked)."""
+    log = node.home / "killed.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*ALLIANCE, "run", "--home", str(node.home)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "event=state_sync_restoring" in log.read_text(), "the restore to begin", poll_s=0.002)
+    finally:
+        process.kill()
+        process.wait()
+
+
 def _readyz(node: NodeProcess) -> Any:
     try:
         with urllib.request.urlopen(node.metrics_url + "/readyz", timeout=DEADLINE_S) as response:
@@ -183,8 +196,9 @@ def test_a_validator_far_behind_replaces_its_store_with_a_snapshot(tmp_path: Pat
     for node in nodes:  # all four start empty: no snapshot yet, so node3 falls back to blocks
         node.start()
         stopper.append(node)
-    first = _load(net, live[0], 500)
+    first = _load(net, live[0], 1100)
     wait_for(lambda: _committed(behind, first), "node3 to commit the first load")
+    wait_for(lambda: all(_snapshot_heights(n) for n in live), "a snapshot on each of the three")
     assert behind.stop() == 0
     _load(net, live[0], 300)  # a few blocks while it is down: not enough for a snapshot to pay
     behind.start()
@@ -200,10 +214,12 @@ def test_a_validator_far_behind_replaces_its_store_with_a_snapshot(tmp_path: Pat
     assert newest > held + 15
     wait_for(lambda: all(max(_snapshot_heights(n), default=0) == newest for n in live),
              "the three to write their snapshot of the tip")
+    _killed_once_restoring(behind)  # mid-replace: the next start empties the store, and is not refused
     behind.start()
     sync = behind.client().status()["sync"]
     assert sync == {"mode": "state", "state_sync": f"restored at {newest}", "base": newest + 1}, sync
-    assert f"event=state_synced height={newest} sign_from={newest + 1} replaced_height={held}" in behind.log_text()
+    assert "event=state_sync_abandoned" in behind.log_text()
+    assert f"event=state_synced height={newest} sign_from={newest + 1} replaced_height=0" in behind.log_text()
     wait_for(lambda: _same_tip(nodes), "node3 to reach the others' tip")
     more = _load(net, behind, 200)
     wait_for(lambda: all(_committed(n, more) for n in nodes), "node3's transactions to commit everywhere")
