@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
-import trio_parallel
 from nacl.signing import SigningKey
 
 from consensus.quorum import fault_tolerance
@@ -188,6 +187,8 @@ class SnapshotClient:
         async with contextlib.AsyncExitStack() as stack:
             run_check = self.run_check
             if run_check is None:
+                import trio_parallel  # here: a node that never state-syncs loads no multiprocessing machinery
+
                 workers = await stack.enter_async_context(trio_parallel.open_worker_context(idle_timeout=CHECKER_IDLE_S))
                 run_check = functools.partial(workers.run_sync, kill_on_cancel=True)
             async with trio.open_nursery() as nursery:
