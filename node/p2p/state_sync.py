@@ -190,7 +190,12 @@ class SnapshotClient:
                 import trio_parallel  # here: a node that never state-syncs loads no multiprocessing machinery
 
                 workers = await stack.enter_async_context(trio_parallel.open_worker_context(idle_timeout=CHECKER_IDLE_S))
-                run_check = functools.partial(workers.run_sync, kill_on_cancel=True)
+
+                async def run_check(fn: Callable[..., Any], *args: Any) -> Any:
+                    try:
+                        return await workers.run_sync(fn, *args, kill_on_cancel=True)
+                    except trio_parallel.BrokenWorkerError as exc:  # killed (out of memory, say): no restore
+                        raise StateSyncFailed(f"a worker process checking chunks died: {exc}") from None
             async with trio.open_nursery() as nursery:
                 for turn in range(FETCHERS):
                     nursery.start_soon(self._fetch, manifest, indices, turn, run_check, checked.clone(), failed,
