@@ -16,8 +16,12 @@ from functools import partial
 from typing import Any
 
 import hypercorn.trio
+import hypercorn.trio.tcp_server
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H2ProtocolAssumedError
 
 from node.api.tcp_reset import reset_all, reset_connection
 from node.config import Address, TlsFiles
@@ -324,6 +328,25 @@ async def serve_http(
         serve = partial(hypercorn.trio.serve, guarded, config, mode="asgi")  # type: ignore[arg-type]
         await nursery.start(serve)
         task_status.started()
+
+
+class _NoPriorKnowledgeHttp2(ProtocolWrapper):
+    """Closes a connection that opens with the HTTP/2 preface instead of switching it to HTTP/2.
+
+    The node speaks HTTP/1.1 (over TLS too: ALPN offers nothing else), whose limits above are the
+    ones it enforces; and Hypercorn stops a connection's idle timer at the preface, so one that then
+    sends nothing was held until read_timeout_s (75 s) rather than keep_alive_timeout_s. An h2c
+    upgrade still carries a request, after which the idle timer runs as usual.
+    """
+
+    async def handle(self, event: Event) -> None:
+        try:
+            await self.protocol.handle(event)
+        except H2ProtocolAssumedError:
+            await self.send(Closed())
+
+
+hypercorn.trio.tcp_server.ProtocolWrapper = _NoPriorKnowledgeHttp2  # type: ignore[misc]
 
 
 def descriptor_share() -> int:

@@ -182,6 +182,16 @@ def test_idle_keep_alive_and_silent_connections_are_closed() -> None:
         wait_for(lambda: closed(silent), "the silent connection to be closed", SHORT.keep_alive_timeout_s + 5)
 
 
+def test_a_connection_that_opens_with_the_http2_preface_is_closed_at_once() -> None:
+    # HTTP/1.1 only, as over TLS (ALPN): Hypercorn would switch to HTTP/2, whose limits are not these,
+    # and hold a connection that then sends nothing until read_timeout_s instead of keep_alive_timeout_s.
+    long_read = Limits(keep_alive_timeout_s=1.0, read_timeout_s=60)
+    with serving(long_read) as port, open_conn(port) as h2:
+        h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        wait_for(lambda: closed(h2), "the HTTP/2 connection to be closed", 5)
+        assert post(port, b"{}")[0] == 200  # HTTP/1.1 is served as before
+
+
 def test_a_websocket_that_answers_no_ping_is_closed_and_one_that_does_stays() -> None:
     with serving(SHORT) as port, connect(f"ws://127.0.0.1:{port}/ws", open_timeout=DEADLINE_S) as answering:
         with websocket(port, "127.0.0.1") as mute:
