@@ -98,6 +98,17 @@ def test_a_snapshot_verifies_and_restores_to_the_same_state(built: tuple[Ledger,
     assert fault is not None and fault.height == 5 and "state is damaged" in str(fault)
 
 
+def _restore_into(store: ChainStore, manifest: Manifest, chunks: list[bytes]) -> None:
+    """Writes the snapshot's chunks (checked) into a store marked restoring, and its height 5."""
+    for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
+        verified = verify_chunk(index, chunk, root)
+        store.restore_state(verified.pairs, verified.buckets)
+    change = manifest.changes[0]
+    header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
+    store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),
+                                            (3, change.header, change.certificate)])
+
+
 def _one_chunk(chunks: list[bytes]) -> int:
     return next(i for i, c in enumerate(chunks) if len(msgpack.unpackb(c or b"\x90")) >= 2)
 
@@ -203,13 +214,7 @@ def test_a_store_far_behind_is_emptied_and_then_restored(built: tuple[Ledger, Ma
     store.begin_restore(replace=True)
     assert store.restoring() and store.height() == 0
     assert [k for k, _ in store.kv.iterate(b"") if not k.startswith(b"m/")] == []  # blocks, state, tree: gone
-    for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
-        verified = verify_chunk(index, chunk, root)
-        store.restore_state(verified.pairs, verified.buckets)
-    change = manifest.changes[0]
-    header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
-    store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),
-                                            (3, change.header, change.certificate)])
+    _restore_into(store, manifest, chunks)
     restored = Ledger(store, GENESIS)  # the genesis mark was kept: the same chain
     assert (restored.height, restored.base, restored.tree.root) == (5, 6, original.tree.root)
 
@@ -242,13 +247,7 @@ def test_a_restored_node_answers_requests_for_blocks_below_its_base_with_none(
     _, manifest, chunks = built
     store = ChainStore(MemoryStore())
     store.begin_restore()
-    for index, (chunk, root) in enumerate(zip(chunks, manifest.roots)):
-        verified = verify_chunk(index, chunk, root)
-        store.restore_state(verified.pairs, verified.buckets)
-    change = manifest.changes[0]
-    header = verify_manifest(manifest, CHAIN_ID, GENESIS.validator_keys)
-    store.finish_restore(5, header.hash(), [(5, manifest.header, manifest.certificate),
-                                            (3, change.header, change.certificate)])
+    _restore_into(store, manifest, chunks)
     restored = Ledger(store, GENESIS)
     sent: list[bytes] = []
     outbox: Any = SimpleNamespace(send=lambda peer, frame: sent.append(frame))
