@@ -1,6 +1,6 @@
 """`alliance bench --join TXS`: after the catch-up run, the same node started from an empty data directory,
-timed until it reaches the others' tip: once by state sync (docs/operations.md section 10d), once by
-blocks from the genesis.
+timed until it reaches the others' tip: by state sync (docs/operations.md section 10d), then by
+blocks from the genesis; `--join-runs N` times the pair N times and reports the medians.
 
 The nodes write a snapshot about twice over the chain the load makes (blocks of up to 1,000
 transactions); once the others wrote that of their tip (rounded down), the node's data directory, safety file and mempool log are deleted (it signed nothing
