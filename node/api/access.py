@@ -48,8 +48,12 @@ def token_hash(token: str) -> bytes:
 
 
 def new_token() -> str:
-    """A random bearer token: 43 URL-safe characters (256 bits)."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A random bearer token: 43 URL-safe characters (256 bits), never starting with "-" (else
+    `--token -x...` reads as an option and a missing token)."""
+    while True:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if not token.startswith("-"):
+            return token
 
 
 def role_needed(method: Any) -> str:

@@ -15,7 +15,7 @@ import trio
 
 from node.api.access import (
     FORBIDDEN, OK, ROLES, UNAUTHENTICATED, AccessGate, AccessPolicy, Token, add_token, bearer_token, load_tokens,
-    roles_needed, token_hash,
+    new_token, roles_needed, token_hash,
 )
 from node.api.tls import check_tls
 from node.config import TlsFiles, load_config
@@ -295,3 +295,9 @@ def test_a_page_of_another_site_opens_ws_only_with_a_token() -> None:
 
     trio.run(main)
     assert refused(metrics, "forbidden") == 3
+
+
+def test_a_new_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = iter(["-looks-like-an-option", "-again", "fine-token"])
+    monkeypatch.setattr("secrets.token_urlsafe", lambda n: next(drawn))
+    assert new_token() == "fine-token"
