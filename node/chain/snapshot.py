@@ -21,7 +21,7 @@ from typing import Any
 from node.chain.block import BlockError, Header, decode_certificate, header_from_wire
 from node.chain.canonical import CodecError, pack_flat, unpack
 from node.chain.proof import Certified, Change, ProofInvalid, verify_certified
-from node.chain.state_tree import DEPTH, EMPTY, bucket_of, leaf_hash, node_hash
+from node.chain.state_tree import DEPTH, EMPTY, bucket_of, leaf_hashes, node_hash
 
 MANIFEST_VERSION = 1
 CHUNK_LEVEL = 8
@@ -169,10 +169,6 @@ def subtree_root(index: int, leaves: dict[int, bytes]) -> bytes:
     return level.get(0, EMPTY)
 
 
-def _leaves(buckets: dict[int, bytes]) -> dict[int, bytes]:
-    return {bucket: leaf_hash(blob) for bucket, blob in buckets.items()}
-
-
 def chunk_of(key: bytes) -> int:
     """The chunk whose buckets hold `key`."""
     return bucket_of(_sha256(key).digest()) // BUCKETS_PER_CHUNK
@@ -185,7 +181,8 @@ def encode_chunk(index: int, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[byte
     chunk = pack_flat([[key, value] for _, key, value in records]) if records else b""
     if len(chunk) > CHUNK_BYTES_MAX:
         raise SnapshotInvalid(f"chunk {index} would be {len(chunk)} bytes, above {CHUNK_BYTES_MAX}")
-    return chunk, subtree_root(index, _leaves(chunk_buckets(index, ((kh, value) for kh, _, value in records))))
+    buckets = chunk_buckets(index, ((kh, value) for kh, _, value in records))
+    return chunk, subtree_root(index, leaf_hashes(buckets.items()))
 
 
 def build_chunks(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
@@ -224,7 +221,7 @@ def verify_chunk(index: int, chunk: bytes, root: bytes) -> VerifiedChunk:
             type(p) is list and len(p) == 2 and type(p[0]) is bytes and type(p[1]) is bytes for p in obj)):
         raise SnapshotInvalid(f"chunk {index} is not a non-empty list of [key, value]")
     buckets = chunk_buckets(index, ((_sha256(key).digest(), value) for key, value in obj))
-    leaves = _leaves(buckets)
+    leaves = leaf_hashes(buckets.items())
     if subtree_root(index, leaves) != root:
         raise SnapshotInvalid(f"chunk {index} does not hash to its subtree root in the manifest")
     return VerifiedChunk([(key, value) for key, value in obj], buckets, leaves)

@@ -189,7 +189,8 @@ class SnapshotClient:
             if run_check is None:
                 import trio_parallel  # here: a node that never state-syncs loads no multiprocessing machinery
 
-                workers = await stack.enter_async_context(trio_parallel.open_worker_context(idle_timeout=CHECKER_IDLE_S))
+                context = trio_parallel.open_worker_context(idle_timeout=CHECKER_IDLE_S)
+                workers = await stack.enter_async_context(context)
 
                 async def run_check(fn: Callable[..., Any], *args: Any) -> Any:
                     try:
