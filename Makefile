@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+# setup.py builds the state tree's native part (node/chain/_merkle.c) in place, where gcc and OpenSSL's headers are
+$(STAMP): $(BIN)/python pyproject.toml setup.py node/chain/_merkle.c
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -22,7 +23,7 @@ run: $(STAMP)
 ##   cores: the in-process tests spread test by test, then the real-process ones module by module (a module's
 ##   consortium stays in one worker; each worker picks ports in its own range, tests/e2e/nodeproc.py)
 IN_PROCESS_TESTS := tests/sim tests/consensus tests/storage tests/node tests/shell
-test: $(STAMP) debian-packages
+test: debian-packages $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2 $(IN_PROCESS_TESTS)
 	$(BIN)/pytest -q -n 2 --dist loadfile $(addprefix --ignore=,$(IN_PROCESS_TESTS))
@@ -31,7 +32,8 @@ test: $(STAMP) debian-packages
 bench: $(STAMP)
 	$(BIN)/alliance bench --duration 60
 
-## debian-packages: promtool, systemd-analyze, ip, curl, openssl, chromium and its driver, where missing
+## debian-packages: promtool, systemd-analyze, ip, curl, openssl, chromium and its driver, gcc and OpenSSL's
+##   headers (the native state tree), where missing
 debian-packages:
 	@bash .ci/debian-packages
 

@@ -22,11 +22,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from node.chain import tree_levels
+from node.chain.tree_levels import EMPTY, Levels
+
 DEPTH = 18
 BUCKETS = 1 << DEPTH
-EMPTY = bytes(32)
 RECORD_BYTES = 64
-_EMPTY_PAIR = bytes(64)
 _sha256 = hashlib.sha256
 
 BucketReader = Callable[[int], bytes | None]
@@ -110,12 +111,12 @@ def _changed(blob: bytes | None, changes: list[bytes]) -> bytes:
 @dataclass(frozen=True)
 class TreeUpdate:
     """What a block's writes do to the tree: the new root, the blobs to store (b"" empties a bucket),
-    and the changed nodes of each level (index -> hash; leaves at DEPTH), for `StateTree.apply`."""
+    and the changed nodes of each level, packed (tree_levels; leaves at DEPTH), for `StateTree.apply`."""
 
     base_root: bytes
     root: bytes
     buckets: dict[int, bytes]
-    nodes: list[dict[int, bytes]]
+    nodes: list[bytes]
 
 
 class StateTree:
@@ -130,15 +131,16 @@ class StateTree:
         """Over the stored buckets' leaf hashes (`leaf_hashes` of their blobs)."""
         self.read_bucket = read_bucket
         self.lock = threading.RLock()
-        # The leaves packed 32 bytes each (8 MiB; as a list of bytes they take 19 MiB), the levels above
-        # them as lists (faster to read, and together no larger than the leaves).
-        self._leaves = bytearray(32 * BUCKETS)
-        self._levels: list[list[bytes]] = [[EMPTY] * (1 << level) for level in range(DEPTH)]
-        self._put(self._above(dict(leaves)))
+        # 32 bytes per node of every level in one bytearray each: 16 MiB, hashed by tree_levels.
+        self._levels: Levels = [bytearray(32 << level) for level in range(DEPTH + 1)]
+        packed = self._levels[DEPTH]
+        for bucket, leaf in leaves.items():
+            packed[32 * bucket:32 * bucket + 32] = leaf
+        tree_levels.build(self._levels)
 
     @property
     def root(self) -> bytes:
-        return self._levels[0][0]
+        return bytes(self._levels[0])
 
     def update(self, writes: Mapping[bytes, bytes | None]) -> TreeUpdate:
         """The tree after `writes` (state key -> value, None deletes) over the committed state; changes nothing."""
@@ -148,13 +150,13 @@ class StateTree:
             change = kh if value is None else kh + _sha256(value).digest()
             changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - DEPTH), []).append(change)
         with self.lock:
-            leaves = self._leaves
+            leaves = self._levels[DEPTH]
             blobs: dict[int, bytes] = {}
             for bucket, bucket_changes in changes.items():
                 empty = leaves[32 * bucket:32 * bucket + 32] == EMPTY
                 blobs[bucket] = _changed(None if empty else self.read_bucket(bucket), bucket_changes)
-            nodes = self._above({bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
-            return TreeUpdate(self.root, nodes[0].get(0, self.root), blobs, nodes)
+            nodes = tree_levels.above(self._levels, {bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
+            return TreeUpdate(self.root, nodes[0][4:] if nodes[0] else self.root, blobs, nodes)
 
     def apply(self, update: TreeUpdate, persist: Callable[[], None]) -> None:
         """Runs `persist` (the synced write of the update's blobs), then puts the update's nodes in force."""
@@ -162,40 +164,18 @@ class StateTree:
             if update.base_root != self.root:
                 raise ValueError("the update was computed over another state than the committed one")
             persist()
-            self._put(update.nodes)
+            tree_levels.put(self._levels, update.nodes)
 
     def path(self, bucket: int) -> tuple[bytes, list[bytes]]:
         """The bucket's committed blob and its siblings, bucket level first. Call under `lock` to
         pair them with the header they belong to."""
         with self.lock:
+            levels = self._levels
             leaf = 32 * bucket
-            blob = b"" if self._leaves[leaf:leaf + 32] == EMPTY else (self.read_bucket(bucket) or b"")
-            sibling = 32 * (bucket ^ 1)
-            siblings, index = [bytes(self._leaves[sibling:sibling + 32])], bucket >> 1
-            for level in range(DEPTH - 1, 0, -1):
-                siblings.append(self._levels[level][index ^ 1])
+            blob = b"" if levels[DEPTH][leaf:leaf + 32] == EMPTY else (self.read_bucket(bucket) or b"")
+            siblings, index = [], bucket
+            for level in range(DEPTH, 0, -1):
+                sibling = 32 * (index ^ 1)
+                siblings.append(bytes(levels[level][sibling:sibling + 32]))
                 index >>= 1
             return blob, siblings
-
-    def _above(self, leaves: dict[int, bytes]) -> list[dict[int, bytes]]:
-        """The changed nodes of every level, given the changed `leaves`, over the committed levels."""
-        nodes: list[dict[int, bytes]] = [{} for _ in range(DEPTH)] + [leaves]
-        packed, parent = self._leaves, nodes[DEPTH - 1]
-        for p in {i >> 1 for i in leaves}:
-            left = leaves.get(2 * p) or packed[64 * p:64 * p + 32]
-            right = leaves.get(2 * p + 1) or packed[64 * p + 32:64 * p + 64]
-            parent[p] = EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
-        for level in range(DEPTH - 1, 0, -1):
-            child, fresh, parent = self._levels[level], nodes[level], nodes[level - 1]
-            for p in {i >> 1 for i in fresh}:
-                left, right = fresh.get(2 * p) or child[2 * p], fresh.get(2 * p + 1) or child[2 * p + 1]
-                parent[p] = EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
-        return nodes
-
-    def _put(self, nodes: list[dict[int, bytes]]) -> None:
-        for level, changed in zip(self._levels, nodes):
-            for index, node in changed.items():
-                level[index] = node
-        packed = self._leaves
-        for bucket, leaf in nodes[DEPTH].items():
-            packed[32 * bucket:32 * bucket + 32] = leaf
