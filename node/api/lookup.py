@@ -7,17 +7,17 @@ transaction with them. Proofs are checked by node/chain/proof.py, which the SDK 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from node.api.jsonrpc import NOT_FOUND, RpcError
-from node.chain.block import BLOCK_VERSION, Block, BlockError, Header, decode_block, decode_certificate
+from node.chain.block import Block, BlockError, decode_block, decode_certificate
 from node.chain.execution import Receipt, receipt_bytes
 from node.chain.governance import ACTIVATIONS_KEY, ReadState
 from node.chain.ledger import Ledger
 from node.chain.merkle import merkle_path
-from node.chain.proof import PROOF_VERSION
+from node.chain.proof import PROOF_VERSION, commit_json, header_json
 from node.chain.state_proof import STATE_PROOF_VERSION, query_result, state_key_of
 from node.chain.state_tree import bucket_of, key_hash
 from node.chain.tx import tx_hash_of, tx_json
@@ -61,14 +61,6 @@ class ChainLookup:
             "txs": [tx_hash_of(raw).hex() for raw in block.txs],
             "commit": commit_json(h.height, block_hash, certificate),
         }
-
-
-def commit_json(height: int, block_hash: str, certificate: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
-    """The `commit` object of get_block and of a proof: a block's certificate."""
-    return {
-        "height": height, "block_hash": block_hash,
-        "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
-    }
 
 
 def build_proof(ledger: Ledger, tx_hash: bytes) -> dict[str, Any] | None:
@@ -187,14 +179,3 @@ def _receipt(ledger: Ledger, tx_hash: bytes) -> Receipt:
     if receipt is None:
         raise StoreCorrupt(f"transaction {tx_hash.hex()} of a stored block has no entry")
     return receipt
-
-
-def header_json(header: Header) -> dict[str, Any]:
-    """The `header` object of a proof: every field, binary ones as hex."""
-    return {
-        "version": BLOCK_VERSION, "chain_id": header.chain_id, "height": header.height,
-        "prev_hash": header.prev_hash.hex(), "time": header.time_ms, "proposer": header.proposer.hex(),
-        "tx_count": header.tx_count, "tx_root": header.tx_root.hex(), "receipt_root": header.receipt_root.hex(),
-        "state_root": header.state_root.hex(), "validators_hash": header.validators_hash.hex(),
-        "next_validators_hash": header.next_validators_hash.hex(),
-    }

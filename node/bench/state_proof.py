@@ -21,11 +21,12 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from consensus.messages import COMMIT_SEAL_PREFIX
-from node.api.lookup import commit_json, header_json
 from node.chain.block import Header
 from node.chain.canonical import pack
+from node.chain.compact_proof import compact_state_proof, verify_compact_state_proof
 from node.chain.execution import kv_key
 from node.chain.membership import validators_hash
+from node.chain.proof import commit_json, header_json
 from node.chain.state_proof import STATE_PROOF_VERSION, query_result, verify_state_proof
 from node.chain.state_tree import StateTree, bucket_of, key_hash
 from storage.chain import ChainStore
@@ -90,13 +91,23 @@ def measure(proofs: list[dict[str, Any]]) -> dict[str, Any]:
         verify_state_proof(json.loads(text), CHAIN_ID, keys)
         times.append((time.perf_counter() - start) * 1e6)
     times.sort()
+    compact = [compact_state_proof(p, CHAIN_ID, keys) for p in proofs]
+    compact_times = []
+    for data in compact:
+        start = time.perf_counter()
+        verify_compact_state_proof(data, CHAIN_ID, keys)
+        compact_times.append((time.perf_counter() - start) * 1e6)
+    compact_times.sort()
     return {
         "proofs": len(proofs),
         "json_bytes": {"mean": round(statistics.mean(map(len, texts))), "max": max(map(len, texts))},
+        "compact_bytes": {"mean": round(statistics.mean(map(len, compact))), "max": max(map(len, compact))},
         "state_part_bytes": {"mean": round(statistics.mean(state_parts)), "max": max(state_parts)},
         "records_per_bucket": {"mean": round(statistics.mean(len(p["records"]) // 128 for p in proofs), 2),
                                "max": max(len(p["records"]) // 128 for p in proofs)},
         "verify_us": {"median": round(times[len(times) // 2]), "p99": round(times[int(len(times) * 0.99)])},
+        "verify_compact_us": {"median": round(compact_times[len(compact_times) // 2]),
+                              "p99": round(compact_times[int(len(compact_times) * 0.99)])},
     }
 
 

@@ -13,7 +13,7 @@ node/api/lookup.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,3 +321,22 @@ def json_hex(value: Any, where: str, size: int | None = None) -> bytes:
         length = f"{2 * size} " if size is not None else "an even number of "
         raise ProofInvalid(f"shape: {where} must be {length}lowercase hex characters")
     return bytes.fromhex(value)
+
+
+def commit_json(height: int, block_hash: str, certificate: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The `commit` object of get_block and of a proof: a block's certificate."""
+    return {
+        "height": height, "block_hash": block_hash,
+        "signatures": [{"validator": v.hex(), "signature": s.hex()} for v, s in certificate],
+    }
+
+
+def header_json(header: Header) -> dict[str, Any]:
+    """The `header` object of a proof: every field, binary ones as hex."""
+    return {
+        "version": BLOCK_VERSION, "chain_id": header.chain_id, "height": header.height,
+        "prev_hash": header.prev_hash.hex(), "time": header.time_ms, "proposer": header.proposer.hex(),
+        "tx_count": header.tx_count, "tx_root": header.tx_root.hex(), "receipt_root": header.receipt_root.hex(),
+        "state_root": header.state_root.hex(), "validators_hash": header.validators_hash.hex(),
+        "next_validators_hash": header.next_validators_hash.hex(),
+    }

@@ -14,8 +14,9 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from node.chain.compact_proof import compact_state_proof, is_compact, verify_compact_state_proof
 from node.chain.genesis import load_genesis
-from node.chain.proof import VerifiedProof, verify_proof
+from node.chain.proof import ProofInvalid, VerifiedProof, verify_proof
 from node.chain.state_proof import VerifiedState, is_state_proof, verify_state_proof
 from node.chain.tx import to_json
 from node.cli.history_cmd import print_history
@@ -133,10 +134,20 @@ def cmd_tx_delete(args: argparse.Namespace) -> None:
 
 def cmd_tx_get(args: argparse.Namespace) -> None:
     client = _client(args)
+    if args.compact and not args.prove:
+        raise UsageError("--compact is for --prove")
+    if args.genesis and not args.compact:
+        raise UsageError("--genesis is for --compact")
     if args.prove:
         _check_writable(Path(args.prove))
         proof = client.query("kv", args.key_name, prove=True)
-        write_atomic(Path(args.prove), json.dumps(proof, indent=2) + "\n")
+        if args.compact:  # the indices of its signers need the genesis validators; it is checked against them
+            try:
+                write_atomic(Path(args.prove), compact_state_proof(proof, *genesis_keys(args.genesis)))
+            except ProofInvalid as exc:
+                raise VerificationFailed(f"the node at {args.rpc} answered a proof that does not hold: {exc}") from None
+        else:
+            write_atomic(Path(args.prove), json.dumps(proof, indent=2) + "\n")
         entry = proof.get("result")
     else:
         entry = client.query("kv", args.key_name)
@@ -256,7 +267,9 @@ def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str
 
 def cmd_verify_proof(args: argparse.Namespace) -> None:
     proof = read_proof(Path(args.proof_file))
-    if is_state_proof(proof):
+    if isinstance(proof, bytes):
+        _print(state_summary(verify_compact_state_proof(proof, *genesis_keys(args.genesis)), args))
+    elif is_state_proof(proof):
         _print(state_summary(_verify_state_file(proof, args), args))
     else:
         _print(proof_summary(_verify_file(proof, args)))
@@ -293,12 +306,19 @@ def _utc(time_ms: int) -> str:
 
 
 def read_proof(path: Path) -> Any:
+    """A JSON proof, decoded; a compact state proof's bytes as they are."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AllianceError(f"proof file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise AllianceError(f"cannot read proof file {path}: {exc}") from None
+    if is_compact(data):
+        return data
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise AllianceError(f"cannot read proof file {path}: neither JSON nor a compact proof ({exc})") from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
@@ -327,15 +347,15 @@ def _check_writable(path: Path) -> None:
         raise AllianceError(f"cannot write {path}: not a file in a writable directory")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Writes `text` to `path` so that it holds either the old content or all of the new, never a part."""
     try:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise AllianceError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temp, 0o644)

@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_name", metavar="KEY")
     p.add_argument("--prove", metavar="OUT.json",
                    help="also fetch KEY's state proof (present or absent) and write it to OUT.json")
+    p.add_argument("--compact", action="store_true",
+                   help="with --prove: check the proof against the genesis and write it in its compact binary "
+                        "form (under 2 KB; docs/proofs.md), which `alliance verify-proof` reads too")
+    client_cmds.add_genesis_option(p, "with --compact: the genesis file of the chain")
     client_cmds.add_client_options(p)
     p = _command(tx_sub, "delete", client_cmds.cmd_tx_delete, "delete KEY (its owner only)")
     p.add_argument("key_name", metavar="KEY")
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "verify-proof", client_cmds.cmd_verify_proof, "check a transaction or state proof offline",
                  "Checks PROOF.json (from get_proof, query with prove, `alliance notarize --proof` or "
-                 "`alliance tx get --prove`) against the genesis, with no "
+                 "`alliance tx get --prove`, or a compact state proof from `--prove --compact`) against the genesis, with no "
                  "node involved; prints what it proves and exits 0 only if it holds (docs/proofs.md).")
     p.add_argument("proof_file", metavar="PROOF.json")
     client_cmds.add_genesis_option(p, "genesis file of the chain")

@@ -18,7 +18,9 @@ from node.client.types import (
 
 if TYPE_CHECKING:
     from node.client.aio import AsyncClient
-    from node.client.proofs import ProofInvalid, VerifiedProof, VerifiedState, verify_proof, verify_state_proof
+    from node.client.proofs import (
+        ProofInvalid, VerifiedProof, VerifiedState, compact_state_proof, verify_proof, verify_state_proof,
+    )
 
 # Imported when first asked for: httpx and the consensus code would slow every CLI command's start.
 _LAZY = {
@@ -28,6 +30,7 @@ _LAZY = {
     "verify_proof": "node.client.proofs",
     "VerifiedState": "node.client.proofs",
     "verify_state_proof": "node.client.proofs",
+    "compact_state_proof": "node.client.proofs",
 }
 
 
@@ -42,7 +45,7 @@ __all__ = [
     "History", "HistoryEntry",
     "InvalidInput", "KvEntry", "MemberInfo", "Members", "NoAnswer", "NodeUnreachable", "NotAuthorised", "NotFound",
     "NotaryRecord", "Overloaded", "Peer", "PendingProposal", "ProofInvalid", "ProposalInfo", "RpcError", "Signature",
-    "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "file_digest",
+    "Status", "SubscriptionDropped", "TxBody", "TxInfo", "TxRefused", "VerifiedProof", "VerifiedState", "build_tx", "compact_state_proof", "file_digest",
     "generate_key", "load_key", "public_key_hex", "save_key", "verify_proof",
     "verify_state_proof",
 ]

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from node.chain.compact_proof import compact_state_proof as _compact
+from node.chain.compact_proof import verify_compact_state_proof as _verify_compact
 from node.chain.genesis import load_genesis
 from node.chain.proof import ProofInvalid, VerifiedProof
 from node.chain.proof import verify_proof as _verify
@@ -14,7 +16,8 @@ from node.chain.state_proof import verify_state_proof as _verify_state
 from node.client.errors import InvalidInput
 from node.keys import parse_pubkey
 
-__all__ = ["ProofInvalid", "VerifiedProof", "VerifiedState", "trust_anchor", "verify_proof", "verify_state_proof"]
+__all__ = ["ProofInvalid", "VerifiedProof", "VerifiedState", "compact_state_proof", "trust_anchor", "verify_proof",
+           "verify_state_proof"]
 
 EITHER = "verify a proof against either a genesis file or both chain_id and validators"
 
@@ -40,9 +43,23 @@ def verify_state_proof(
     chain_id: str | None = None,
     validators: Sequence[str | bytes] | None = None,
 ) -> VerifiedState:
-    """Checks a state proof (`query` with `prove`) against a genesis file, or `chain_id` and the
-    genesis validators' keys, as `verify_proof` does. Raises ProofInvalid if it does not hold."""
-    return _verify_state(proof, *trust_anchor(genesis, chain_id, validators))
+    """Checks a state proof (`query` with `prove`, or the bytes of its compact form) against a genesis
+    file, or `chain_id` and the genesis validators' keys, as `verify_proof` does. Raises ProofInvalid if
+    it does not hold."""
+    anchor = trust_anchor(genesis, chain_id, validators)
+    return _verify_compact(proof, *anchor) if isinstance(proof, bytes) else _verify_state(proof, *anchor)
+
+
+def compact_state_proof(
+    proof: Any,
+    genesis: str | Path | None = None,
+    *,
+    chain_id: str | None = None,
+    validators: Sequence[str | bytes] | None = None,
+) -> bytes:
+    """The compact form of a state proof (docs/proofs.md, under 2 KB), once it is checked against the
+    genesis as `verify_state_proof` does; raises ProofInvalid if it does not hold."""
+    return _compact(proof, *trust_anchor(genesis, chain_id, validators))
 
 
 def trust_anchor(

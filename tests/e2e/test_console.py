@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from node.api.console_files import PREFIX, ConsoleFiles, load_static
+from node.client import compact_state_proof
 
 from tests.e2e.browser import chromium
 from tests.e2e.nodeproc import DEADLINE_S, NodeProcess, alliance, running, wait_for
@@ -290,6 +291,17 @@ def test_a_proof_file_is_checked_and_every_tampered_one_refused(net: tuple[Path,
         _element(browser, "pf-verify").click()
         verdict = _verdict(browser, "pf-result")
         assert verdict[0] == "not-verified", (field, verdict)
+    data = compact_state_proof(proof, out / "genesis.toml")
+    for name, content, verified in (("proof.bin", data, True), ("damaged.bin", data[:-1] + bytes([data[-1] ^ 1]), False)):
+        (tmp_path / name).write_bytes(content)
+        browser.execute_script("delete document.getElementById('pf-result').dataset.verdict;")
+        _element(browser, "pf-file").send_keys(str(tmp_path / name))  # a compact proof, as a file
+        wait_for(lambda: name in _attribute(browser, "pf-text", "value"), "the compact proof to be read")
+        _element(browser, "pf-verify").click()
+        verdict = _verdict(browser, "pf-result")
+        assert verdict[0] == ("verified" if verified else "not-verified"), (name, verdict)
+        if verified:
+            _assert_verdict(verdict, True, "Verified: kv")
 
 
 def test_the_overview_fits_a_phone_screen(net: tuple[Path, list[NodeProcess]], browser: "WebDriver") -> None:

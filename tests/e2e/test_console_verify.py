@@ -14,11 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import pytest
 import tomli_w
 from nacl.signing import SigningKey
 
 from node.chain.block import Header
+from node.chain.compact_proof import compact_state_proof, is_compact, verify_compact_state_proof
 from node.chain.execution import Receipt, receipt_bytes
 from node.chain.genesis import load_genesis
 from node.chain.membership import validators_hash
@@ -53,7 +55,9 @@ const [cases, done] = arguments;
     if (c.genesis_toml !== undefined) {
       try { genesis = window.verifier.parseGenesis(c.genesis_toml); } catch (err) { genesis = err; }
     }
-    out.push(await window.verifier.verifyProof(c.proof, genesis));
+    const proof = c.compact_hex === undefined ? c.proof
+      : Uint8Array.from(c.compact_hex.match(/../g) || [], (x) => parseInt(x, 16));
+    out.push(await window.verifier.verifyProof(proof, genesis));
   }
   done(out);
 })().catch((err) => done([{ok: false, reason: "the page threw: " + err}]));
@@ -111,7 +115,7 @@ def _python(proof: Any, chain_id: str, validators: list[bytes]) -> str | None:
 
 
 def _run(page: "WebDriver", cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    sent = [{k: v for k, v in c.items() if k in ("proof", "genesis", "genesis_toml")} for c in cases]
+    sent = [{k: v for k, v in c.items() if k in ("proof", "compact_hex", "genesis", "genesis_toml")} for c in cases]
     results: list[dict[str, Any]] = page.execute_async_script(RUN, sent)
     assert len(results) == len(cases), results
     return results
@@ -484,3 +488,62 @@ def test_a_real_nodes_proofs_verify_and_tampered_ones_do_not(page: "WebDriver", 
     foreign = (other / "genesis.toml").read_text()
     refused = _run(page, [{"proof": json.dumps(p), "genesis_toml": foreign} for p in proofs.values()])
     assert all(r["reason"].startswith("validators: ") for r in refused), refused
+
+
+# ---- compact state proofs -------------------------------------------------------------------------
+
+
+def _compact_case(name: str, data: bytes) -> dict[str, Any]:
+    chain_id, keys = proof_example.CHAIN_ID, test_state_proof.GENESIS_KEYS
+    try:
+        verify_compact_state_proof(data, chain_id, keys)
+        python = None
+    except ProofInvalid as exc:
+        python = exc.reason
+    return {"name": name, "compact_hex": data.hex(), "genesis": _genesis(chain_id, keys), "python": python}
+
+
+def _repacked(data: bytes, edit: Callable[[list[Any]], None]) -> bytes:
+    obj = msgpack.unpackb(data)
+    edit(obj)
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def test_compact_proofs_are_read_and_refused_as_python_reads_them(page: "WebDriver") -> None:
+    cases = []
+    for state in (test_state_proof.PRESENT, test_state_proof.ABSENT):
+        data = compact_state_proof(state, proof_example.CHAIN_ID, test_state_proof.GENESIS_KEYS)
+        cases.append(_compact_case(f"{state['family']} compact", data))
+        for i in range(len(data)):
+            cases.append(_compact_case(f"{state['family']} byte {i}", data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]))
+        cases += [_compact_case(f"{state['family']} cut at {n}", data[:n]) for n in range(0, len(data), 37)]
+        edits: list[tuple[str, Callable[[list[Any]], None]]] = [
+            ("index out of range", lambda o: o[6][1][0].__setitem__(0, 9)),
+            ("negative index", lambda o: o[6][1][0].__setitem__(0, -1)),
+            ("seal of three", lambda o: o[6][1][0].append(1)),
+            ("short signature", lambda o: o[6][1][0].__setitem__(1, b"\x01" * 63)),
+            ("header height 0", lambda o: o[6][0].__setitem__(2, 0)),
+            ("header version 3", lambda o: o[6][0].__setitem__(0, 3)),
+            ("header chain id as bin", lambda o: o[6][0].__setitem__(1, b"acme")),
+            ("step of two", lambda o: o[7][0].pop()),
+            ("step validator short", lambda o: o[7][0][2].__setitem__(0, b"\x01")),
+            ("no steps", lambda o: o.__setitem__(7, [])),
+            ("version 2", lambda o: o.__setitem__(0, 2)),
+            ("family gov", lambda o: o.__setitem__(1, "gov")),
+            ("key as bin", lambda o: o.__setitem__(2, b"k")),
+            ("siblings short", lambda o: o.__setitem__(5, o[5][:-1])),
+            ("a value that is no state value", lambda o: o.__setitem__(3, b"\x01")),
+            ("nine fields", lambda o: o.append(None)),
+        ]
+        cases += [_compact_case(f"{state['family']} {name}", _repacked(data, edit)) for name, edit in edits]
+        cases.append(_compact_case(f"{state['family']} trailing byte", data + b"\x00"))
+        cases.append(_compact_case(f"{state['family']} not canonical",
+                                   data[:1] + b"\xd0\x01" + data[2:]))  # 1 as int8 instead of fixint
+    # Bytes that do not start as a compact proof are read as JSON text, as `alliance verify-proof` reads them.
+    text = [c for c in cases if not is_compact(bytes.fromhex(c["compact_hex"]))]
+    cases = [c for c in cases if c not in text]
+    assert sum(c["python"] is None for c in cases) >= 2 and len(cases) > 3000 and len(text) >= 4
+    results = _check_agree(page, cases)
+    assert results[0]["ok"] and results[0]["kind"] == "state" and results[0]["present"]
+    assert all(r["reason"].startswith("shape: the proof is not valid JSON") for r in _run(page, text))
+

@@ -86,6 +86,31 @@ def test_state_proofs_verify_and_tampered_ones_exit_6(net: tuple[Path, NodeProce
         assert "Traceback" not in result.stderr and check in result.stderr, (check, result.stderr)
 
 
+def test_a_compact_proof_is_written_by_tx_get_and_checked_by_verify_proof(net: tuple[Path, NodeProcess],
+                                                                          tmp_path: Path) -> None:
+    out, node = net
+    genesis = ["--genesis", str(out / "genesis.toml")]
+    put = json.loads(alliance("tx", "put", "invoice/9/status", "paid", *_rpc(node), "--key", str(out / "client.key")).stdout)
+    wait_for(lambda: node.client().status()["height"] >= put["height"], "the put to reach node1")
+    path = tmp_path / "kv.bin"
+    got = json.loads(alliance("tx", "get", "invoice/9/status", "--prove", str(path), "--compact", *genesis,
+                              *_rpc(node)).stdout)
+    assert got["value_text"] == "paid"
+    data = path.read_bytes()
+    assert len(data) < 2048 and len(data) < len(json.dumps(node.client().query("kv", "invoice/9/status", prove=True))) / 2
+    checked = alliance("verify-proof", str(path), *genesis, check=False)
+    assert checked.returncode == 0, checked.stderr
+    summary = json.loads(checked.stdout)
+    assert summary["present"] and bytes.fromhex(summary["result"]["value"]) == b"paid"
+    assert summary["signatures"] == summary["quorum"] == 3 and summary["validators"] == 4  # a quorum, no more
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    refused = alliance("verify-proof", str(damaged), *genesis, check=False)
+    assert refused.returncode == VERIFICATION_FAILED and "Traceback" not in refused.stderr, refused.stderr
+    misused = alliance("tx", "get", "invoice/9/status", "--compact", *_rpc(node), check=False)
+    assert misused.returncode != 0 and "--compact is for --prove" in misused.stderr
+
+
 def test_lookup_verify_proves_recorded_and_unrecorded_files(net: tuple[Path, NodeProcess], tmp_path: Path) -> None:
     out, node = net
     genesis = ["--genesis", str(out / "genesis.toml")]

@@ -33,9 +33,15 @@ export async function evidencePage(call, loadNames) {
   genesisFile.addEventListener("change", async () => { genesisText.value = await genesisFile.files[0].text(); });
   const fileInput = h("input", { id: "ev-file", type: "file" });
   const drop = h("div", { class: "drop", id: "ev-drop" }, "Drop a file here, or choose one: ", fileInput);
-  const proofFile = h("input", { id: "pf-file", type: "file", accept: ".json,application/json" });
+  const proofFile = h("input", { id: "pf-file", type: "file", accept: ".json,.bin,application/json,application/octet-stream" });
   const proofText = h("textarea", { id: "pf-text", placeholder: "or paste a proof (JSON) here" });
-  proofFile.addEventListener("change", async () => { proofText.value = await proofFile.files[0].text(); });
+  let compact = null; // a compact proof file (binary): its bytes, and the label shown for it in the text area
+  proofFile.addEventListener("change", async () => {
+    const file = proofFile.files[0];
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    compact = bytes[0] === 0x98 ? { bytes, label: `compact state proof ${file.name} (${bytes.length} bytes)` } : null;
+    proofText.value = compact ? compact.label : new TextDecoder().decode(bytes);
+  });
   let memberNames = new Map(); // pubkey -> name, from the node: only to label keys, never to decide
 
   // The genesis the user gave, parsed, with its own SHA-256; null (and a verdict said) when there is none.
@@ -57,6 +63,7 @@ export async function evidencePage(call, loadNames) {
     if (!supplied) return;
     const result = await lib.verifyProof(given, supplied.genesis);
     if (!result.ok) return verdict(id, false, `${result.reason} (checked against the genesis you supplied: ${supplied.about})`);
+    if (given instanceof Uint8Array) proof = await lib.expandCompact(given, supplied.genesis); // for the signers' names
     const named = genesisNames(supplied.genesis, memberNames);
     const signers = (proof.commit.signatures || []).map((s) => named.get(s.validator) || short(s.validator)).join(", ");
     verdict(id, true, `${describe(result)}, proved by the certificate of validators ${signers} of the genesis you supplied (${supplied.about}).`,
@@ -95,12 +102,15 @@ export async function evidencePage(call, loadNames) {
   drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); if (ev.dataTransfer.files[0]) checkFile(ev.dataTransfer.files[0]); });
 
   async function checkProofText() {
-    let proof;
-    try { proof = JSON.parse(proofText.value); } catch { return verdict("pf-result", false, "the proof is not JSON"); }
-    await check(proofText.value, proof, "pf-result", (r) => r.kind === "transaction"
+    const given = compact && proofText.value === compact.label ? compact.bytes : proofText.value;
+    let proof = null;
+    if (!(given instanceof Uint8Array)) {
+      try { proof = JSON.parse(given); } catch { return verdict("pf-result", false, "the proof is not JSON"); }
+    }
+    await check(given, proof, "pf-result", (r) => r.kind === "transaction"
       ? `Verified: the transaction is in block ${r.height} (${short(r.block_hash)})`
-      : r.present ? `Verified: ${proof.family} ${short(proof.key)} holds this value at height ${r.height}`
-        : `Verified absent at height ${r.height}: ${proof.family} ${short(proof.key)} has no value`);
+      : r.present ? `Verified: ${r.family} ${short(r.key)} holds this value at height ${r.height}`
+        : `Verified absent at height ${r.height}: ${r.family} ${short(r.key)} has no value`);
   }
 
   return h("div", {},
@@ -109,6 +119,6 @@ export async function evidencePage(call, loadNames) {
       genesisFile, genesisText),
     h("section", {}, h("h2", {}, "2. Check a file"), drop, h("div", { id: "ev-digest" }), h("div", { id: "ev-result" }), h("div", { id: "ev-record" })),
     h("section", {}, h("h2", {}, "Or verify a proof file"),
-      h("p", { class: "hint" }, "A proof from alliance tx get --prove, alliance notarize --proof, get_proof or query with prove."),
+      h("p", { class: "hint" }, "A proof from alliance tx get --prove (or --prove --compact), alliance notarize --proof, get_proof or query with prove."),
       proofFile, proofText, h("button", { id: "pf-verify", onclick: checkProofText }, "Verify proof"), h("div", { id: "pf-result" })));
 }

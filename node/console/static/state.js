@@ -67,7 +67,7 @@ function records(blob, bucket) {
 }
 
 // What `query` answers for a stored value (node/chain/state_proof.py query_result), null if it cannot.
-function queryResult(family, raw) {
+export function queryResult(family, raw) {
   let value;
   try {
     value = decodeCanonical(raw);

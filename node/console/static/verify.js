@@ -8,11 +8,14 @@
 //   sha256Hex(bytes) -> Promise<hex>
 //   verifyProof(proof, genesis) -> Promise<{ok: true, kind, height, block_hash, present, checks, ...}
 //                                          | {ok: false, reason}>   (never throws)
+//   expandCompact(bytes, genesis) -> Promise<the JSON form of a compact state proof | null>
 //
 // `proof` is best given as the JSON text: then integers keep their exact value and type (4.0 is not
-// 4) and an object repeating a key is refused, as the CLI does. A parsed object is accepted too.
+// 4) and an object repeating a key is refused, as the CLI does. A parsed object is accepted too, and a
+// Uint8Array: a compact state proof (compact.js), or the bytes of a JSON text.
 
 import { concat, equal, sha256, toHex } from "./bytes.js";
+import { expandStateProof, isCompact } from "./compact.js";
 import { verifyEd25519 } from "./ed25519.js";
 import { parseGenesis } from "./genesis.js";
 import { JsonFloat, parseJson } from "./json.js";
@@ -39,10 +42,11 @@ export async function verifyProof(proof, genesis) {
       return { ok: false, reason: "no WebCrypto here: open the page over https or on 127.0.0.1/localhost" };
     }
     const { chainId, validators } = genesisKeys(genesis);
-    let value = proof;
-    if (typeof proof === "string") {
+    if (isCompact(proof)) return await verifyState(await expandStateProof(proof, validators), chainId, validators);
+    let value = proof instanceof Uint8Array ? new TextDecoder().decode(proof) : proof;
+    if (typeof value === "string") {
       try {
-        value = parseJson(proof);
+        value = parseJson(value);
       } catch (err) {
         return { ok: false, reason: `shape: the proof is not valid JSON: ${err.message}` };
       }
@@ -52,6 +56,15 @@ export async function verifyProof(proof, genesis) {
   } catch (err) {
     if (err instanceof ProofInvalid) return { ok: false, reason: err.message };
     return { ok: false, reason: `the verifier failed: ${err instanceof Error ? err.message : err}` };
+  }
+}
+
+// The JSON form of a compact state proof (to show what it holds), or null when it does not expand.
+export async function expandCompact(bytes, genesis) {
+  try {
+    return await expandStateProof(bytes, genesisKeys(genesis).validators);
+  } catch {
+    return null;
   }
 }
 
