@@ -239,8 +239,10 @@ def _verify_file(proof: Any, args: argparse.Namespace) -> VerifiedProof:
 
 
 def _verify_state_file(proof: Any, args: argparse.Namespace) -> VerifiedState:
+    """A JSON state proof, or a compact one's bytes (read_proof), checked against the genesis."""
     chain_id, validators = genesis_keys(args.genesis)
-    return verify_state_proof(proof, chain_id, validators)
+    verify = verify_compact_state_proof if isinstance(proof, bytes) else verify_state_proof
+    return verify(proof, chain_id, validators)
 
 
 def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str, Any]:
@@ -267,9 +269,7 @@ def recorded_file(verified: VerifiedProof, digest: bytes, name: str) -> dict[str
 
 def cmd_verify_proof(args: argparse.Namespace) -> None:
     proof = read_proof(Path(args.proof_file))
-    if isinstance(proof, bytes):
-        _print(state_summary(verify_compact_state_proof(proof, *genesis_keys(args.genesis)), args))
-    elif is_state_proof(proof):
+    if isinstance(proof, bytes) or is_state_proof(proof):
         _print(state_summary(_verify_state_file(proof, args), args))
     else:
         _print(proof_summary(_verify_file(proof, args)))
