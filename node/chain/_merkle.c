@@ -142,6 +142,30 @@ static node_t *read_leaves(PyObject *leaves, Py_ssize_t depth, Py_ssize_t *count
     return nodes;
 }
 
+/* The changed nodes of each level, packed, from the `count` sorted changed leaves in `nodes` (which
+ * it overwrites); NULL with an exception set. */
+static PyObject *climb(Py_buffer *views, Py_ssize_t depth, EVP_MD_CTX *ctx, node_t *nodes, Py_ssize_t count) {
+    PyObject *out = PyList_New(depth + 1);
+    if (!out) return NULL;
+    for (Py_ssize_t level = depth;; level--) {
+        PyObject *packed = pack(nodes, count);
+        if (!packed) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, level, packed);
+        if (level == 0) return out;
+        Py_BEGIN_ALLOW_THREADS
+        count = parents(ctx, views[level].buf, nodes, count);
+        Py_END_ALLOW_THREADS
+        if (count < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+}
+
 static PyObject *above(PyObject *self, PyObject *args) {
     PyObject *levels, *leaves, *out = NULL;
     Py_buffer views[MAX_DEPTH + 1];
@@ -151,27 +175,165 @@ static PyObject *above(PyObject *self, PyObject *args) {
     if (depth < 0) return NULL;
     node_t *nodes = read_leaves(leaves, depth, &count);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!nodes || !ctx || !(out = PyList_New(depth + 1))) goto fail;
-    for (Py_ssize_t level = depth;; level--) {
-        PyObject *packed = pack(nodes, count);
-        if (!packed) goto fail;
-        PyList_SET_ITEM(out, level, packed);
-        if (level == 0) break;
-        Py_BEGIN_ALLOW_THREADS
-        count = parents(ctx, views[level].buf, nodes, count);
-        Py_END_ALLOW_THREADS
-        if (count < 0) {
-            PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
-            goto fail;
-        }
-    }
-    goto done;
-fail:
-    if (!PyErr_Occurred()) PyErr_NoMemory();
-    Py_CLEAR(out);
-done:
+    if (nodes && ctx) out = climb(views, depth, ctx, nodes, count);
+    else if (nodes) PyErr_NoMemory();
     EVP_MD_CTX_free(ctx);
     PyMem_Free(nodes);
+    close_levels(views, depth);
+    return out;
+}
+
+/* A block's write of one state key: kh || vh sets the key's record, kh alone (put = 0) deletes it. */
+typedef struct {
+    unsigned char record[2 * HASH];
+    int put;
+} change_t;
+
+static int by_kh(const void *a, const void *b) { return memcmp(a, b, HASH); }
+
+static uint32_t bucket_of(const unsigned char *kh, Py_ssize_t depth) {
+    uint32_t top = (uint32_t)kh[0] << 24 | kh[1] << 16 | kh[2] << 8 | kh[3];
+    return depth ? top >> (32 - depth) : 0;
+}
+
+static int digest(EVP_MD_CTX *ctx, const void *data, size_t len, unsigned char *out) {
+    return EVP_DigestInit_ex2(ctx, sha256, NULL) && EVP_DigestUpdate(ctx, data, len) &&
+           EVP_DigestFinal_ex(ctx, out, NULL);
+}
+
+/* The writes (a dict of bytes -> bytes or None) as changes sorted by kh, so by bucket; NULL with an
+ * exception set. The keys and values are hashed without the GIL, each held by a reference meanwhile. */
+static change_t *read_changes(EVP_MD_CTX *ctx, PyObject *writes, Py_ssize_t *count) {
+    Py_ssize_t n = PyDict_GET_SIZE(writes), pos = 0, j = 0;
+    PyObject *key, *value, **held = PyMem_Malloc(sizeof(PyObject *) * (2 * n + 1));
+    change_t *changes = PyMem_Malloc(sizeof(change_t) * (n + 1));
+    int ok = held && changes;
+    if (!ok) PyErr_NoMemory();
+    while (ok && PyDict_Next(writes, &pos, &key, &value)) {
+        if (!PyBytes_Check(key) || (value != Py_None && !PyBytes_Check(value))) {
+            PyErr_SetString(PyExc_TypeError, "writes map bytes to bytes or None");
+            ok = 0;
+            break;
+        }
+        Py_INCREF(key), Py_INCREF(value);
+        held[2 * j] = key, held[2 * j + 1] = value;
+        changes[j++].put = value != Py_None;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < j && ok; i++) {
+            PyObject *k = held[2 * i], *v = held[2 * i + 1];
+            ok = digest(ctx, PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), changes[i].record) &&
+                 (!changes[i].put || digest(ctx, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), changes[i].record + HASH));
+        }
+        if (ok) qsort(changes, j, sizeof(change_t), by_kh);
+        Py_END_ALLOW_THREADS
+        if (!ok) PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
+    }
+    for (Py_ssize_t i = 0; i < 2 * j; i++) Py_DECREF(held[i]);
+    PyMem_Free(held);
+    if (!ok) {
+        PyMem_Free(changes);
+        return NULL;
+    }
+    *count = j;
+    return changes;
+}
+
+/* The committed blob of a bucket whose leaf is not EMPTY, from read_bucket; NULL with an exception set. */
+static PyObject *committed(PyObject *read_bucket, uint32_t bucket) {
+    PyObject *blob = PyObject_CallFunction(read_bucket, "I", bucket);
+    if (blob == Py_None) {
+        Py_DECREF(blob);
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (blob && (!PyBytes_Check(blob) || PyBytes_GET_SIZE(blob) % (2 * HASH))) {
+        PyErr_Format(PyExc_ValueError, "bucket %u is not 64-byte records", bucket);
+        Py_CLEAR(blob);
+    }
+    return blob;
+}
+
+/* The blob of `old` (records sorted by kh) with the sorted `changes` applied; NULL with an exception set. */
+static PyObject *merged(PyObject *old, const change_t *changes, Py_ssize_t count) {
+    const unsigned char *at = (const unsigned char *)PyBytes_AS_STRING(old);
+    const unsigned char *end = at + PyBytes_GET_SIZE(old);
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(old) + count * 2 * HASH);
+    if (!blob) return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(blob), *start = out;
+    for (Py_ssize_t j = 0; at < end || j < count;) {
+        int order = at == end ? 1 : j == count ? -1 : memcmp(at, changes[j].record, HASH);
+        if (order < 0) {
+            memcpy(out, at, 2 * HASH), out += 2 * HASH, at += 2 * HASH;
+            continue;
+        }
+        if (order == 0) at += 2 * HASH;
+        if (changes[j].put) memcpy(out, changes[j].record, 2 * HASH), out += 2 * HASH;
+        j++;
+    }
+    if (_PyBytes_Resize(&blob, out - start) < 0) return NULL;
+    return blob;
+}
+
+static int leaf_of(EVP_MD_CTX *ctx, PyObject *blob, unsigned char *leaf) {
+    if (!PyBytes_GET_SIZE(blob)) {
+        memset(leaf, 0, HASH);
+        return 1;
+    }
+    unsigned char tag = 0;
+    return EVP_DigestInit_ex2(ctx, sha256, NULL) && EVP_DigestUpdate(ctx, &tag, 1) &&
+           EVP_DigestUpdate(ctx, PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob)) &&
+           EVP_DigestFinal_ex(ctx, leaf, NULL);
+}
+
+/* Each changed bucket's new blob into `blobs` and its leaf into `leaves` (in bucket order); returns
+ * how many buckets, or -1 with an exception set. */
+static Py_ssize_t rebucket(EVP_MD_CTX *ctx, Py_buffer *views, Py_ssize_t depth, PyObject *read_bucket,
+                           const change_t *changes, Py_ssize_t count, PyObject *blobs, node_t *leaves) {
+    Py_ssize_t made = 0;
+    const unsigned char *committed_leaves = views[depth].buf;
+    for (Py_ssize_t j = 0, k; j < count; j = k) {
+        uint32_t bucket = bucket_of(changes[j].record, depth);
+        for (k = j + 1; k < count && bucket_of(changes[k].record, depth) == bucket; k++) {}
+        int empty = !memcmp(committed_leaves + (size_t)HASH * bucket, zero, HASH);
+        PyObject *old = empty ? PyBytes_FromStringAndSize(NULL, 0) : committed(read_bucket, bucket);
+        PyObject *blob = old ? merged(old, changes + j, k - j) : NULL;
+        Py_XDECREF(old);
+        PyObject *index = blob ? PyLong_FromUnsignedLong(bucket) : NULL;
+        int ok = index && PyDict_SetItem(blobs, index, blob) == 0;
+        Py_XDECREF(index);
+        if (ok && !leaf_of(ctx, blob, leaves[made].hash)) {
+            PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
+            ok = 0;
+        }
+        Py_XDECREF(blob);
+        if (!ok) return -1;
+        leaves[made++].index = bucket;
+    }
+    return made;
+}
+
+static PyObject *update(PyObject *self, PyObject *args) {
+    PyObject *levels, *writes, *read_bucket, *blobs = NULL, *nodes = NULL, *out = NULL;
+    Py_buffer views[MAX_DEPTH + 1];
+    Py_ssize_t count = 0;
+    if (!PyArg_ParseTuple(args, "OO!O", &levels, &PyDict_Type, &writes, &read_bucket)) return NULL;
+    Py_ssize_t depth = open_levels(levels, views);
+    if (depth < 0) return NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    change_t *changes = ctx ? read_changes(ctx, writes, &count) : (change_t *)PyErr_NoMemory();
+    node_t *leaves = changes ? PyMem_Malloc(sizeof(node_t) * (count + 1)) : NULL;
+    if (changes && !leaves) PyErr_NoMemory();
+    if (leaves && (blobs = PyDict_New())) {
+        Py_ssize_t changed = rebucket(ctx, views, depth, read_bucket, changes, count, blobs, leaves);
+        if (changed >= 0 && (nodes = climb(views, depth, ctx, leaves, changed)))
+            out = PyTuple_Pack(2, blobs, nodes);
+    }
+    Py_XDECREF(blobs);
+    Py_XDECREF(nodes);
+    PyMem_Free(leaves);
+    PyMem_Free(changes);
+    EVP_MD_CTX_free(ctx);
     close_levels(views, depth);
     return out;
 }
@@ -241,6 +403,10 @@ static PyObject *build(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"update", update, METH_VARARGS,
+     "update(levels, writes, read_bucket) -> (blobs, nodes): the changed buckets' blobs (bucket -> "
+     "bytes, b\"\" when emptied) and what above() gives for their leaves, after writes (state key -> "
+     "value, None deletes) over the levels and the committed blobs read_bucket(bucket) returns"},
     {"above", above, METH_VARARGS,
      "above(levels, leaves) -> the changed nodes of each level, packed, given the changed leaves "
      "(index -> hash) over the levels; changes nothing"},

@@ -11,8 +11,9 @@ A proof of a key is its bucket's blob and the DEPTH sibling hashes from the buck
 key's record (presence) or that no record holds its kh (absence). The tree is fixed-depth, so the
 verifier knows each hash's level; a leaf's input (1 + 64k bytes) never has a node's length (64).
 Chosen by measurement (docs/performance.md): one LevelDB value per bucket and the levels in memory
-(hashed by node/chain/tree_levels.py, in native code) cost some 7 us of CPU per written key at a
-million keys; a tree of nodes on disk costs ten times more.
+(a block's work on them in node/chain/tree_levels.py, in native code) cost some 4 us of CPU per
+written key at a million keys, LevelDB's reads and writes of the buckets apart; a tree of nodes on
+disk costs ten times more.
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.chain import tree_levels
-from node.chain.tree_levels import EMPTY, Levels
+from node.chain.tree_levels import EMPTY, RECORD_BYTES, BucketReader, Levels
 
 DEPTH = 18
 BUCKETS = 1 << DEPTH
-RECORD_BYTES = 64
 _sha256 = hashlib.sha256
-
-BucketReader = Callable[[int], bytes | None]
 
 
 class BlobInvalid(ValueError):
@@ -92,35 +90,6 @@ def fold(bucket: int, leaf: bytes, siblings: Sequence[bytes]) -> bytes:
     return node
 
 
-def _changed(blob: bytes | None, changes: list[bytes]) -> bytes:
-    """The blob with each change applied in order: a 64-byte record sets its kh, a 32-byte kh deletes it."""
-    if len(changes) == 1:
-        return _changed_once(blob or b"", changes[0])
-    entries = [] if not blob else [blob[i:i + RECORD_BYTES] for i in range(0, len(blob), RECORD_BYTES)]
-    for change in changes:
-        kh = change[:32]
-        i = bisect_left(entries, kh)
-        present = i < len(entries) and entries[i][:32] == kh
-        if len(change) == RECORD_BYTES:
-            if present:
-                entries[i] = change
-            else:
-                entries.insert(i, change)
-        elif present:
-            del entries[i]
-    return b"".join(entries)
-
-
-def _changed_once(blob: bytes, change: bytes) -> bytes:
-    """`_changed` of one change, without splitting the blob: most buckets a block writes get one."""
-    kh, record = change[:32], change if len(change) == RECORD_BYTES else b""
-    for at in range(0, len(blob), RECORD_BYTES):
-        here = blob[at:at + 32]
-        if here >= kh:
-            return blob[:at] + record + blob[at + RECORD_BYTES if here == kh else at:]
-    return blob + record
-
-
 @dataclass(frozen=True)
 class TreeUpdate:
     """What a block's writes do to the tree: the new root, the blobs to store (b"" empties a bucket),
@@ -157,18 +126,8 @@ class StateTree:
 
     def update(self, writes: Mapping[bytes, bytes | None]) -> TreeUpdate:
         """The tree after `writes` (state key -> value, None deletes) over the committed state; changes nothing."""
-        changes: dict[int, list[bytes]] = {}
-        for key, value in writes.items():
-            kh = _sha256(key).digest()
-            change = kh if value is None else kh + _sha256(value).digest()
-            changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - DEPTH), []).append(change)
         with self.lock:
-            leaves = self._levels[DEPTH]
-            blobs: dict[int, bytes] = {}
-            for bucket, bucket_changes in changes.items():
-                empty = leaves[32 * bucket:32 * bucket + 32] == EMPTY
-                blobs[bucket] = _changed(None if empty else self.read_bucket(bucket), bucket_changes)
-            nodes = tree_levels.above(self._levels, {bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
+            blobs, nodes = tree_levels.update(self._levels, writes, self.read_bucket)
             return TreeUpdate(self.root, nodes[0][4:] if nodes[0] else self.root, blobs, nodes)
 
     def apply(self, update: TreeUpdate, persist: Callable[[], None]) -> None:

@@ -1,21 +1,26 @@
-"""The state tree's levels: hashing the nodes above changed leaves, in native code where it was built.
+"""The state tree's work per block: each changed bucket's new blob and leaf, and the nodes above them,
+in native code where it was built (the tree itself is defined in node/chain/state_tree.py).
 
 A tree of depth D is a list of D + 1 bytearrays, level l holding 2^l hashes of 32 bytes (level D the
 leaves, level 0 the root). A node is SHA-256(left || right), or EMPTY when both children are EMPTY.
 A level's changed nodes are packed as 36-byte entries (4-byte little-endian index, then the hash), in
-index order. node/chain/_merkle.c does the same as the functions here, ten times faster (each node
-hashed there costs its SHA-256 only); these are what runs where the extension was not built (no C
-compiler or OpenSSL headers at install), and tests/node/test_tree_levels.py holds the two together.
+index order. node/chain/_merkle.c does the same as the functions here, several times faster (each
+node or record hashed there costs its SHA-256 only); these are what runs where the extension was not
+built (no C compiler or OpenSSL headers at install), and tests/node/test_tree_levels.py holds the two
+together.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
 
 EMPTY = bytes(32)
+RECORD_BYTES = 64
 _sha256 = hashlib.sha256
 Levels = list[bytearray]
+BucketReader = Callable[[int], bytes | None]
 
 
 def _pack(nodes: list[tuple[int, bytes]]) -> bytes:
@@ -53,6 +58,57 @@ def py_above(levels: Levels, leaves: Mapping[int, bytes]) -> list[bytes]:
     return out
 
 
+def py_update(levels: Levels, writes: Mapping[bytes, bytes | None],
+              read_bucket: BucketReader) -> tuple[dict[int, bytes], list[bytes]]:
+    """The changed buckets' blobs (b"" when emptied) and `above` of their leaves after `writes` (state
+    key -> value, None deletes), over the levels and the committed blobs `read_bucket` gives."""
+    depth = len(levels) - 1
+    changes: dict[int, list[bytes]] = {}
+    for key, value in writes.items():
+        kh = _sha256(key).digest()
+        change = kh if value is None else kh + _sha256(value).digest()
+        changes.setdefault(int.from_bytes(kh[:4], "big") >> (32 - depth), []).append(change)
+    leaves, blobs = levels[depth], {}
+    for bucket, bucket_changes in changes.items():
+        empty = leaves[32 * bucket:32 * bucket + 32] == EMPTY
+        old = b"" if empty else read_bucket(bucket) or b""
+        if len(old) % RECORD_BYTES:
+            raise ValueError(f"bucket {bucket} is not 64-byte records")
+        blobs[bucket] = changed(old, bucket_changes)
+    leaf = {bucket: _sha256(b"\x00" + blob).digest() if blob else EMPTY for bucket, blob in blobs.items()}
+    return blobs, py_above(levels, leaf)
+
+
+def changed(blob: bytes, changes: list[bytes]) -> bytes:
+    """The blob (records kh || vh in kh order) with each change applied in order: a 64-byte record
+    sets its kh, a 32-byte kh deletes it."""
+    if len(changes) == 1:
+        return _changed_once(blob, changes[0])
+    entries = [blob[i:i + RECORD_BYTES] for i in range(0, len(blob), RECORD_BYTES)]
+    for change in changes:
+        kh = change[:32]
+        i = bisect_left(entries, kh)
+        present = i < len(entries) and entries[i][:32] == kh
+        if len(change) == RECORD_BYTES:
+            if present:
+                entries[i] = change
+            else:
+                entries.insert(i, change)
+        elif present:
+            del entries[i]
+    return b"".join(entries)
+
+
+def _changed_once(blob: bytes, change: bytes) -> bytes:
+    """`changed` of one change, without splitting the blob: most buckets a block writes get one."""
+    kh, record = change[:32], change if len(change) == RECORD_BYTES else b""
+    for at in range(0, len(blob), RECORD_BYTES):
+        here = blob[at:at + 32]
+        if here >= kh:
+            return blob[:at] + record + blob[at + RECORD_BYTES if here == kh else at:]
+    return blob + record
+
+
 def py_put(levels: Levels, nodes: list[bytes]) -> None:
     """Writes what `above` returned into the levels."""
     for level, packed in zip(levels, nodes):
@@ -70,8 +126,8 @@ def py_build(levels: Levels) -> None:
 
 
 try:
-    from node.chain._merkle import above, build, put  # type: ignore[import-not-found]
+    from node.chain._merkle import above, build, put, update  # type: ignore[import-not-found]
     NATIVE = True
 except ImportError:  # the extension is optional (setup.py): the same functions in Python
-    above, build, put = py_above, py_build, py_put
+    above, build, put, update = py_above, py_build, py_put, py_update
     NATIVE = False

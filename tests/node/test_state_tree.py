@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from node.chain.state_tree import (
     DEPTH, EMPTY, BlobInvalid, StateTree, TreeUpdate, bucket_of, fold, key_hash, leaf_hash, leaf_hashes, records,
-    _changed, value_hash,
+    value_hash,
 )
 from tests.node.state_reference import reference_root
 
@@ -169,17 +169,3 @@ def test_a_ledger_refuses_a_store_whose_state_tree_was_altered() -> None:
     with pytest.raises(StoreCorrupt, match="the state is damaged"):
         Ledger(store, proof_example.GENESIS)
 
-
-RECORDS = st.lists(st.binary(min_size=64, max_size=64), max_size=6, unique_by=lambda r: r[:32])
-
-
-@settings(max_examples=200, deadline=None)
-@given(RECORDS, st.binary(min_size=32, max_size=32), st.booleans(), st.integers(0, 6))
-def test_one_change_gives_what_the_general_path_gives(found: list[bytes], kh: bytes, put: bool, reuse: int) -> None:
-    records_ = sorted(found)
-    if records_ and reuse < len(records_):
-        kh = records_[reuse][:32]  # a change of a key the bucket holds
-    change = kh + bytes(32) if put else kh
-    blob = b"".join(records_)
-    assert _changed(blob, [change]) == _changed(blob, [change, change])  # twice is once, through the list path
-    assert _changed(None, [change]) == (change if put else b"")
