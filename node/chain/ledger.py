@@ -30,8 +30,6 @@ MEMBERSHIPS_CACHED = 16
 # Committed blocks kept decoded: a transaction entry points into its block, and
 # clients that waited for a commit ask for the transactions of the newest ones.
 DECODED_BLOCKS = 8
-# The state tree's blobs of the buckets committed last, kept in memory (state_tree.RecentBlobs).
-RECENT_BUCKET_BYTES = 24 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +69,7 @@ class Ledger:
         self._members: dict[tuple[int, int], Membership] = {}  # (tip, height) -> membership at height
         if store.height() > 0:
             self.last_header = self.header(store.height())
-        self.tree = StateTree(self._read_bucket, leaf_hashes(store.iterate_buckets()) if leaves is None else leaves,
-                              RECENT_BUCKET_BYTES)
+        self.tree = StateTree(self._read_bucket, leaf_hashes(store.iterate_buckets()) if leaves is None else leaves)
         if self.tree.root != self.state_root:
             raise StoreCorrupt(
                 f"the state tree's root {self.tree.root.hex()[:16]}... is not the state root of block "

@@ -101,39 +101,6 @@ class TreeUpdate:
     nodes: list[bytes]
 
 
-class RecentBlobs:
-    """The blobs of the buckets committed last, up to `budget` bytes (Python's overhead counted).
-
-    Reading a bucket from LevelDB costs some 5 us, and as much again later: LevelDB compacts the
-    table files that such reads search in vain (seek compaction). Buckets a block writes are often
-    read again soon (a record updated, a neighbour's key); at the node's budget this holds every
-    bucket up to about 150,000 keys, and the most recently written ones beyond.
-    """
-
-    ENTRY_BYTES = 120  # a dict slot, an int and a bytes header
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._blobs: dict[int, bytes] = {}
-        self._bytes = 0
-
-    def get(self, bucket: int) -> bytes | None:
-        return self._blobs.get(bucket)
-
-    def put(self, blobs: Mapping[int, bytes]) -> None:
-        """The committed blobs of an update (b"" for a bucket emptied); the oldest leave first."""
-        held = self._blobs
-        for bucket, blob in blobs.items():
-            old = held.pop(bucket, None)
-            if old is not None:
-                self._bytes -= len(old) + self.ENTRY_BYTES
-            held[bucket] = blob  # at the end: insertion order is commit order
-            self._bytes += len(blob) + self.ENTRY_BYTES
-        while self._bytes > self.budget and held:
-            oldest = next(iter(held))
-            self._bytes -= len(held.pop(oldest)) + self.ENTRY_BYTES
-
-
 class StateTree:
     """The tree's levels in memory over buckets `read_bucket` gives (the committed ones).
 
@@ -142,12 +109,10 @@ class StateTree:
     blob of one height with siblings of another.
     """
 
-    def __init__(self, read_bucket: BucketReader, leaves: Mapping[int, bytes], recent_bytes: int = 0) -> None:
-        """Over the stored buckets' leaf hashes (`leaf_hashes` of their blobs), keeping the blobs of
-        the buckets committed last in memory up to `recent_bytes`."""
+    def __init__(self, read_bucket: BucketReader, leaves: Mapping[int, bytes]) -> None:
+        """Over the stored buckets' leaf hashes (`leaf_hashes` of their blobs)."""
         self.read_bucket = read_bucket
         self.lock = threading.RLock()
-        self._recent = RecentBlobs(recent_bytes)
         # 32 bytes per node of every level in one bytearray each: 16 MiB, hashed by tree_levels.
         self._levels: Levels = [bytearray(32 << level) for level in range(DEPTH + 1)]
         packed = self._levels[DEPTH]
@@ -162,7 +127,7 @@ class StateTree:
     def update(self, writes: Mapping[bytes, bytes | None]) -> TreeUpdate:
         """The tree after `writes` (state key -> value, None deletes) over the committed state; changes nothing."""
         with self.lock:
-            blobs, nodes = tree_levels.update(self._levels, writes, self._committed)
+            blobs, nodes = tree_levels.update(self._levels, writes, self.read_bucket)
             return TreeUpdate(self.root, nodes[0][4:] if nodes[0] else self.root, blobs, nodes)
 
     def apply(self, update: TreeUpdate, persist: Callable[[], None]) -> None:
@@ -172,12 +137,6 @@ class StateTree:
                 raise ValueError("the update was computed over another state than the committed one")
             persist()
             tree_levels.put(self._levels, update.nodes)
-            self._recent.put(update.buckets)
-
-    def _committed(self, bucket: int) -> bytes | None:
-        """The committed blob of a bucket whose leaf is not EMPTY."""
-        blob = self._recent.get(bucket)
-        return self.read_bucket(bucket) if blob is None else blob
 
     def path(self, bucket: int) -> tuple[bytes, list[bytes]]:
         """The bucket's committed blob and its siblings, bucket level first. Call under `lock` to
@@ -185,7 +144,7 @@ class StateTree:
         with self.lock:
             levels = self._levels
             leaf = 32 * bucket
-            blob = b"" if levels[DEPTH][leaf:leaf + 32] == EMPTY else (self._committed(bucket) or b"")
+            blob = b"" if levels[DEPTH][leaf:leaf + 32] == EMPTY else (self.read_bucket(bucket) or b"")
             siblings, index = [], bucket
             for level in range(DEPTH, 0, -1):
                 sibling = 32 * (index ^ 1)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.chain.state_tree import (
-    DEPTH, EMPTY, BlobInvalid, RecentBlobs, StateTree, TreeUpdate, bucket_of, fold, key_hash, leaf_hash, leaf_hashes, records,
+    DEPTH, EMPTY, BlobInvalid, StateTree, TreeUpdate, bucket_of, fold, key_hash, leaf_hash, leaf_hashes, records,
     value_hash,
 )
 from tests.node.state_reference import reference_root
@@ -35,9 +35,9 @@ class Buckets:
         return persist
 
 
-def _tree(recent_bytes: int = 0) -> tuple[StateTree, Buckets]:
+def _tree() -> tuple[StateTree, Buckets]:
     store = Buckets()
-    return StateTree(store.read, {}, recent_bytes), store
+    return StateTree(store.read, {}), store
 
 
 def _commit(tree: StateTree, store: Buckets, writes: dict[bytes, bytes | None]) -> None:
@@ -50,21 +50,15 @@ KEYS = st.sampled_from([f"kv/k{i}".encode() for i in range(40)])
 BLOCKS = st.lists(st.dictionaries(KEYS, st.none() | st.binary(max_size=8), max_size=12), max_size=8)
 
 
-# None kept in memory; a few buckets, so that the oldest leave; all of them.
-RECENT = [0, 3 * (RecentBlobs.ENTRY_BYTES + 64), 1 << 20]
-
-
-@pytest.mark.parametrize("recent_bytes", RECENT)
 @settings(max_examples=60, deadline=None)
-@given(blocks=BLOCKS)
-def test_random_blocks_give_the_reference_root(recent_bytes: int, blocks: list[dict[bytes, bytes | None]]) -> None:
-    tree, store = _tree(recent_bytes)
+@given(BLOCKS)
+def test_random_blocks_give_the_reference_root(blocks: list[dict[bytes, bytes | None]]) -> None:
+    tree, store = _tree()
     state: dict[bytes, bytes | None] = {}
     for writes in blocks:
         _commit(tree, store, writes)
         state.update(writes)
         assert tree.root == reference_root(state)
-        assert all(tree.path(bucket)[0] == blob for bucket, blob in store.rows.items())
     reopened = StateTree(store.read, leaf_hashes(store.rows.items()))
     assert reopened.root == tree.root
 
@@ -93,39 +87,6 @@ def test_update_changes_nothing_until_apply(blocks: list[dict[bytes, bytes | Non
     assert tree.update(writes) == update  # pure: the same writes, the same update
     tree.apply(update, store.persister(update))
     assert tree.root == update.root
-
-
-@pytest.mark.parametrize("recent_bytes", RECENT)
-def test_an_update_whose_write_failed_leaves_tree_and_memory_as_they_were(recent_bytes: int) -> None:
-    tree, store = _tree(recent_bytes)
-    _commit(tree, store, {b"kv/a": b"1"})
-    before, bucket = tree.root, bucket_of(key_hash(b"kv/a"))
-    update = tree.update({b"kv/a": b"2"})
-
-    def disk_full() -> None:
-        raise OSError("No space left on device")
-
-    with pytest.raises(OSError):
-        tree.apply(update, disk_full)
-    assert tree.root == before and tree.path(bucket)[0] == store.rows[bucket]
-    assert tree.update({b"kv/a": b"2"}) == update
-
-
-def test_recent_blobs_keep_the_newest_within_the_budget() -> None:
-    entry = RecentBlobs.ENTRY_BYTES
-    recent = RecentBlobs(3 * (entry + 64))
-    recent.put({1: b"a" * 64, 2: b"b" * 64, 3: b"c" * 64})
-    recent.put({1: b"A" * 64})  # rewritten: now the newest
-    recent.put({4: b"d" * 64})  # over the budget: the oldest (2) leaves
-    assert [recent.get(b) for b in (1, 2, 3, 4)] == [b"A" * 64, None, b"c" * 64, b"d" * 64]
-    recent.put({5: b"e" * 200})  # larger: two leave
-    assert [recent.get(b) for b in (1, 3, 4, 5)] == [None, None, b"d" * 64, b"e" * 200]
-    recent.put({4: b""})  # emptied: held as empty, at its size
-    assert recent.get(4) == b"" and recent.get(5) == b"e" * 200
-    assert RecentBlobs(0).get(1) is None
-    zero = RecentBlobs(0)
-    zero.put({1: b"a" * 64})
-    assert zero.get(1) is None  # a budget of 0 holds nothing
 
 
 def test_apply_refuses_an_update_of_another_base() -> None:
