@@ -1,13 +1,15 @@
-/* The state tree's levels in native code (node/chain/tree_levels.py holds the same in Python).
+/* The state tree's work per block in native code (node/chain/tree_levels.py holds the same in Python).
  *
  * A tree of depth D is a list of D + 1 bytearrays, level l holding the 2^l hashes of that level
  * (32 bytes each; level D the leaves, level 0 the root). A node is SHA-256(left || right), or 32 zero
  * bytes when both children are. A set of changed nodes of one level is packed as entries of a 4-byte
- * little-endian index followed by the 32-byte hash, in ascending index order.
+ * little-endian index followed by the 32-byte hash, in ascending index order. A bucket's blob is its
+ * records kh || vh (64 bytes each) in kh order; its leaf is SHA-256(0x00 || blob), or zero when empty.
  *
  * The Python version spends about a microsecond of interpreter per node hashed, some 10 per key a
- * block writes; here each costs its SHA-256 (OpenSSL, with the CPU's SHA instructions) and no more.
- * The GIL is released while hashing: blocks are checked on worker threads.
+ * block writes, and as much again on each key's hashes and its bucket's merge; here each costs its
+ * SHA-256 (OpenSSL, with the CPU's SHA instructions) and little more. The GIL is released while
+ * hashing keys and nodes: blocks are checked on worker threads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
