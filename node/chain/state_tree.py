@@ -124,7 +124,7 @@ class StateTree:
     def root(self) -> bytes:
         return bytes(self._levels[0])
 
-    def update(self, writes: Mapping[bytes, bytes | None]) -> TreeUpdate:
+    def update(self, writes: dict[bytes, bytes | None]) -> TreeUpdate:
         """The tree after `writes` (state key -> value, None deletes) over the committed state; changes nothing."""
         with self.lock:
             blobs, nodes = tree_levels.update(self._levels, writes, self.read_bucket)
