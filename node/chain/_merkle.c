@@ -61,6 +61,12 @@ static void close_levels(Py_buffer *views, Py_ssize_t depth) {
     for (Py_ssize_t l = 0; l <= depth; l++) PyBuffer_Release(&views[l]);
 }
 
+/* out = SHA-256(data); returns 0 when OpenSSL fails. */
+static int digest(EVP_MD_CTX *ctx, const void *data, size_t len, unsigned char *out) {
+    return EVP_DigestInit_ex2(ctx, sha256, NULL) && EVP_DigestUpdate(ctx, data, len) &&
+           EVP_DigestFinal_ex(ctx, out, NULL);
+}
+
 /* out = node(left, right); out may be either input. Returns 0 when OpenSSL fails. */
 static int node_hash(EVP_MD_CTX *ctx, const unsigned char *left, const unsigned char *right,
                      unsigned char *out) {
@@ -71,8 +77,7 @@ static int node_hash(EVP_MD_CTX *ctx, const unsigned char *left, const unsigned 
     }
     memcpy(pair, left, HASH);
     memcpy(pair + HASH, right, HASH);
-    return EVP_DigestInit_ex2(ctx, sha256, NULL) && EVP_DigestUpdate(ctx, pair, sizeof pair) &&
-           EVP_DigestFinal_ex(ctx, out, NULL);
+    return digest(ctx, pair, sizeof pair, out);
 }
 
 /* The parents of `count` sorted nodes of a level whose committed hashes are `child`, written over
@@ -196,11 +201,6 @@ static int by_kh(const void *a, const void *b) { return memcmp(a, b, HASH); }
 static uint32_t bucket_of(const unsigned char *kh, Py_ssize_t depth) {
     uint32_t top = (uint32_t)kh[0] << 24 | kh[1] << 16 | kh[2] << 8 | kh[3];
     return depth ? top >> (32 - depth) : 0;
-}
-
-static int digest(EVP_MD_CTX *ctx, const void *data, size_t len, unsigned char *out) {
-    return EVP_DigestInit_ex2(ctx, sha256, NULL) && EVP_DigestUpdate(ctx, data, len) &&
-           EVP_DigestFinal_ex(ctx, out, NULL);
 }
 
 /* The writes (a dict of bytes -> bytes or None) as changes sorted by kh, so by bucket; NULL with an
