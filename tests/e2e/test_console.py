@@ -132,8 +132,10 @@ def _attribute(driver: "WebDriver", element_id: str, name: str) -> str:
 
 
 def _open(driver: "WebDriver", node: NodeProcess, page: str, ready_id: str) -> None:
+    # A fresh document each time: a hash change alone would keep the page state of an earlier test, and
+    # a refresh right after it could race the navigation still under way (Chrome: "aborted by navigation").
+    driver.get("about:blank")
     driver.get(f"{node.rpc_url}/#/{page}")
-    driver.refresh()  # a hash change alone would keep the page state of an earlier test
     wait_for(lambda: _element(driver, ready_id), f"the {page} page")
 
 
