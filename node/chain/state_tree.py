@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.chain import tree_levels
-from node.chain.tree_levels import EMPTY, RECORD_BYTES, BucketReader, Levels
+from node.chain.tree_levels import EMPTY, RECORD_BYTES, BucketReader, Levels, leaf_hash
 
 DEPTH = 18
 BUCKETS = 1 << DEPTH
@@ -42,10 +42,6 @@ def key_hash(key: bytes) -> bytes:
 
 def bucket_of(kh: bytes) -> int:
     return int.from_bytes(kh[:4], "big") >> (32 - DEPTH)
-
-
-def leaf_hash(blob: bytes) -> bytes:
-    return _sha256(b"\x00" + blob).digest() if blob else EMPTY
 
 
 def leaf_hashes(stored: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:

@@ -75,8 +75,12 @@ def py_update(levels: Levels, writes: Mapping[bytes, bytes | None],
         if len(old) % RECORD_BYTES:
             raise ValueError(f"bucket {bucket} is not 64-byte records")
         blobs[bucket] = changed(old, bucket_changes)
-    leaf = {bucket: _sha256(b"\x00" + blob).digest() if blob else EMPTY for bucket, blob in blobs.items()}
-    return blobs, py_above(levels, leaf)
+    return blobs, py_above(levels, {bucket: leaf_hash(blob) for bucket, blob in blobs.items()})
+
+
+def leaf_hash(blob: bytes) -> bytes:
+    """A bucket's leaf: SHA-256(0x00 || blob), or EMPTY for a bucket with no record."""
+    return _sha256(b"\x00" + blob).digest() if blob else EMPTY
 
 
 def changed(blob: bytes, changes: list[bytes]) -> bytes:
