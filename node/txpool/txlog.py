@@ -2,8 +2,10 @@
 
 Transactions admitted from clients are appended to a segment file and synced
 before their `send_tx` is answered. All the calls that arrive while one sync
-runs share the next one (group commit), done in a worker thread so the event
-loop goes on serving. Gossip and blocks bring no records: the node that
+runs share the next one (group commit). A small write is synced on the event
+loop, as the safety file's are: a worker thread's hand-off would cost more, on
+the path of every acknowledgement; a large one in a worker thread, so the
+event loop goes on serving. Gossip and blocks bring no records: the node that
 answered a client keeps that client's transactions.
 
 A record is `length (u32) | crc32 (u32) | the transaction's bytes`. Committed
@@ -36,6 +38,7 @@ from node.errors import AllianceError
 
 log = logging.getLogger("alliance.txlog")
 SEGMENT_BYTES = 4 * 1024 * 1024
+INLINE_WRITE_BYTES_MAX = 16 * 1024  # a larger write is synced in a worker thread
 _HEADER = struct.Struct(">II")
 _SUFFIX = ".txlog"
 
@@ -192,7 +195,10 @@ class TxLog:
                 sync, self._next = self._next, _Sync()
                 data, self._records = b"".join(self._records), []
                 try:
-                    await trio.to_thread.run_sync(self._write, data, limiter=self._limiter)
+                    if len(data) <= INLINE_WRITE_BYTES_MAX:
+                        self._write(data)
+                    else:
+                        await trio.to_thread.run_sync(self._write, data, limiter=self._limiter)
                 except OSError as exc:
                     sync.error = exc
                 self._report(sync.error)

@@ -19,7 +19,8 @@ from node.p2p.gossip import GOSSIP_BATCH_TXS_MAX, TxGossip
 from node.p2p.wire import TXS
 from node.txpool.admission import DUPLICATE, Admission, Refused
 from node.txpool.mempool import MempoolFull
-from node.txpool.txlog import TxLog, TxLogDamaged, read_segment, record
+from node.txpool import txlog
+from node.txpool.txlog import INLINE_WRITE_BYTES_MAX, TxLog, TxLogDamaged, read_segment, record
 from node.txpool.verifier import Verifier
 from tests.shell.chainkit import build, consortium, driver_for, wait_until
 
@@ -74,9 +75,40 @@ class BlockingSync:
         self.release.set()
 
 
-async def test_appends_waiting_for_one_sync_share_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def held_sync(monkeypatch: pytest.MonkeyPatch) -> BlockingSync:
+    """os.fdatasync held as BlockingSync holds it, in a worker thread: every write goes to one (as a large
+    one does), so the event loop serves meanwhile."""
     sync = BlockingSync(os.fdatasync)
     monkeypatch.setattr(os, "fdatasync", sync)
+    monkeypatch.setattr(txlog, "INLINE_WRITE_BYTES_MAX", -1)
+    return sync
+
+
+async def test_a_small_write_is_synced_on_the_event_loop_a_large_one_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_in: list[int] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced_in.append(threading.get_ident())
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    small, large = txs(1, "small"), txs(1, "large")
+    large_bytes = sum(len(record(tx.raw)) for tx in large)
+    large = txs(INLINE_WRITE_BYTES_MAX // large_bytes + 1, "large")
+    async with running(tmp_path / "log") as log:
+        synced_in.clear()  # the start's rotation
+        await log.append(small)
+        await log.append(large)
+    loop = threading.get_ident()
+    assert synced_in[0] == loop and len(synced_in) == 2 and synced_in[1] != loop
+    assert recovered_hashes(tmp_path / "log") == {tx.hash for tx in small + large}
+
+
+async def test_appends_waiting_for_one_sync_share_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = held_sync(monkeypatch)
     first, rest = txs(1, "first"), txs(10, "rest")
     done: list[str] = []
 
@@ -221,8 +253,7 @@ async def test_an_admitted_clients_transaction_is_in_the_log_when_admit_returns(
 async def test_a_clients_transaction_enters_the_mempool_only_once_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sync = BlockingSync(os.fdatasync)
-    monkeypatch.setattr(os, "fdatasync", sync)
+    sync = held_sync(monkeypatch)
     ledger = C.ledger()
     driver = driver_for(C, ledger, 0)
     tx, copy = txs(2, "sync")[0], None
@@ -292,8 +323,7 @@ async def test_a_peer_that_connects_is_sent_what_the_log_keeps(tmp_path: Path) -
 async def test_a_client_gone_while_its_transaction_is_logged_still_leaves_it_pending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sync = BlockingSync(os.fdatasync)
-    monkeypatch.setattr(os, "fdatasync", sync)
+    sync = held_sync(monkeypatch)
     ledger = C.ledger()
     driver = driver_for(C, ledger, 0)
     [tx] = txs(1, "gone")

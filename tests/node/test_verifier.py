@@ -1,4 +1,4 @@
-"""The verifier: one verdict per transaction, in order, however a batch is spread over threads."""
+"""The verifier: one verdict per transaction, in order, on the event loop or however a batch is spread over threads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trio
 
 from node.chain.tx import Transaction
 from node.txpool.mempool import Mempool
-from node.txpool.verifier import BAD_SIGNATURE, DUPLICATE, OK, PART_TXS_MIN, Verifier
+from node.txpool.verifier import BAD_SIGNATURE, DUPLICATE, INLINE_TXS_MAX, OK, PART_TXS_MIN, Verifier
 from tests.shell.chainkit import build, consortium
 
 C = consortium(validators=1, chain_id="verifier-test")
@@ -56,7 +56,8 @@ async def test_verdicts_come_in_order_whatever_the_threads(threads: int) -> None
 async def test_callers_waiting_together_get_their_own_verdicts() -> None:
     ledger, mempool = C.ledger(), Mempool(1000)
     verifier = Verifier(ledger, mempool, threads=2)
-    batches = [[C.tx(f"{name}{i}") for i in range(size)] for name, size in (("a", 3), ("b", 2 * PART_TXS_MIN))]
+    sizes = (("a", INLINE_TXS_MAX + 1), ("b", 2 * PART_TXS_MIN))
+    batches = [[C.tx(f"{name}{i}") for i in range(size)] for name, size in sizes]
     batches[0][1] = forged(batches[0][1])
     batches[1][-1] = forged(batches[1][-1])
     results: list[list[str]] = [[], []]
@@ -70,4 +71,23 @@ async def test_callers_waiting_together_get_their_own_verdicts() -> None:
             callers.start_soon(verify, 0)
             callers.start_soon(verify, 1)
         nursery.cancel_scope.cancel()
-    assert results == [[OK, BAD_SIGNATURE, OK], [OK] * (2 * PART_TXS_MIN - 1) + [BAD_SIGNATURE]]
+    assert results == [[OK, BAD_SIGNATURE] + [OK] * (INLINE_TXS_MAX - 1), [OK] * (2 * PART_TXS_MIN - 1) + [BAD_SIGNATURE]]
+
+
+async def test_a_small_batch_is_checked_on_the_event_loop() -> None:
+    ledger, mempool = C.ledger(), Mempool(1000)
+    verifier = Verifier(ledger, mempool, threads=2)  # its run() is not started: no worker could answer
+    txs = [C.tx(f"s{i}") for i in range(INLINE_TXS_MAX)]
+    txs[5] = forged(txs[5])
+    mempool.add(txs[7])
+    threads_seen: set[int] = set()
+    real = verifier._verdicts
+
+    def recording(part: list[Transaction]) -> list[str]:
+        threads_seen.add(threading.get_ident())
+        return real(part)
+
+    verifier._verdicts = recording  # type: ignore[method-assign]
+    expected = [BAD_SIGNATURE if i == 5 else DUPLICATE if i == 7 else OK for i in range(len(txs))]
+    assert await verifier.verify(txs) == expected
+    assert threads_seen == {threading.get_ident()}
