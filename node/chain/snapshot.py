@@ -20,6 +20,7 @@ from typing import Any
 
 from node.chain.block import BlockError, Header, decode_certificate, header_from_wire
 from node.chain.canonical import CodecError, pack_flat, unpack
+from node.chain import tree_levels
 from node.chain.proof import Certified, Change, ProofInvalid, verify_certified
 from node.chain.state_tree import DEPTH, EMPTY, bucket_of, leaf_hashes, node_hash
 
@@ -159,14 +160,11 @@ def chunk_buckets(index: int, records: Iterable[tuple[bytes, bytes]]) -> dict[in
 
 
 def subtree_root(index: int, leaves: dict[int, bytes]) -> bytes:
-    """The root of subtree `index` at CHUNK_LEVEL over the leaf hashes of its buckets."""
-    level = {bucket - index * BUCKETS_PER_CHUNK: leaf for bucket, leaf in leaves.items()}
-    for _ in range(DEPTH - CHUNK_LEVEL):
-        parents: dict[int, bytes] = {}
-        for i in {i >> 1 for i in level}:
-            parents[i] = node_hash(level.get(2 * i, EMPTY), level.get(2 * i + 1, EMPTY))
-        level = parents
-    return level.get(0, EMPTY)
+    """The root of subtree `index` at CHUNK_LEVEL over the leaf hashes of its buckets: the top of what
+    its leaves change in an empty tree of the subtree's depth (tree_levels, native where built)."""
+    empty = [bytearray(32 << level) for level in range(DEPTH - CHUNK_LEVEL + 1)]
+    top = tree_levels.above(empty, {bucket - index * BUCKETS_PER_CHUNK: leaf for bucket, leaf in leaves.items()})[0]
+    return bytes(top[4:]) if top else EMPTY
 
 
 def chunk_of(key: bytes) -> int:
