@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,12 @@ log = logging.getLogger("alliance.snapshot")
 
 MANIFEST_FILE = "manifest"
 SPILL_BUFFER_BYTES = 64 * 1024  # per chunk, while the state is sorted into chunks
+# A snapshot is background work: its writer pauses after each chunk (its file synced) and after every
+# PAIRS_PER_PAUSE pairs read, so that the synced writes of consensus on the same disk and the event
+# loop on the same cores do not wait behind it. At 1,000 tx/s on 2 cores a 20,000-key snapshot without
+# pauses held blocks up to 5 times as long for half a second (p99 20 -> 100 ms); with them, about 45 ms.
+PAUSE_S = 0.002
+PAIRS_PER_PAUSE = 1024
 T = TypeVar("T")
 
 
@@ -79,23 +86,17 @@ class SnapshotFiles:
     def write(self, height: int, chunks: Iterable[tuple[bytes, bytes]],
               manifest: Callable[[list[bytes]], bytes]) -> Path:
         """Writes a snapshot whole: the chunks as they come ((chunk, subtree root) in order), then the
-        manifest of their roots, in a temporary directory, synced, renamed; then drops the oldest beyond `keep`.
-
-        The files are synced together at the end: the first sync then commits the file system's journal
-        for all of them, where a sync after each file committed it once per file (257 commits, which held
-        up the synced writes of consensus on the same disk for the better part of a second)."""
+        manifest of their roots, in a temporary directory, synced, renamed; then drops the oldest beyond `keep`."""
         self.root.mkdir(parents=True, exist_ok=True)
         final, tmp = self.root / str(height), self.root / f"{height}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            roots, written = [], []
+            roots = []
             for i, (chunk, root) in enumerate(chunks):
-                written.append(_write(tmp / f"chunk-{i}", chunk))
+                _write_synced(tmp / f"chunk-{i}", chunk)
                 roots.append(root)
-            written.append(_write(tmp / MANIFEST_FILE, manifest(roots)))
-            for path in written:
-                _sync(path)
+            _write_synced(tmp / MANIFEST_FILE, manifest(roots))
             sync_directory(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -108,18 +109,10 @@ class SnapshotFiles:
         return final
 
 
-def _write(path: Path, data: bytes) -> Path:
+def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         write_all(fd, data)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -202,7 +195,7 @@ class SnapshotWriter:
         self.files.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="spill-", dir=self.files.root) as spill:
             try:
-                _spill(self._unless_stopping(view.pairs()), Path(spill))
+                groups = _Spill(self._paced(view.pairs(), PAIRS_PER_PAUSE), Path(spill))
             finally:
                 view.close()
             state_root = self.ledger.header(manifest.height).state_root
@@ -212,42 +205,55 @@ class SnapshotWriter:
                     raise SnapshotInvalid("the state read does not hash to the block's state_root")
                 return replace(manifest, roots=tuple(roots)).encode()
 
-            chunks = (encode_chunk(i, _spilled(Path(spill) / str(i))) for i in self._unless_stopping(range(CHUNKS)))
+            chunks = (encode_chunk(i, groups.pairs(i)) for i in self._paced(range(CHUNKS), 1))
             return self.files.write(manifest.height, chunks, whole)
 
-    def _unless_stopping(self, items: Iterable[T]) -> Iterator[T]:
-        for item in items:
+    def _paced(self, items: Iterable[T], per_pause: int) -> Iterator[T]:
+        """`items`, with a pause of PAUSE_S after every `per_pause` of them; StorageError once the node stops."""
+        for n, item in enumerate(items, 1):
             if self._stopping.is_set():
                 raise StorageError("the node is stopping")
             yield item
+            if n % per_pause == 0:
+                _pause()
 
 
-def _spill(pairs: Iterable[tuple[bytes, bytes]], directory: Path) -> None:
-    """Sorts the state's pairs into one file per chunk, unordered: memory stays within a buffer per chunk."""
-    buffers = [bytearray() for _ in range(CHUNKS)]
-    for key, value in pairs:
-        index = chunk_of(key)
-        buffer = buffers[index]
-        buffer += pack_flat([key, value])
-        if len(buffer) > SPILL_BUFFER_BYTES:
-            _append(directory / str(index), buffer)
-            buffer.clear()
-    for index, buffer in enumerate(buffers):
-        if buffer:
-            _append(directory / str(index), buffer)
+def _pause() -> None:
+    time.sleep(PAUSE_S)
+
+
+class _Spill:
+    """The state's pairs sorted into one group per chunk, unordered. Each group stays in memory up to
+    SPILL_BUFFER_BYTES and goes on in a file of `directory` beyond: memory stays within a buffer per
+    chunk, and a small state touches no file (where every snapshot wrote and deleted 256 more)."""
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]], directory: Path) -> None:
+        self.directory = directory
+        self.buffers = [bytearray() for _ in range(CHUNKS)]
+        self.spilled: set[int] = set()
+        for key, value in pairs:
+            index = chunk_of(key)
+            buffer = self.buffers[index]
+            buffer += pack_flat([key, value])
+            if len(buffer) > SPILL_BUFFER_BYTES:
+                _append(directory / str(index), buffer)
+                buffer.clear()
+                self.spilled.add(index)
+
+    def pairs(self, index: int) -> list[tuple[bytes, bytes]]:
+        """The pairs of chunk `index`; SnapshotInvalid when they are far more than a chunk may hold."""
+        data = (self.directory / str(index)).read_bytes() if index in self.spilled else b""
+        data += self.buffers[index]
+        if len(data) > 2 * CHUNK_BYTES_MAX:
+            raise SnapshotInvalid(f"chunk {index} would be about {len(data)} bytes, above {CHUNK_BYTES_MAX}")
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=2 * CHUNK_BYTES_MAX)
+        unpacker.feed(data)
+        return [(key, value) for key, value in unpacker]
 
 
 def _append(path: Path, data: bytes | bytearray) -> None:
     with path.open("ab") as f:
         f.write(data)
-
-
-def _spilled(path: Path) -> list[tuple[bytes, bytes]]:
-    """The pairs `_spill` wrote to one chunk's file."""
-    if not path.exists():
-        return []
-    with path.open("rb") as f:
-        return [(key, value) for key, value in msgpack.Unpacker(f, raw=False, max_buffer_size=CHUNK_BYTES_MAX * 2)]
 
 
 def restored_record(record: SafetyRecord, height: int) -> SafetyRecord:

@@ -24,7 +24,10 @@ from node.cli.main import build_parser
 from node.errors import AllianceError
 from node.disk.integrity import check_store, verify_window
 from node.disk.safety_file import SafetyFile
-from node.disk.snapshot_files import SnapshotFiles, SnapshotWriter, restore_directory, validator_changes
+from node.disk import snapshot_files
+from node.disk.snapshot_files import (
+    SPILL_BUFFER_BYTES, SnapshotFiles, SnapshotWriter, restore_directory, validator_changes,
+)
 from node.ops.metrics import Metrics
 from node.p2p.sync import Syncer
 from node.p2p.wire import Blocks, GetBlocks, decode
@@ -33,6 +36,7 @@ from storage.chain import ChainStore
 from storage.kv import StorageError
 from storage.leveldb import LevelDBStore
 from storage.memory import MemoryStore
+from tests.shell.chainkit import wait_until
 from tests.node.proof_example import CHAIN_ID, CLIENT, GENESIS, GENESIS_TIME_MS, NODES, build_ledger, genesis_toml
 
 KEYS = 400  # state keys enough to fill many chunks
@@ -258,7 +262,22 @@ def test_a_restored_node_answers_requests_for_blocks_below_its_base_with_none(
     verify_window(store, GENESIS)  # the start-up check of a store that holds no block yet
 
 
-def test_the_writer_writes_a_snapshot_at_each_interval_that_restores(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spill_bytes", [SPILL_BUFFER_BYTES, 24], ids=["in-memory", "spilled"])
+def test_the_writer_writes_a_snapshot_at_each_interval_that_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_bytes: int
+) -> None:
+    monkeypatch.setattr(snapshot_files, "SPILL_BUFFER_BYTES", spill_bytes)  # 24: most chunks' pairs go to files
+    spilled: list[Path] = []
+    append = snapshot_files._append
+
+    def recording(path: Path, data: bytes | bytearray) -> None:
+        spilled.append(path)
+        append(path, data)
+
+    monkeypatch.setattr(snapshot_files, "_append", recording)
+    pauses: list[None] = []
+    monkeypatch.setattr(snapshot_files, "_pause", lambda: pauses.append(None))
+    monkeypatch.setattr(snapshot_files, "PAIRS_PER_PAUSE", 100)
     ledger = _ledger()
     files = SnapshotFiles(tmp_path / "data.snapshots", keep=2)
     metrics = Metrics()
@@ -271,14 +290,18 @@ def test_the_writer_writes_a_snapshot_at_each_interval_that_restores(tmp_path: P
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run)
-            await trio.sleep(0.01)  # the writer waits for a height
+            await wait_until(lambda: writer._jobs.statistics().tasks_waiting_receive == 1)  # waits for a height
             writer.committed(4)  # not a multiple of the interval
             writer.committed(5)
-            await trio.sleep(0.01)
+            await wait_until(lambda: metrics.snapshots_written._value.get() == 1)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
-    assert files.heights() == [5] and metrics.snapshots_written._value.get() == 1
+    assert files.heights() == [5]
+    chunks = [(files.root / "5" / f"chunk-{i}").read_bytes() for i in range(CHUNKS)]
+    assert chunks == _snapshot(ledger)[1]  # as built in memory at once
+    assert (len(spilled) > CHUNKS // 2) == (spill_bytes < SPILL_BUFFER_BYTES)  # a small state spills nothing
+    assert len(pauses) == KEYS // 100 + CHUNKS  # one after each 100 pairs read and each chunk written
     assert not [p for p in files.root.iterdir() if not p.name.isdigit()]  # no spill or temporary left
     store = ChainStore(MemoryStore())
     assert restore_directory(files.root / "5", store, GENESIS) == 5
