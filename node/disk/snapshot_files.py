@@ -45,8 +45,8 @@ SPILL_BUFFER_BYTES = 64 * 1024  # per chunk, while the state is sorted into chun
 # A snapshot is background work: its writer pauses after each chunk (its file synced) and after every
 # PAIRS_PER_PAUSE pairs read, so that the synced writes of consensus on the same disk and the event
 # loop on the same cores do not wait behind it. At 1,000 tx/s on 2 cores a 20,000-key snapshot without
-# pauses held blocks up to 5 times as long for half a second (p99 20 -> 100 ms); with them, about 45 ms.
-PAUSE_S = 0.002
+# pauses held blocks up to 5 times as long for half a second (p99 20 -> 100 ms); with pauses of 5 ms, 30 to 40 ms.
+PAUSE_S = 0.005
 PAIRS_PER_PAUSE = 1024
 T = TypeVar("T")
 
