@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from node.chain import tree_levels
 from node.chain.block import BlockError, Header, decode_certificate, header_from_wire
 from node.chain.canonical import CodecError, pack_flat, unpack
-from node.chain import tree_levels
 from node.chain.proof import Certified, Change, ProofInvalid, verify_certified
 from node.chain.state_tree import DEPTH, EMPTY, bucket_of, leaf_hashes, node_hash
 
@@ -163,7 +163,8 @@ def subtree_root(index: int, leaves: dict[int, bytes]) -> bytes:
     """The root of subtree `index` at CHUNK_LEVEL over the leaf hashes of its buckets: the top of what
     its leaves change in an empty tree of the subtree's depth (tree_levels, native where built)."""
     empty = [bytearray(32 << level) for level in range(DEPTH - CHUNK_LEVEL + 1)]
-    top = tree_levels.above(empty, {bucket - index * BUCKETS_PER_CHUNK: leaf for bucket, leaf in leaves.items()})[0]
+    first = index * BUCKETS_PER_CHUNK
+    top = tree_levels.above(empty, {bucket - first: leaf for bucket, leaf in leaves.items()})[0]
     return bytes(top[4:]) if top else EMPTY
 
 

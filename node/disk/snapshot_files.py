@@ -242,12 +242,14 @@ class _Spill:
 
     def pairs(self, index: int) -> list[tuple[bytes, bytes]]:
         """The pairs of chunk `index`; SnapshotInvalid when they are far more than a chunk may hold."""
-        data = (self.directory / str(index)).read_bytes() if index in self.spilled else b""
-        data += self.buffers[index]
-        if len(data) > 2 * CHUNK_BYTES_MAX:
-            raise SnapshotInvalid(f"chunk {index} would be about {len(data)} bytes, above {CHUNK_BYTES_MAX}")
+        path = self.directory / str(index)
+        size = (path.stat().st_size if index in self.spilled else 0) + len(self.buffers[index])
+        if size > 2 * CHUNK_BYTES_MAX:
+            raise SnapshotInvalid(f"chunk {index} would be about {size} bytes, above {CHUNK_BYTES_MAX}")
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=2 * CHUNK_BYTES_MAX)
-        unpacker.feed(data)
+        if index in self.spilled:
+            unpacker.feed(path.read_bytes())
+        unpacker.feed(self.buffers[index])
         return [(key, value) for key, value in unpacker]
 
 

@@ -15,7 +15,7 @@ import trio
 from node.chain.ledger import BlockPruned, Ledger
 from node.chain.proposal import build_block
 from node.chain.snapshot import (
-    BUCKETS_PER_CHUNK, CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, build_chunks,
+    BUCKETS_PER_CHUNK, CHUNK_BYTES_MAX, CHUNKS, Manifest, SnapshotInvalid, build_chunks, chunk_of,
     decode_manifest, verify_chunk, verify_manifest,
 )
 from node.chain.state_tree import EMPTY, bucket_of, key_hash
@@ -306,3 +306,15 @@ def test_the_writer_writes_a_snapshot_at_each_interval_that_restores(
     store = ChainStore(MemoryStore())
     assert restore_directory(files.root / "5", store, GENESIS) == 5
     assert Ledger(store, GENESIS).tree.root == ledger.tree.root
+
+
+def test_a_chunk_whose_sorted_pairs_are_far_above_a_chunk_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_files, "CHUNK_BYTES_MAX", 1000)
+    monkeypatch.setattr(snapshot_files, "SPILL_BUFFER_BYTES", 100)  # most of them in the spill file
+    keys = [key for key in (f"k{i}".encode() for i in range(20_000)) if chunk_of(key) == 0][:30]
+    groups = snapshot_files._Spill(((key, b"v" * 100) for key in keys), tmp_path)
+    with pytest.raises(SnapshotInvalid, match="chunk 0 would be about"):
+        groups.pairs(0)
+    assert groups.pairs(1) == []
