@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float,
                    help=f"seconds of load, the measured window (default: {bench.DEFAULT_DURATION_S:g})")
     p.add_argument("--rate", type=float, default=0, help="offered transactions per second; 0 (the default): "
-                   f"as fast as possible, with up to {bench.RATE_CEILING} tx/s x duration pre-signed")
+                   f"as fast as possible, with up to {bench.RATE_CEILING} tx/s x duration pre-signed "
+                   f"({bench.RATE_CEILING_ONE_NODE} with --nodes 1)")
     p.add_argument("--txs", type=int, help="pre-sign at most this many transactions")
     p.add_argument("--batch", type=int, help=f"transactions per JSON-RPC request (default: {bench.BATCH_FAST} as fast "
                    f"as possible, one batch per {bench.BATCH_INTERVAL_S * 1000:g} ms at a fixed rate)")
