@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.chain import tree_levels
-from node.chain.tree_levels import EMPTY, RECORD_BYTES, BucketReader, Levels, leaf_hash
+from node.chain.tree_levels import EMPTY, RECORD_BYTES, BucketReader, Levels, leaf_hash, node_hash
 
 DEPTH = 18
 BUCKETS = 1 << DEPTH
@@ -47,10 +47,6 @@ def bucket_of(kh: bytes) -> int:
 def leaf_hashes(stored: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
     """bucket -> leaf hash of stored (bucket, blob)."""
     return {bucket: leaf_hash(blob) for bucket, blob in stored}
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
 
 
 def records(blob: bytes, bucket: int) -> list[bytes]:

@@ -27,7 +27,8 @@ def _pack(nodes: list[tuple[int, bytes]]) -> bytes:
     return b"".join(index.to_bytes(4, "little") + node for index, node in nodes)
 
 
-def _node(left: bytes | bytearray, right: bytes | bytearray) -> bytes:
+def node_hash(left: bytes | bytearray, right: bytes | bytearray) -> bytes:
+    """A node over its children: SHA-256(left || right), or EMPTY when both are."""
     return EMPTY if left == EMPTY and right == EMPTY else _sha256(left + right).digest()
 
 
@@ -51,7 +52,7 @@ def py_above(levels: Levels, leaves: Mapping[int, bytes]) -> list[bytes]:
                 j += 1
             else:
                 left, right = node, child[at + 32:at + 64]
-            made.append((index >> 1, _node(left, right)))
+            made.append((index >> 1, node_hash(left, right)))
             j += 1
         fresh = made
     out[0] = _pack(fresh)
@@ -125,7 +126,7 @@ def py_build(levels: Levels) -> None:
     """Computes every level above the leaves."""
     for level in range(len(levels) - 2, -1, -1):
         child = levels[level + 1]
-        levels[level][:] = b"".join(_node(child[at:at + 32], child[at + 32:at + 64])
+        levels[level][:] = b"".join(node_hash(child[at:at + 32], child[at + 32:at + 64])
                                     for at in range(0, len(child), 64))
 
 
