@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.bench.progress import progress
+from node.bench.watch import BlockWatcher
 from node.cli import localnet
 from node.cli.localnet import LocalNode, local_nodes, start_process
 from node.client import Client, NodeUnreachable
@@ -16,6 +18,7 @@ from node.config import load_config
 from node.errors import AllianceError
 
 CONNECTED_TIMEOUT_S = 30.0
+EXIT_SEEN_S = 2.0  # how long a node whose event stream closed is given to be seen exited
 
 
 def start_nodes(home: Path, nodes: int, base_port: int, profiles: list[Path] | None) -> list[LocalNode]:
@@ -32,6 +35,21 @@ def start_node(node: LocalNode, profile: Path | None) -> None:
 
 def check_alive(nodes: list[LocalNode]) -> None:
     localnet.check_alive(nodes, " during the benchmark")
+
+
+def check_watching(nodes: list[LocalNode], watcher: BlockWatcher) -> None:
+    """The nodes alive and the watcher following node0; else a clear error. A node that dies closes its
+    event stream a moment before its exit can be seen: then the exit is the error, not the stream."""
+    if watcher.error is None:
+        return
+    for node in nodes:
+        if node.index == 0 and node.process is not None:
+            try:
+                node.process.wait(timeout=EXIT_SEEN_S)
+            except subprocess.TimeoutExpired:
+                pass
+    check_alive(nodes)
+    raise AllianceError(f"watcher lost node0: {watcher.error}")
 
 
 @dataclass(frozen=True)

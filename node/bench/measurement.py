@@ -20,7 +20,7 @@ from typing import Any
 
 from node.bench.catch_up import catch_up, stop_follower
 from node.bench.join import join, snapshot_interval
-from node.bench.consortium import check_alive, metrics_url, status
+from node.bench.consortium import check_alive, check_watching, metrics_url, status
 from node.bench.load import HTTP_TIMEOUT_S, LoadPlan, LoadResult, load_process, make_batches
 from node.bench.progress import progress
 from node.bench.report import window_figures
@@ -102,9 +102,7 @@ def measure(settings: Settings, home: Path, nodes: list[LocalNode], loads: list[
 
 
 def _check_running(nodes: list[LocalNode], watcher: BlockWatcher, load: BaseProcess, pipe: Connection) -> None:
-    check_alive(nodes)
-    if watcher.error is not None:
-        raise AllianceError(f"watcher lost node0: {watcher.error}")
+    check_watching(nodes, watcher)
     if load.exitcode is not None and not pipe.poll(0):
         raise AllianceError(f"the load process exited with {load.exitcode} without a result")
 
@@ -173,9 +171,7 @@ def _drain(nodes: list[LocalNode], watcher: BlockWatcher, hashes: list[bytes], a
     waiting = [hashes[i] for i, t in enumerate(accepted_at) if not math.isnan(t)]
     deadline = time.monotonic() + DRAIN_S
     while waiting and time.monotonic() < deadline:
-        check_alive(nodes)
-        if watcher.error is not None:
-            raise AllianceError(f"watcher lost node0: {watcher.error}")
+        check_watching(nodes, watcher)
         committed = watcher.committed_at
         waiting = [h for h in waiting if h not in committed]
         if waiting:
